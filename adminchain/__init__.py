@@ -1,0 +1,1 @@
+"""adminchain: the command line and the guided demo over `ledger`, `projections` and `replay`."""

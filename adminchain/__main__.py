@@ -1,0 +1,5 @@
+"""`python -m adminchain` runs the command line."""
+
+from adminchain.cli import main
+
+main()

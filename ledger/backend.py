@@ -1,0 +1,216 @@
+"""What a storage backend must provide, and the append logic every backend shares.
+
+A backend (LMDB, PostgreSQL) offers one primitive: run a function inside one durable, serialised
+write transaction, with a small set of table operations (`TxnOps`). Everything that decides what
+an append means — idempotency by `id`, gap-free positions, the Merkle leaves and frontier, strict
+preconditions — is written once here, in `apply_requests`, so both backends behave the same.
+
+Group commit: `GroupCommitter` lets concurrent appenders in one process share one transaction
+and therefore one flush; each request stays atomic on its own (a refused request writes nothing,
+the others still commit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ledger import merkle
+from ledger.codec import encode_record, leaf_bytes
+from ledger.errors import LedgerError
+from ledger.events import Event
+
+__all__ = [
+    "Appended",
+    "AppendRequest",
+    "GroupCommitter",
+    "LogBackend",
+    "Precondition",
+    "TxnOps",
+    "apply_requests",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The result of appending one event: its position, its id, and whether it was a repeat."""
+
+    position: int
+    id: str
+    duplicate: bool
+
+
+class TxnOps(Protocol):
+    """Table operations inside one write transaction of a backend."""
+
+    raw: object
+    """The backend's own transaction handle (an lmdb.Transaction, a psycopg cursor)."""
+
+    def size(self) -> int:
+        """The number of events in the log as seen by this transaction."""
+
+    def lookup_id(self, event_id: str) -> int | None:
+        """The position of the event with this id, if stored."""
+
+    def insert(self, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+        """Store (subject, type, id, stored bytes) rows; returns positions size+1, size+2, …"""
+
+    def nodes(self) -> merkle.NodeStore:
+        """The Merkle node table, read and written within this transaction."""
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Stored bytes for positions start..stop (inclusive) within this transaction."""
+
+
+Precondition = Callable[[TxnOps, Sequence[Event]], None]
+"""Called under the write lock before a request's events are written; raises to refuse them."""
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """One atomic batch waiting to be written, and, once written, its outcome."""
+
+    events: Sequence[Event]
+    recorded_at: datetime
+    precondition: Precondition | None = None
+    result: list[Appended] | None = None
+    error: BaseException | None = None
+    done: bool = False
+    encoded: list[bytes] = field(default_factory=list)
+
+    def encode(self) -> None:
+        """Encode outside the write lock: the lock is held only for the table work."""
+        if not self.encoded:
+            self.encoded = [encode_record(e, self.recorded_at) for e in self.events]
+
+
+def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
+    """Write each request inside the caller's transaction, in order.
+
+    A request whose precondition raises a `LedgerError` gets that error and writes nothing; any
+    other exception aborts the whole transaction (the caller retries or reports it to all).
+    """
+    for request in requests:
+        request.encode()
+        request.result, request.error = None, None
+        if request.precondition is not None:
+            try:
+                request.precondition(ops, request.events)
+            except LedgerError as e:
+                request.error = e
+                continue
+        seen: dict[str, int] = {}
+        rows: list[tuple[str, str, str, bytes]] = []
+        slots: list[tuple[str, int | None]] = []
+        for event, stored in zip(request.events, request.encoded, strict=True):
+            event_id = event.id
+            assert event_id is not None, "the Ledger assigns ids before appending"
+            original = seen.get(event_id)
+            if original is None:
+                original = ops.lookup_id(event_id)
+            if original is not None:
+                slots.append((event_id, original))
+                continue
+            seen[event_id] = -1 - len(rows)  # resolved to a position below
+            slots.append((event_id, None))
+            rows.append((event.subject, type(event).__name__, event_id, stored))
+        size = ops.size()
+        positions = ops.insert(rows) if rows else []
+        if positions and positions[0] != size + 1:
+            raise LedgerError(f"positions must follow {size}, got {positions[0]}")
+        merkle.append_leaves(
+            ops.nodes(),
+            size,
+            [merkle.leaf_hash(leaf_bytes(p, row[3])) for p, row in zip(positions, rows, strict=True)],
+        )
+        result: list[Appended] = []
+        fresh = iter(positions)
+        for event_id, original in slots:
+            if original is None:
+                result.append(Appended(next(fresh), event_id, duplicate=False))
+            elif original < 0:
+                result.append(Appended(positions[-1 - original], event_id, duplicate=True))
+            else:
+                result.append(Appended(original, event_id, duplicate=True))
+        request.result = result
+
+
+class LogBackend(Protocol):
+    """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it."""
+
+    url: str
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        """Run `apply_requests` for these requests in ONE durable transaction (retrying it whole
+        on a transient storage condition). Raises on failure: then nothing was written."""
+
+    def size(self) -> int:
+        """The number of committed events."""
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Committed (position, stored bytes) from `start` to `stop` (inclusive) or the end."""
+
+    def positions_of(self, subject: str) -> list[int]:
+        """The positions of every event about `subject`, ascending."""
+
+    def read_nodes(self) -> merkle.NodeStore:
+        """Merkle nodes as committed (the tree of `size()` at the time of the call or later)."""
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Block until the log is longer than `position` or `timeout` seconds passed."""
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        """Store a checkpoint note for a tree size (replacing an older note of the same size)."""
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored checkpoint note, by ascending size."""
+
+    def close(self) -> None:
+        """Release the backend's resources."""
+
+
+class GroupCommitter:
+    """Lets concurrent appenders in one process share a transaction, and so one flush.
+
+    The first waiting appender becomes the leader, takes every queued request and writes them
+    together; the others wait for their request to be marked done. Each request's outcome is
+    its own (its result, or its error).
+    """
+
+    def __init__(self, write: Callable[[Sequence[AppendRequest]], None]) -> None:
+        self._write = write
+        self._cond = threading.Condition()
+        self._queue: list[AppendRequest] = []
+        self._leading = False
+
+    def submit(self, request: AppendRequest) -> list[Appended]:
+        """Queue `request`, wait until it is durable (or refused), and return its result."""
+        request.encode()
+        with self._cond:
+            self._queue.append(request)
+            while not request.done and self._leading:
+                self._cond.wait()
+            if not request.done:
+                self._leading = True
+                batch, self._queue = self._queue, []
+        if not request.done:
+            try:
+                self._write(batch)
+            except BaseException as e:
+                for r in batch:
+                    if r.error is None:
+                        r.error = e
+                    r.result = None
+            finally:
+                with self._cond:
+                    for r in batch:
+                        r.done = True
+                    self._leading = False
+                    self._cond.notify_all()
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result

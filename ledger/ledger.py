@@ -1,0 +1,240 @@
+"""The `Ledger` facade: open a log, append to it, read it, follow it, prove it.
+
+    >>> from ledger import Ledger
+    >>> from ledger.events import EnterMaintenance
+    >>> with Ledger.open(tmp_path / "demo.lmdb") as log:                       # doctest: +SKIP
+    ...     log.append(EnterMaintenance(subject="node-7", actor="alice"))
+    Appended(position=1, id='…', duplicate=False)
+
+Every acknowledged append is durable (flushed) before `append` returns. Appends are idempotent by
+`id`: a repeat reports the original position with ``duplicate=True``. Events without an `id` get a
+fresh UUID; events without `at` get the ledger's clock. The facade knows nothing of projections.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from ledger import merkle
+from ledger.backend import Appended, AppendRequest, GroupCommitter, LogBackend, Precondition
+from ledger.codec import decode_record, normalise
+from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
+from ledger.events import Event
+
+__all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
+
+DEFAULT_LEDGER = "./adminchain.lmdb"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored event with its position, the ledger's clock at append, and its stored bytes."""
+
+    position: int
+    recorded_at: datetime
+    event: Event
+    stored: bytes
+
+
+def decode_entry(position: int, stored: bytes) -> Entry:
+    """Decode one stored event; corruption surfaces as a `StorageError` naming the position."""
+    try:
+        record = decode_record(stored)
+    except msgspec.DecodeError as e:
+        raise StorageError(f"position {position}: stored event cannot be decoded ({e})") from e
+    return Entry(position, record.recorded_at, record.event, stored)
+
+
+def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) -> LogBackend:
+    """A backend for `target`: a ``postgresql://`` URL, or a directory for the embedded LMDB log."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional dependency
+
+        return PostgresBackend(text)
+    from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415  keeps `import ledger` light
+
+    return LMDBBackend(Path(text), sync=sync, create=create)
+
+
+class Ledger:
+    """A durable, totally ordered, tamper-evident event log (SPEC §1, §4)."""
+
+    def __init__(self, backend: LogBackend) -> None:
+        self.backend = backend
+        self._committer = GroupCommitter(backend.write)
+
+    @classmethod
+    def open(cls, target: str | Path = DEFAULT_LEDGER, *, sync: bool = True, create: bool = True) -> Self:
+        """Open (or create) the ledger at a directory path or a ``postgresql://`` URL."""
+        return cls(open_backend(target, sync=sync, create=create))
+
+    @property
+    def url(self) -> str:
+        """Where this ledger lives (a path or a URL), for messages and checkpoints."""
+        return self.backend.url
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, event: Event, *, precondition: Precondition | None = None) -> Appended:
+        """Append one event durably; returns its position (or its original one if a repeat)."""
+        return self.append_batch([event], precondition=precondition)[0]
+
+    def append_batch(
+        self, events: Iterable[Event], *, precondition: Precondition | None = None
+    ) -> list[Appended]:
+        """Append events as one atomic batch: all are durable when this returns, or none is.
+
+        `precondition` runs under the write lock with the batch's events (as stored: ids and
+        times filled in) and may raise a `LedgerError` to refuse the whole batch.
+        """
+        now = datetime.now(UTC)
+        prepared = [self._prepare(event, now, line) for line, event in enumerate(events, start=1)]
+        if not prepared:
+            return []
+        request = AppendRequest(prepared, now, precondition)
+        return self._committer.submit(request)
+
+    @staticmethod
+    def _prepare(event: Event, now: datetime, line: int) -> Event:
+        if not isinstance(event, msgspec.Struct):
+            raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
+        changes: dict[str, object] = {}
+        if event.id is None:
+            changes["id"] = str(uuid.uuid4())
+        if event.at is None:
+            changes["at"] = now
+        return normalise(msgspec.structs.replace(event, **changes) if changes else event)
+
+    # ------------------------------------------------------------------ reading
+
+    def size(self) -> int:
+        """The number of events in the log (the position of the last one)."""
+        return self.backend.size()
+
+    def read(self, start: int = 1, stop: int | None = None) -> Iterator[Entry]:
+        """Entries from `start` to `stop` (inclusive) or the end, in order."""
+        if start < 1:
+            raise UsageError(f"positions start at 1, not {start}")
+        for position, stored in self.backend.read_stored(start, stop):
+            yield decode_entry(position, stored)
+
+    def read_stored(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(position, stored bytes) pairs, undecoded: what replay and verification hash and fold."""
+        return self.backend.read_stored(max(start, 1), stop)
+
+    def get(self, position: int) -> Entry:
+        """The entry at `position`; raises `NotFoundError` beyond the end."""
+        for entry in self.read(position, position):
+            return entry
+        raise NotFoundError(f"no event at position {position} (the log has {self.size()})")
+
+    def history(self, subject: str) -> list[Entry]:
+        """Every event about `subject`, in log order."""
+        entries = [self.get(p) for p in self.backend.positions_of(subject)]
+        return [e for e in entries if e.event.subject == subject]
+
+    def follow(self, after: int = 0, *, poll: float = 1.0, stop: float | None = None) -> Iterator[Entry]:
+        """Entries after position `after`, then new ones as they are appended (by any process).
+
+        Blocks while caught up; ends when `stop` seconds pass without a new event (forever if None).
+        """
+        position = after
+        idle_since = time.monotonic()
+        while True:
+            advanced = False
+            for entry in self.read(position + 1):
+                position = entry.position
+                advanced = True
+                yield entry
+            if advanced:
+                idle_since = time.monotonic()
+            elif stop is not None and time.monotonic() - idle_since >= stop:
+                return
+            self.backend.wait_beyond(position, poll if stop is None else min(poll, stop))
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until the log holds `position`; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.size() < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.backend.wait_beyond(self.size(), remaining)
+        return True
+
+    # ------------------------------------------------------------------ integrity
+
+    def root(self, size: int | None = None) -> bytes:
+        """The Merkle root of the first `size` events (default: all)."""
+        size = self._size_arg(size)
+        return merkle.root(self.backend.read_nodes(), size)
+
+    def leaf_hash(self, position: int) -> bytes:
+        """The stored leaf hash at `position`."""
+        self._size_arg(position)
+        return self.backend.read_nodes().get(0, position - 1)
+
+    def inclusion_proof(self, position: int, size: int | None = None) -> list[bytes]:
+        """Audit path of the event at `position` in the tree of `size` events (RFC 6962)."""
+        size = self._size_arg(size)
+        if not 1 <= position <= size:
+            raise UsageError(f"position {position} is not in a tree of size {size}")
+        return merkle.inclusion_proof(self.backend.read_nodes(), position - 1, size)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """Proof that the tree of `size1` events is a prefix of the tree of `size2` events."""
+        size2 = self._size_arg(size2)
+        if not 0 <= size1 <= size2:
+            raise UsageError(f"cannot prove size {size1} against size {size2}")
+        return merkle.consistency_proof(self.backend.read_nodes(), size1, size2)
+
+    def _size_arg(self, size: int | None) -> int:
+        current = self.size()
+        if size is None:
+            return current
+        if not 0 <= size <= current:
+            raise UsageError(f"size {size} is beyond the log (it has {current} events)")
+        return size
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        """Keep a checkpoint note (see `replay.integrity`) in the ledger."""
+        self.backend.put_checkpoint(size, note)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored checkpoint note, by ascending tree size."""
+        return self.backend.checkpoints()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+
+def events_of(entries: Sequence[Entry]) -> list[Event]:
+    """The events of some entries (convenience for tests and folds)."""
+    return [e.event for e in entries]

@@ -1,0 +1,181 @@
+"""The embedded backend: the log in one LMDB environment, through `ledger.lmdb`.
+
+Events are stored by eventsourcing's application recorder of this project's LMDB persistence
+module (position = notification id, one stream per subject, topic = event type, state = the
+stored bytes). Beside the recorder's tables, in the SAME write transaction, this backend keeps:
+
+- ``ledger.ids``: sha256(id) -> position, the idempotency index;
+- ``ledger.subjects``: sha256(subject) -> positions (dupsort), for `history`;
+- ``ledger.merkle``: level (1 byte) + index (8 bytes) -> node hash, every complete subtree;
+- ``ledger.checkpoints``: tree size -> checkpoint note.
+
+LMDB has one writer at a time across processes, so allocating positions inside the write
+transaction gives gap-free positions in commit order. A commit is flushed before it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import lmdb
+from eventsourcing.persistence import StoredEvent
+
+from ledger import merkle
+from ledger.backend import AppendRequest, apply_requests
+from ledger.errors import BackendUnavailableError, StorageError
+from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
+
+__all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
+
+_IDS: Final = b"ledger.ids"
+_SUBJECTS: Final = b"ledger.subjects"
+_MERKLE: Final = b"ledger.merkle"
+_CHECKPOINTS: Final = b"ledger.checkpoints"
+
+
+def subject_key(text: str) -> bytes:
+    """A fixed-size LMDB key for a subject or id (LMDB keys are at most 511 bytes)."""
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _node_key(level: int, index: int) -> bytes:
+    return level.to_bytes(1, "big") + index.to_bytes(8, "big")
+
+
+class _Nodes:
+    """Merkle nodes in the ``ledger.merkle`` table, through one transaction."""
+
+    def __init__(self, txn: Any, db: Any) -> None:
+        self._txn = txn
+        self._db = db
+
+    def get(self, level: int, index: int) -> bytes:
+        value = self._txn.get(_node_key(level, index), db=self._db)
+        if value is None:
+            raise KeyError((level, index))
+        return bytes(value)
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        self._txn.put(_node_key(level, index), value, db=self._db)
+
+
+class LMDBTxnOps:
+    """`ledger.backend.TxnOps` over one LMDB write transaction."""
+
+    def __init__(self, backend: LMDBBackend, txn: Any) -> None:
+        self.raw = txn
+        self._backend = backend
+
+    def size(self) -> int:
+        return self._backend.recorder.max_notification_id_txn(self.raw) or 0
+
+    def lookup_id(self, event_id: str) -> int | None:
+        value = self.raw.get(subject_key(event_id), db=self._backend.ids_db)
+        return None if value is None else int.from_bytes(value, "big")
+
+    def insert(self, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+        backend = self._backend
+        txn = self.raw
+        versions: dict[str, int] = {}
+        stored: list[StoredEvent] = []
+        cursor = txn.cursor(db=backend.subjects_db)
+        for subject, topic, _event_id, data in rows:
+            version = versions.get(subject)
+            if version is None:
+                key = subject_key(subject)
+                version = cursor.count() if cursor.set_key(key) else 0
+            versions[subject] = version + 1
+            stored.append(StoredEvent(subject, version + 1, topic, data))
+        positions = backend.recorder.insert_events_txn(txn, stored)
+        for (subject, _topic, event_id, _data), position in zip(rows, positions, strict=True):
+            packed = position.to_bytes(8, "big")
+            txn.put(subject_key(event_id), packed, db=backend.ids_db)
+            txn.put(subject_key(subject), packed, db=backend.subjects_db, dupdata=True)
+        return list(positions)
+
+    def nodes(self) -> merkle.NodeStore:
+        return _Nodes(self.raw, self._backend.merkle_db)
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        return self._backend.recorder.iter_stored_txn(self.raw, start, stop)
+
+
+class LMDBBackend:
+    """The ledger in an LMDB environment directory (SPEC §6, embedded)."""
+
+    def __init__(self, path: Path, *, sync: bool = True, create: bool = True) -> None:
+        if not create and not (path / "data.mdb").exists():
+            raise BackendUnavailableError(f"no ledger at {path} (create one by appending to it)")
+        self.url = str(path)
+        try:
+            self.datastore = LMDBDatastore.open(path, sync=sync)
+        except lmdb.Error as e:
+            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
+        self.recorder = LMDBApplicationRecorder(self.datastore)
+        self.ids_db = self.datastore.db(_IDS)
+        self.subjects_db = self.datastore.db(_SUBJECTS, dupsort=True)
+        self.merkle_db = self.datastore.db(_MERKLE)
+        self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        self.recorder.write_retrying(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
+
+    def size(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        with self.recorder.read() as txn:
+            last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
+            yield from self.recorder.iter_stored_txn(txn, start, last)
+
+    def positions_of(self, subject: str) -> list[int]:
+        with self.recorder.read() as txn:
+            cursor = txn.cursor(db=self.subjects_db)
+            if not cursor.set_key(subject_key(subject)):
+                return []
+            return [int.from_bytes(v, "big") for v in cursor.iternext_dup()]
+
+    def read_nodes(self) -> merkle.NodeStore:
+        return _SnapshotNodes(self)
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        return self.recorder.wait_beyond(position, timeout)
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        def put(txn: Any) -> None:
+            txn.put(size.to_bytes(8, "big"), note.encode(), db=self.checkpoints_db)
+
+        self.recorder.write_retrying(put)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        with self.recorder.read() as txn:
+            return [
+                (int.from_bytes(k, "big"), bytes(v).decode())
+                for k, v in txn.cursor(db=self.checkpoints_db)
+            ]
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class _SnapshotNodes:
+    """Merkle nodes read outside a write: each lookup is its own short read transaction.
+
+    Nodes never change once written, so mixing snapshots is safe for any size already committed.
+    """
+
+    def __init__(self, backend: LMDBBackend) -> None:
+        self._backend = backend
+
+    def get(self, level: int, index: int) -> bytes:
+        with self._backend.recorder.read() as txn:
+            value = txn.get(_node_key(level, index), db=self._backend.merkle_db)
+        if value is None:
+            raise KeyError((level, index))
+        return bytes(value)
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        raise StorageError("Merkle nodes are written only by appends")
