@@ -1,0 +1,200 @@
+"""All projections together: the one fold that replay, as-of queries and the stored views share.
+
+`step` folds one event through every projection that handles it, reading current states through a
+``get(projection, subject)`` callable (memory or disk) and returning the `Change` for each: the
+state after the event (``None`` = remove the entry) and the verdict. `Folder` keeps every state in
+memory and applies events through `step`. `digest` is the SHA-256 of all states (SPEC §4, the
+checkpoint's projection digest).
+
+Policy is itself a projection, folded first: the policy in force for an event is read through
+``get("policy", "*")`` and ``get("policy", subject)`` at that event's position, so replay honours
+each `SetPolicy` where it stands in the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final, NamedTuple, Protocol, TypeAlias
+
+import msgspec
+
+from ledger.events import Event
+from projections import broadcasts, detachment, maintenance, membership, policy, recovery
+from projections.base import DEFAULT_POLICY, Policy, Verdict
+
+__all__ = [
+    "BY_NAME",
+    "PROJECTIONS",
+    "Change",
+    "Folder",
+    "Getter",
+    "Projection",
+    "decode_state",
+    "digest",
+    "encode_state",
+    "policy_for",
+    "step",
+]
+
+
+class Projection(Protocol):
+    """What a projection module exports (`projections.maintenance` and its siblings)."""
+
+    @property
+    def NAME(self) -> str: ...  # noqa: N802  module constants are upper case
+
+    @property
+    def HANDLES(self) -> tuple[type[Event], ...]: ...  # noqa: N802  module constant
+
+    @property
+    def STATE(self) -> type[Any]: ...  # noqa: N802  module constant
+
+    def fold(self, state: Any, event: Event, policy: Policy, /) -> tuple[Any, Verdict]: ...
+
+    def view(self, subject: str, state: Any, now: datetime | None, /) -> dict[str, Any]: ...
+
+
+PROJECTIONS: Final[tuple[Projection, ...]] = (
+    policy,
+    maintenance,
+    detachment,
+    recovery,
+    membership,
+    broadcasts,
+)
+"""Every projection, in folding order: policy first (it tunes the others)."""
+
+BY_NAME: Final[dict[str, Projection]] = {p.NAME: p for p in PROJECTIONS}
+
+Getter: TypeAlias = Callable[[str, str], Any | None]
+_Fold: TypeAlias = Callable[[Any, Event, Policy], tuple[Any, Verdict]]
+_USES_POLICY: Final = frozenset({detachment.NAME, recovery.NAME})
+
+
+class Change(NamedTuple):
+    """One projection's result for one event: the subject's state after it (None = remove).
+
+    When the event leaves the state as it was, `state` is the very object `get` returned, so a
+    stored view can skip the write with an ``is`` check.
+    """
+
+    projection: str
+    subject: str
+    state: Any | None
+    verdict: Verdict
+
+
+def _routes() -> dict[type[Any], tuple[tuple[str, _Fold, bool], ...]]:
+    routes: dict[type[Any], list[tuple[str, _Fold, bool]]] = {}
+    for projection in PROJECTIONS:
+        name = projection.NAME
+        for cls in projection.HANDLES:
+            routes.setdefault(cls, []).append((name, projection.fold, name in _USES_POLICY))
+    return {cls: tuple(entries) for cls, entries in routes.items()}
+
+
+_ROUTES: Final = _routes()
+
+
+def policy_for(get: Getter, subject: str) -> Policy:
+    """The effective policy for `subject` from the policy states `get` returns."""
+    own = None if subject == policy.ALL else get(policy.NAME, subject)
+    return policy.combine(get(policy.NAME, policy.ALL), own)
+
+
+def step(get: Getter, event: Event) -> list[Change]:
+    """Fold `event` through every projection that handles it; states come from `get`.
+
+    Pure given `get`: nothing is written; the caller stores each `Change` (in memory, or in a
+    stored view's transaction). An event no projection handles gives an empty list.
+    """
+    routes = _ROUTES.get(type(event))
+    if routes is None:
+        return []
+    subject = event.subject
+    changes: list[Change] = []
+    for name, fold, uses_policy in routes:
+        in_force = policy_for(get, subject) if uses_policy else DEFAULT_POLICY
+        state, verdict = fold(get(name, subject), event, in_force)
+        changes.append(Change(name, subject, state, verdict))
+    return changes
+
+
+_digest_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
+_state_encoder: Final = msgspec.msgpack.Encoder()
+_state_decoders: Final = {p.NAME: msgspec.msgpack.Decoder(p.STATE) for p in PROJECTIONS}
+
+
+def encode_state(state: Any) -> bytes:
+    """The msgpack bytes of one state struct, as stored views keep it."""
+    return _state_encoder.encode(state)
+
+
+def decode_state(projection: str, data: bytes) -> Any:
+    """One state struct of `projection` back from `encode_state` bytes."""
+    return _state_decoders[projection].decode(data)
+
+
+def digest(states: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """SHA-256 over every state, canonical: sorted by (projection, subject), one msgpack array
+    ``[projection, subject, state]`` per entry, map keys sorted. No entries: SHA-256 of nothing.
+    """
+    h = hashlib.sha256()
+    encode = _digest_encoder.encode
+    for name in sorted(states):
+        table = states[name]
+        for subject in sorted(table):
+            h.update(encode((name, subject, table[subject])))
+    return h.digest()
+
+
+class Folder:
+    """Every projection's current state in memory, folded event by event through `step`."""
+
+    __slots__ = ("states",)
+
+    def __init__(self, states: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.states: dict[str, dict[str, Any]] = {p.NAME: {} for p in PROJECTIONS}
+        if states:
+            for name, table in states.items():
+                self.states[name].update(table)
+
+    def get(self, projection: str, subject: str) -> Any | None:
+        """The state of `subject` in `projection` (None: default / absent)."""
+        return self.states[projection].get(subject)
+
+    def apply(self, event: Event) -> list[Verdict]:
+        """Fold one event; returns its verdicts (one per projection that handles it)."""
+        states = self.states
+        verdicts: list[Verdict] = []
+        for change in step(self.get, event):
+            if change.state is None:
+                states[change.projection].pop(change.subject, None)
+            else:
+                states[change.projection][change.subject] = change.state
+            verdicts.append(change.verdict)
+        return verdicts
+
+    def apply_all(self, events: Iterable[Event]) -> Folder:
+        """Fold every event in order (verdicts dropped); returns self."""
+        apply = self.apply
+        for event in events:
+            apply(event)
+        return self
+
+    def digest(self) -> bytes:
+        """`digest` of all current states."""
+        return digest(self.states)
+
+    def copy(self) -> Folder:
+        """An independent folder with the same states (state structs are immutable: shared)."""
+        return Folder(self.states)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Folder):
+            return NotImplemented
+        return self.states == other.states
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not hashable
