@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -46,6 +48,13 @@ def exit_status(error: LedgerError) -> int:
     return EXIT_FAILED
 
 
+_HINTS: dict[type[LedgerError], str] = {
+    InvalidEventError: "fix that line and append again; nothing was stored",
+    StrictRefusedError: "see `adminchain status` and `adminchain history`; nothing was stored",
+    ProofError: "the file does not verify: it was altered, or the key is not the signer's",
+}
+
+
 class AdminGroup(click.Group):
     """The one place library errors become messages and exit statuses — never a traceback."""
 
@@ -53,24 +62,18 @@ class AdminGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LedgerError as e:
-            hint = _HINTS.get(type(e), "")
             click.secho(f"error: {e}", err=True, fg="red")
+            hint = next((h for cls, h in _HINTS.items() if isinstance(e, cls)), "")
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))
         except OSError as e:
-            click.secho(f"error: {e.strerror or e} ({e.filename or 'I/O'})", err=True, fg="red")
+            where = f" ({e.filename})" if e.filename else ""
+            click.secho(f"error: {e.strerror or e}{where}", err=True, fg="red")
             ctx.exit(EXIT_FAILED)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
-
-
-_HINTS: dict[type[LedgerError], str] = {
-    InvalidEventError: "fix that line and append the batch again; nothing was stored",
-    StrictRefusedError: "check `adminchain status`; nothing was stored",
-    ProofError: "the proof or checkpoint does not match; it may have been altered",
-}
+        except TimeoutError as e:
+            click.secho(f"error: {e}", err=True, fg="red")
+            ctx.exit(EXIT_FAILED)
 
 
 def emit_json(value: object) -> None:
@@ -88,10 +91,7 @@ def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
 def ledger_options(func: F) -> F:
     """`--ledger` and `--json`, taken by every command."""
     func = click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Machine-readable output on stdout (SPEC §5), nothing else.",
+        "--json", "as_json", is_flag=True, help="Machine-readable output on stdout, nothing else."
     )(func)
     return click.option(
         "--ledger",
@@ -99,22 +99,7 @@ def ledger_options(func: F) -> F:
         default="./adminchain.lmdb",
         show_default=True,
         metavar="PATH|URL",
-        help="Ledger directory (embedded LMDB) or postgresql:// URL. Env: ADMINCHAIN_LEDGER.",
-    )(func)
-
-
-def actor_option(func: F) -> F:
-    """`--actor` (default: the login name) and `--strict`, taken by operator shortcuts."""
-    func = click.option(
-        "--strict",
-        is_flag=True,
-        help="Refuse (exit 3, nothing stored) if the current projection would reject it.",
-    )(func)
-    return click.option(
-        "--actor",
-        default=lambda: os.environ.get("ADMINCHAIN_ACTOR") or _login(),
-        show_default="login name",
-        help="Who is doing this (recorded in the event).",
+        help="Ledger directory (embedded LMDB) or postgresql:// URL [env: ADMINCHAIN_LEDGER].",
     )(func)
 
 
@@ -125,10 +110,88 @@ def _login() -> str:
         return "unknown"
 
 
-def read_lines(source: click.File | Any) -> Iterator[bytes]:
-    """Lines of a binary stream, without their newline."""
-    for raw in source:
+def operator_options(func: F) -> F:
+    """`--actor` (default: the login name), `--strict` and `--sign-key`, on operator shortcuts."""
+    func = click.option(
+        "--sign-key",
+        type=click.Path(exists=True, dir_okay=False),
+        envvar="ADMINCHAIN_SIGN_KEY",
+        help="Operator signing key file (see `adminchain keygen --operator`).",
+    )(func)
+    func = click.option(
+        "--strict",
+        is_flag=True,
+        help="Refuse (exit 3, nothing stored) if the current projection would reject it.",
+    )(func)
+    return click.option(
+        "--actor",
+        default=lambda: os.environ.get("ADMINCHAIN_ACTOR") or _login(),
+        show_default="login name",
+        help="Who is doing this; recorded in the event.",
+    )(func)
+
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """`30m`, `2h`, `1h30m`, `45s`, `500ms`, `2d` as a timedelta; None if it is not one."""
+    text = text.strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+
+
+def parse_time(text: str, option: str) -> datetime:
+    """An RFC 3339 time (a time zone is required) as an aware UTC datetime."""
+    try:
+        value = msgspec.json.decode(_json.encode(text), type=datetime)
+    except msgspec.ValidationError:
+        raise UsageError(
+            f"{option}: {text!r} is not an RFC 3339 time (e.g. 2026-11-25T14:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        raise UsageError(f"{option}: {text!r} needs a time zone (add Z for UTC)")
+    return value.astimezone(UTC)
+
+
+def parse_deadline(text: str, now: datetime) -> datetime:
+    """A deadline: an RFC 3339 time, or a duration from now (`30m`, `2h`)."""
+    duration = parse_duration(text)
+    if duration is not None:
+        return now + duration
+    return parse_time(text, "--deadline")
+
+
+def parse_as_of(text: str | None) -> tuple[int | None, datetime | None]:
+    """``--as-of``: a position (an integer) or a recorded time."""
+    if text is None:
+        return None, None
+    if text.isdigit():
+        return int(text), None
+    return None, parse_time(text, "--as-of")
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a binary stream, without their line ending."""
+    for raw in stream:
         yield raw.rstrip(b"\r\n")
+
+
+def open_ledger(target: str, *, create: bool = True) -> Any:
+    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast)."""
+    from ledger.ledger import Ledger  # noqa: PLC0415
+
+    return Ledger.open(target, create=create)
+
+
+def open_views(target: str, *, create: bool = False) -> Any:
+    """The ledger named by ``--ledger`` with its stored projections."""
+    from projections.api import Views  # noqa: PLC0415
+
+    return Views(open_ledger(target, create=create))
 
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,12 +199,17 @@ def read_lines(source: click.File | Any) -> Iterator[bytes]:
 def main() -> None:
     """adminchain: an event-sourced, tamper-evident admin ledger for clusters.
 
-    Operators and control loops append events; projections fold them into the state services
-    query (maintenance, detachment, recovery, membership, broadcasts); auditors replay, verify
-    and prove.
+    Operators and control loops append events; projections fold them into the state that
+    services query (maintenance, detachment, recovery, membership, broadcasts); auditors
+    replay, verify and prove.
 
     \b
-    Example:
+    Examples:
+      adminchain demo
       adminchain maintenance enter node-7 --deadline 30m --reason "kernel upgrade"
       adminchain status maintenance node-7
+      adminchain verify
     """
+
+
+from adminchain import commands_audit, commands_log, commands_ops  # noqa: E402, F401  registers commands

@@ -35,6 +35,7 @@ __all__ = [
     "iter_lines",
     "leaf_bytes",
     "normalise",
+    "validate",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -96,6 +97,16 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
         raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
     try:
         return normalise(_json_decoder.decode(data))
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise _located(e, line) from e
+
+
+def validate(event: Event, line: int | None = None) -> Event:
+    """Check an event built in Python against the catalogue, as decoding would."""
+    if not isinstance(event, msgspec.Struct):
+        raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
+    try:
+        return normalise(_json_decoder.decode(_json_encoder.encode(event)))
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
 

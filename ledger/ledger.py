@@ -26,7 +26,7 @@ import msgspec
 
 from ledger import merkle
 from ledger.backend import Appended, AppendRequest, GroupCommitter, LogBackend, Precondition
-from ledger.codec import decode_record, normalise
+from ledger.codec import decode_record, normalise, validate
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
 from ledger.events import Event
 
@@ -85,20 +85,31 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, event: Event, *, precondition: Precondition | None = None) -> Appended:
+    def append(
+        self, event: Event, *, precondition: Precondition | None = None, validated: bool = False
+    ) -> Appended:
         """Append one event durably; returns its position (or its original one if a repeat)."""
-        return self.append_batch([event], precondition=precondition)[0]
+        return self.append_batch([event], precondition=precondition, validated=validated)[0]
 
     def append_batch(
-        self, events: Iterable[Event], *, precondition: Precondition | None = None
+        self,
+        events: Iterable[Event],
+        *,
+        precondition: Precondition | None = None,
+        validated: bool = False,
     ) -> list[Appended]:
         """Append events as one atomic batch: all are durable when this returns, or none is.
 
-        `precondition` runs under the write lock with the batch's events (as stored: ids and
-        times filled in) and may raise a `LedgerError` to refuse the whole batch.
+        Events built in Python are validated against the catalogue first (msgspec checks
+        constraints only when decoding); `validated=True` skips that for events that came through
+        `ledger.codec.decode_line`. `precondition` runs under the write lock with the batch's
+        events (as stored: ids and times filled in) and may raise a `LedgerError` to refuse it.
         """
         now = datetime.now(UTC)
-        prepared = [self._prepare(event, now, line) for line, event in enumerate(events, start=1)]
+        prepared = [
+            self._prepare(event if validated else validate(event, line), now, line)
+            for line, event in enumerate(events, start=1)
+        ]
         if not prepared:
             return []
         request = AppendRequest(prepared, now, precondition)

@@ -119,8 +119,9 @@ class _Overlay:
     def apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
             key = (change.projection, change.subject)
-            self.cache[key] = change.state
-            self.dirty.add(key)
+            if self.cache.get(key) is not change.state:  # `step` returns the same object if unchanged
+                self.cache[key] = change.state
+                self.dirty.add(key)
 
     def fold(self, stored: Iterator[tuple[int, bytes]], on_verdicts: Callable[[int, list[Verdict]], None] | None = None) -> int:
         last = 0

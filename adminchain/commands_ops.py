@@ -1,0 +1,289 @@
+"""Operator shortcuts: maintenance enter|exit, detach, policy set, broadcast issue.
+
+Each builds one operator event, appends it (strictly with ``--strict``) and prints the result in
+the ``append`` format, so scripts can treat a shortcut like ``adminchain append``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from adminchain import render
+from adminchain.cli import (
+    emit_json,
+    ledger_options,
+    main,
+    open_views,
+    operator_options,
+    parse_deadline,
+    parse_duration,
+)
+from ledger.errors import UsageError
+from ledger.events import (
+    Detach,
+    EnterMaintenance,
+    Event,
+    ExitMaintenance,
+    IssueBroadcast,
+    Quiesce,
+    ReleaseHandles,
+    SetPolicy,
+    Target,
+)
+
+
+def _append(event: Event, *, ledger: str, strict: bool, sign_key: str | None, as_json: bool) -> None:
+    if sign_key is not None:
+        from ledger.signing import OperatorKey  # noqa: PLC0415
+
+        event = OperatorKey.load(sign_key).sign_if_operator(event)
+    views = open_views(ledger, create=True)
+    result = views.ledger.append(event, precondition=views.strict() if strict else None)
+    if as_json:
+        emit_json({"position": result.position, "id": result.id, "duplicate": result.duplicate})
+    else:
+        render.append_line(result, 1)
+
+
+def _id_option(func: Any) -> Any:
+    return click.option("--id", "event_id", help="Idempotency key (default: a new UUID).")(func)
+
+
+@main.group()
+def maintenance() -> None:
+    """Put a node into maintenance, or take it out.
+
+    \b
+    Examples:
+      adminchain maintenance enter node-7 --deadline 30m --reason "kernel upgrade"
+      adminchain maintenance exit node-7 --force
+    """
+
+
+@maintenance.command("enter")
+@click.argument("node")
+@click.option("--reason", help="Why, for the audit trail.")
+@click.option("--deadline", metavar="TIME|DURATION", help="When draining must be done (e.g. 30m).")
+@_id_option
+@operator_options
+@ledger_options
+def maintenance_enter(
+    node: str,
+    reason: str | None,
+    deadline: str | None,
+    event_id: str | None,
+    actor: str,
+    strict: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Ask NODE to enter maintenance (it becomes EnteringMaintenance).
+
+    \b
+    Example:
+      adminchain maintenance enter node-7 --deadline 30m --reason "kernel upgrade" --strict
+    """
+    now = datetime.now(UTC)
+    event = EnterMaintenance(
+        subject=node,
+        id=event_id,
+        at=now,
+        actor=actor,
+        reason=reason,
+        deadline=parse_deadline(deadline, now) if deadline else None,
+    )
+    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+
+
+@maintenance.command("exit")
+@click.argument("node")
+@click.option("--force", is_flag=True, help="Exit even from DrainFailed.")
+@_id_option
+@operator_options
+@ledger_options
+def maintenance_exit(
+    node: str,
+    force: bool,
+    event_id: str | None,
+    actor: str,
+    strict: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Ask NODE to leave maintenance (it becomes ExitingMaintenance; from DrainFailed, --force).
+
+    \b
+    Example:
+      adminchain maintenance exit node-7 --force --strict
+    """
+    event = ExitMaintenance(subject=node, id=event_id, actor=actor, force=force)
+    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+
+
+@main.command()
+@click.argument("runner")
+@click.option("--reason", help="Why, for the audit trail.")
+@_id_option
+@operator_options
+@ledger_options
+def detach(
+    runner: str,
+    reason: str | None,
+    event_id: str | None,
+    actor: str,
+    strict: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Detach RUNNER by hand (reason: manual detachment).
+
+    \b
+    Example:
+      adminchain detach runner-a --reason "suspected split brain"
+    """
+    event = Detach(subject=runner, id=event_id, actor=actor, reason=reason)
+    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+
+
+@main.group()
+def policy() -> None:
+    """Tune the projections, for one subject or for all (`*`).
+
+    \b
+    Example:
+      adminchain policy set '*' --recover-window 2s --keepalive-threshold 5
+    """
+
+
+def _millis(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    duration = parse_duration(value)
+    if duration is None:
+        raise UsageError(f"{option}: {value!r} is not a duration (e.g. 500ms, 2s, 1m) or milliseconds")
+    return int(duration.total_seconds() * 1000)
+
+
+@policy.command("set")
+@click.argument("subject", default="*")
+@click.option("--recover-window", metavar="DURATION", help="Healthy time before re-attaching (default 500ms).")
+@click.option("--keepalive-threshold", type=click.IntRange(min=1), help="Keep-alive failures that detach (default 3).")
+@click.option("--retry-backoff", metavar="DURATION", help="Delay before the one retry (default 250ms).")
+@click.option("--budget-window", metavar="DURATION", help="Crash budget window (default 60s).")
+@_id_option
+@operator_options
+@ledger_options
+def policy_set(
+    subject: str,
+    recover_window: str | None,
+    keepalive_threshold: int | None,
+    retry_backoff: str | None,
+    budget_window: str | None,
+    event_id: str | None,
+    actor: str,
+    strict: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Set policy for SUBJECT (default `*`: everyone) from this point of the log on.
+
+    A subject's own settings win over `*`. Durations take 500ms, 2s, 1m or plain milliseconds.
+
+    \b
+    Examples:
+      adminchain policy set '*' --budget-window 2m
+      adminchain policy set runner-a --keepalive-threshold 5
+    """
+    event = SetPolicy(
+        subject=subject,
+        id=event_id,
+        actor=actor,
+        recover_window_ms=_millis(recover_window, "--recover-window"),
+        keepalive_failure_threshold=keepalive_threshold,
+        retry_backoff_ms=_millis(retry_backoff, "--retry-backoff"),
+        budget_window_ms=_millis(budget_window, "--budget-window"),
+    )
+    if all(
+        v is None
+        for v in (
+            event.recover_window_ms,
+            event.keepalive_failure_threshold,
+            event.retry_backoff_ms,
+            event.budget_window_ms,
+        )
+    ):
+        raise UsageError("give at least one setting (see `adminchain policy set --help`)")
+    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+
+
+@main.group()
+def broadcast() -> None:
+    """Issue lifecycle broadcasts to backends.
+
+    \b
+    Example:
+      adminchain broadcast issue q-1 --quiesce maintenance --target b1 --target b2 --dead b3
+    """
+
+
+@broadcast.command("issue")
+@click.argument("broadcast_id")
+@click.option(
+    "--quiesce",
+    type=click.Choice(["idle_timeout", "broker_shutdown", "maintenance"]),
+    help="Ask backends to drain, for this reason.",
+)
+@click.option("--release-handles", metavar="PATH_PREFIX", help="Ask backends to release handles below a path.")
+@click.option("--target", "targets", multiple=True, help="A live backend (repeatable).")
+@click.option("--dead", "dead", multiple=True, help="A dead backend, skipped at once (repeatable).")
+@click.option("--ack-timeout", default="5000", show_default=True, metavar="DURATION", help="Per-backend ack timeout.")
+@_id_option
+@operator_options
+@ledger_options
+def broadcast_issue(
+    broadcast_id: str,
+    quiesce: str | None,
+    release_handles: str | None,
+    targets: tuple[str, ...],
+    dead: tuple[str, ...],
+    ack_timeout: str,
+    event_id: str | None,
+    actor: str,
+    strict: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Issue broadcast BROADCAST_ID: one operation to live and dead targets.
+
+    \b
+    Examples:
+      adminchain broadcast issue q-1 --quiesce maintenance --target b1 --target b2 --dead b3
+      adminchain broadcast issue r-1 --release-handles /var/data --target b1 --ack-timeout 2s
+    """
+    if (quiesce is None) == (release_handles is None):
+        raise UsageError("give exactly one operation: --quiesce REASON or --release-handles PATH")
+    if not targets and not dead:
+        raise UsageError("give at least one --target (or --dead) backend")
+    operation: Quiesce | ReleaseHandles = (
+        Quiesce(quiesce) if quiesce is not None else ReleaseHandles(str(release_handles))  # type: ignore[arg-type]
+    )
+    timeout = _millis(ack_timeout, "--ack-timeout")
+    event = IssueBroadcast(
+        subject=broadcast_id,
+        id=event_id,
+        actor=actor,
+        operation=operation,
+        targets=[Target(t, True) for t in targets] + [Target(d, False) for d in dead],
+        ack_timeout_ms=5000 if timeout is None else timeout,
+    )
+    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)

@@ -1,0 +1,301 @@
+"""Human output of the CLI, with Rich: tables, timelines, verdicts and progress bars.
+
+Machine output (``--json``) does not come through here beyond the small byte encoders; progress
+bars go to stderr and only on a terminal, so stdout stays clean for pipes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import IO, Any, Final
+
+import msgspec
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ledger.codec import event_to_builtins
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+_json = msgspec.json.Encoder()
+
+STATE_STYLES: Final = {
+    "Active": "green",
+    "EnteringMaintenance": "yellow",
+    "Maintenance": "blue",
+    "ExitingMaintenance": "cyan",
+    "DrainFailed": "bold red",
+    "Recovery": "magenta",
+}
+VERDICT_STYLES: Final = {"applied": "green", "idempotent": "dim", "rejected": "bold red"}
+
+
+def _interactive() -> bool:
+    return errors.is_terminal and not os.environ.get("CI")
+
+
+@contextmanager
+def progress_bar(label: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (only on a terminal); yields `update(done, total)`."""
+    if not enabled or not _interactive():
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=errors,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
+def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[bytes]]:
+    """Wrap a file being read with a progress bar when it is a large regular file on a terminal."""
+    try:
+        size = os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        size = 0
+    if not enabled or size < (8 << 20) or not _interactive():
+        yield stream
+        return
+    with Progress(console=errors, transient=True) as bar, bar.wrap_file(
+        stream, total=size, description="reading"
+    ) as wrapped:
+        yield wrapped
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+    return str(value).replace("T", " ")
+
+
+def _age(since: str | None, now: datetime) -> str:
+    if not since:
+        return ""
+    then = msgspec.json.decode(_json.encode(since), type=datetime)
+    seconds = int((now - then).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+# ------------------------------------------------------------------------ append and log
+
+
+def append_json(result: Any) -> bytes:
+    """One ``append --json`` line."""
+    return _json.encode(
+        {"position": result.position, "id": result.id, "duplicate": result.duplicate}
+    ) + b"\n"
+
+
+def append_line(result: Any, line: int) -> None:
+    """One streamed append result."""
+    note = " [dim](duplicate: already stored)[/]" if result.duplicate else ""
+    console.print(f"line {line}: position {result.position} id {result.id}{note}")
+
+
+def append_summary(results: list[Any]) -> None:
+    """What a batch append did."""
+    fresh = [r for r in results if not r.duplicate]
+    dups = [r for r in results if r.duplicate]
+    if fresh:
+        span = (
+            f"position {fresh[0].position}"
+            if len(fresh) == 1
+            else f"positions {fresh[0].position}–{fresh[-1].position}"
+        )
+        console.print(f"[green]appended {len(fresh)} event{'s' * (len(fresh) != 1)}[/] ({span}), durable")
+    for r in dups:
+        console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
+    if not results:
+        console.print("nothing to append (no events in the input)")
+
+
+def log_json(entry: Any) -> bytes:
+    """One ``log --json`` line."""
+    return _json.encode(
+        {"position": entry.position, "recorded_at": entry.recorded_at, "event": event_to_builtins(entry.event)}
+    ) + b"\n"
+
+
+def _fields(event: Any) -> str:
+    data = event_to_builtins(event)
+    for key in ("type", "subject", "id", "at", "actor", "signature"):
+        data.pop(key, None)
+    return " ".join(f"{k}={_json.encode(v).decode()}" for k, v in data.items())
+
+
+def log_table(entries: Iterable[Any]) -> None:
+    """The log as a table."""
+    table = Table("pos", "recorded", "type", "subject", "actor", "fields", box=None, pad_edge=False)
+    count = 0
+    for entry in entries:
+        event = entry.event
+        table.add_row(
+            str(entry.position),
+            _when(entry.recorded_at),
+            type(event).__name__,
+            event.subject,
+            event.actor or "",
+            _fields(event),
+        )
+        count += 1
+    if count:
+        console.print(table)
+    else:
+        console.print("the log has no events in that range")
+
+
+# ------------------------------------------------------------------------ status and history
+
+
+def status_tables(document: dict[str, dict[str, Any]], now: datetime) -> None:
+    """The ``status`` document as one table per projection."""
+    shown = False
+    for name, subjects in document.items():
+        if not subjects:
+            continue
+        shown = True
+        console.print(Text(name, style="bold underline"))
+        console.print(_STATUS_TABLES[name](subjects, now))
+    if not shown:
+        console.print("no state yet: nothing has been appended about that")
+
+
+def _maintenance(rows: dict[str, Any], now: datetime) -> Table:
+    table = Table("node", "state", "since", "deadline", "reason", box=None)
+    for node, s in rows.items():
+        state = Text(s["state"], style=STATE_STYLES.get(s["state"], ""))
+        deadline = _when(s["deadline"])
+        if s["deadline_overdue"]:
+            deadline += " [bold red](overdue)[/]"
+        since = f"{_when(s['since'])} ({_age(s['since'], now)})" if s["since"] else "—"
+        table.add_row(node, state, since, deadline, s["reason"] or "")
+    return table
+
+
+def _detachment(rows: dict[str, Any], now: datetime) -> Table:
+    table = Table("runner", "state", "reason", "detached at", "healthy since", "keep-alive failures", box=None)
+    for runner, s in rows.items():
+        state = Text("detached", style="bold red") if s["detached"] else Text("attached", style="green")
+        reason = s["reason"]["display"] if s["reason"] else ""
+        table.add_row(
+            runner, state, reason, _when(s["detached_at"]), _when(s["healthy_since"]), str(s["keepalive_failures"])
+        )
+    return table
+
+
+def _recovery(rows: dict[str, Any], now: datetime) -> Table:
+    table = Table("backend", "decision", "retry after", "crashes in window", "window started", box=None)
+    for backend, s in rows.items():
+        decision = s["decision"] or {}
+        kind = decision.get("kind", "—")
+        style = "yellow" if kind == "retry" else "bold red" if kind == "refuse" else ""
+        label = kind if kind != "refuse" else f"refuse ({decision.get('reason')})"
+        table.add_row(
+            backend,
+            Text(label, style=style),
+            f"{decision.get('retry_after_ms', '—')} ms",
+            str(s["crashes_in_window"]),
+            _when(s["window_started_at"]),
+        )
+    return table
+
+
+def _membership(rows: dict[str, Any], now: datetime) -> Table:
+    table = Table("cluster", "peers", "joined", "left", box=None)
+    for cluster, s in rows.items():
+        table.add_row(
+            cluster,
+            ", ".join(s["peers"]),
+            Text(", ".join(s["joined"]), style="green"),
+            Text(", ".join(s["left"]), style="red"),
+        )
+    return table
+
+
+def _broadcasts(rows: dict[str, Any], now: datetime) -> Table:
+    table = Table("broadcast", "operation", "acks", "timeouts", "failures", "skipped (dead)", "pending", "done", box=None)
+    for broadcast, s in rows.items():
+        op = s["operation"] or {}
+        operation = f"{op.get('kind')} {op.get('reason') or op.get('path_prefix') or ''}".strip()
+        done = (
+            Text("all acked", style="green")
+            if s["all_live_backends_acked"]
+            else Text("complete", style="yellow")
+            if s["complete"]
+            else Text("waiting", style="dim")
+        )
+        table.add_row(
+            broadcast,
+            operation,
+            ", ".join(s["acks"]),
+            ", ".join(f"{t['backend']} ({t['timeout_ms']} ms)" for t in s["timeouts"]),
+            ", ".join(f"{f['backend']} ({f['reason']})" for f in s["failures"]),
+            ", ".join(s["skipped_dead"]),
+            ", ".join(s["pending"]),
+            done,
+        )
+    return table
+
+
+_STATUS_TABLES: Final[dict[str, Callable[[dict[str, Any], datetime], Table]]] = {
+    "maintenance": _maintenance,
+    "detachment": _detachment,
+    "recovery": _recovery,
+    "membership": _membership,
+    "broadcasts": _broadcasts,
+}
+
+
+def history_timeline(subject: str, rows: list[dict[str, Any]]) -> None:
+    """A subject's events as a timeline, refused ones visibly marked with their reason."""
+    if not rows:
+        console.print(f"no events about {subject!r}")
+        return
+    console.print(Text(f"history of {subject}", style="bold underline"))
+    for row in rows:
+        verdicts = row["verdicts"]
+        refused = [v for v in verdicts if v["verdict"] == "rejected"]
+        mark = Text("✗ ", style="bold red") if refused else Text("✓ ", style="green")
+        line = Text.assemble(
+            mark,
+            (f"{row['position']:>6}  ", "dim"),
+            (_when(row["at"]) + "  ", ""),
+            (f"{row['type']:<20}", "bold"),
+            (f" by {row['actor']}" if row["actor"] else "", "cyan"),
+        )
+        console.print(line)
+        for v in verdicts:
+            style = VERDICT_STYLES[v["verdict"]]
+            extra = f": {v['reason']}" if v.get("reason") else ""
+            extra += f" ({v['detail']})" if v.get("detail") else ""
+            console.print(Text(f"          {v['projection']}: {v['verdict']}{extra}", style=style))
