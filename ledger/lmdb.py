@@ -527,7 +527,7 @@ class LMDBDatastore:
                     self._writer = None
                     self._gate.release_shared(ident)
             except lmdb.MapFullError as e:
-                self._grow()
+                self._grow(e)
                 raise LMDBMapGrownError(f"LMDB map of {self.path} grown; retry") from e
             except lmdb.Error as e:
                 raise _translate(e) from e
@@ -548,7 +548,7 @@ class LMDBDatastore:
             except LMDBMapGrownError:
                 continue
 
-    def _grow(self) -> None:
+    def _grow(self, cause: lmdb.MapFullError) -> None:
         """Double the map (or adopt a bigger one set by another process); no txn is open."""
         with self._gate.exclusive(self.grow_timeout):
             env = self.env
@@ -562,7 +562,7 @@ class LMDBDatastore:
                 raise LMDBMapFullError(
                     f"LMDB map of {self.path} is full at its maximum size of {before} bytes"
                     " (raise LMDB_MAX_MAP_SIZE)"
-                )
+                ) from cause
             env.set_mapsize(target)
 
     def listen(self, event: threading.Event) -> None:

@@ -16,6 +16,7 @@ from unittest import TestCase
 from uuid import UUID, uuid4
 
 import lmdb
+import pytest
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -95,9 +96,7 @@ class TestLMDBAggregateRecorder(WithLMDBDir, AggregateRecorderTestCase):
         return recorder
 
 
-class TestLMDBAggregateRecorderWithStrOriginatorID(
-    WithStrOriginatorID, TestLMDBAggregateRecorder
-):
+class TestLMDBAggregateRecorderWithStrOriginatorID(WithStrOriginatorID, TestLMDBAggregateRecorder):
     pass
 
 
@@ -190,27 +189,21 @@ class TestLMDBInfrastructureFactory(WithLMDBDir, InfrastructureFactoryTestCase[L
 
     def test_construct_raises_environment_error_when_path_missing(self) -> None:
         del self.env[LMDBFactory.LMDB_PATH]
-        with self.assertRaises(OSError) as cm:
+        with pytest.raises(OSError, match=r"keys: TESTCASE_LMDB_PATH, LMDB_PATH$"):
             InfrastructureFactory.construct(self.env)
-        self.assertEqual(
-            cm.exception.args[0],
-            "LMDB environment path not found in environment with keys: "
-            "TESTCASE_LMDB_PATH, LMDB_PATH",
-        )
 
     def test_application_prefixed_path_wins(self) -> None:
         other = os.path.join(self.tmpdir, "other")
         self.env["TESTCASE_LMDB_PATH"] = other
         with LMDBFactory(self.env) as factory:
-            self.assertEqual(factory.datastore.path, os.path.realpath(other))
+            assert factory.datastore.path == os.path.realpath(other)
             factory.close()
 
     def test_invalid_settings(self) -> None:
         for key, value in [("LMDB_MAP_SIZE", "big"), ("LMDB_MAP_SIZE", "-1"), ("LMDB_SYNC", "x")]:
             env = Environment("TestCase", {**self.env, key: value})
-            with self.assertRaises(OSError) as cm:
+            with pytest.raises(OSError, match=key):
                 LMDBFactory(env)
-            self.assertIn(key, cm.exception.args[0])
 
     def test_settings_reach_the_datastore(self) -> None:
         env = Environment(
@@ -224,30 +217,28 @@ class TestLMDBInfrastructureFactory(WithLMDBDir, InfrastructureFactoryTestCase[L
         )
         factory = LMDBFactory(env)
         try:
-            self.assertFalse(factory.datastore.sync)
-            self.assertEqual(factory.datastore.map_size, 1 << 20)
-            self.assertEqual(factory.datastore.max_map_size, 1 << 22)
-            self.assertFalse(factory.datastore.env.flags()["sync"])
+            assert not factory.datastore.sync
+            assert factory.datastore.map_size == 1 << 20
+            assert factory.datastore.max_map_size == 1 << 22
+            assert not factory.datastore.env.flags()["sync"]
         finally:
             factory.close()
 
     def test_tables_are_named_after_the_application(self) -> None:
         recorder = self.factory.process_recorder()
         assert isinstance(recorder, LMDBProcessRecorder)
-        self.assertEqual(recorder.events_table_name, "testcase_events")
-        self.assertEqual(recorder.tracking_table_name, "testcase_tracking")
+        assert recorder.events_table_name == "testcase_events"
+        assert recorder.tracking_table_name == "testcase_tracking"
         snapshots = self.factory.aggregate_recorder("snapshots")
         assert isinstance(snapshots, LMDBAggregateRecorder)
-        self.assertEqual(snapshots.events_table_name, "testcase_snapshots")
+        assert snapshots.events_table_name == "testcase_snapshots"
         with self.factory.datastore.read() as txn:
             names = set(self.factory.datastore.env.dbs(txn))
-        self.assertTrue(
-            {b"testcase_events.log", b"testcase_events.idx", b"testcase_tracking"} <= names
-        )
+        assert {b"testcase_events.log", b"testcase_events.idx", b"testcase_tracking"} <= names
 
     def test_application_recorder_topic(self) -> None:
         self.env[LMDBFactory.APPLICATION_RECORDER_TOPIC] = get_topic(LMDBProcessRecorder)
-        self.assertIsInstance(self.factory.application_recorder(), LMDBProcessRecorder)
+        assert isinstance(self.factory.application_recorder(), LMDBProcessRecorder)
 
 
 # ---------------------------------------------------------------------------- applications
@@ -335,16 +326,21 @@ class TestAggregateEventCountersProjectionWithLMDB(
     WithLMDBDir, AggregateEventCountersProjectionTestCase
 ):
     view_class = LMDBEventCounters
+    env: ClassVar[dict[str, str]] = {}
 
     def setUp(self) -> None:
         super().setUp()
-        self.env = {"PERSISTENCE_MODULE": "ledger.lmdb", "LMDB_PATH": self.lmdb_path}
+        self.env.clear()
+        self.env.update({"PERSISTENCE_MODULE": "ledger.lmdb", "LMDB_PATH": self.lmdb_path})
 
 
 class TestEventSourcedProjectionWithLMDB(WithLMDBDir, EventSourcedProjectionTestCase):
+    env: ClassVar[dict[str, str]] = {}
+
     def setUp(self) -> None:
         super().setUp()
-        self.env = {"PERSISTENCE_MODULE": "ledger.lmdb", "LMDB_PATH": self.lmdb_path}
+        self.env.clear()
+        self.env.update({"PERSISTENCE_MODULE": "ledger.lmdb", "LMDB_PATH": self.lmdb_path})
 
 
 del AggregateRecorderTestCase
