@@ -1,3 +1,183 @@
-"""Commands an auditor runs: replay, verify, checkpoint, prove, keygen (and the demo)."""
+"""Commands an auditor runs: replay, verify, checkpoint, prove, keygen."""
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from adminchain import render
+from adminchain.cli import EXIT_FAILED, emit_json, ledger_options, main, open_ledger, open_views
+from ledger.errors import UsageError
+
+
+def read_key_file(path: str, what: str) -> str:
+    """The one key string a key file holds."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise UsageError(f"cannot read {what} {path}: {e.strerror}") from e
+    if not text:
+        raise UsageError(f"{what} {path} is empty")
+    return text
+
+
+def signer_from(path: str | None) -> Any:
+    """The checkpoint signer in a private key file (None without a file)."""
+    if path is None:
+        return None
+    from ledger.notes import Signer  # noqa: PLC0415
+
+    return Signer.parse(read_key_file(path, "signing key"))
+
+
+def verifiers_from(paths: tuple[str, ...]) -> list[Any] | None:
+    """Verifier keys from public key files (None when none are given)."""
+    if not paths:
+        return None
+    from ledger.notes import Verifier  # noqa: PLC0415
+
+    return [Verifier.parse(read_key_file(p, "public key")) for p in paths]
+
+
+key_option = click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False),
+    envvar="ADMINCHAIN_CHECKPOINT_KEY",
+    help="Private key file to sign with (from `adminchain keygen`) [env: ADMINCHAIN_CHECKPOINT_KEY].",
+)
+pub_option = click.option(
+    "--pub",
+    "pub_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    envvar="ADMINCHAIN_VERIFY_KEY",
+    help="Public key file(s) checkpoints must be signed by [env: ADMINCHAIN_VERIFY_KEY].",
+)
+
+
+@main.command()
+@click.option("--to", "to", type=click.IntRange(min=0), help="Replay up to this position.")
+@ledger_options
+def replay(to: int | None, ledger: str, as_json: bool) -> None:
+    """Rebuild every projection from the log and print the audit.
+
+    Counts each projection's verdicts, lists every refused event with its reason, and compares
+    the rebuilt state with the stored projections: exit 1 if any diverged.
+
+    \b
+    Example:
+      adminchain replay
+      adminchain replay --to 1200 --json
+    """
+    from replay.audit import run_audit  # noqa: PLC0415
+
+    log = open_ledger(ledger, create=False)
+    with render.progress_bar("replaying", log.size(), enabled=not as_json) as update:
+        report = run_audit(log, to, progress=update)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        render.replay_report(report)
+    if report.diverged:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@pub_option
+@ledger_options
+def verify(pub_paths: tuple[str, ...], ledger: str, as_json: bool) -> None:
+    """Recompute every leaf, the tree and the projection digests; name the first bad position.
+
+    Exit 1 if anything was changed, removed, reordered or inserted, or if a checkpoint does not
+    verify (with --pub, checkpoints must be signed by one of those keys).
+
+    \b
+    Example:
+      adminchain verify --pub auditor.pub
+    """
+    from replay.integrity import verify as verify_log  # noqa: PLC0415
+
+    verifiers = verifiers_from(pub_paths)
+    log = open_ledger(ledger, create=False)
+    with render.progress_bar("verifying", log.size(), enabled=not as_json) as update:
+        result = verify_log(log, verifiers=verifiers, progress=update)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        render.verify_result(result)
+    if not result.ok:
+        sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@key_option
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the note to this file.")
+@ledger_options
+def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool) -> None:
+    """Record a checkpoint: tree size, root and projection digest, signed with --key.
+
+    The note (C2SP tlog-checkpoint with an adminchain-state-sha256 extension line) is stored in
+    the ledger and printed; `verify` checks the log against every stored checkpoint.
+
+    \b
+    Example:
+      adminchain keygen auditor && adminchain checkpoint --key auditor.key --out cp.txt
+    """
+    from replay.integrity import make_checkpoint  # noqa: PLC0415
+
+    signer = signer_from(key_path)
+    checkpoint_, note = make_checkpoint(open_views(ledger), signer)
+    if out:
+        Path(out).write_text(note, encoding="utf-8")
+    if as_json:
+        emit_json(
+            {
+                "origin": checkpoint_.origin,
+                "size": checkpoint_.size,
+                "root": checkpoint_.root.hex(),
+                "state_digest": checkpoint_.state_digest.hex(),
+                "signed": signer is not None,
+                "note": note,
+            }
+        )
+    else:
+        render.checkpoint_note(checkpoint_, note, signed=signer is not None)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", "prefix", help="File prefix (default: NAME): writes PREFIX.key and PREFIX.pub.")
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
+    """Make an Ed25519 key pair NAME: PREFIX.key (private, 0600) and PREFIX.pub.
+
+    The same keys sign checkpoints (`checkpoint --key`) and operator events (`--sign-key`);
+    give the .pub file to auditors (`verify --pub`) or trust it (`adminchain trust add`).
+
+    \b
+    Example:
+      adminchain keygen alice
+    """
+    from ledger.notes import generate_key  # noqa: PLC0415
+
+    base = Path(prefix or name)
+    private, public = base.with_name(base.name + ".key"), base.with_name(base.name + ".pub")
+    for path in (private, public):
+        if path.exists() and not force:
+            raise UsageError(f"{path} exists; use --force to overwrite it")
+    signer, verifier = generate_key(name)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(signer + "\n")
+    os.chmod(private, 0o600)
+    public.write_text(verifier + "\n", encoding="utf-8")
+    if as_json:
+        emit_json({"name": name, "private_key_file": str(private), "public_key_file": str(public), "public_key": verifier})
+    else:
+        render.console.print(f"private key: {private} (keep it secret)\npublic key:  {public}\n{verifier}")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import IO, Any, Final
 
+import click
 import msgspec
 from rich.console import Console
 from rich.progress import (
@@ -28,6 +29,8 @@ from rich.text import Text
 from ledger.codec import event_to_builtins
 
 console = Console(highlight=False)
+if not console.is_terminal:  # piped: never crop a column or wrap a line to 80
+    console = Console(highlight=False, width=240)
 errors = Console(stderr=True, highlight=False)
 _json = msgspec.json.Encoder()
 
@@ -299,3 +302,51 @@ def history_timeline(subject: str, rows: list[dict[str, Any]]) -> None:
             extra = f": {v['reason']}" if v.get("reason") else ""
             extra += f" ({v['detail']})" if v.get("detail") else ""
             console.print(Text(f"          {v['projection']}: {v['verdict']}{extra}", style=style))
+
+
+# ------------------------------------------------------------------------ audit
+
+
+def replay_report(report: Any) -> None:
+    """The audit: a summary table per projection, then every refused event."""
+    table = Table("projection", "applied", "idempotent", "rejected", "stored view", box=None)
+    for name, counts in report.counts.items():
+        if not report.compared:
+            stored = Text("not compared (--to)", style="dim")
+        elif name in report.diverged:
+            stored = Text("DIVERGED", style="bold red")
+        else:
+            stored = Text("matches", style="green")
+        rejected = Text(str(counts["rejected"]), style="bold red" if counts["rejected"] else "")
+        table.add_row(name, str(counts["applied"]), str(counts["idempotent"]), rejected, stored)
+    console.print(Text(f"replayed {report.position} events", style="bold"))
+    console.print(table)
+    if report.rejected:
+        console.print(Text(f"\nrefused events ({len(report.rejected)})", style="bold underline"))
+        refused = Table("pos", "type", "subject", "projection", "reason", "detail", box=None)
+        for r in report.rejected:
+            refused.add_row(
+                str(r.position), r.type, r.subject, r.projection, Text(r.reason or "", style="red"), r.detail or ""
+            )
+        console.print(refused)
+    for name, subjects in report.differences.items():
+        shown = ", ".join(subjects[:10]) + (" …" if len(subjects) > 10 else "")
+        console.print(Text(f"{name}: stored state differs from the log for {shown}", style="bold red"))
+
+
+def verify_result(result: Any) -> None:
+    """The verdict of `verify`, plainly."""
+    if result.ok:
+        console.print(Text(f"✓ verified: {result.detail}", style="bold green"))
+    else:
+        where = f" at position {result.first_bad_position}" if result.first_bad_position else ""
+        console.print(Text(f"✗ verification FAILED{where}", style="bold red"))
+        console.print(result.detail)
+    console.print(f"size {result.size}, root {result.root}", style="dim")
+
+
+def checkpoint_note(checkpoint: Any, note: str, *, signed: bool) -> None:
+    """A new checkpoint and its note."""
+    label = "signed checkpoint" if signed else "checkpoint (unsigned: give --key to sign)"
+    console.print(Text(f"{label} at size {checkpoint.size}", style="bold green" if signed else "yellow"))
+    click.echo(note.rstrip("\n"))

@@ -159,6 +159,15 @@ class LogBackend(Protocol):
     def read_nodes(self) -> merkle.NodeStore:
         """Merkle nodes as committed (the tree of `size()` at the time of the call or later)."""
 
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Stored (position, leaf hash) pairs from `start` on, in order: what verify compares."""
+
+    def get_meta(self, key: str) -> bytes | None:
+        """A small ledger-wide setting (the origin, trusted operator keys), or None."""
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Store a ledger-wide setting durably."""
+
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Block until the log is longer than `position` or `timeout` seconds passed."""
 

@@ -217,6 +217,15 @@ class Ledger:
             raise UsageError(f"size {size} is beyond the log (it has {current} events)")
         return size
 
+    def origin(self) -> str:
+        """The checkpoint origin of this log: unique per ledger, made on first use and kept."""
+        value = self.backend.get_meta("origin")
+        if value is None:
+            self.backend.put_meta("origin", f"adminchain.local/{uuid.uuid4()}".encode())
+            value = self.backend.get_meta("origin")
+            assert value is not None
+        return value.decode()
+
     def put_checkpoint(self, size: int, note: str) -> None:
         """Keep a checkpoint note (see `replay.integrity`) in the ledger."""
         self.backend.put_checkpoint(size, note)

@@ -34,6 +34,7 @@ _IDS: Final = b"ledger.ids"
 _SUBJECTS: Final = b"ledger.subjects"
 _MERKLE: Final = b"ledger.merkle"
 _CHECKPOINTS: Final = b"ledger.checkpoints"
+_META: Final = b"ledger.meta"
 
 
 def subject_key(text: str) -> bytes:
@@ -119,6 +120,7 @@ class LMDBBackend:
         self.subjects_db = self.datastore.db(_SUBJECTS, dupsort=True)
         self.merkle_db = self.datastore.db(_MERKLE)
         self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
+        self.meta_db = self.datastore.db(_META)
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         self.recorder.write_retrying(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
@@ -140,6 +142,27 @@ class LMDBBackend:
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        with self.recorder.read() as txn:
+            cursor = txn.cursor(db=self.merkle_db)
+            if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
+                return
+            for key, value in cursor:
+                if key[0] != 0:
+                    return
+                position = int.from_bytes(key[1:], "big") + 1
+                if stop is not None and position > stop:
+                    return
+                yield position, bytes(value)
+
+    def get_meta(self, key: str) -> bytes | None:
+        with self.recorder.read() as txn:
+            value = txn.get(key.encode(), db=self.meta_db)
+        return None if value is None else bytes(value)
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self.recorder.write_retrying(lambda txn: txn.put(key.encode(), value, db=self.meta_db))
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self.recorder.wait_beyond(position, timeout)

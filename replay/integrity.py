@@ -1,0 +1,187 @@
+"""Verification and checkpoints (SPEC §4): is the log what it was, and can anyone check it?
+
+`verify` reads the whole log once, in order: recomputes each leaf from the stored event bytes
+and compares it with the stored leaf, rebuilds the tree with a `Frontier`, folds every event, and
+at each stored checkpoint compares the recomputed root and projection digest with the signed
+ones. It names the first position that was changed, removed, reordered or inserted.
+
+`make_checkpoint` writes a C2SP tlog-checkpoint note (`ledger.notes`) for the size the stored
+views have reached, with the digest of those views, signed when a key is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ledger import merkle
+from ledger.codec import decode_record, leaf_bytes
+from ledger.errors import ProofError
+from ledger.ledger import Ledger
+from ledger.notes import Checkpoint, Signer, Verifier
+from projections.api import Views
+from projections.state import Folder, digest
+
+__all__ = ["VerifyResult", "make_checkpoint", "stored_checkpoints", "verify"]
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The ``verify --json`` object (SPEC §5)."""
+
+    ok: bool
+    size: int
+    root: str
+    first_bad_position: int | None
+    detail: str
+    checkpoints_checked: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root": self.root,
+            "first_bad_position": self.first_bad_position,
+            "detail": self.detail,
+        }
+
+
+def stored_checkpoints(
+    ledger: Ledger, verifiers: list[Verifier] | None = None
+) -> tuple[dict[int, Checkpoint], list[str]]:
+    """The ledger's stored checkpoints by size, and a problem for each that does not open."""
+    found: dict[int, Checkpoint] = {}
+    problems: list[str] = []
+    for size, note in ledger.checkpoints():
+        try:
+            checkpoint = Checkpoint.open(note, verifiers or None)
+        except ProofError as e:
+            problems.append(f"checkpoint of size {size}: {e}")
+            continue
+        if checkpoint.size != size:
+            problems.append(f"checkpoint stored under size {size} says size {checkpoint.size}")
+            continue
+        found[size] = checkpoint
+    return found, problems
+
+
+def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
+    yield from ledger.backend.read_leaves(1)
+    while True:
+        yield 0, b""
+
+
+def verify(
+    ledger: Ledger,
+    *,
+    verifiers: list[Verifier] | None = None,
+    progress: Progress | None = None,
+    every: int = 50_000,
+) -> VerifyResult:
+    """Recompute every leaf, the tree and the projection digests; name the first bad position."""
+    checkpoints, problems = stored_checkpoints(ledger, verifiers)
+    frontier = merkle.Frontier()
+    folder = Folder()
+    leaves = _leaves(ledger)
+    good_until = 0  # every position up to here matched a checkpoint or its leaf
+    size = ledger.size()
+    checked = 0
+
+    def result(bad: int | None, detail: str, *, ok: bool | None = None) -> VerifyResult:
+        return VerifyResult(
+            ok=bad is None if ok is None else ok,
+            size=size,
+            root=frontier.root().hex(),
+            first_bad_position=bad,
+            detail=detail,
+            checkpoints_checked=checked,
+        )
+
+    if problems:
+        return result(None, "; ".join(problems), ok=False)
+    expected = 1
+    for position, stored in ledger.read_stored(1):
+        if position != expected:
+            return result(expected, f"position {expected} is missing: an event was removed")
+        leaf = merkle.leaf_hash(leaf_bytes(position, stored))
+        stored_position, stored_leaf = next(leaves)
+        if stored_position != position:
+            what = "an event was inserted" if stored_position == 0 else "the tree is missing leaves"
+            return result(position, f"position {position} has no stored leaf: {what}")
+        if stored_leaf != leaf:
+            return result(
+                position,
+                f"the event at position {position} does not match its leaf hash: it was changed, "
+                "reordered or inserted",
+            )
+        try:
+            event = decode_record(stored).event
+        except Exception as e:  # noqa: BLE001  any decoding failure is corruption
+            return result(position, f"the event at position {position} cannot be decoded: {e}")
+        frontier.append(leaf)
+        folder.apply(event)
+        checkpoint = checkpoints.get(position)
+        if checkpoint is not None:
+            checked += 1
+            if checkpoint.root != frontier.root():
+                return result(
+                    good_until + 1,
+                    f"the log up to {position} does not match the checkpoint of size {position}: "
+                    f"a change after position {good_until}",
+                )
+            if checkpoint.state_digest != folder.digest():
+                return result(
+                    good_until + 1,
+                    f"the projection digest at size {position} differs from the checkpoint's",
+                )
+            good_until = position
+        if progress is not None and position % every == 0:
+            progress(position, size)
+        expected += 1
+    if progress is not None:
+        progress(expected - 1, size)
+    stored_position, _ = next(leaves)
+    if stored_position:
+        return result(
+            expected,
+            f"the tree has a leaf for position {stored_position} but the log ends at "
+            f"{expected - 1}: events were removed",
+        )
+    beyond = [s for s in checkpoints if s > expected - 1]
+    if beyond:
+        return result(
+            expected,
+            f"a checkpoint of size {min(beyond)} is beyond the log's end ({expected - 1}): "
+            "events were removed",
+        )
+    if ledger.root(expected - 1) != frontier.root():
+        return result(good_until + 1, "the stored tree's inner nodes differ from the recomputed tree")
+    return result(None, f"{expected - 1} events, {checked} checkpoint(s) verified")
+
+
+def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpoint, str]:
+    """A checkpoint of the log at the size the stored views have reached, stored in the ledger."""
+    views.catch_up()
+    ledger = views.ledger
+    with views.reader() as reader:
+        size = reader.tracking()
+        states = {
+            name: {subject: state for subject, state in rows}
+            for name, rows in _decoded(reader).items()
+        }
+    checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), digest(states))
+    note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
+    ledger.put_checkpoint(size, note)
+    return checkpoint, note
+
+
+def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:
+    from projections.state import PROJECTIONS  # noqa: PLC0415
+    from projections.views import codec  # noqa: PLC0415
+
+    scan = reader.scan  # type: ignore[attr-defined]
+    return {
+        m.NAME: [(s, codec.decode_state(m.NAME, data)) for s, data in scan(m.NAME)] for m in PROJECTIONS
+    }
