@@ -181,3 +181,66 @@ def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
         emit_json({"name": name, "private_key_file": str(private), "public_key_file": str(public), "public_key": verifier})
     else:
         render.console.print(f"private key: {private} (keep it secret)\npublic key:  {public}\n{verifier}")
+
+
+@main.command()
+@click.argument("position", type=click.IntRange(min=1), required=False)
+@click.option("--consistency", "old_size", type=click.IntRange(min=0), metavar="OLD_SIZE",
+              help="Prove the checkpoint of OLD_SIZE is a prefix of the newest (or --new-size).")
+@click.option("--new-size", type=click.IntRange(min=0), help="With --consistency: the newer checkpoint's size.")
+@click.option("--verify", "verify_path", type=click.Path(exists=True, dir_okay=False),
+              help="Verify a proof file offline (needs no ledger); with --pub, its signatures too.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the proof to this file (default: stdout).")
+@key_option
+@pub_option
+@ledger_options
+def prove(
+    position: int | None,
+    old_size: int | None,
+    new_size: int | None,
+    verify_path: str | None,
+    out: str | None,
+    key_path: str | None,
+    pub_paths: tuple[str, ...],
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Write a self-contained proof that the event at POSITION is in the log.
+
+    The file (C2SP tlog-proof) carries the event, its audit path and the checkpoint it leads to;
+    anyone can check it with `adminchain prove --verify FILE --pub KEY.pub`, without the ledger.
+    With --consistency OLD_SIZE: a proof that an older checkpoint is a prefix of a newer one.
+
+    \b
+    Examples:
+      adminchain prove 42 --out event-42.proof
+      adminchain prove --verify event-42.proof --pub auditor.pub
+      adminchain prove --consistency 1000 --out 1000-to-now.proof
+    """
+    from replay.prove import prove_consistency, prove_inclusion, verify_proof_file  # noqa: PLC0415
+
+    if verify_path is not None:
+        proven = verify_proof_file(Path(verify_path).read_bytes(), verifiers_from(pub_paths))
+        if as_json:
+            emit_json(proven.to_json())
+        else:
+            render.proof_verified(proven, signed=bool(pub_paths))
+        return
+    if (position is None) == (old_size is None):
+        raise UsageError("give a POSITION, or --consistency OLD_SIZE, or --verify FILE")
+    log = open_ledger(ledger, create=False)
+    if position is not None:
+        text = prove_inclusion(log, position, signer_from(key_path))
+    else:
+        assert old_size is not None
+        text = prove_consistency(log, old_size, new_size)
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        if as_json:
+            emit_json({"file": out, "kind": "inclusion" if position else "consistency"})
+        else:
+            render.console.print(f"proof written to {out}")
+    elif as_json:
+        emit_json({"kind": "inclusion" if position else "consistency", "proof": text})
+    else:
+        click.echo(text, nl=False)

@@ -350,3 +350,20 @@ def checkpoint_note(checkpoint: Any, note: str, *, signed: bool) -> None:
     label = "signed checkpoint" if signed else "checkpoint (unsigned: give --key to sign)"
     console.print(Text(f"{label} at size {checkpoint.size}", style="bold green" if signed else "yellow"))
     click.echo(note.rstrip("\n"))
+
+
+def proof_verified(proven: Any, *, signed: bool) -> None:
+    """What a verified proof file establishes."""
+    data = proven.to_json()
+    signers = ", ".join(data["signed_by"]) or "nobody (no --pub given: signatures not checked)"
+    if data["kind"] == "inclusion":
+        console.print(
+            Text(f"✓ the event at position {data['position']} is in the log of size {data['size']}", style="bold green")
+        )
+    else:
+        console.print(
+            Text(f"✓ the log of size {data['old_size']} is a prefix of the log of size {data['new_size']}", style="bold green")
+        )
+    console.print(f"origin {data['origin']}; checkpoint signed by {signers}")
+    if not signed:
+        console.print("[yellow]warning:[/] without --pub, anyone could have made this checkpoint")
