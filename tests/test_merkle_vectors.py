@@ -30,7 +30,7 @@ def _vectors_dir() -> Path:
     override = os.environ.get("ADMINCHAIN_TESTVECTORS")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "testvectors" / "rfc6962"
+    return Path(__file__).parents[1].parent / "shared" / "testvectors" / "rfc6962"
 
 
 VECTORS = _vectors_dir()
