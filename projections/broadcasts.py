@@ -12,6 +12,9 @@ Where SPEC is silent:
 
 - a backend listed twice in ``targets`` is one target: at its first position, with the liveness
   of its last listing (the seed's ``register_backend`` replaces in place);
+- the state keeps targets as a tuple (issue order is part of the state, and of the digest) and
+  outcomes as a map (arrival order is not: the digest sorts map keys); an outcome costs
+  O(targets), fine for the fan-outs a broker makes;
 - "identical" re-issue compares operation, targets (as above) and the clamped timeout, not ``at``
   or ``actor``;
 - lists in the view follow the issue order of targets; ``sent_count`` = acks + timeouts +
@@ -35,6 +38,7 @@ from ledger.events import (
     Event,
     IssueBroadcast,
     Operation,
+    Target,
 )
 from projections.base import Policy, Verdict, at_of, verdicts
 
@@ -63,10 +67,10 @@ class BackendOutcome(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class BroadcastState(msgspec.Struct, frozen=True):
-    """One issued broadcast: targets (backend -> live, in issue order) and outcomes so far."""
+    """One issued broadcast: its targets (unique backends, in issue order) and outcomes so far."""
 
     operation: Operation
-    targets: dict[str, bool]
+    targets: tuple[Target, ...]
     ack_timeout_ms: int
     issued_at: datetime
     outcomes: dict[str, BackendOutcome] = msgspec.field(default_factory=dict)
@@ -87,17 +91,33 @@ _TIMED_OUT: Final = BackendOutcome("timed_out")
 Result: TypeAlias = tuple[BroadcastState | None, Verdict]
 
 
+def _unique(targets: list[Target]) -> tuple[Target, ...]:
+    """One target per backend: first position, last liveness."""
+    by_backend: dict[str, Target] = {}
+    for target in targets:
+        by_backend[target.backend] = target
+    if len(by_backend) == len(targets):
+        return tuple(targets)
+    return tuple(by_backend.values())  # a re-assigned key keeps its first position
+
+
+def _liveness(targets: tuple[Target, ...], backend: str) -> bool | None:
+    """True for a live target, False for a dead one, None when not a target."""
+    for target in targets:
+        if target.backend == backend:
+            return target.live
+    return None
+
+
 def _issue(state: BroadcastState | None, event: IssueBroadcast) -> Result:
-    targets: dict[str, bool] = {}
-    for target in event.targets:
-        targets[target.backend] = target.live
+    targets = _unique(event.targets)
     timeout = max(1, event.ack_timeout_ms)
     if state is None:
         return BroadcastState(event.operation, targets, timeout, at_of(event)), _APPLIED
     if (
         state.operation == event.operation
         and state.ack_timeout_ms == timeout
-        and list(state.targets.items()) == list(targets.items())
+        and state.targets == targets
     ):
         return state, _IDEMPOTENT
     detail = f"broadcast {event.subject} was already issued with other operation/targets/timeout"
@@ -112,8 +132,9 @@ def _outcome(state: BroadcastState | None, backend: str, outcome: BackendOutcome
     if state is None:
         detail = "no such broadcast"
         return None, Verdict(NAME, "rejected", "unknown_target", detail)
-    if not state.targets.get(backend, False):
-        why = "a dead target" if backend in state.targets else "not a target"
+    live = _liveness(state.targets, backend)
+    if not live:
+        why = "not a target" if live is None else "a dead target"
         return state, Verdict(NAME, "rejected", "unknown_target", f"{backend} is {why}")
     previous = state.outcomes.get(backend)
     if previous is None:
@@ -154,7 +175,7 @@ def fold(state: BroadcastState | None, event: Event, policy: Policy) -> Result:
 def pending(state: BroadcastState) -> list[str]:
     """Live targets without an outcome yet, in issue order."""
     outcomes = state.outcomes
-    return [b for b, live in state.targets.items() if live and b not in outcomes]
+    return [t.backend for t in state.targets if t.live and t.backend not in outcomes]
 
 
 def view(subject: str, state: BroadcastState | None, now: datetime | None) -> dict[str, Any]:
@@ -177,8 +198,9 @@ def view(subject: str, state: BroadcastState | None, now: datetime | None) -> di
     skipped: list[str] = []
     waiting: list[str] = []
     outcomes = state.outcomes
-    for backend, live in state.targets.items():
-        if not live:
+    for target in state.targets:
+        backend = target.backend
+        if not target.live:
             skipped.append(backend)
             continue
         outcome = outcomes.get(backend)

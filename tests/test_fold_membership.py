@@ -50,6 +50,16 @@ def test_diff_gives_joined_and_left_sorted() -> None:
     assert state.left == ("b",)
 
 
+def test_joined_left_and_peers_sorted_with_many_names() -> None:
+    names = [f"node-{i:02d}" for i in range(30)]
+    state, _ = fold(None, seen(1, *reversed(names[:20])))
+    state, _ = fold(state, seen(2, *reversed(names[10:])))
+    assert state is not None
+    assert state.peers == tuple(names[10:])
+    assert state.joined == tuple(names[20:])
+    assert state.left == tuple(names[:10])
+
+
 def test_identical_set_is_idempotent_and_keeps_last_delta() -> None:
     state, _ = fold(None, seen(1, "a", "b"))
     state, _ = fold(state, seen(2, "b"))
