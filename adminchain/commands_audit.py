@@ -244,3 +244,69 @@ def prove(
         emit_json({"kind": "inclusion" if position else "consistency", "proof": text})
     else:
         click.echo(text, nl=False)
+
+
+@main.group()
+def trust() -> None:
+    """Require signed operator events: manage the ledger's trusted operator keys.
+
+    Once a key is trusted, every operator event appended must be signed by a trusted key
+    (`--sign-key`); unsigned or wrongly signed ones are refused (exit 2, nothing stored), and
+    `replay` / `verify` flag any that got into the log from that point on.
+
+    \b
+    Example:
+      adminchain keygen alice && adminchain trust add alice.pub
+      adminchain maintenance enter node-7 --sign-key alice.key
+    """
+
+
+@trust.command("add")
+@click.argument("public_key_file", type=click.Path(exists=True, dir_okay=False))
+@ledger_options
+def trust_add(public_key_file: str, ledger: str, as_json: bool) -> None:
+    """Trust the operator public key in PUBLIC_KEY_FILE.
+
+    \b
+    Example:
+      adminchain trust add alice.pub
+    """
+    policy = open_ledger(ledger).trust(read_key_file(public_key_file, "public key"))
+    _show_trust(policy, as_json)
+
+
+@trust.command("remove")
+@click.argument("name")
+@ledger_options
+def trust_remove(name: str, ledger: str, as_json: bool) -> None:
+    """Stop trusting the operator key(s) called NAME.
+
+    \b
+    Example:
+      adminchain trust remove alice
+    """
+    _show_trust(open_ledger(ledger, create=False).untrust(name), as_json)
+
+
+@trust.command("list")
+@ledger_options
+def trust_list(ledger: str, as_json: bool) -> None:
+    """List the trusted operator keys.
+
+    \b
+    Example:
+      adminchain trust list --json
+    """
+    _show_trust(open_ledger(ledger, create=False).trust_policy(), as_json)
+
+
+def _show_trust(policy: Any, as_json: bool) -> None:
+    data = {"since": policy.since, "keys": list(policy.keys)} if policy else {"since": None, "keys": []}
+    if as_json:
+        emit_json(data)
+    elif not data["keys"]:
+        render.console.print("no trusted operator keys: signatures are not required")
+    else:
+        render.console.print(f"operator events must be signed from position {data['since']} on, by:")
+        for key in data["keys"]:
+            render.console.print(f"  {key}")

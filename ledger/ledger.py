@@ -29,6 +29,8 @@ from ledger.backend import Appended, AppendRequest, GroupCommitter, LogBackend, 
 from ledger.codec import decode_record, normalise, validate
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
 from ledger.events import Event
+from ledger.notes import Verifier
+from ledger.signing import TRUST_KEY, TrustPolicy
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 
@@ -106,10 +108,11 @@ class Ledger:
         events (as stored: ids and times filled in) and may raise a `LedgerError` to refuse it.
         """
         now = datetime.now(UTC)
-        prepared = [
-            self._prepare(event if validated else validate(event, line), now, line)
-            for line, event in enumerate(events, start=1)
-        ]
+        checked = [event if validated else validate(event, line) for line, event in enumerate(events, start=1)]
+        trust = self.trust_policy()
+        if trust is not None:
+            trust.check(checked)
+        prepared = [self._prepare(event, now, line) for line, event in enumerate(checked, start=1)]
         if not prepared:
             return []
         request = AppendRequest(prepared, now, precondition)
@@ -216,6 +219,32 @@ class Ledger:
         if not 0 <= size <= current:
             raise UsageError(f"size {size} is beyond the log (it has {current} events)")
         return size
+
+    def trust_policy(self) -> TrustPolicy | None:
+        """The trusted operator keys, if this ledger requires signed operator events."""
+        return TrustPolicy.decode(self.backend.get_meta(TRUST_KEY))
+
+    def trust(self, verifier_key: str) -> TrustPolicy:
+        """Trust an operator public key; from now on operator events must be signed."""
+        Verifier.parse(verifier_key)  # refuse a malformed key before storing it
+        current = self.trust_policy()
+        keys = tuple(k for k in (current.keys if current else ()) if k != verifier_key)
+        since = current.since if current else self.size() + 1
+        policy = TrustPolicy(since, (*keys, verifier_key))
+        self.backend.put_meta(TRUST_KEY, policy.encode())
+        return policy
+
+    def untrust(self, name: str) -> TrustPolicy | None:
+        """Stop trusting every key called `name`; with no key left, signatures are optional."""
+        current = self.trust_policy()
+        if current is None:
+            raise UsageError("this ledger trusts no operator keys")
+        keys = tuple(k for k in current.keys if Verifier.parse(k).name != name)
+        if len(keys) == len(current.keys):
+            raise UsageError(f"no trusted key is named {name!r}")
+        policy = TrustPolicy(current.since, keys)
+        self.backend.put_meta(TRUST_KEY, policy.encode())
+        return TrustPolicy.decode(policy.encode())
 
     def origin(self) -> str:
         """The checkpoint origin of this log: unique per ledger, made on first use and kept."""

@@ -80,7 +80,13 @@ def run_audit(
     views = Views(ledger)
     tracking = views.catch_up()
     audit = Audit(on_rejected=on_rejected)
-    folder, position = rebuild(ledger, to if to is not None else tracking, audit=audit, progress=progress)
+    folder, position = rebuild(
+        ledger,
+        to if to is not None else tracking,
+        audit=audit,
+        progress=progress,
+        trust=ledger.trust_policy(),
+    )
     compared = position == tracking
     diverged: list[str] = []
     differences: dict[str, list[str]] = {}

@@ -86,6 +86,7 @@ def verify(
     folder = Folder()
     leaves = _leaves(ledger)
     good_until = 0  # every position up to here matched a checkpoint or its leaf
+    trust = ledger.trust_policy()
     size = ledger.size()
     checked = 0
 
@@ -120,6 +121,13 @@ def verify(
             event = decode_record(stored).event
         except Exception as e:  # noqa: BLE001  any decoding failure is corruption
             return result(position, f"the event at position {position} cannot be decoded: {e}")
+        if trust is not None:
+            problem = trust.problem(event, position)
+            if problem is not None:
+                return result(
+                    position,
+                    f"the operator event at position {position} breaks the signing policy: {problem}",
+                )
         frontier.append(leaf)
         folder.apply(event)
         checkpoint = checkpoints.get(position)

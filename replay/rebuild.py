@@ -15,6 +15,7 @@ from typing import Any
 from ledger.codec import decode_record
 from ledger.errors import StorageError, UsageError
 from ledger.ledger import Ledger
+from ledger.signing import TrustPolicy
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder
 
@@ -44,13 +45,17 @@ class Audit:
             m.NAME: {"applied": 0, "idempotent": 0, "rejected": 0} for m in PROJECTIONS
         }
     )
+    signature_problems: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     on_rejected: Callable[[Rejected], None] | None = None
 
     def record(self, position: int, event: Any, verdicts: list[Verdict]) -> None:
         """Count one event's verdicts; keep (or hand on) its rejections."""
         for verdict in verdicts:
-            self.counts[verdict.projection][verdict.verdict] += 1
+            if verdict.projection in self.counts:
+                self.counts[verdict.projection][verdict.verdict] += 1
+            else:
+                self.signature_problems += 1
             if verdict.verdict == "rejected":
                 item = Rejected(
                     position,
@@ -86,8 +91,13 @@ def rebuild(
     audit: Audit | None = None,
     progress: Progress | None = None,
     every: int = 50_000,
+    trust: TrustPolicy | None = None,
 ) -> tuple[Folder, int]:
-    """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the last position."""
+    """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the last position.
+
+    With `trust`, operator events that break the signing policy are audited as rejected by
+    the pseudo-projection ``signatures`` (they are still folded: the log is what it is).
+    """
     size = ledger.size()
     if to is None:
         to = size
@@ -106,6 +116,10 @@ def rebuild(
         verdicts = apply(event)
         if audit is not None:
             audit.record(position, event, verdicts)
+            if trust is not None:
+                problem = trust.problem(event, position)
+                if problem is not None:
+                    audit.record(position, event, [Verdict("signatures", "rejected", problem)])
         last = position
         if progress is not None and position % every == 0:
             progress(position, to)
