@@ -9,7 +9,7 @@ Settings, read through the application's `Environment` (``{APPNAME}_KEY`` then `
 
 Why LMDB fits an event log: it has one writer at a time, across processes. Allocating the
 notification id as "last + 1" inside the write transaction therefore gives ids 1, 2, 3, …
-with no gaps, and commit order equals id order, which PostgreSQL needs a table lock for.
+with no gaps, and commit order equals id order (PostgreSQL needs a table lock for that).
 Readers see committed snapshots only.
 
 Layout, as named databases in one environment (keys compare as bytes):
@@ -82,25 +82,24 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Txn = lmdb.Transaction  # annotations below say lmdb.Transaction[bytes]: buffers=False
 
 DEFAULT_MAP_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE: Final = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
 _PAGE: Final = 4096
 _MAX_TEXT_KEY: Final = 400  # LMDB keys are at most 511 bytes; longer texts are hashed
-_VERSION_BIAS: Final = 1 << 63  # signed versions sort correctly as unsigned big-endian
+_BIAS: Final = 1 << 63  # signed versions sort correctly once biased to unsigned
 _INT64: Final = struct.Struct(">q")
-_RECORD: Final = struct.Struct(">BqII")  # id kind, version, id length, topic length
-_UUID_KIND: Final = 1
-_STR_KIND: Final = 0
+_RECORD: Final = struct.Struct(">BqII")  # id kind (1 = UUID), version, id length, topic length
 
 
 class LMDBMapFullError(OperationalError):
-    """The map is at its maximum size (``LMDB_MAX_MAP_SIZE``) or could not grow; the
+    """The map is at its maximum size (``LMDB_MAX_MAP_SIZE``) or could not be resized; the
     transaction was aborted and nothing was written."""
 
 
 class LMDBMapGrownError(OperationalError):
-    """Retryable: the map was full, the transaction was aborted and the map was grown.
+    """Retryable: the map was full, so the transaction was aborted and the map grown.
 
     Run the whole transaction again; `write_retrying` does so for you.
     """
@@ -110,28 +109,13 @@ _ERRORS: Final[tuple[tuple[tuple[type[lmdb.Error], ...], type[PersistenceError]]
     ((lmdb.KeyExistsError,), IntegrityError),
     ((lmdb.BadValsizeError,), DataError),
     ((lmdb.MapFullError,), LMDBMapFullError),
-    (
-        (
-            lmdb.MapResizedError, lmdb.ReadersFullError, lmdb.TxnFullError,
-            lmdb.CursorFullError, lmdb.PageFullError, lmdb.DbsFullError, lmdb.LockError,
-            lmdb.DiskError, lmdb.MemoryError, lmdb.ReadonlyError, lmdb.TlsFullError,
-        ),
-        OperationalError,
-    ),
-    (
-        (
-            lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError,
-            lmdb.VersionMismatchError, lmdb.InvalidError, lmdb.IncompatibleError,
-        ),
-        InternalError,
-    ),
-    (
-        (
-            lmdb.BadTxnError, lmdb.BadDbiError, lmdb.BadRslotError,
-            lmdb.InvalidParameterError, lmdb.NotFoundError,
-        ),
-        ProgrammingError,
-    ),
+    ((lmdb.MapResizedError, lmdb.ReadersFullError, lmdb.TxnFullError, lmdb.CursorFullError,
+      lmdb.PageFullError, lmdb.DbsFullError, lmdb.LockError, lmdb.DiskError, lmdb.MemoryError,
+      lmdb.ReadonlyError, lmdb.TlsFullError), OperationalError),
+    ((lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.PanicError, lmdb.VersionMismatchError,
+      lmdb.InvalidError, lmdb.IncompatibleError), InternalError),
+    ((lmdb.BadTxnError, lmdb.BadDbiError, lmdb.BadRslotError, lmdb.InvalidParameterError,
+      lmdb.NotFoundError), ProgrammingError),
 )  # fmt: skip
 
 
@@ -147,7 +131,7 @@ def _translate(error: lmdb.Error) -> PersistenceError:
 
 
 def _text_key(text: str) -> bytes:
-    """A length-prefixed key for an id or name: unique, never empty, at most 402 bytes.
+    """A length-prefixed key for an id or a name: unique, never empty, at most 402 bytes.
 
     Texts longer than 400 bytes are replaced by 0xff + SHA-256 (0xff never occurs in UTF-8).
     """
@@ -160,57 +144,45 @@ def _text_key(text: str) -> bytes:
     return len(raw).to_bytes(2, "big") + raw
 
 
-def _version_key(version: int) -> bytes:
+def _version_key(version: int, *, clamp: bool = False) -> bytes:
+    if clamp:
+        version = max(-_BIAS, min(_BIAS - 1, version))
     try:
-        return (version + _VERSION_BIAS).to_bytes(8, "big")
+        return (version + _BIAS).to_bytes(8, "big")
     except (OverflowError, TypeError) as e:
         raise DataError(f"originator version {version!r} is not a 64-bit integer") from e
-
-
-def _clamped_version_key(version: int) -> bytes:
-    return _version_key(max(-_VERSION_BIAS, min(_VERSION_BIAS - 1, version)))
-
-
-def _nid_key(notification_id: int) -> bytes:
-    return notification_id.to_bytes(8, "big")
 
 
 def _encode_event(event: StoredEvent) -> tuple[bytes, bytes]:
     """The (sequence key, record) of a stored event; the record keeps the id's type."""
     oid = event.originator_id
-    kind = _UUID_KIND if isinstance(oid, UUID) else _STR_KIND
     text = str(oid) if isinstance(oid, UUID) else oid
     key = _text_key(text) + _version_key(event.originator_version)
     try:
         oid_bytes, topic = text.encode(), event.topic.encode()
+        kind = int(isinstance(oid, UUID))
         head = _RECORD.pack(kind, event.originator_version, len(oid_bytes), len(topic))
         return key, b"".join((head, oid_bytes, topic, event.state))
     except (UnicodeEncodeError, AttributeError, TypeError, struct.error) as e:
         raise DataError(f"cannot store event {event!r}: {e}") from e
 
 
-def _decode_fields(record: bytes) -> tuple[UUID | str, int, str, bytes]:
+def _split(record: bytes) -> tuple[int, int, int, int]:
+    """(id kind, version, offset of the topic, offset of the state) of a record."""
     kind, version, oid_len, topic_len = _RECORD.unpack_from(record)
-    start = _RECORD.size
-    text = record[start : start + oid_len].decode()
-    topic = record[start + oid_len : start + oid_len + topic_len].decode()
-    state = record[start + oid_len + topic_len :]
-    return (UUID(text) if kind == _UUID_KIND else text), version, topic, state
+    return kind, version, _RECORD.size + oid_len, _RECORD.size + oid_len + topic_len
+
+
+def _decode_fields(record: bytes) -> tuple[UUID | str, int, str, bytes]:
+    kind, version, topic_at, state_at = _split(record)
+    text = record[_RECORD.size : topic_at].decode()
+    topic = record[topic_at:state_at].decode()
+    return (UUID(text) if kind else text), version, topic, record[state_at:]
 
 
 def _decode_event(record: bytes) -> StoredEvent:
     oid, version, topic, state = _decode_fields(record)
     return StoredEvent(originator_id=oid, originator_version=version, topic=topic, state=state)
-
-
-def _record_topic(record: bytes) -> bytes:
-    _, _, oid_len, topic_len = _RECORD.unpack_from(record)
-    return record[_RECORD.size + oid_len : _RECORD.size + oid_len + topic_len]
-
-
-def _record_state(record: bytes) -> bytes:
-    _, _, oid_len, topic_len = _RECORD.unpack_from(record)
-    return record[_RECORD.size + oid_len + topic_len :]
 
 
 def _scan_sequence(
@@ -222,41 +194,31 @@ def _scan_sequence(
     desc: bool,
     limit: int | None,
 ) -> Iterator[bytes]:
-    """Values of one sequence's keys (prefix + version), versions in (gt, lte], in order."""
-    if limit is not None and limit <= 0:
+    """Values of one sequence's keys (prefix + version) for versions in (gt, lte], in order."""
+    if (limit is not None and limit <= 0) or (gt is not None and gt >= _BIAS - 1):
         return
-    count = 0
-    if not desc:
-        if gt is not None and gt >= _VERSION_BIAS - 1:
-            return
-        found = cursor.set_range(prefix if gt is None else prefix + _clamped_version_key(gt + 1))
-        while found:
-            key = cursor.key()
-            if not key.startswith(prefix):
-                return
-            if lte is not None and int.from_bytes(key[-8:], "big") - _VERSION_BIAS > lte:
-                return
-            yield cursor.value()
-            count += 1
-            if count == limit:
-                return
-            found = cursor.next()
-    else:
-        upper = prefix + (b"\xff" * 8 if lte is None else _clamped_version_key(lte))
-        # Position on the last key <= upper.
+    past: Callable[[int, int], bool]
+    if desc:  # start on the last key <= upper, walk back while version > gt
+        upper = prefix + (b"\xff" * 8 if lte is None else _version_key(lte, clamp=True))
         at_or_after = cursor.set_range(upper)
         found = (cursor.key() == upper or cursor.prev()) if at_or_after else cursor.last()
-        while found:
-            key = cursor.key()
-            if not key.startswith(prefix):
-                return
-            if gt is not None and int.from_bytes(key[-8:], "big") - _VERSION_BIAS <= gt:
-                return
-            yield cursor.value()
-            count += 1
-            if count == limit:
-                return
-            found = cursor.prev()
+        step, bound, past = cursor.prev, gt, int.__le__
+    else:  # start on the first key > gt, walk on while version <= lte
+        first = prefix if gt is None else prefix + _version_key(gt + 1, clamp=True)
+        found = cursor.set_range(first)
+        step, bound, past = cursor.next, lte, int.__gt__
+    count = 0
+    while found:
+        key = cursor.key()
+        if not key.startswith(prefix):
+            return
+        if bound is not None and past(int.from_bytes(key[-8:], "big") - _BIAS, bound):
+            return
+        yield cursor.value()
+        count += 1
+        if count == limit:
+            return
+        found = step()
 
 
 # ---------------------------------------------------------------------------- datastore
@@ -265,15 +227,14 @@ def _scan_sequence(
 class _Gate:
     """Shared holds for transactions, an exclusive hold for remapping.
 
-    LMDB's `set_mapsize` is safe only while this process has no transaction open, so
-    every transaction holds the gate shared and growing the map takes it exclusively.
-    Holds are counted per thread so that a thread never waits for itself.
+    LMDB's `set_mapsize` is safe only while this process has no transaction open, so every
+    transaction holds the gate shared and resizing the map takes it exclusively. Holds are
+    counted per thread so that a thread never waits for itself.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._holds: dict[int, int] = {}
-        self._active = 0
         self._exclusive = False
 
     def acquire_shared(self) -> int:
@@ -281,18 +242,15 @@ class _Gate:
         with self._cond:
             while self._exclusive:
                 self._cond.wait()
-            self._active += 1
             self._holds[ident] = self._holds.get(ident, 0) + 1
         return ident
 
     def release_shared(self, ident: int) -> None:
         with self._cond:
-            self._active -= 1
             left = self._holds.pop(ident) - 1
             if left:
                 self._holds[ident] = left
-            if not self._active:
-                self._cond.notify_all()
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float) -> Iterator[None]:
@@ -303,12 +261,10 @@ class _Gate:
                     "cannot resize the LMDB map while this thread holds a read transaction"
                     " (finish reading before writing)"
                 )
-            while self._exclusive:
-                self._wait_until(deadline)
+            self._wait(lambda: not self._exclusive, deadline)
             self._exclusive = True
             try:
-                while self._active:
-                    self._wait_until(deadline)
+                self._wait(lambda: not self._holds, deadline)
             except BaseException:
                 self._exclusive = False
                 self._cond.notify_all()
@@ -320,9 +276,8 @@ class _Gate:
                 self._exclusive = False
                 self._cond.notify_all()
 
-    def _wait_until(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._cond.wait(remaining):
+    def _wait(self, predicate: Callable[[], bool], deadline: float) -> None:
+        if not self._cond.wait_for(predicate, max(0.0, deadline - time.monotonic())):
             raise LMDBMapFullError(
                 "cannot resize the LMDB map: read transactions stayed open in this process"
             )
@@ -344,7 +299,7 @@ class LMDBDatastore:
     """
 
     grow_timeout: float = 30.0
-    """Seconds a writer waits for other threads' read transactions before growing the map."""
+    """Seconds a writer waits for other threads' read transactions before resizing the map."""
 
     def __init__(
         self,
@@ -368,28 +323,20 @@ class LMDBDatastore:
         self._dbs_lock = threading.Lock()
         self._listeners: set[threading.Event] = set()
         self._listeners_lock = threading.Lock()
+        files = [os.path.join(self.path, f) for f in ("data.mdb", "lock.mdb")]
         try:
             if not os.path.isdir(self.path):
                 os.makedirs(self.path, mode=0o700, exist_ok=True)
                 os.chmod(self.path, 0o700)
-            fresh = [
-                f for f in ("data.mdb", "lock.mdb")
-                if not os.path.exists(os.path.join(self.path, f))
-            ]  # fmt: skip
+            fresh = [f for f in files if not os.path.exists(f)]
             env = lmdb.open(
-                self.path,
-                map_size=-(-map_size // _PAGE) * _PAGE,
-                max_dbs=max_dbs,
-                max_readers=max_readers,
-                sync=sync,
-                mode=0o600,
-            )
+                self.path, map_size=-(-map_size // _PAGE) * _PAGE, max_dbs=max_dbs,
+                max_readers=max_readers, sync=sync, mode=0o600,
+            )  # fmt: skip
             for f in fresh:
-                os.chmod(os.path.join(self.path, f), 0o600)
+                os.chmod(f, 0o600)
             env.reader_check()  # free reader slots left by crashed processes
-        except lmdb.Error as e:
-            raise OperationalError(f"cannot open LMDB environment {self.path}: {e}") from e
-        except OSError as e:
+        except (lmdb.Error, OSError) as e:
             raise OperationalError(f"cannot open LMDB environment {self.path}: {e}") from e
         self._env: lmdb.Environment | None = env
         self._finalizer = weakref.finalize(self, env.close)
@@ -407,8 +354,9 @@ class LMDBDatastore:
     ) -> LMDBDatastore:
         """The process's datastore for `path`, opened on first use; counts a reference.
 
-        Options apply when the environment is first opened, except that asking for a
-        different `sync` than the open one is refused (ProgrammingError).
+        Options apply when the environment is first opened, except that asking for another
+        `sync` than the open one's is refused (ProgrammingError). Raises OperationalError
+        when the environment cannot be opened.
         """
         key = (os.getpid(), os.path.realpath(path))
         with _REGISTRY_LOCK:
@@ -420,9 +368,7 @@ class LMDBDatastore:
                 )  # fmt: skip
                 _REGISTRY[key] = datastore
             elif datastore.sync != sync:
-                raise ProgrammingError(
-                    f"LMDB environment {key[1]} is already open with sync={datastore.sync}"
-                )
+                raise ProgrammingError(f"LMDB environment {key[1]} is open with sync={not sync}")
             datastore._refs += 1
             return datastore
 
@@ -441,10 +387,9 @@ class LMDBDatastore:
     @property
     def env(self) -> lmdb.Environment:
         """The open `lmdb.Environment`; raises InterfaceError once closed."""
-        env = self._env
-        if env is None:
+        if self._env is None:
             raise InterfaceError(f"LMDB environment {self.path} is closed")
-        return env
+        return self._env
 
     @property
     def map_size(self) -> int:
@@ -454,23 +399,24 @@ class LMDBDatastore:
     def db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
         """The named database `name`, created if missing; handles are cached.
 
-        Open every table before starting transactions that use it: opening a new one inside
-        a transaction of the same thread raises ProgrammingError.
+        Open every table before starting the transactions that use it: opening a new one
+        inside a write transaction of the same thread raises ProgrammingError.
         """
         handle = self._dbs.get((name, dupsort))
-        if handle is None:
-            if self._writer == threading.get_ident():
-                raise ProgrammingError(f"open table {name!r} before starting a write transaction")
-            with self._dbs_lock:
-                handle = self._dbs.get((name, dupsort))
-                if handle is None:
-                    env = self.env
-                    handle = self.write_retrying(
-                        lambda txn: env.open_db(name, txn=txn, dupsort=dupsort), notify=False
-                    )
-                    if handle.flags()["dupsort"] != dupsort:
-                        raise ProgrammingError(f"table {name!r} exists with dupsort={not dupsort}")
-                    self._dbs[(name, dupsort)] = handle
+        if handle is not None:
+            return handle
+        if self._writer == threading.get_ident():
+            raise ProgrammingError(f"open table {name!r} before starting a write transaction")
+        with self._dbs_lock:
+            handle = self._dbs.get((name, dupsort))
+            if handle is None:
+                env = self.env
+                handle = self.write_retrying(
+                    lambda txn: env.open_db(name, txn=txn, dupsort=dupsort), notify=False
+                )
+                if handle.flags()["dupsort"] != dupsort:
+                    raise ProgrammingError(f"table {name!r} exists with dupsort={not dupsort}")
+                self._dbs[(name, dupsort)] = handle
         return handle
 
     def _begin(self, *, write: bool) -> tuple[lmdb.Transaction[bytes], int]:
@@ -505,10 +451,10 @@ class LMDBDatastore:
 
     @contextlib.contextmanager
     def write(self, *, notify: bool = True) -> Iterator[lmdb.Transaction[bytes]]:
-        """ONE write transaction: committed (flushed when ``sync``) on normal exit, then
+        """ONE write transaction: committed on normal exit (flushed when ``sync``), then
         subscribers are woken; aborted on an exception, which propagates (lmdb errors as
         eventsourcing errors). On a full map it aborts, grows the map and raises
-        `LMDBMapGrownError` (retryable) or, at the maximum size, `LMDBMapFullError`.
+        `LMDBMapGrownError` (retryable), or `LMDBMapFullError` at the maximum size.
         """
         if self._writer == threading.get_ident():
             raise ProgrammingError("a write transaction is already open in this thread")
@@ -537,7 +483,7 @@ class LMDBDatastore:
     def write_retrying(
         self, fn: Callable[[lmdb.Transaction[bytes]], T], *, notify: bool = True
     ) -> T:
-        """Run ``fn(txn)`` in a write transaction and commit; after a map growth run it again.
+        """Run ``fn(txn)`` in a write transaction and commit; after a map growth, run it again.
 
         `fn` must have no effects outside the transaction: it may run more than once.
         """
@@ -549,11 +495,11 @@ class LMDBDatastore:
                 continue
 
     def _grow(self, cause: lmdb.MapFullError) -> None:
-        """Double the map (or adopt a bigger one set by another process); no txn is open."""
+        """Double the map, or adopt a bigger one set by another process (no txn is open)."""
         with self._gate.exclusive(self.grow_timeout):
             env = self.env
             before = env.info()["map_size"]
-            env.set_mapsize(0)  # adopt the size recorded by the last commit, maybe bigger
+            env.set_mapsize(0)  # the size recorded by the last commit, maybe bigger than ours
             if env.info()["map_size"] > before:
                 return
             target = min(self.max_map_size, before * 2)
@@ -587,7 +533,10 @@ class LMDBDatastore:
 
 
 class LMDBRecorder(Recorder):
-    """Base of the LMDB recorders: a datastore, named tables, and transaction helpers."""
+    """Base of the LMDB recorders: a datastore, named tables and transaction helpers.
+
+    The helpers open the recorder's tables first, so they may be used without `create_table`.
+    """
 
     def __init__(self, datastore: LMDBDatastore) -> None:
         self.datastore = datastore
@@ -622,7 +571,7 @@ class LMDBRecorder(Recorder):
     def write_retrying(
         self, fn: Callable[[lmdb.Transaction[bytes]], T], *, notify: bool = True
     ) -> T:
-        """Run `fn` in a write transaction, again after a map growth (see `LMDBDatastore`)."""
+        """``fn(txn)`` in a write transaction, run again after a map growth (see datastore)."""
         self._ensure_tables()
         return self.datastore.write_retrying(fn, notify=notify)
 
@@ -639,7 +588,7 @@ class LMDBAggregateRecorder(LMDBRecorder, AggregateRecorder):
         return [*super().table_names(), *self._event_tables()]
 
     def _event_tables(self) -> list[bytes]:
-        return [self._seq_name]
+        return [self._seq_name]  # the last one is keyed by sequence
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -685,15 +634,19 @@ class LMDBAggregateRecorder(LMDBRecorder, AggregateRecorder):
         limit: int | None = None,
     ) -> list[StoredEvent]:
         """`select_events` inside the caller's transaction."""
+        cursor = txn.cursor(db=self.datastore.db(self._event_tables()[-1]))
         prefix = _text_key(str(originator_id))
-        cursor = txn.cursor(db=self.datastore.db(self._seq_name))
         values = _scan_sequence(cursor, prefix, gt, lte, desc=desc, limit=limit)
-        return [_decode_event(v) for v in values]
+        return [_decode_event(record) for record in self._records(txn, values)]
+
+    def _records(self, txn: lmdb.Transaction[bytes], values: Iterator[bytes]) -> Iterator[bytes]:
+        """The event records for values of the sequence table (here: the records)."""
+        return values
 
 
 class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
-    """Stored events with gap-free notification ids; subscriptions wake on every commit in
-    this process immediately and on other processes' commits within a poll interval."""
+    """Stored events with gap-free notification ids. Subscribers wake at once on commits in
+    this process, and on other processes' commits within `subscription_poll_interval`."""
 
     subscription_poll_interval: float = 0.05
     """Seconds between checks for events appended by other processes."""
@@ -704,7 +657,7 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         self._idx_name = f"{events_table_name}.idx".encode()
 
     def _event_tables(self) -> list[bytes]:
-        return [self._log_name, self._idx_name]
+        return [self._log_name, self._idx_name]  # the last one is keyed by sequence
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -726,33 +679,20 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         for event in stored_events:
             key, record = _encode_event(event)
             last += 1
-            nid = _nid_key(last)
+            nid = last.to_bytes(8, "big")
             if not txn.put(key, nid, overwrite=False, db=idx):
                 raise IntegrityError(f"stored event already recorded: {event!r}")
             txn.put(nid, record, append=True, db=log)
             ids.append(last)
         return ids
 
-    def select_events_txn(
-        self,
-        txn: lmdb.Transaction[bytes],
-        originator_id: UUID | str,
-        *,
-        gt: int | None = None,
-        lte: int | None = None,
-        desc: bool = False,
-        limit: int | None = None,
-    ) -> list[StoredEvent]:
-        prefix = _text_key(str(originator_id))
+    def _records(self, txn: lmdb.Transaction[bytes], values: Iterator[bytes]) -> Iterator[bytes]:
         log = self.datastore.db(self._log_name)
-        cursor = txn.cursor(db=self.datastore.db(self._idx_name))
-        events = []
-        for nid in _scan_sequence(cursor, prefix, gt, lte, desc=desc, limit=limit):
+        for nid in values:
             record = txn.get(nid, db=log)
             if record is None:
                 raise InternalError(f"index of {self.events_table_name} names a missing event")
-            events.append(_decode_event(record))
-        return events
+            yield record
 
     def select_notifications(
         self,
@@ -779,20 +719,11 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         inclusive_of_start: bool = True,
     ) -> list[Notification]:
         """`select_notifications` inside the caller's transaction (topics filter before limit)."""
-        first = 1 if start is None else (start if inclusive_of_start else start + 1)
-        first = max(first, 1)
-        if limit <= 0 or first >= 1 << 64 or (stop is not None and stop < first):
-            return []
+        first = max(1, 1 if start is None else start + (not inclusive_of_start))
         wanted = {t.encode() for t in topics}
         results: list[Notification] = []
-        cursor = txn.cursor(db=self.datastore.db(self._log_name))
-        if not cursor.set_range(_nid_key(first)):
-            return results
-        for key, record in cursor.iternext():
-            nid = int.from_bytes(key, "big")
-            if stop is not None and nid > stop:
-                break
-            if wanted and _record_topic(record) not in wanted:
+        for nid, record in self._log_items(txn, first, stop if limit > 0 else 0):
+            if wanted and record[slice(*_split(record)[2:])] not in wanted:
                 continue
             oid, version, topic, state = _decode_fields(record)
             results.append(
@@ -808,14 +739,23 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         self, txn: lmdb.Transaction[bytes], start: int, stop: int
     ) -> Iterator[tuple[int, bytes]]:
         """(notification id, state bytes) for ids start..stop inclusive, inside `txn`."""
+        for nid, record in self._log_items(txn, max(start, 1), stop):
+            yield nid, record[_split(record)[3] :]
+
+    def _log_items(
+        self, txn: lmdb.Transaction[bytes], first: int, stop: int | None
+    ) -> Iterator[tuple[int, bytes]]:
+        """(notification id, record) for ids first..stop (inclusive; None: the end)."""
+        if first >= 1 << 64 or (stop is not None and stop < first):
+            return
         cursor = txn.cursor(db=self.datastore.db(self._log_name))
-        if start > stop or not cursor.set_range(_nid_key(max(start, 1))):
+        if not cursor.set_range(first.to_bytes(8, "big")):
             return
         for key, record in cursor.iternext():
             nid = int.from_bytes(key, "big")
-            if nid > stop:
+            if stop is not None and nid > stop:
                 return
-            yield nid, _record_state(record)
+            yield nid, record
 
     def max_notification_id(self) -> int | None:
         with self.read() as txn:
@@ -827,8 +767,8 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         return int.from_bytes(cursor.key(), "big") if cursor.last() else None
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
-        """Block until the log holds a notification id above `position` (any process) or
-        `timeout` seconds pass; True if it does."""
+        """Block until the log holds a notification id above `position` (appended by any
+        process) or `timeout` seconds pass; True if it does."""
         deadline = time.monotonic() + timeout
         event = threading.Event()
         self.datastore.listen(event)
@@ -855,16 +795,13 @@ class LMDBSubscription(ListenNotifySubscription[LMDBApplicationRecorder]):
     """Notifications after `gt`; blocks when caught up, ends on `stop()`.
 
     Woken at once by commits in this process; other processes' commits are picked up by
-    polling every ``recorder.subscription_poll_interval`` seconds (a short read each time).
+    polling every ``recorder.subscription_poll_interval`` seconds (one short read each).
     """
 
     def __init__(
-        self,
-        recorder: LMDBApplicationRecorder,
-        gt: int | None = None,
-        topics: Sequence[str] = (),
+        self, recorder: LMDBApplicationRecorder, gt: int | None = None, topics: Sequence[str] = ()
     ) -> None:
-        self._poll_interval = recorder.subscription_poll_interval
+        self._poll_interval = recorder.subscription_poll_interval  # read by the pull thread
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         recorder.datastore.listen(self._has_been_notified)
 
@@ -873,7 +810,7 @@ class LMDBSubscription(ListenNotifySubscription[LMDBApplicationRecorder]):
         self._recorder.datastore.unlisten(self._has_been_notified)
 
     def _loop_on_pull(self) -> None:
-        # As the base class, but the wait times out so other processes' appends are seen.
+        # As the base class does, but the wait times out so other processes' appends are seen.
         try:
             self._pull()
             while not self._has_been_stopped:
@@ -906,21 +843,20 @@ class LMDBTrackingRecorder(LMDBRecorder, TrackingRecorder):
         self.write_retrying(lambda txn: self.insert_tracking_txn(txn, tracking), notify=False)
 
     def insert_tracking_txn(self, txn: lmdb.Transaction[bytes], tracking: Tracking) -> None:
-        """Record `tracking` inside the caller's write transaction (a view writes its state
-        in the same one); IntegrityError unless its id is above the current maximum."""
+        """Record `tracking` inside the caller's write transaction (where a view writes its
+        state too); IntegrityError unless its id is above the current maximum."""
         key = _text_key(tracking.application_name)
         db = self.datastore.db(self._tracking_name)
-        current = txn.get(key, db=db)
-        if current is not None and _INT64.unpack(current)[0] >= tracking.notification_id:
+        current = self.max_tracking_id_txn(txn, tracking.application_name)
+        if current is not None and current >= tracking.notification_id:
             raise IntegrityError(
                 f"tracking notification ID {tracking.notification_id} not greater than"
-                f" current max tracking ID {_INT64.unpack(current)[0]}"
+                f" current max tracking ID {current}"
             )
         try:
-            value = _INT64.pack(tracking.notification_id)
+            txn.put(key, _INT64.pack(tracking.notification_id), db=db)
         except struct.error as e:
             raise DataError(f"tracking notification ID out of range: {tracking!r}") from e
-        txn.put(key, value, db=db)
 
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.read() as txn:
@@ -935,8 +871,8 @@ class LMDBTrackingRecorder(LMDBRecorder, TrackingRecorder):
 
 
 class LMDBProcessRecorder(LMDBTrackingRecorder, LMDBApplicationRecorder, ProcessRecorder):
-    """An application recorder whose `insert_events(..., tracking=t)` records the tracking
-    in the same transaction as the events."""
+    """An application recorder whose ``insert_events(..., tracking=t)`` records the
+    tracking in the same transaction as the events."""
 
     def __init__(
         self,
@@ -970,7 +906,7 @@ class LMDBProcessRecorder(LMDBTrackingRecorder, LMDBApplicationRecorder, Process
 class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
     """Builds LMDB recorders from the environment (see the module docstring for settings).
 
-    Tables are named after the application like eventsourcing's PostgreSQL module
+    Tables are named after the application as eventsourcing's PostgreSQL module does
     (``<name>_events``, ``<name>_snapshots``, ``<name>_tracking``), so applications and
     projections can share one environment directory.
     """
@@ -1009,16 +945,12 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
         text = (self.env.get(key) or "").strip()
         if not text:
             return default
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
+        if not text.isdigit() or int(text) <= 0:
             raise OSError(f"invalid {key} value {text!r}: expected a positive number of bytes")
-        return value
+        return int(text)
 
-    def _prefix(self, default: str) -> str:
-        return self.env.name.lower() or default
+    def _name(self, default: str, suffix: str) -> str:
+        return f"{self.env.name.lower() or default}_{suffix}"
 
     def _resolve(self, setting: str, default: type[T]) -> type[T]:
         topic = self.env.get(setting)
@@ -1032,15 +964,14 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
             recorder.create_table()
 
     def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
-        recorder = self.aggregate_recorder_class(
-            self.datastore, events_table_name=f"{self._prefix('stored')}_{purpose}"
-        )
+        cls = self.aggregate_recorder_class
+        recorder = cls(self.datastore, events_table_name=self._name("stored", purpose))
         self._made(recorder)
         return recorder
 
     def application_recorder(self) -> ApplicationRecorder:
         cls = self._resolve(self.APPLICATION_RECORDER_TOPIC, self.application_recorder_class)
-        recorder = cls(self.datastore, events_table_name=f"{self._prefix('stored')}_events")
+        recorder = cls(self.datastore, events_table_name=self._name("stored", "events"))
         self._made(recorder)
         return recorder
 
@@ -1052,9 +983,7 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
         )
         if not issubclass(cls, LMDBTrackingRecorder):
             raise ProgrammingError(f"{cls!r} is not an LMDBTrackingRecorder")
-        recorder = cls(
-            self.datastore, tracking_table_name=f"{self._prefix('notification')}_tracking"
-        )
+        recorder = cls(self.datastore, tracking_table_name=self._name("notification", "tracking"))
         self._made(recorder)
         return recorder
 
@@ -1062,8 +991,8 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
         cls = self._resolve(self.PROCESS_RECORDER_TOPIC, self.process_recorder_class)
         recorder = cls(
             self.datastore,
-            events_table_name=f"{self._prefix('stored')}_events",
-            tracking_table_name=f"{self._prefix('notification')}_tracking",
+            events_table_name=self._name("stored", "events"),
+            tracking_table_name=self._name("notification", "tracking"),
         )
         self._made(recorder)
         return recorder
