@@ -46,6 +46,7 @@ __all__ = [
     "HANDLES",
     "NAME",
     "STATE",
+    "USES_POLICY",
     "DetachmentReason",
     "DetachmentState",
     "ReasonKind",

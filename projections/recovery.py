@@ -25,6 +25,7 @@ __all__ = [
     "HANDLES",
     "NAME",
     "STATE",
+    "USES_POLICY",
     "Decision",
     "RecoveryState",
     "fold",

@@ -6,9 +6,10 @@ state after the event (``None`` = remove the entry) and the verdict. `Folder` ke
 memory and applies events through `step`. `digest` is the SHA-256 of all states (SPEC §4, the
 checkpoint's projection digest).
 
-Policy is itself a projection, folded first: the policy in force for an event is read through
-``get("policy", "*")`` and ``get("policy", subject)`` at that event's position, so replay honours
-each `SetPolicy` where it stands in the log.
+Policy is itself a projection, folded first. For a module that says ``USES_POLICY = True``
+(detachment, recovery), the policy in force is read through ``get("policy", "*")`` and
+``get("policy", subject)`` at that event's position, so replay honours each `SetPolicy` where it
+stands in the log; the other folds get the defaults (they ignore policy).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ BY_NAME: Final[dict[str, Projection]] = {p.NAME: p for p in PROJECTIONS}
 
 Getter: TypeAlias = Callable[[str, str], Any | None]
 _Fold: TypeAlias = Callable[[Any, Event, Policy], tuple[Any, Verdict]]
-_USES_POLICY: Final = frozenset({detachment.NAME, recovery.NAME})
 
 
 class Change(NamedTuple):
@@ -91,7 +91,8 @@ def _routes() -> dict[type[Any], tuple[tuple[str, _Fold, bool], ...]]:
     for projection in PROJECTIONS:
         name = projection.NAME
         for cls in projection.HANDLES:
-            routes.setdefault(cls, []).append((name, projection.fold, name in _USES_POLICY))
+            uses_policy = bool(getattr(projection, "USES_POLICY", False))
+            routes.setdefault(cls, []).append((name, projection.fold, uses_policy))
     return {cls: tuple(entries) for cls, entries in routes.items()}
 
 
