@@ -212,4 +212,4 @@ def main() -> None:
     """
 
 
-from adminchain import commands_audit, commands_log, commands_ops  # noqa: E402, F401  registers commands
+from adminchain import commands_audit, commands_log, commands_ops, demo  # noqa: E402, F401  registers commands

@@ -30,7 +30,7 @@ from ledger.codec import event_to_builtins
 
 console = Console(highlight=False)
 if not console.is_terminal:  # piped: never crop a column or wrap a line to 80
-    console = Console(highlight=False, width=240)
+    console = Console(highlight=False, width=160)
 errors = Console(stderr=True, highlight=False)
 _json = msgspec.json.Encoder()
 
