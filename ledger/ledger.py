@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +262,56 @@ class Ledger:
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every stored checkpoint note, by ascending tree size."""
         return self.backend.checkpoints()
+
+    # ------------------------------------------------------------------ moving
+
+    def copy_from(
+        self,
+        source: Ledger,
+        *,
+        chunk: int = 10_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Copy `source`'s log into this one byte for byte: same positions, same root.
+
+        This ledger must be empty or hold a prefix of `source` (then the copy resumes). The
+        origin, the trust policy and the checkpoints come along, so old checkpoints and proofs
+        stay valid against the copy. Returns the new size.
+        """
+        size, total = self.size(), source.size()
+        if size > total or (size and self.root(size) != source.root(size)):
+            raise UsageError(f"{self.url} is not a prefix of {source.url}: cannot copy into it")
+        for key in ("origin", TRUST_KEY):
+            value = source.backend.get_meta(key)
+            if value is not None and self.backend.get_meta(key) != value:
+                self.backend.put_meta(key, value)
+        batch: list[Entry] = []
+        for position, stored in source.read_stored(size + 1, total):
+            batch.append(decode_entry(position, stored))
+            if len(batch) >= chunk:
+                size = self._copy_batch(batch)
+                batch = []
+                if progress is not None:
+                    progress(size, total)
+        if batch:
+            size = self._copy_batch(batch)
+        if self.root(size) != source.root(size):
+            raise StorageError(f"the copy's root differs from the source's at size {size}")
+        for checkpoint_size, note in source.checkpoints():
+            if checkpoint_size <= size:
+                self.put_checkpoint(checkpoint_size, note)
+        if progress is not None:
+            progress(size, total)
+        return size
+
+    def _copy_batch(self, entries: list[Entry]) -> int:
+        request = AppendRequest(
+            [e.event for e in entries], entries[0].recorded_at, encoded=[e.stored for e in entries]
+        )
+        results = self._committer.submit(request)
+        if [r.position for r in results] != [e.position for e in entries]:
+            raise StorageError("the copy did not keep the source's positions (a repeated id?)")
+        return entries[-1].position
 
     # ------------------------------------------------------------------ lifecycle
 
