@@ -531,6 +531,26 @@ class PostgresBackend:
                         continue
                 conn.execute(statement, prepare=False)
 
+    def ensure_tables(self, marker: str, statements: Sequence[str]) -> None:
+        """Create tables beside the log (e.g. the stored views) unless `marker` exists.
+
+        `statements` are templates for `sql`; they run through `run_ddl`.
+        """
+
+        def exists(curs: Cursor) -> bool:
+            row = curs.execute(
+                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (self.schema, marker)
+            ).fetchone()
+            return row is not None and row[0] is not None
+
+        if self._read(exists, "inspect the schema"):
+            return
+        try:
+            with self.datastore.get_connection() as conn:
+                self.run_ddl(conn, [self.sql(s) for s in statements])
+        except (psycopg.Error, PersistenceError) as e:
+            raise self._error(e, "create tables") from e
+
     # ------------------------------------------------------------------ transactions
 
     def transaction(self, body: Callable[[Cursor], T], *, what: str = "write") -> T:

@@ -1,0 +1,228 @@
+"""Stored views beside a PostgreSQL ledger, in the ledger's own schema (SPEC §6, shared).
+
+Tables: ``view_state`` (projection, subject -> state, PRIMARY KEY (projection, subject)),
+``view_verdicts`` (position -> verdicts) and ``view_tracking`` (one row: the last folded
+position). A catch-up chunk writes all three in ONE transaction, so the views and their
+tracking always move together: a crash (or an error) in the middle leaves nothing half-written,
+and the next catch-up starts again at the committed tracking position.
+
+Several hosts may catch up at once. Each chunk first takes the tracking row ``FOR UPDATE``: a
+second catch-up waits there, then (READ COMMITTED re-reads the locked row) sees the first one's
+new tracking position and folds only what follows it, so no event is ever folded twice.
+
+Strict appends read the views through the ledger's write transaction (`over`), taking the
+tracking row ``FOR SHARE``: no catch-up can commit between reading the tracking position and
+reading the states, so the two are consistent. (Lock order is always events table, then
+tracking row, then states, and catch-ups never wait for the events table lock: no deadlock.)
+
+Catching up reads the log in pages and loads the states of each page's subjects in one query,
+then writes the changed states and the verdicts in bulk (unnest / COPY) before committing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from ledger.backend import TxnOps
+from ledger.postgres import Cursor, PostgresBackend
+from projections.state import PROJECTIONS
+from projections.views import ViewTxn, catch_up_txn
+
+__all__ = ["PostgresViews"]
+
+_NAMES: Final = [p.NAME for p in PROJECTIONS]
+_TRACKING_NAME: Final = "views"
+_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS {schema}.view_state (projection TEXT NOT NULL,"
+    " subject TEXT NOT NULL, state BYTEA NOT NULL, PRIMARY KEY (projection, subject))",
+    "CREATE TABLE IF NOT EXISTS {schema}.view_verdicts (position BIGINT PRIMARY KEY,"
+    " data BYTEA NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {schema}.view_tracking (name TEXT PRIMARY KEY,"
+    " position BIGINT NOT NULL)",
+    "INSERT INTO {schema}.view_tracking VALUES ('views', 0) ON CONFLICT DO NOTHING",
+)
+_cursor_names = itertools.count()
+
+
+class _PgViewTxn:
+    """`ViewTxn` over one PostgreSQL transaction.
+
+    Reads go to the database (states of a page's subjects are loaded together); writes are
+    buffered and written by `flush`, which the catch-up calls before its commit.
+    """
+
+    def __init__(self, views: PostgresViews, curs: Cursor, *, lock: str = "") -> None:
+        self._views = views
+        self._curs = curs
+        self._lock = lock
+        self._tracking: int | None = None
+        self._states: dict[tuple[str, str], bytes] = {}
+        self._loaded: set[str] = set()
+        self._saves: dict[tuple[str, str], bytes | None] = {}
+        self._verdicts: list[tuple[int, bytes]] = []
+        self._new_tracking: int | None = None
+
+    def tracking(self) -> int:
+        if self._new_tracking is not None:
+            return self._new_tracking
+        if self._tracking is None:
+            statement = self._views.select_tracking
+            if self._lock:
+                statement += self._views.backend.sql(f" FOR {self._lock}")
+            row = self._curs.execute(statement, (_TRACKING_NAME,)).fetchone()
+            self._tracking = 0 if row is None else int(row[0])
+        return self._tracking
+
+    def load(self, projection: str, subject: str) -> bytes | None:
+        key = (projection, subject)
+        if key in self._saves:
+            return self._saves[key]
+        if key in self._states:
+            return self._states[key]
+        if subject not in self._loaded:
+            self._prefetch([subject])
+        return self._states.get(key)
+
+    def _prefetch(self, subjects: list[str]) -> None:
+        wanted = [s for s in dict.fromkeys(subjects) if s not in self._loaded]
+        if not wanted:
+            return
+        self._loaded.update(wanted)
+        rows = self._curs.execute(self._views.select_states, (_NAMES, wanted)).fetchall()
+        for projection, subject, state in rows:
+            self._states[projection, subject] = bytes(state)
+
+    def scan(self, projection: str) -> Iterator[tuple[str, bytes]]:
+        conn = self._curs.connection
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+            rows = self._curs.execute(self._views.scan_states, (projection,)).fetchall()
+            yield from ((str(s), bytes(d)) for s, d in rows)
+            return
+        name = f"adminchain_scan_{next(_cursor_names)}"
+        with conn.cursor(name, row_factory=tuple_row, binary=True) as server_side:
+            server_side.itersize = 2000
+            server_side.execute(self._views.scan_states, (projection,))
+            for row in server_side:
+                yield str(row[0]), bytes(row[1])
+
+    def verdicts(self, position: int) -> bytes | None:
+        row = self._curs.execute(self._views.select_verdicts, (position,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def size(self) -> int:
+        return self._views.backend.recorder.last_position_txn(self._curs)
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        for page in self._views.backend.pages_txn(self._curs, start, stop):
+            self._prefetch(["*", *(subject for _, subject, _ in page)])
+            for position, _subject, data in page:
+                yield position, data
+
+    def save(self, projection: str, subject: str, data: bytes | None) -> None:
+        self._saves[projection, subject] = data
+
+    def put_verdicts(self, position: int, data: bytes) -> None:
+        self._verdicts.append((position, data))
+
+    def set_tracking(self, position: int) -> None:
+        self._new_tracking = position
+
+    def flush(self) -> None:
+        """Write the buffered states, verdicts and tracking position (inside the transaction)."""
+        views, curs = self._views, self._curs
+        upserts = [(p, s, d) for (p, s), d in self._saves.items() if d is not None]
+        deletes = [(p, s) for (p, s), d in self._saves.items() if d is None]
+        if upserts:
+            curs.execute(views.upsert_states, _columns(upserts, 3))
+        if deletes:
+            curs.execute(views.delete_states, _columns(deletes, 2))
+        if self._verdicts:
+            with curs.copy(views.copy_verdicts) as copy:
+                copy.set_types(["int8", "bytea"])
+                for row in self._verdicts:
+                    copy.write_row(row)
+        if self._new_tracking is not None:
+            curs.execute(views.update_tracking, (self._new_tracking, _TRACKING_NAME))
+        self._saves.clear()
+        self._verdicts.clear()
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as `width` column arrays, for ``unnest``."""
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
+class PostgresViews:
+    """The stored views of one PostgreSQL ledger (same schema, same database)."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        backend.ensure_tables("view_tracking", _DDL)
+        sql = backend.sql
+        self.select_tracking = sql("SELECT position FROM {schema}.view_tracking WHERE name = %s")
+        self.update_tracking = sql(
+            "UPDATE {schema}.view_tracking SET position = %s WHERE name = %s"
+        )
+        self.select_states = sql(
+            "SELECT projection, subject, state FROM {schema}.view_state"
+            " WHERE projection = ANY(%s) AND subject = ANY(%s)"
+        )
+        self.scan_states = sql(
+            "SELECT subject, state FROM {schema}.view_state WHERE projection = %s ORDER BY subject"
+        )
+        self.select_verdicts = sql("SELECT data FROM {schema}.view_verdicts WHERE position = %s")
+        self.upsert_states = sql(
+            "INSERT INTO {schema}.view_state (projection, subject, state)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
+            " ON CONFLICT (projection, subject) DO UPDATE SET state = EXCLUDED.state"
+        )
+        self.delete_states = sql(
+            "DELETE FROM {schema}.view_state v USING unnest(%s::text[], %s::text[]) AS d(p, s)"
+            " WHERE v.projection = d.p AND v.subject = d.s"
+        )
+        self.copy_verdicts = sql(
+            "COPY {schema}.view_verdicts (position, data) FROM STDIN (FORMAT BINARY)"
+        )
+
+    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+        """Fold one chunk in one transaction, holding the tracking row; returns (tracking, size)."""
+
+        def body(curs: Cursor) -> tuple[int, int]:
+            txn = _PgViewTxn(self, curs, lock="UPDATE")
+            result = catch_up_txn(txn, limit)
+            txn.flush()
+            return result
+
+        return self.backend.transaction(body, what="catch up the views")
+
+    def reader(self) -> Iterator[ViewTxn]:
+        """A consistent read snapshot of the views (a generator-based context)."""
+        with self.backend.snapshot(what="read the views") as curs:
+            yield _PgViewTxn(self, curs)
+
+    def over(self, ops: TxnOps) -> ViewTxn:
+        """The views as seen inside a ledger write transaction (for strict appends)."""
+        curs = ops.raw
+        if not isinstance(curs, psycopg.Cursor):
+            raise TypeError("PostgresViews.over needs the ops of a PostgresBackend write")
+        return _PgViewTxn(self, curs, lock="SHARE")
+
+    def reset(self) -> None:
+        """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
+        truncate = self.backend.sql("TRUNCATE {schema}.view_state, {schema}.view_verdicts")
+
+        def body(curs: Cursor) -> None:
+            _PgViewTxn(self, curs, lock="UPDATE").tracking()
+            curs.execute(truncate)
+            curs.execute(self.update_tracking, (0, _TRACKING_NAME))
+
+        self.backend.transaction(body, what="reset the views")
