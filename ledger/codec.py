@@ -41,7 +41,7 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_LINE_BYTES: Final = 1 << 20
 
-_json_decoder: Final = msgspec.json.Decoder(Event)  # type: ignore[var-annotated]
+_json_decoder: Final = msgspec.json.Decoder(Event)
 _json_encoder: Final = msgspec.json.Encoder()
 _canonical_encoder: Final = msgspec.json.Encoder(order="sorted")
 

@@ -9,5 +9,18 @@ from __future__ import annotations
 
 from projections.base import Outcome, Policy, Verdict
 from projections.state import PROJECTIONS, Change, Folder, digest, step
+from projections.api import KINDS, Views, status_document  # noqa: E402  after state: api uses it
 
-__all__ = ["PROJECTIONS", "Change", "Folder", "Outcome", "Policy", "Verdict", "digest", "step"]
+__all__ = [
+    "KINDS",
+    "PROJECTIONS",
+    "Change",
+    "Folder",
+    "Outcome",
+    "Policy",
+    "Verdict",
+    "Views",
+    "digest",
+    "status_document",
+    "step",
+]
