@@ -48,9 +48,10 @@ from __future__ import annotations
 import contextlib
 import getpass
 import random
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -74,6 +75,7 @@ __all__ = [
     "PostgresBackend",
     "PostgresLedgerRecorder",
     "PostgresTxnOps",
+    "copy_binary",
     "parse_url",
 ]
 
@@ -191,6 +193,69 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
+# ----------------------------------------------------------------------------- binary COPY
+
+_SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no extension
+_TRAILER: Final = b"\xff\xff"
+_BLOCK: Final = 8192
+_TEXT_HEAD: Final = struct.Struct(">hi")  # field count, length of the first (text) field
+_INT8_TEXT: Final = struct.Struct(">iqi")  # an int8 field, then the length of a text field
+_LENGTH: Final = struct.Struct(">i")
+_INT8: Final = struct.Struct(">iq")
+_NODE: Final = struct.Struct(">hihiqi32s")  # (level int2, idx int8, hash bytea[32])
+_INT8_HEAD: Final = struct.Struct(">hiqi")  # field count, an int8 field, next field's length
+
+
+def copy_binary(curs: psycopg.Cursor[Any], statement: Composed, rows: Iterable[bytes]) -> None:
+    """COPY rows already packed in PostgreSQL's binary tuple format (see the ``pack_*``).
+
+    Packing with `struct` costs about a third of psycopg's per-value ``write_row`` dumpers,
+    which dominate a 100k-event append otherwise.
+    """
+    with curs.copy(statement) as copy:
+        copy.write(_SIGNATURE)
+        block: list[bytes] = []
+        for row in rows:
+            block.append(row)
+            if len(block) >= _BLOCK:
+                copy.write(b"".join(block))
+                block.clear()
+        block.append(_TRAILER)
+        copy.write(b"".join(block))
+
+
+def pack_event(subject: str, version: int, topic: str, state: bytes, position: int) -> bytes:
+    """(originator_id text, originator_version int8, topic text, state bytea, id int8)."""
+    o, t = subject.encode(), topic.encode()
+    return b"".join(
+        (
+            _TEXT_HEAD.pack(5, len(o)),
+            o,
+            _INT8_TEXT.pack(8, version, len(t)),
+            t,
+            _LENGTH.pack(len(state)),
+            state,
+            _INT8.pack(8, position),
+        )
+    )
+
+
+def pack_text_int8(text: str, value: int) -> bytes:
+    """(text, int8)."""
+    raw = text.encode()
+    return _TEXT_HEAD.pack(2, len(raw)) + raw + _INT8.pack(8, value)
+
+
+def pack_int8_bytea(value: int, data: bytes) -> bytes:
+    """(int8, bytea)."""
+    return _INT8_HEAD.pack(2, 8, value, len(data)) + data
+
+
+def pack_node(level: int, index: int, digest: bytes) -> bytes:
+    """(level int2, idx int8, hash bytea) of one Merkle node."""
+    return _NODE.pack(3, 2, level, 8, index, 32, digest)
+
+
 # ----------------------------------------------------------------------------- the recorder
 
 
@@ -241,19 +306,14 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent], first: int
     ) -> list[int]:
         """COPY events with notification ids first, first+1, …; the caller holds the lock."""
-        with curs.copy(self.copy_events_statement) as copy:
-            copy.set_types(["text", "int8", "text", "bytea", "int8"])
-            write_row = copy.write_row
-            for offset, event in enumerate(stored_events):
-                write_row(
-                    (
-                        event.originator_id,
-                        event.originator_version,
-                        event.topic,
-                        event.state,
-                        first + offset,
-                    )
-                )
+        copy_binary(
+            curs,
+            self.copy_events_statement,
+            (
+                pack_event(str(e.originator_id), e.originator_version, e.topic, e.state, position)
+                for position, e in enumerate(stored_events, start=first)
+            ),
+        )
         return list(range(first, first + len(stored_events)))
 
     def _insert_stored_events(
@@ -299,10 +359,11 @@ class _TxnNodes:
     def flush(self) -> None:
         if not self.pending:
             return
-        with self._curs.copy(self._backend.copy_nodes) as copy:
-            copy.set_types(["int2", "int8", "bytea"])
-            for (level, index), digest in self.pending.items():
-                copy.write_row((level, index, digest))
+        copy_binary(
+            self._curs,
+            self._backend.copy_nodes,
+            (pack_node(level, index, digest) for (level, index), digest in self.pending.items()),
+        )
         self.pending.clear()
 
 
@@ -380,10 +441,11 @@ class PostgresTxnOps:
     def flush(self) -> None:
         """Write the buffered id and Merkle rows (before commit)."""
         if self._new_ids:
-            with self.cursor.copy(self._backend.copy_ids) as copy:
-                copy.set_types(["text", "int8"])
-                for row in self._new_ids:
-                    copy.write_row(row)
+            copy_binary(
+                self.cursor,
+                self._backend.copy_ids,
+                (pack_text_int8(event_id, position) for event_id, position in self._new_ids),
+            )
         self._nodes.flush()
 
 
@@ -583,15 +645,17 @@ class PostgresBackend:
             raise self._error(e, what) from e
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
-        """A short autocommit read, retried once on a dropped connection."""
-        for attempt in range(2):
+        """A short autocommit read, retried on dropped connections (the pool replaces them)."""
+        attempt = 0
+        while True:
             try:
                 with self.datastore.get_connection() as conn:
                     return body(conn.cursor(row_factory=tuple_row, binary=True))
             except (psycopg.Error, PersistenceError) as e:
-                if attempt or _kind(e) == "fatal" or _is_pool_timeout(e):
+                attempt += 1
+                if attempt >= _ATTEMPTS or _kind(e) == "fatal" or _is_pool_timeout(e):
                     raise self._error(e, what) from e
-        raise AssertionError("unreachable")  # pragma: no cover
+                time.sleep(0.01 * attempt)
 
     def _error(self, error: BaseException, what: str) -> StorageError:
         detail = _first_line(error)

@@ -29,7 +29,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
-from ledger.postgres import Cursor, PostgresBackend
+from ledger.postgres import Cursor, PostgresBackend, copy_binary, pack_int8_bytea
 from projections.state import PROJECTIONS
 from projections.views import ViewTxn, catch_up_txn
 
@@ -142,10 +142,9 @@ class _PgViewTxn:
         if deletes:
             curs.execute(views.delete_states, _columns(deletes, 2))
         if self._verdicts:
-            with curs.copy(views.copy_verdicts) as copy:
-                copy.set_types(["int8", "bytea"])
-                for row in self._verdicts:
-                    copy.write_row(row)
+            copy_binary(
+                curs, views.copy_verdicts, (pack_int8_bytea(p, d) for p, d in self._verdicts)
+            )
         if self._new_tracking is not None:
             curs.execute(views.update_tracking, (self._new_tracking, _TRACKING_NAME))
         self._saves.clear()

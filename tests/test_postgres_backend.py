@@ -1,0 +1,462 @@
+"""The PostgreSQL backend's own guarantees (SPEC §4, §6): what the shared tests cannot see.
+
+Several processes appending to one schema (positions 1..N, no gaps, each id once, the stored tree
+equal to a recomputation); idempotency enforced by the database; no gap after a rolled-back
+append; wake-ups across processes; views that move with their tracking in one transaction and
+are never folded twice; clear errors for an unreachable server. Each test gets a fresh schema.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ledger import merkle
+from ledger import postgres as pg
+from ledger.codec import leaf_bytes
+from ledger.errors import BackendUnavailableError, StorageError
+from ledger.events import (
+    BackendCrashed,
+    EnterMaintenance,
+    Event,
+    HealthObserved,
+    KeepAliveFailed,
+    LeaseExpired,
+    MaintenanceObserved,
+    MembershipObserved,
+)
+from ledger.ledger import Ledger
+from projections.api import Views
+from projections.state import Folder
+from projections.store_postgres import PostgresViews
+from replay.integrity import make_checkpoint, verify
+from tests.conftest import drop_pg_schema, fresh_pg_url
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    target = fresh_pg_url()
+    try:
+        yield target
+    finally:
+        drop_pg_schema(target)
+
+
+@pytest.fixture
+def log(url: str) -> Iterator[Ledger]:
+    with Ledger.open(url) as opened:
+        yield opened
+
+
+def raw(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A plain connection to the test database (outside the backend)."""
+    return psycopg.connect(url.partition("?")[0], autocommit=True)
+
+
+def count(url: str, table: str) -> int:
+    schema = pg.parse_url(url).schema
+    with raw(url) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        ).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def naive_root(log: Ledger) -> bytes:
+    frontier = merkle.Frontier()
+    for position, stored in log.read_stored():
+        frontier.append(merkle.leaf_hash(leaf_bytes(position, stored)))
+    return frontier.root()
+
+
+def mixed_events(n: int) -> list[Event]:
+    """A deterministic log touching every kind of fold, with rejections along the way."""
+    events: list[Event] = []
+    for i in range(n):
+        at = T0 + timedelta(milliseconds=100 * i)
+        kind = i % 6
+        if kind == 0:
+            events.append(KeepAliveFailed(subject=f"r{i % 7}", at=at))
+        elif kind == 1:
+            events.append(HealthObserved(subject=f"r{i % 7}", healthy=i % 4 == 1, at=at))
+        elif kind == 2:
+            events.append(EnterMaintenance(subject=f"n{i % 5}", actor="op", at=at))
+        elif kind == 3:
+            events.append(MaintenanceObserved(subject=f"n{i % 5}", state="Maintenance", at=at))
+        elif kind == 4:
+            events.append(BackendCrashed(subject=f"b{i % 3}", at=at))
+        else:
+            peers = [f"p{j}" for j in range(i % 4)]
+            events.append(MembershipObserved(subject="c", peers=peers, at=at))
+    return events
+
+
+# ----------------------------------------------------------------------------- several writers
+
+
+def _append_worker(url: str, worker: int, batches: int) -> None:
+    with Ledger.open(url) as log:
+        for b in range(batches):
+            size = 1 + (worker + b) % 5
+            log.append_batch(
+                [
+                    KeepAliveFailed(subject=f"w{worker}-{i % 3}", id=f"w{worker}-{b}-{i}")
+                    for i in range(size)
+                ]
+            )
+
+
+def test_four_processes_get_positions_one_to_n_and_a_matching_tree(url: str) -> None:
+    Ledger.open(url).close()  # create the schema first: the workers then race only on appends
+    procs = [SPAWN.Process(target=_append_worker, args=(url, w, 30)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    expected = {
+        f"w{w}-{b}-{i}" for w in range(4) for b in range(30) for i in range(1 + (w + b) % 5)
+    }
+    with Ledger.open(url) as log:
+        entries = list(log.read())
+        assert [e.position for e in entries] == list(range(1, len(expected) + 1))
+        ids = [e.event.id for e in entries]
+        assert len(ids) == len(set(ids))
+        assert set(ids) == expected
+        assert log.root() == naive_root(log)
+        for w in range(4):  # per-subject versions follow positions: history in log order
+            positions = log.backend.positions_of(f"w{w}-0")
+            assert positions
+            assert positions == sorted(positions)
+    assert count(url, "ids") == len(expected)
+
+
+def _same_ids_worker(url: str, reverse: bool, out: multiprocessing.Queue[dict[str, int]]) -> None:
+    keys = [f"shared-{i}" for i in range(60)]
+    if reverse:
+        keys.reverse()
+    seen: dict[str, int] = {}
+    with Ledger.open(url) as log:
+        for start in range(0, len(keys), 6):
+            chunk = keys[start : start + 6]
+            for key, result in zip(
+                chunk, log.append_batch([LeaseExpired(subject=k, id=k) for k in chunk]), strict=True
+            ):
+                seen[key] = result.position
+    out.put(seen)
+
+
+def test_same_ids_from_two_processes_are_stored_once(url: str) -> None:
+    Ledger.open(url).close()
+    queue: multiprocessing.Queue[dict[str, int]] = SPAWN.Queue()
+    procs = [SPAWN.Process(target=_same_ids_worker, args=(url, r, queue)) for r in (False, True)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert results[0] == results[1]  # both were told the one position each id has
+    with Ledger.open(url) as log:
+        assert log.size() == 60
+        stored = {e.event.id: e.position for e in log.read()}
+        assert stored == results[0]
+        assert log.root() == naive_root(log)
+
+
+def test_the_database_refuses_a_second_row_for_an_id(log: Ledger, url: str) -> None:
+    log.append(LeaseExpired(subject="r", id="only-once"))
+    schema = pg.parse_url(url).schema
+    with raw(url) as conn, pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute(
+            sql.SQL("INSERT INTO {}.ids VALUES ('only-once', 99)").format(sql.Identifier(schema))
+        )
+
+
+# ----------------------------------------------------------------------------- gap-free
+
+
+def test_a_rolled_back_append_leaves_no_gap(log: Ledger) -> None:
+    log.append(LeaseExpired(subject="a"))
+
+    def explode(ops: object, events: object) -> None:
+        raise RuntimeError("crash inside the write transaction")
+
+    with pytest.raises(RuntimeError):
+        log.append(LeaseExpired(subject="b"), precondition=explode)
+    assert log.append(LeaseExpired(subject="c")).position == 2
+    assert [e.position for e in log.read()] == [1, 2]
+
+
+def test_the_recorders_own_insert_path_is_gap_free_too(log: Ledger) -> None:
+    """eventsourcing's BIGSERIAL would skip the ids of the failed insert; ours does not."""
+    from eventsourcing.persistence import IntegrityError, StoredEvent  # noqa: PLC0415
+
+    backend = log.backend
+    assert isinstance(backend, pg.PostgresBackend)
+    recorder = backend.recorder
+    assert list(recorder.insert_events([StoredEvent("s", 1, "T", b"x")]) or []) == [1]
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([StoredEvent("s", 2, "T", b"y"), StoredEvent("s", 1, "T", b"z")])
+    assert list(recorder.insert_events([StoredEvent("s", 2, "T", b"y")]) or []) == [2]
+    notifications = recorder.select_notifications(1, 10)
+    assert [(n.id, n.originator_id, n.originator_version) for n in notifications] == [
+        (1, "s", 1),
+        (2, "s", 2),
+    ]
+
+
+def test_eventsourcing_reads_the_ledgers_events_as_notifications(log: Ledger) -> None:
+    log.append_batch([LeaseExpired(subject="r1"), KeepAliveFailed(subject="r1")])
+    backend = log.backend
+    assert isinstance(backend, pg.PostgresBackend)
+    notifications = backend.recorder.select_notifications(1, 10)
+    assert [(n.id, n.originator_id, n.originator_version, n.topic) for n in notifications] == [
+        (1, "r1", 1, "LeaseExpired"),
+        (2, "r1", 2, "KeepAliveFailed"),
+    ]
+    assert [bytes(n.state) for n in notifications] == [s for _, s in log.read_stored()]
+
+
+def test_reads_cross_page_boundaries(log: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pg, "PAGE", 7)
+    log.append_batch([LeaseExpired(subject=f"r{i}") for i in range(30)])
+    assert [p for p, _ in log.read_stored()] == list(range(1, 31))
+    assert [p for p, _ in log.read_stored(5, 22)] == list(range(5, 23))
+    assert [p for p, _ in log.backend.read_leaves(3)] == list(range(3, 31))
+    assert log.root() == naive_root(log)
+
+
+def test_dropped_connections_are_retried(url: str) -> None:
+    name = f"adminchain-{pg.parse_url(url).schema}"  # libpq options pass through the URL
+    with Ledger.open(f"{url}&application_name={name}") as log:
+        log.append(LeaseExpired(subject="a"))
+        assert log.backend.wait_beyond(0, 1)
+        with raw(url) as conn:  # kill this ledger's pooled sessions, nobody else's
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            ).fetchone()
+        assert killed is not None
+        assert int(str(killed[0])) >= 1
+        assert log.append(LeaseExpired(subject="b")).position == 2
+        assert log.size() == 2
+        assert [p for p, _ in log.read_stored()] == [1, 2]
+
+
+# ----------------------------------------------------------------------------- waking
+
+
+def _append_later(url: str, go: threading.Event) -> None:
+    go.wait(30)
+    with Ledger.open(url) as log:
+        log.append(LeaseExpired(subject="late"))
+
+
+def test_wait_beyond_is_woken_by_another_process(log: Ledger, url: str) -> None:
+    go = SPAWN.Event()
+    proc = SPAWN.Process(target=_append_later, args=(url, go))
+    proc.start()
+    try:
+        assert not log.backend.wait_beyond(0, 0.3)  # also starts the LISTEN connection
+        go.set()
+        started = time.monotonic()
+        assert log.backend.wait_beyond(0, 30)
+        assert time.monotonic() - started < 20
+    finally:
+        proc.join(60)
+    assert proc.exitcode == 0
+    assert [e.event.subject for e in log.follow(0, stop=0.1)] == ["late"]
+
+
+def test_wait_beyond_polls_when_listen_is_unavailable(
+    log: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = log.backend
+    assert isinstance(backend, pg.PostgresBackend)
+    monkeypatch.setattr(backend._listener, "start", lambda: None)
+    timer = threading.Timer(0.3, lambda: log.append(LeaseExpired(subject="x")))
+    timer.start()
+    try:
+        assert backend.wait_beyond(0, 10)
+    finally:
+        timer.join()
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def test_views_match_a_replay_and_track_the_log(log: Ledger) -> None:
+    events = mixed_events(300)
+    log.append_batch(events[:150])
+    views = Views(log)
+    assert views.catch_up() == 150
+    log.append_batch(events[150:])
+    assert views.catch_up() == 300
+    replayed = Folder().apply_all(e.event for e in log.read())
+    assert views.states() == replayed.states
+    history = views.history("n0")
+    assert history
+    assert all(row["verdicts"] for row in history)
+
+
+def test_a_crash_inside_a_catch_up_writes_nothing(
+    log: Ledger, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projections import store_postgres  # noqa: PLC0415
+
+    log.append_batch(mixed_events(60))
+    views = Views(log)
+    real_flush = store_postgres._PgViewTxn.flush
+
+    def flush_then_crash(self: store_postgres._PgViewTxn) -> None:
+        real_flush(self)  # states, verdicts and tracking are written inside the transaction ...
+        raise RuntimeError("crash before commit")  # ... and never committed
+
+    monkeypatch.setattr(store_postgres._PgViewTxn, "flush", flush_then_crash)
+    with pytest.raises(RuntimeError):
+        views.catch_up()
+    monkeypatch.undo()
+    assert views.tracking() == 0
+    assert count(url, "view_state") == 0
+    assert count(url, "view_verdicts") == 0
+    assert views.catch_up() == 60
+    assert count(url, "view_verdicts") == 60
+    assert views.states() == Folder().apply_all(e.event for e in log.read()).states
+
+
+def _catch_up_worker(url: str) -> None:
+    with Ledger.open(url) as log:
+        store = PostgresViews(log.backend)  # type: ignore[arg-type]
+        while True:
+            tracking, size = store.catch_up_chunk(25)
+            if tracking >= size:
+                return
+
+
+def test_concurrent_catch_ups_never_fold_an_event_twice(log: Ledger, url: str) -> None:
+    log.append_batch(mixed_events(400))
+    PostgresViews(log.backend).reset()  # type: ignore[arg-type]  # tables exist before the race
+    procs = [SPAWN.Process(target=_catch_up_worker, args=(url,)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert count(url, "view_verdicts") == 400
+    views = Views(log)
+    assert views.tracking() == 400
+    assert views.states() == Folder().apply_all(e.event for e in log.read()).states
+
+
+def test_strict_appends_read_the_views_inside_the_write(log: Ledger) -> None:
+    views = Views(log)
+    log.append(EnterMaintenance(subject="n1", actor="op"))
+    views.catch_up()
+    log.append(MaintenanceObserved(subject="n1", state="Maintenance"))  # not yet folded
+    from ledger.errors import StrictRefusedError  # noqa: PLC0415
+    from ledger.events import ExitMaintenance  # noqa: PLC0415
+
+    with pytest.raises(StrictRefusedError):
+        log.append(EnterMaintenance(subject="n1", actor="op"), precondition=views.strict())
+    result = log.append(ExitMaintenance(subject="n1", actor="op"), precondition=views.strict())
+    assert result.position == 3
+
+
+def test_rebuild_replay_checkpoint_and_verify(log: Ledger, url: str) -> None:
+    log.append_batch(mixed_events(120))
+    views = Views(log)
+    assert views.rebuild() == 120
+    checkpoint, _note = make_checkpoint(views)
+    assert checkpoint.size == 120
+    assert verify(log).ok
+    schema = pg.parse_url(url).schema
+    with raw(url) as conn:  # tamper with one stored event behind the ledger's back
+        conn.execute(
+            sql.SQL(
+                "UPDATE {}.{} SET state = state || '\\x00'::bytea WHERE notification_id = 57"
+            ).format(sql.Identifier(schema), sql.Identifier(pg.EVENTS_TABLE))
+        )
+    result = verify(log)
+    assert not result.ok
+    assert result.first_bad_position == 57
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def test_an_unreachable_server_is_named_in_the_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=r"127\.0\.0\.1:1\b"):
+        Ledger.open("postgresql://postgres@127.0.0.1:1/adminchain_test?schema=x&connect_timeout=2")
+    assert time.monotonic() - started < 10
+
+
+def test_a_missing_database_is_a_clear_error(url: str) -> None:
+    base, _, _ = url.partition("?")
+    missing = base.rsplit("/", 1)[0] + "/no_such_database_here"
+    with pytest.raises(BackendUnavailableError, match="no_such_database_here"):
+        Ledger.open(missing)
+
+
+def test_the_schema_parameter_and_the_default_schema(url: str) -> None:
+    target = pg.parse_url(url)
+    assert target.schema.startswith("t_")
+    assert pg.parse_url(url.partition("?")[0]).schema == pg.DEFAULT_SCHEMA
+    assert pg.parse_url("postgresql://u:s%40cret@h:6543/db?schema=s1").password == "s@cret"
+    with Ledger.open(url) as log:
+        assert "s%40cret" not in log.url
+        assert log.url.endswith(f"schema={target.schema}")
+        log.append(LeaseExpired(subject="a"))
+        log.put_checkpoint(1, "note")
+        log.backend.put_meta("k", b"v")
+    with Ledger.open(url) as log:  # reopening finds everything in its own schema
+        assert log.size() == 1
+        assert log.checkpoints() == [(1, "note")]
+        assert log.backend.get_meta("k") == b"v"
+
+
+def test_a_schema_of_another_format_is_refused(url: str) -> None:
+    Ledger.open(url).close()
+    schema = pg.parse_url(url).schema
+    with raw(url) as conn:
+        conn.execute(
+            sql.SQL("UPDATE {}.meta SET value = 'other/9' WHERE key = 'format'").format(
+                sql.Identifier(schema)
+            )
+        )
+    with pytest.raises(StorageError, match="other/9"):
+        Ledger.open(url)
+
+
+def _open_worker(url: str) -> None:
+    with Ledger.open(url) as log:
+        Views(log).catch_up()
+        log.append(LeaseExpired(subject="x"))
+
+
+def test_processes_creating_one_schema_at_once(url: str) -> None:
+    procs = [SPAWN.Process(target=_open_worker, args=(url,)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Ledger.open(url) as log:
+        assert [e.position for e in log.read()] == [1, 2, 3, 4]
