@@ -27,7 +27,6 @@ import lmdb
 from benchmarks.common import (
     Comparison,
     Figure,
-    Node,
     Report,
     Workdir,
     log,
@@ -36,6 +35,7 @@ from benchmarks.common import (
     parser,
     rate,
     sqlite_app,
+    sqlite_fill,
 )
 from ledger.codec import encode_record
 from ledger.events import Event
@@ -84,18 +84,8 @@ def baseline_batch(path: Path, count: int, per_save: int) -> float:
     """eventsourcing + SQLite: aggregates of `per_save` events (built first), one `save` each."""
     app = sqlite_app(path)
     try:
-        aggregates = []
-        for k in range(count // per_save):
-            aggregate = Node()
-            for _ in range(per_save - 1):
-                aggregate.observe(
-                    "MaintenanceObserved", f"node-{k % 1000:05d}", "alice", "kernel upgrade"
-                )
-            aggregates.append(aggregate)
-        t0 = time.perf_counter()
-        for aggregate in aggregates:
-            app.save(aggregate)
-        return rate(len(aggregates) * per_save, time.perf_counter() - t0)
+        seconds, _ = sqlite_fill(app, count, per_save)
+        return rate(count // per_save * per_save, seconds)
     finally:
         app.close()
 
