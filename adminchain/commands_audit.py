@@ -48,7 +48,7 @@ key_option = click.option(
     "key_path",
     type=click.Path(dir_okay=False),
     envvar="ADMINCHAIN_CHECKPOINT_KEY",
-    help="Private key file to sign with (from `adminchain keygen`) [env: ADMINCHAIN_CHECKPOINT_KEY].",
+    help="Private key file to sign with (`adminchain keygen`) [env: ADMINCHAIN_CHECKPOINT_KEY].",
 )
 pub_option = click.option(
     "--pub",
@@ -116,7 +116,11 @@ def verify(pub_paths: tuple[str, ...], ledger: str, as_json: bool) -> None:
 
 @main.command()
 @key_option
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the note to this file.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the note to this file.",
+)
 @ledger_options
 def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool) -> None:
     """Record a checkpoint: tree size, root and projection digest, signed with --key.
@@ -151,7 +155,9 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
 
 @main.command()
 @click.argument("name")
-@click.option("--out", "prefix", help="File prefix (default: NAME): writes PREFIX.key and PREFIX.pub.")
+@click.option(
+    "--out", "prefix", help="File prefix (default: NAME): writes PREFIX.key and PREFIX.pub."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
@@ -178,19 +184,43 @@ def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
     os.chmod(private, 0o600)
     public.write_text(verifier + "\n", encoding="utf-8")
     if as_json:
-        emit_json({"name": name, "private_key_file": str(private), "public_key_file": str(public), "public_key": verifier})
+        emit_json(
+            {
+                "name": name,
+                "private_key_file": str(private),
+                "public_key_file": str(public),
+                "public_key": verifier,
+            }
+        )
     else:
-        render.console.print(f"private key: {private} (keep it secret)\npublic key:  {public}\n{verifier}")
+        render.console.print(
+            f"private key: {private} (keep it secret)\npublic key:  {public}\n{verifier}"
+        )
 
 
 @main.command()
 @click.argument("position", type=click.IntRange(min=1), required=False)
-@click.option("--consistency", "old_size", type=click.IntRange(min=0), metavar="OLD_SIZE",
-              help="Prove the checkpoint of OLD_SIZE is a prefix of the newest (or --new-size).")
-@click.option("--new-size", type=click.IntRange(min=0), help="With --consistency: the newer checkpoint's size.")
-@click.option("--verify", "verify_path", type=click.Path(exists=True, dir_okay=False),
-              help="Verify a proof file offline (needs no ledger); with --pub, its signatures too.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the proof to this file (default: stdout).")
+@click.option(
+    "--consistency",
+    "old_size",
+    type=click.IntRange(min=0),
+    metavar="OLD_SIZE",
+    help="Prove the checkpoint of OLD_SIZE is a prefix of the newest (or --new-size).",
+)
+@click.option(
+    "--new-size",
+    type=click.IntRange(min=0),
+    help="With --consistency: the newer checkpoint's size.",
+)
+@click.option(
+    "--verify",
+    "verify_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Verify a proof file offline (needs no ledger); with --pub, its signatures too.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Write the proof to this file (default: stdout)."
+)
 @key_option
 @pub_option
 @ledger_options
@@ -301,12 +331,18 @@ def trust_list(ledger: str, as_json: bool) -> None:
 
 
 def _show_trust(policy: Any, as_json: bool) -> None:
-    data = {"since": policy.since, "keys": list(policy.keys)} if policy else {"since": None, "keys": []}
+    data = (
+        {"since": policy.since, "keys": list(policy.keys)}
+        if policy
+        else {"since": None, "keys": []}
+    )
     if as_json:
         emit_json(data)
     elif not data["keys"]:
         render.console.print("no trusted operator keys: signatures are not required")
     else:
-        render.console.print(f"operator events must be signed from position {data['since']} on, by:")
+        render.console.print(
+            f"operator events must be signed from position {data['since']} on, by:"
+        )
         for key in data["keys"]:
             render.console.print(f"  {key}")

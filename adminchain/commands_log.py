@@ -34,7 +34,9 @@ def _signer(sign_key: str | None) -> Any:
 @main.command()
 @click.argument("file", type=click.File("rb"), default="-", required=False)
 @click.option("--stream", is_flag=True, help="Append line by line; print each result once durable.")
-@click.option("--strict", is_flag=True, help="Refuse (exit 3) operator events the projections reject.")
+@click.option(
+    "--strict", is_flag=True, help="Refuse (exit 3) operator events the projections reject."
+)
 @click.option(
     "--sign-key",
     type=click.Path(exists=True, dir_okay=False),
@@ -132,11 +134,18 @@ def log_command(start: int, stop: int | None, ledger: str, as_json: bool) -> Non
 @main.command()
 @click.argument("kind", required=False)
 @click.argument("subject", required=False)
-@click.option("--as-of", metavar="POSITION|TIME", help="The state at a position or a recorded time.")
+@click.option(
+    "--as-of", metavar="POSITION|TIME", help="The state at a position or a recorded time."
+)
 @click.option("--now", metavar="TIME", help="The time for deadline_overdue (default: the clock).")
 @ledger_options
 def status(
-    kind: str | None, subject: str | None, as_of: str | None, now: str | None, ledger: str, as_json: bool
+    kind: str | None,
+    subject: str | None,
+    as_of: str | None,
+    now: str | None,
+    ledger: str,
+    as_json: bool,
 ) -> None:
     """Show projection state: KIND is maintenance, detachment, recovery, membership or broadcasts.
 
@@ -151,7 +160,8 @@ def status(
       adminchain status maintenance --now 2026-11-25T15:00:00Z --json
     """
     from projections.api import KINDS, status_document  # noqa: PLC0415
-    from replay.rebuild import FolderSource, as_of as replay_as_of  # noqa: PLC0415
+    from replay.rebuild import FolderSource  # noqa: PLC0415
+    from replay.rebuild import as_of as replay_as_of  # noqa: PLC0415
 
     if kind is not None and subject is None and kind not in KINDS:
         kind, subject = None, kind

@@ -35,7 +35,9 @@ from ledger.events import (
 )
 
 
-def _append(event: Event, *, ledger: str, strict: bool, sign_key: str | None, as_json: bool) -> None:
+def _append(
+    event: Event, *, ledger: str, strict: bool, sign_key: str | None, as_json: bool
+) -> None:
     if sign_key is not None:
         from ledger.signing import OperatorKey  # noqa: PLC0415
 
@@ -168,15 +170,25 @@ def _millis(value: str | None, option: str) -> int | None:
         return int(value)
     duration = parse_duration(value)
     if duration is None:
-        raise UsageError(f"{option}: {value!r} is not a duration (e.g. 500ms, 2s, 1m) or milliseconds")
+        raise UsageError(
+            f"{option}: {value!r} is not a duration (e.g. 500ms, 2s, 1m) or milliseconds"
+        )
     return int(duration.total_seconds() * 1000)
 
 
 @policy.command("set")
 @click.argument("subject", default="*")
-@click.option("--recover-window", metavar="DURATION", help="Healthy time before re-attaching (default 500ms).")
-@click.option("--keepalive-threshold", type=click.IntRange(min=1), help="Keep-alive failures that detach (default 3).")
-@click.option("--retry-backoff", metavar="DURATION", help="Delay before the one retry (default 250ms).")
+@click.option(
+    "--recover-window", metavar="DURATION", help="Healthy time before re-attaching (default 500ms)."
+)
+@click.option(
+    "--keepalive-threshold",
+    type=click.IntRange(min=1),
+    help="Keep-alive failures that detach (default 3).",
+)
+@click.option(
+    "--retry-backoff", metavar="DURATION", help="Delay before the one retry (default 250ms)."
+)
 @click.option("--budget-window", metavar="DURATION", help="Crash budget window (default 60s).")
 @_id_option
 @operator_options
@@ -242,10 +254,18 @@ def broadcast() -> None:
     type=click.Choice(["idle_timeout", "broker_shutdown", "maintenance"]),
     help="Ask backends to drain, for this reason.",
 )
-@click.option("--release-handles", metavar="PATH_PREFIX", help="Ask backends to release handles below a path.")
+@click.option(
+    "--release-handles", metavar="PATH_PREFIX", help="Ask backends to release handles below a path."
+)
 @click.option("--target", "targets", multiple=True, help="A live backend (repeatable).")
 @click.option("--dead", "dead", multiple=True, help="A dead backend, skipped at once (repeatable).")
-@click.option("--ack-timeout", default="5000", show_default=True, metavar="DURATION", help="Per-backend ack timeout.")
+@click.option(
+    "--ack-timeout",
+    default="5000",
+    show_default=True,
+    metavar="DURATION",
+    help="Per-backend ack timeout.",
+)
 @_id_option
 @operator_options
 @ledger_options

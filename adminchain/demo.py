@@ -69,7 +69,12 @@ class Narrator:
         verdicts = views.history(event.subject)
         mine = next(row for row in verdicts if row["position"] == result.position)["verdicts"]
         self.steps[-1]["events"].append(
-            {"position": result.position, "type": type(event).__name__, "subject": event.subject, "verdicts": mine}
+            {
+                "position": result.position,
+                "type": type(event).__name__,
+                "subject": event.subject,
+                "verdicts": mine,
+            }
         )
         if self.quiet:
             return
@@ -80,8 +85,8 @@ class Narrator:
             detail = f" ({v['detail']})" if v.get("detail") else ""
             marks.append(f"[{style}]{v['projection']} {v['verdict']}{reason}{detail}[/]")
         render.console.print(
-            f"  [dim]#{result.position}[/] {who:<9} [bold]{type(event).__name__}[/] {event.subject}  →  "
-            + "; ".join(marks)
+            f"  [dim]#{result.position:<3}[/] {who:<7} [bold]{type(event).__name__}[/] "
+            f"{event.subject}  →  " + "; ".join(marks)
         )
 
     def show(self, views: Views, kind: str, subject: str, now: datetime) -> None:
@@ -110,22 +115,51 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
             "An operator drains a node",
             "alice puts node-7 into maintenance for a kernel upgrade, with a 30-minute deadline.",
         )
-        say.appended(views, EnterMaintenance(subject="node-7", actor="alice", at=at(0), reason="kernel upgrade", deadline=at(1800)), who="alice")
+        say.appended(
+            views,
+            EnterMaintenance(
+                subject="node-7",
+                actor="alice",
+                at=at(0),
+                reason="kernel upgrade",
+                deadline=at(1800),
+            ),
+            who="alice",
+        )
         say.step("The drain fails", "The reconciler cannot evict two pods and reports DrainFailed.")
-        say.appended(views, MaintenanceObserved(subject="node-7", state="DrainFailed", reason="2 pods would not evict", at=at(600)), who="loop")
+        say.appended(
+            views,
+            MaintenanceObserved(
+                subject="node-7", state="DrainFailed", reason="2 pods would not evict", at=at(600)
+            ),
+            who="loop",
+        )
         say.show(views, "maintenance", "node-7", at(620))
         say.step(
             "The operator forces the exit",
             "A plain exit from DrainFailed is refused (needs_force); alice forces it.",
         )
-        say.appended(views, ExitMaintenance(subject="node-7", actor="alice", at=at(700)), who="alice")
-        say.appended(views, ExitMaintenance(subject="node-7", actor="alice", at=at(705), force=True), who="alice")
+        say.appended(
+            views, ExitMaintenance(subject="node-7", actor="alice", at=at(700)), who="alice"
+        )
+        say.appended(
+            views,
+            ExitMaintenance(subject="node-7", actor="alice", at=at(705), force=True),
+            who="alice",
+        )
         say.step(
             "A late 'drain failed' arrives",
-            "A slow loop replays its old DrainFailed observation. It must not undo the forced exit: "
+            "A slow loop replays its old DrainFailed observation. It must not undo the forced "
+            "exit: "
             "ExitingMaintenance -> DrainFailed is not a valid successor.",
         )
-        say.appended(views, MaintenanceObserved(subject="node-7", state="DrainFailed", reason="2 pods would not evict", at=at(610)), who="loop")
+        say.appended(
+            views,
+            MaintenanceObserved(
+                subject="node-7", state="DrainFailed", reason="2 pods would not evict", at=at(610)
+            ),
+            who="loop",
+        )
         say.show(views, "maintenance", "node-7", at(720))
 
         say.step(
@@ -137,15 +171,21 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
         say.show(views, "detachment", "runner-a", at(811))
         say.step(
             "...and re-attaches after its healthy window",
-            "The first healthy signal starts the 500 ms recovery window; one a second later re-attaches it.",
+            "The first healthy signal starts the 500 ms recovery window; one a second later "
+            "re-attaches it.",
         )
-        say.appended(views, HealthObserved(subject="runner-a", healthy=True, at=at(820)), who="health")
-        say.appended(views, HealthObserved(subject="runner-a", healthy=True, at=at(821)), who="health")
+        say.appended(
+            views, HealthObserved(subject="runner-a", healthy=True, at=at(820)), who="health"
+        )
+        say.appended(
+            views, HealthObserved(subject="runner-a", healthy=True, at=at(821)), who="health"
+        )
         say.show(views, "detachment", "runner-a", at(822))
 
         say.step(
             "A backend crashes twice",
-            "The first crash in the budget window gets one retry after 250 ms; the second is refused "
+            "The first crash in the budget window gets one retry after 250 ms; the second is "
+            "refused "
             "with a retry-after for the rest of the 60 s window.",
         )
         say.appended(views, BackendCrashed(subject="broker-1/search/v3", at=at(900)), who="broker")
@@ -154,10 +194,17 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
 
         say.step(
             "A quiesce broadcast",
-            "alice asks three backends to drain; b3 is dead and skipped. b1 acks, b2 times out, and "
+            "alice asks three backends to drain; b3 is dead and skipped. b1 acks, b2 times out, "
+            "and "
             "b2's ack, arriving after its timeout, is refused as late.",
         )
-        say.appended(views, MembershipObserved(subject="cluster-east", peers=["node-1", "node-7", "node-9"], at=at(950)), who="poller")
+        say.appended(
+            views,
+            MembershipObserved(
+                subject="cluster-east", peers=["node-1", "node-7", "node-9"], at=at(950)
+            ),
+            who="poller",
+        )
         say.appended(
             views,
             IssueBroadcast(
@@ -170,18 +217,28 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
             ),
             who="alice",
         )
-        say.appended(views, BroadcastAcked(subject="quiesce-42", backend="b1", at=at(1000.4)), who="broker")
-        say.appended(views, BroadcastTimedOut(subject="quiesce-42", backend="b2", at=at(1002)), who="broker")
-        say.appended(views, BroadcastAcked(subject="quiesce-42", backend="b2", at=at(1003)), who="broker")
+        say.appended(
+            views, BroadcastAcked(subject="quiesce-42", backend="b1", at=at(1000.4)), who="broker"
+        )
+        say.appended(
+            views, BroadcastTimedOut(subject="quiesce-42", backend="b2", at=at(1002)), who="broker"
+        )
+        say.appended(
+            views, BroadcastAcked(subject="quiesce-42", backend="b2", at=at(1003)), who="broker"
+        )
         say.show(views, "broadcasts", "quiesce-42", at(1004))
 
-        say.step("The auditor replays the log", "Every projection is rebuilt from the log and compared with the stored views.")
+        say.step(
+            "The auditor replays the log",
+            "Every projection is rebuilt from the log and compared with the stored views.",
+        )
         report = run_audit(log)
         if not quiet:
             render.replay_report(report)
         say.step(
             "Checkpoint and verify",
-            "A signed checkpoint (C2SP tlog-checkpoint) pins the tree root and the projection digest; "
+            "A signed checkpoint (C2SP tlog-checkpoint) pins the tree root and the projection "
+            "digest; "
             "verify recomputes both from the stored events.",
         )
         signer = Signer.generate("demo-auditor")
@@ -201,8 +258,12 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
 
 
 @main.command()
-@click.option("--keep", metavar="DIR", help="Keep the demo ledger in DIR (default: a temporary folder).")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of the story.")
+@click.option(
+    "--keep", metavar="DIR", help="Keep the demo ledger in DIR (default: a temporary folder)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of the story."
+)
 def demo(keep: str | None, as_json: bool) -> None:
     """Play a guided scenario on a fresh embedded ledger, narrated step by step.
 
@@ -221,4 +282,6 @@ def demo(keep: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(summary)
     elif keep:
-        render.console.print(f"\nthe demo ledger is kept in {keep}: try `adminchain history node-7 --ledger {keep}`")
+        render.console.print(
+            f"\nthe demo ledger is kept in {keep}: try `adminchain history node-7 --ledger {keep}`"
+        )

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any, Final
+from typing import IO, Any, BinaryIO, Final, cast
 
 import click
 import msgspec
@@ -50,7 +50,9 @@ def _interactive() -> bool:
 
 
 @contextmanager
-def progress_bar(label: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(
+    label: str, total: int | None, *, enabled: bool = True
+) -> Iterator[Callable[[int, int], None]]:
     """A progress bar on stderr (only on a terminal); yields `update(done, total)`."""
     if not enabled or not _interactive():
         yield lambda done, total: None
@@ -82,9 +84,10 @@ def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[
     if not enabled or size < (8 << 20) or not _interactive():
         yield stream
         return
-    with Progress(console=errors, transient=True) as bar, bar.wrap_file(
-        stream, total=size, description="reading"
-    ) as wrapped:
+    with (
+        Progress(console=errors, transient=True) as bar,
+        bar.wrap_file(cast(BinaryIO, stream), total=size, description="reading") as wrapped,
+    ):
         yield wrapped
 
 
@@ -114,9 +117,10 @@ def _age(since: str | None, now: datetime) -> str:
 
 def append_json(result: Any) -> bytes:
     """One ``append --json`` line."""
-    return _json.encode(
-        {"position": result.position, "id": result.id, "duplicate": result.duplicate}
-    ) + b"\n"
+    return (
+        _json.encode({"position": result.position, "id": result.id, "duplicate": result.duplicate})
+        + b"\n"
+    )
 
 
 def append_line(result: Any, line: int) -> None:
@@ -133,9 +137,11 @@ def append_summary(results: list[Any]) -> None:
         span = (
             f"position {fresh[0].position}"
             if len(fresh) == 1
-            else f"positions {fresh[0].position}–{fresh[-1].position}"
+            else f"positions {fresh[0].position}-{fresh[-1].position}"
         )
-        console.print(f"[green]appended {len(fresh)} event{'s' * (len(fresh) != 1)}[/] ({span}), durable")
+        console.print(
+            f"[green]appended {len(fresh)} event{'s' * (len(fresh) != 1)}[/] ({span}), durable"
+        )
     for r in dups:
         console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
     if not results:
@@ -144,9 +150,16 @@ def append_summary(results: list[Any]) -> None:
 
 def log_json(entry: Any) -> bytes:
     """One ``log --json`` line."""
-    return _json.encode(
-        {"position": entry.position, "recorded_at": entry.recorded_at, "event": event_to_builtins(entry.event)}
-    ) + b"\n"
+    return (
+        _json.encode(
+            {
+                "position": entry.position,
+                "recorded_at": entry.recorded_at,
+                "event": event_to_builtins(entry.event),
+            }
+        )
+        + b"\n"
+    )
 
 
 def _fields(event: Any) -> str:
@@ -206,18 +219,29 @@ def _maintenance(rows: dict[str, Any], now: datetime) -> Table:
 
 
 def _detachment(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table("runner", "state", "reason", "detached at", "healthy since", "keep-alive failures", box=None)
+    table = Table(
+        "runner", "state", "reason", "detached at", "healthy since", "keep-alive failures", box=None
+    )
     for runner, s in rows.items():
-        state = Text("detached", style="bold red") if s["detached"] else Text("attached", style="green")
+        state = (
+            Text("detached", style="bold red") if s["detached"] else Text("attached", style="green")
+        )
         reason = s["reason"]["display"] if s["reason"] else ""
         table.add_row(
-            runner, state, reason, _when(s["detached_at"]), _when(s["healthy_since"]), str(s["keepalive_failures"])
+            runner,
+            state,
+            reason,
+            _when(s["detached_at"]),
+            _when(s["healthy_since"]),
+            str(s["keepalive_failures"]),
         )
     return table
 
 
 def _recovery(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table("backend", "decision", "retry after", "crashes in window", "window started", box=None)
+    table = Table(
+        "backend", "decision", "retry after", "crashes in window", "window started", box=None
+    )
     for backend, s in rows.items():
         decision = s["decision"] or {}
         kind = decision.get("kind", "—")
@@ -246,7 +270,17 @@ def _membership(rows: dict[str, Any], now: datetime) -> Table:
 
 
 def _broadcasts(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table("broadcast", "operation", "acks", "timeouts", "failures", "skipped (dead)", "pending", "done", box=None)
+    table = Table(
+        "broadcast",
+        "operation",
+        "acks",
+        "timeouts",
+        "failures",
+        "skipped (dead)",
+        "pending",
+        "done",
+        box=None,
+    )
     for broadcast, s in rows.items():
         op = s["operation"] or {}
         operation = f"{op.get('kind')} {op.get('reason') or op.get('path_prefix') or ''}".strip()
@@ -326,12 +360,19 @@ def replay_report(report: Any) -> None:
         refused = Table("pos", "type", "subject", "projection", "reason", "detail", box=None)
         for r in report.rejected:
             refused.add_row(
-                str(r.position), r.type, r.subject, r.projection, Text(r.reason or "", style="red"), r.detail or ""
+                str(r.position),
+                r.type,
+                r.subject,
+                r.projection,
+                Text(r.reason or "", style="red"),
+                r.detail or "",
             )
         console.print(refused)
     for name, subjects in report.differences.items():
         shown = ", ".join(subjects[:10]) + (" …" if len(subjects) > 10 else "")
-        console.print(Text(f"{name}: stored state differs from the log for {shown}", style="bold red"))
+        console.print(
+            Text(f"{name}: stored state differs from the log for {shown}", style="bold red")
+        )
 
 
 def verify_result(result: Any) -> None:
@@ -348,7 +389,9 @@ def verify_result(result: Any) -> None:
 def checkpoint_note(checkpoint: Any, note: str, *, signed: bool) -> None:
     """A new checkpoint and its note."""
     label = "signed checkpoint" if signed else "checkpoint (unsigned: give --key to sign)"
-    console.print(Text(f"{label} at size {checkpoint.size}", style="bold green" if signed else "yellow"))
+    console.print(
+        Text(f"{label} at size {checkpoint.size}", style="bold green" if signed else "yellow")
+    )
     click.echo(note.rstrip("\n"))
 
 
@@ -358,11 +401,18 @@ def proof_verified(proven: Any, *, signed: bool) -> None:
     signers = ", ".join(data["signed_by"]) or "nobody (no --pub given: signatures not checked)"
     if data["kind"] == "inclusion":
         console.print(
-            Text(f"✓ the event at position {data['position']} is in the log of size {data['size']}", style="bold green")
+            Text(
+                f"✓ the event at position {data['position']} is in the log of size {data['size']}",
+                style="bold green",
+            )
         )
     else:
         console.print(
-            Text(f"✓ the log of size {data['old_size']} is a prefix of the log of size {data['new_size']}", style="bold green")
+            Text(
+                f"✓ the log of size {data['old_size']} is a prefix of the log of size "
+                f"{data['new_size']}",
+                style="bold green",
+            )
         )
     console.print(f"origin {data['origin']}; checkpoint signed by {signers}")
     if not signed:

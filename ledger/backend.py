@@ -24,8 +24,8 @@ from ledger.errors import LedgerError
 from ledger.events import Event
 
 __all__ = [
-    "Appended",
     "AppendRequest",
+    "Appended",
     "GroupCommitter",
     "LogBackend",
     "Precondition",
@@ -124,7 +124,10 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
         merkle.append_leaves(
             ops.nodes(),
             size,
-            [merkle.leaf_hash(leaf_bytes(p, row[3])) for p, row in zip(positions, rows, strict=True)],
+            [
+                merkle.leaf_hash(leaf_bytes(p, row[3]))
+                for p, row in zip(positions, rows, strict=True)
+            ],
         )
         result: list[Appended] = []
         fresh = iter(positions)
@@ -208,7 +211,7 @@ class GroupCommitter:
         if not request.done:
             try:
                 self._write(batch)
-            except BaseException as e:
+            except BaseException as e:  # noqa: BLE001  handed to every waiter, then re-raised
                 for r in batch:
                     if r.error is None:
                         r.error = e

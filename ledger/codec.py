@@ -61,7 +61,9 @@ _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _FIRST_NAME = re.compile(r"`(?P<name>[^`$]+)`")
 
 
-def _located(exc: msgspec.ValidationError | msgspec.DecodeError, line: int | None) -> InvalidEventError:
+def _located(
+    exc: msgspec.ValidationError | msgspec.DecodeError, line: int | None
+) -> InvalidEventError:
     """Turn a msgspec error into one that names the line and the field."""
     message = str(exc)
     path = ""

@@ -139,7 +139,9 @@ class SetPolicy(_OperatorEvent, frozen=True, kw_only=True, tag=True):
     budget_window_ms: Millis | None = None
 
 
-class Quiesce(msgspec.Struct, frozen=True, tag_field="kind", tag="quiesce", forbid_unknown_fields=True):
+class Quiesce(
+    msgspec.Struct, frozen=True, tag_field="kind", tag="quiesce", forbid_unknown_fields=True
+):
     """Ask backends to stop accepting new work and drain."""
 
     reason: Literal["idle_timeout", "broker_shutdown", "maintenance"]

@@ -76,7 +76,9 @@ class Ledger:
         self._committer = GroupCommitter(backend.write)
 
     @classmethod
-    def open(cls, target: str | Path = DEFAULT_LEDGER, *, sync: bool = True, create: bool = True) -> Self:
+    def open(
+        cls, target: str | Path = DEFAULT_LEDGER, *, sync: bool = True, create: bool = True
+    ) -> Self:
         """Open (or create) the ledger at a directory path or a ``postgresql://`` URL."""
         return cls(open_backend(target, sync=sync, create=create))
 
@@ -108,7 +110,10 @@ class Ledger:
         events (as stored: ids and times filled in) and may raise a `LedgerError` to refuse it.
         """
         now = datetime.now(UTC)
-        checked = [event if validated else validate(event, line) for line, event in enumerate(events, start=1)]
+        checked = [
+            event if validated else validate(event, line)
+            for line, event in enumerate(events, start=1)
+        ]
         trust = self.trust_policy()
         if trust is not None:
             trust.check(checked)
@@ -157,7 +162,9 @@ class Ledger:
         entries = [self.get(p) for p in self.backend.positions_of(subject)]
         return [e for e in entries if e.event.subject == subject]
 
-    def follow(self, after: int = 0, *, poll: float = 1.0, stop: float | None = None) -> Iterator[Entry]:
+    def follow(
+        self, after: int = 0, *, poll: float = 1.0, stop: float | None = None
+    ) -> Iterator[Entry]:
         """Entries after position `after`, then new ones as they are appended (by any process).
 
         Blocks while caught up; ends when `stop` seconds pass without a new event (forever if None).

@@ -145,4 +145,6 @@ class TrustPolicy:
             if isinstance(event, OPERATOR_EVENTS):
                 problem = signature_problem(event, verifiers)
                 if problem is not None:
-                    raise SignatureError(f"{problem}: {_DETAIL[problem]}", line=line, field="signature")
+                    raise SignatureError(
+                        f"{problem}: {_DETAIL[problem]}", line=line, field="signature"
+                    )

@@ -7,9 +7,9 @@ One module per projection (`maintenance`, `detachment`, `recovery`, `membership`
 
 from __future__ import annotations
 
+from projections.api import KINDS, Views, status_document
 from projections.base import Outcome, Policy, Verdict
 from projections.state import PROJECTIONS, Change, Folder, digest, step
-from projections.api import KINDS, Views, status_document  # noqa: E402  after state: api uses it
 
 __all__ = [
     "KINDS",

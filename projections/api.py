@@ -25,7 +25,13 @@ from projections.views import CHUNK, ViewReader, ViewTxn, codec, strict_precondi
 
 __all__ = ["KINDS", "StateSource", "Views", "status_document"]
 
-KINDS: Final[tuple[str, ...]] = ("maintenance", "detachment", "recovery", "membership", "broadcasts")
+KINDS: Final[tuple[str, ...]] = (
+    "maintenance",
+    "detachment",
+    "recovery",
+    "membership",
+    "broadcasts",
+)
 _MODULES: Final = {module.NAME: module for module in PROJECTIONS}
 
 

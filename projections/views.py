@@ -119,11 +119,17 @@ class _Overlay:
     def apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
             key = (change.projection, change.subject)
-            if self.cache.get(key) is not change.state:  # `step` returns the same object if unchanged
+            if (
+                self.cache.get(key) is not change.state
+            ):  # `step` returns the same object if unchanged
                 self.cache[key] = change.state
                 self.dirty.add(key)
 
-    def fold(self, stored: Iterator[tuple[int, bytes]], on_verdicts: Callable[[int, list[Verdict]], None] | None = None) -> int:
+    def fold(
+        self,
+        stored: Iterator[tuple[int, bytes]],
+        on_verdicts: Callable[[int, list[Verdict]], None] | None = None,
+    ) -> int:
         last = 0
         for position, data in stored:
             changes = step(self.get, decode_record(data).event)
@@ -156,7 +162,9 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
     return last, size
 
 
-def strict_precondition(views_over: Callable[[TxnOps], ViewReader]) -> Callable[[TxnOps, Sequence[Event]], None]:
+def strict_precondition(
+    views_over: Callable[[TxnOps], ViewReader],
+) -> Callable[[TxnOps, Sequence[Event]], None]:
     """A precondition for `Ledger.append_batch`: refuse operator events the projections reject.
 
     Runs under the write lock: the current state is the stored views plus the events not yet

@@ -54,7 +54,7 @@ class AuditReport:
 def diverged_projections(
     rebuilt: Folder, stored: dict[str, dict[str, Any]]
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """Projections whose stored state differs from the rebuilt one, with the subjects that differ."""
+    """Projections whose stored state differs from the rebuilt one, and the subjects that do."""
     names: list[str] = []
     differences: dict[str, list[str]] = {}
     for module in PROJECTIONS:

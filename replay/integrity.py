@@ -126,7 +126,8 @@ def verify(
             if problem is not None:
                 return result(
                     position,
-                    f"the operator event at position {position} breaks the signing policy: {problem}",
+                    f"the operator event at position {position} breaks the signing policy: "
+                    f"{problem}",
                 )
         frontier.append(leaf)
         folder.apply(event)
@@ -165,7 +166,9 @@ def verify(
             "events were removed",
         )
     if ledger.root(expected - 1) != frontier.root():
-        return result(good_until + 1, "the stored tree's inner nodes differ from the recomputed tree")
+        return result(
+            good_until + 1, "the stored tree's inner nodes differ from the recomputed tree"
+        )
     return result(None, f"{expected - 1} events, {checked} checkpoint(s) verified")
 
 
@@ -175,10 +178,7 @@ def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpo
     ledger = views.ledger
     with views.reader() as reader:
         size = reader.tracking()
-        states = {
-            name: {subject: state for subject, state in rows}
-            for name, rows in _decoded(reader).items()
-        }
+        states = {name: dict(rows) for name, rows in _decoded(reader).items()}
     checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), digest(states))
     note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
     ledger.put_checkpoint(size, note)
@@ -191,5 +191,6 @@ def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:
 
     scan = reader.scan  # type: ignore[attr-defined]
     return {
-        m.NAME: [(s, codec.decode_state(m.NAME, data)) for s, data in scan(m.NAME)] for m in PROJECTIONS
+        m.NAME: [(s, codec.decode_state(m.NAME, data)) for s, data in scan(m.NAME)]
+        for m in PROJECTIONS
     }

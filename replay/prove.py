@@ -46,7 +46,9 @@ def prove_inclusion(ledger: Ledger, position: int, signer: Signer | None = None)
         checkpoint, note = make_checkpoint(Views(ledger), signer)
         checkpoint_size = checkpoint.size
     stored = ledger.get(position).stored
-    return make_inclusion_proof(position, stored, ledger.inclusion_proof(position, checkpoint_size), note)
+    return make_inclusion_proof(
+        position, stored, ledger.inclusion_proof(position, checkpoint_size), note
+    )
 
 
 def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None) -> str:
@@ -61,7 +63,9 @@ def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None
             known = ", ".join(str(s) for s in sorted(notes))
             raise NotFoundError(f"no checkpoint of size {size} (stored: {known})")
     if old_size > new_size:
-        raise UsageError(f"the old checkpoint ({old_size}) must not be larger than the new ({new_size})")
+        raise UsageError(
+            f"the old checkpoint ({old_size}) must not be larger than the new ({new_size})"
+        )
     proof = ledger.consistency_proof(old_size, new_size) if old_size else []
     return make_consistency_proof(notes[old_size], notes[new_size], proof)
 

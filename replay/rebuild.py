@@ -93,7 +93,7 @@ def rebuild(
     every: int = 50_000,
     trust: TrustPolicy | None = None,
 ) -> tuple[Folder, int]:
-    """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the last position.
+    """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
     With `trust`, operator events that break the signing policy are audited as rejected by
     the pseudo-projection ``signatures`` (they are still folded: the log is what it is).
@@ -140,7 +140,9 @@ def position_at(ledger: Ledger, when: datetime) -> int:
     return lo
 
 
-def as_of(ledger: Ledger, position: int | None = None, when: datetime | None = None) -> tuple[Folder, int]:
+def as_of(
+    ledger: Ledger, position: int | None = None, when: datetime | None = None
+) -> tuple[Folder, int]:
     """Every projection as it stood at a position, or at a recorded time."""
     if when is not None:
         position = position_at(ledger, when)

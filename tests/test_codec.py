@@ -33,7 +33,6 @@ def line(**fields: object) -> bytes:
 
 
 BAD_LINES = [
-    # (description, line, field)
     ("unknown type", line(type="Reboot", subject="n"), "type"),
     ("missing type", line(subject="n"), "type"),
     ("missing subject", line(type="LeaseExpired"), "subject"),
@@ -44,38 +43,99 @@ BAD_LINES = [
     ("subject not a string", line(type="LeaseExpired", subject=7), "subject"),
     ("empty id", line(type="LeaseExpired", subject="n", id=""), "id"),
     ("id of 129 characters", line(type="LeaseExpired", subject="n", id="i" * 129), "id"),
-    ("at without a time zone", line(type="LeaseExpired", subject="n", at="2026-01-01T00:00:00"), "at"),
+    (
+        "at without a time zone",
+        line(type="LeaseExpired", subject="n", at="2026-01-01T00:00:00"),
+        "at",
+    ),
     ("at not a time", line(type="LeaseExpired", subject="n", at="yesterday"), "at"),
     ("at with month 13", line(type="LeaseExpired", subject="n", at="2026-13-01T00:00:00Z"), "at"),
     ("operator event without actor", line(type="Detach", subject="r"), "actor"),
     ("operator event with empty actor", line(type="Detach", subject="r", actor=""), "actor"),
-    ("force not a bool", line(type="ExitMaintenance", subject="n", actor="a", force="yes"), "force"),
-    ("unknown maintenance state", line(type="MaintenanceObserved", subject="n", state="Sleeping"), "state"),
-    ("DrainFailed without reason", line(type="MaintenanceObserved", subject="n", state="DrainFailed"), "reason"),
+    (
+        "force not a bool",
+        line(type="ExitMaintenance", subject="n", actor="a", force="yes"),
+        "force",
+    ),
+    (
+        "unknown maintenance state",
+        line(type="MaintenanceObserved", subject="n", state="Sleeping"),
+        "state",
+    ),
+    (
+        "DrainFailed without reason",
+        line(type="MaintenanceObserved", subject="n", state="DrainFailed"),
+        "reason",
+    ),
     ("healthy missing", line(type="HealthObserved", subject="r"), "healthy"),
     ("peers not a list", line(type="MembershipObserved", subject="c", peers="a,b"), "peers"),
-    ("peer with a control character", line(type="MembershipObserved", subject="c", peers=["a\tb"]), "peers[0]"),
+    (
+        "peer with a control character",
+        line(type="MembershipObserved", subject="c", peers=["a\tb"]),
+        "peers[0]",
+    ),
     ("backend missing on an ack", line(type="BroadcastAcked", subject="b"), "backend"),
-    ("failure reason outside the enum", line(type="BroadcastFailed", subject="b", backend="x", reason="oops"), "reason"),
+    (
+        "failure reason outside the enum",
+        line(type="BroadcastFailed", subject="b", backend="x", reason="oops"),
+        "reason",
+    ),
     (
         "quiesce reason outside the enum",
-        line(type="IssueBroadcast", subject="b", actor="a", operation={"kind": "quiesce", "reason": "bored"}, targets=[]),
+        line(
+            type="IssueBroadcast",
+            subject="b",
+            actor="a",
+            operation={"kind": "quiesce", "reason": "bored"},
+            targets=[],
+        ),
         "operation.reason",
     ),
     (
         "unknown operation kind",
-        line(type="IssueBroadcast", subject="b", actor="a", operation={"kind": "reboot"}, targets=[]),
+        line(
+            type="IssueBroadcast", subject="b", actor="a", operation={"kind": "reboot"}, targets=[]
+        ),
         "operation.kind",
     ),
     (
         "target without backend",
-        line(type="IssueBroadcast", subject="b", actor="a", operation={"kind": "quiesce", "reason": "maintenance"}, targets=[{"live": True}]),
+        line(
+            type="IssueBroadcast",
+            subject="b",
+            actor="a",
+            operation={"kind": "quiesce", "reason": "maintenance"},
+            targets=[{"live": True}],
+        ),
         "targets[0].backend",
     ),
-    ("negative ack timeout", line(type="IssueBroadcast", subject="b", actor="a", operation={"kind": "quiesce", "reason": "maintenance"}, targets=[], ack_timeout_ms=-1), "ack_timeout_ms"),
-    ("negative policy duration", line(type="SetPolicy", subject="*", actor="a", budget_window_ms=-5), "budget_window_ms"),
-    ("threshold of zero", line(type="SetPolicy", subject="*", actor="a", keepalive_failure_threshold=0), "keepalive_failure_threshold"),
-    ("unknown field (a typo)", line(type="ExitMaintenance", subject="n", actor="a", forse=True), "forse"),
+    (
+        "negative ack timeout",
+        line(
+            type="IssueBroadcast",
+            subject="b",
+            actor="a",
+            operation={"kind": "quiesce", "reason": "maintenance"},
+            targets=[],
+            ack_timeout_ms=-1,
+        ),
+        "ack_timeout_ms",
+    ),
+    (
+        "negative policy duration",
+        line(type="SetPolicy", subject="*", actor="a", budget_window_ms=-5),
+        "budget_window_ms",
+    ),
+    (
+        "threshold of zero",
+        line(type="SetPolicy", subject="*", actor="a", keepalive_failure_threshold=0),
+        "keepalive_failure_threshold",
+    ),
+    (
+        "unknown field (a typo)",
+        line(type="ExitMaintenance", subject="n", actor="a", forse=True),
+        "forse",
+    ),
     ("oversized reason", line(type="Detach", subject="r", actor="a", reason="x" * 5000), "reason"),
 ]
 
@@ -91,7 +151,14 @@ def test_bad_line_names_line_and_field(what: str, raw: bytes, field: str) -> Non
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"[1, 2]", b"42", b'"text"', b"\xff\xfe{}", b'{"type": "LeaseExpired", "subject": "\xc3"}'],
+    [
+        b"{not json",
+        b"[1, 2]",
+        b"42",
+        b'"text"',
+        b"\xff\xfe{}",
+        b'{"type": "LeaseExpired", "subject": "\xc3"}',
+    ],
     ids=["malformed", "array", "number", "string", "not utf-8", "truncated utf-8"],
 )
 def test_malformed_lines_name_the_line(raw: bytes) -> None:
@@ -127,7 +194,13 @@ def test_defaults_are_applied() -> None:
     event = decode_line(line(type="ExitMaintenance", subject="n", actor="a"))
     assert event.force is False  # type: ignore[union-attr]
     broadcast = decode_line(
-        line(type="IssueBroadcast", subject="b", actor="a", operation={"kind": "quiesce", "reason": "maintenance"}, targets=[{"backend": "x"}])
+        line(
+            type="IssueBroadcast",
+            subject="b",
+            actor="a",
+            operation={"kind": "quiesce", "reason": "maintenance"},
+            targets=[{"backend": "x"}],
+        )
     )
     assert broadcast.ack_timeout_ms == 5000  # type: ignore[union-attr]
     assert broadcast.targets[0].live is True  # type: ignore[union-attr]
@@ -148,7 +221,9 @@ def test_storage_round_trip(event: object) -> None:
 
 
 def test_storage_is_compact_msgpack_with_a_schema_version() -> None:
-    event = EnterMaintenance(subject="node-7", actor="alice", id="e1", at=datetime(2026, 1, 1, tzinfo=UTC))
+    event = EnterMaintenance(
+        subject="node-7", actor="alice", id="e1", at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     stored = encode_record(event, datetime(2026, 1, 1, tzinfo=UTC))
     assert msgspec.msgpack.decode(stored)[0] == 1
     assert len(stored) < len(encode_event_json(event))
@@ -156,11 +231,22 @@ def test_storage_is_compact_msgpack_with_a_schema_version() -> None:
 
 def test_older_records_without_new_fields_still_decode() -> None:
     """Schema evolution: a record written before a field existed decodes with its default."""
-    old = msgspec.msgpack.encode([1, datetime(2026, 1, 1, tzinfo=UTC), {"type": "ExitMaintenance", "subject": "n", "actor": "a"}])
+    old = msgspec.msgpack.encode(
+        [
+            1,
+            datetime(2026, 1, 1, tzinfo=UTC),
+            {"type": "ExitMaintenance", "subject": "n", "actor": "a"},
+        ]
+    )
     assert decode_record(old).event.force is False  # type: ignore[union-attr]
 
 
 def test_canonical_bytes_ignore_signature_and_sort_keys() -> None:
-    event = MaintenanceObserved(subject="n", state="Maintenance", at=datetime(2026, 1, 1, tzinfo=UTC))
+    event = MaintenanceObserved(
+        subject="n", state="Maintenance", at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     canonical = canonical_bytes(event)
-    assert canonical == b'{"at":"2026-01-01T00:00:00Z","state":"Maintenance","subject":"n","type":"MaintenanceObserved"}'
+    assert (
+        canonical == b'{"at":"2026-01-01T00:00:00Z","state":"Maintenance","subject":"n",'
+        b'"type":"MaintenanceObserved"}'
+    )

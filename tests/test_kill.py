@@ -32,7 +32,11 @@ def _feed(proc: subprocess.Popen[bytes], round_no: int, stop: threading.Event) -
     i = 0
     try:
         while not stop.is_set():
-            line = {"type": "KeepAliveFailed", "subject": f"runner-{i % 5}", "id": f"r{round_no}-e{i}"}
+            line = {
+                "type": "KeepAliveFailed",
+                "subject": f"runner-{i % 5}",
+                "id": f"r{round_no}-e{i}",
+            }
             proc.stdin.write(json.dumps(line).encode() + b"\n")
             proc.stdin.flush()
             i += 1
@@ -48,7 +52,16 @@ def test_sigkill_during_stream_append_loses_nothing_acknowledged(tmp_path: Path)
     acknowledged: dict[str, int] = {}
     for round_no in range(ROUNDS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "adminchain", "append", "--stream", "--json", "--ledger", target],
+            [
+                sys.executable,
+                "-m",
+                "adminchain",
+                "append",
+                "--stream",
+                "--json",
+                "--ledger",
+                target,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -79,31 +92,43 @@ def test_sigkill_during_stream_append_loses_nothing_acknowledged(tmp_path: Path)
     assert acknowledged, "the appender acknowledged nothing: the test proved nothing"
     with Ledger.open(target) as log:
         stored = {e.event.id: e.position for e in log.read()}
-        assert [p for p in sorted(stored.values())] == list(range(1, log.size() + 1))
+        assert sorted(stored.values()) == list(range(1, log.size() + 1))
         missing = {i: p for i, p in acknowledged.items() if stored.get(i) != p}
         assert not missing, f"{len(missing)} acknowledged events lost or moved"
         result = verify(log)
         assert result.ok, result.detail
 
 
-@pytest.mark.parametrize("phase", ["append", "catch-up", "checkpoint"])
+PREAMBLE = """
+from ledger.ledger import Ledger
+from ledger.events import KeepAliveFailed
+from projections.api import Views
+from replay.integrity import make_checkpoint
+log = Ledger.open(T)
+views = Views(log)
+def batch(n):
+    return [KeepAliveFailed(subject=f"r{i % 9}") for i in range(n)]
+"""
+PHASES = {
+    "append": "while True:\n    log.append_batch(batch(2000))\n",
+    "catch-up": "log.append_batch(batch(60000))\nprint('ready', flush=True)\n"
+    "while True:\n    views.rebuild()\n",
+    "checkpoint": "print('ready', flush=True)\n"
+    "while True:\n    log.append_batch(batch(500))\n    make_checkpoint(views)\n",
+}
+
+
+@pytest.mark.parametrize("phase", sorted(PHASES))
 def test_sigkill_in_each_phase_then_views_converge(tmp_path: Path, phase: str) -> None:
     """Kill a process while it appends, updates the stored views, or writes a checkpoint."""
     target = str(tmp_path / f"{phase}.lmdb")
     with Ledger.open(target) as log:
         assert log.size() == 0  # created empty
-    script = {
-        "append": "from ledger.ledger import Ledger\nfrom ledger.events import KeepAliveFailed\n"
-        "log = Ledger.open(T)\nwhile True: log.append_batch([KeepAliveFailed(subject=f'r{i%9}') for i in range(2000)])",
-        "catch-up": "from ledger.ledger import Ledger\nfrom ledger.events import KeepAliveFailed\nfrom projections.api import Views\n"
-        "log = Ledger.open(T)\nlog.append_batch([KeepAliveFailed(subject=f'r{i%9}') for i in range(60000)])\nprint('ready', flush=True)\n"
-        "v = Views(log)\nwhile True:\n    v.rebuild()",
-        "checkpoint": "from ledger.ledger import Ledger\nfrom ledger.events import KeepAliveFailed\nfrom projections.api import Views\n"
-        "from replay.integrity import make_checkpoint\nlog = Ledger.open(T)\nv = Views(log)\nprint('ready', flush=True)\n"
-        "while True:\n    log.append_batch([KeepAliveFailed(subject=f'r{i%9}') for i in range(500)])\n    make_checkpoint(v)",
-    }[phase]
+    script = PREAMBLE + PHASES[phase]
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", f"T = {target!r}\n" + script], stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", f"T = {target!r}\n" + script], stdout=subprocess.PIPE
+        )
         if phase != "append":
             assert proc.stdout is not None
             proc.stdout.readline()

@@ -61,8 +61,10 @@ def test_missing_id_and_at_are_filled_by_the_ledger(log: Ledger) -> None:
     before = datetime.now(UTC)
     result = log.append(LeaseExpired(subject="r1"))
     stored = log.get(result.position).event
-    assert stored.id == result.id and len(result.id) == 36  # a UUID
-    assert stored.at is not None and stored.at >= before.replace(microsecond=0)
+    assert stored.id == result.id
+    assert len(result.id) == 36  # a UUID
+    assert stored.at is not None
+    assert stored.at >= before.replace(microsecond=0)
 
 
 def test_repeated_id_reports_the_original_position(log: Ledger) -> None:
@@ -74,7 +76,11 @@ def test_repeated_id_reports_the_original_position(log: Ledger) -> None:
 
 def test_repeated_id_inside_one_batch_is_stored_once(log: Ledger) -> None:
     results = log.append_batch(
-        [LeaseExpired(subject="a", id="x"), LeaseExpired(subject="b", id="y"), LeaseExpired(subject="c", id="x")]
+        [
+            LeaseExpired(subject="a", id="x"),
+            LeaseExpired(subject="b", id="y"),
+            LeaseExpired(subject="c", id="x"),
+        ]
     )
     assert [(r.position, r.duplicate) for r in results] == [(1, False), (2, False), (1, True)]
     assert log.size() == 2
@@ -85,7 +91,8 @@ def test_invalid_event_rejects_the_whole_batch(log: Ledger) -> None:
     batch = [LeaseExpired(subject="ok"), LeaseExpired(subject=""), LeaseExpired(subject="ok2")]
     with pytest.raises(InvalidEventError) as info:
         log.append_batch(batch)
-    assert info.value.line == 2 and info.value.field == "subject"
+    assert info.value.line == 2
+    assert info.value.field == "subject"
     assert log.size() == 1
 
 
@@ -101,12 +108,16 @@ def test_precondition_refusal_stores_nothing(log: Ledger) -> None:
         raise StrictRefusedError("no")
 
     with pytest.raises(StrictRefusedError):
-        log.append_batch([LeaseExpired(subject="a"), LeaseExpired(subject="b")], precondition=refuse)
+        log.append_batch(
+            [LeaseExpired(subject="a"), LeaseExpired(subject="b")], precondition=refuse
+        )
     assert log.size() == 0
 
 
 def test_history_lists_only_that_subject_in_order(log: Ledger) -> None:
-    log.append_batch([LeaseExpired(subject="a"), BackendCrashed(subject="b"), KeepAliveFailed(subject="a")])
+    log.append_batch(
+        [LeaseExpired(subject="a"), BackendCrashed(subject="b"), KeepAliveFailed(subject="a")]
+    )
     assert [e.position for e in log.history("a")] == [1, 3]
     assert log.history("nobody") == []
 
@@ -120,13 +131,15 @@ def test_stored_tree_matches_a_recomputation(log: Ledger) -> None:
 def test_roots_of_every_earlier_size_and_proofs_verify(log: Ledger) -> None:
     log.append_batch([KeepAliveFailed(subject=f"r{i}") for i in range(13)])
     roots = {}
-    for size in range(0, 14):
+    for size in range(14):
         roots[size] = log.root(size)
     assert roots[0] == merkle.EMPTY_ROOT
     for size in range(1, 14):
         for position in range(1, size + 1):
             proof = log.inclusion_proof(position, size)
-            assert merkle.verify_inclusion(log.leaf_hash(position), position - 1, size, proof, roots[size])
+            assert merkle.verify_inclusion(
+                log.leaf_hash(position), position - 1, size, proof, roots[size]
+            )
         for old in range(1, size + 1):
             proof = log.consistency_proof(old, size)
             assert merkle.verify_consistency(old, size, proof, roots[old], roots[size])
@@ -152,7 +165,7 @@ def test_concurrent_threads_share_commits(log: Ledger) -> None:
         writes += 1
         real_write(requests)  # type: ignore[arg-type]
 
-    log._committer._write = counting_write  # noqa: SLF001  observe the committer's transactions
+    log._committer._write = counting_write
     per_thread = 25
     results: list[int] = []
     lock = threading.Lock()
@@ -183,7 +196,9 @@ def test_four_processes_appending_at_once(ledger_target: str) -> None:
     """SPEC §4: several processes append to one ledger; nothing lost, nothing duplicated."""
     per_process = 40
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(ledger_target, w, per_process)) for w in range(4)]
+    procs = [
+        ctx.Process(target=_append_many, args=(ledger_target, w, per_process)) for w in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
