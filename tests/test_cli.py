@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from click.testing import CliRunner
 import pytest
+from click.testing import CliRunner
 
 from adminchain.cli import main
 
@@ -77,7 +77,7 @@ def test_the_spec_commands_all_exist() -> None:
         assert command in names
 
 
-@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p))
+@pytest.mark.parametrize("path", all_commands(), ids=" ".join)
 def test_every_command_has_help_with_an_example(path: list[str]) -> None:
     runner = CliRunner()
     result = runner.invoke(main, [*path, "--help"])
@@ -169,7 +169,8 @@ def test_status_json_shapes(run: Run) -> None:
     assert node["state"] == "EnteringMaintenance"
     assert node["deadline_overdue"] is True
     assert set(node) == {
-        "state", "since", "deadline", "reason", "non_active", "steady_maintenance", "deadline_overdue",
+        "state", "since", "deadline", "reason",
+        "non_active", "steady_maintenance", "deadline_overdue",
     }  # fmt: skip
     runner = doc["detachment"]["runner-a"]
     assert runner["reason"] == {"kind": "lease_expired", "display": "lease expired"}
