@@ -57,6 +57,7 @@ __all__ = [
     "log",
     "make_events",
     "parser",
+    "peak_rss_kb",
     "percentile",
     "rate",
     "run_child",
@@ -547,23 +548,25 @@ def anon_sampler(interval: float = 0.02) -> Iterator[dict[str, int]]:
         thread.join()
 
 
-def run_child(module: str, args: Sequence[str]) -> tuple[dict[str, Any], int]:
-    """Run ``python -m module args`` in a fresh process; returns (the JSON it printed last on
-    stdout, its own peak RSS in kB from ``wait4``)."""
-    process = subprocess.Popen(
+def peak_rss_kb() -> int:
+    """This process's peak RSS in kB (VmHWM). Unlike ``ru_maxrss`` it starts afresh at exec,
+    so a child does not inherit the peak of the parent it was forked from."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_child(module: str, args: Sequence[str]) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh process; returns the JSON it printed last."""
+    done = subprocess.run(
         [sys.executable, "-m", module, *args],
         stdout=subprocess.PIPE,
         cwd=REPO,
         text=True,
+        check=True,
     )
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"{module} {' '.join(args)} exited with {process.returncode}")
-    last = output.strip().splitlines()[-1]
-    return json.loads(last), usage.ru_maxrss
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
