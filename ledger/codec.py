@@ -128,6 +128,9 @@ def decode_lines(data: bytes | str) -> list[Event]:
 
 def normalise(event: Event) -> Event:
     """Times in UTC, so that the stored form and the canonical bytes are unique."""
+    at = event.at
+    if (at is None or at.tzinfo is UTC) and getattr(event, "deadline", None) is None:
+        return event  # the common case, decided without allocating
     changes: dict[str, Any] = {}
     for name in ("at", "deadline"):
         value = getattr(event, name, None)

@@ -82,7 +82,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Txn = lmdb.Transaction  # annotations below say lmdb.Transaction[bytes]: buffers=False
 
 DEFAULT_MAP_SIZE: Final = 64 * 1024 * 1024
 DEFAULT_MAX_MAP_SIZE: Final = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)

@@ -35,11 +35,20 @@ _SUBJECTS: Final = b"ledger.subjects"
 _MERKLE: Final = b"ledger.merkle"
 _CHECKPOINTS: Final = b"ledger.checkpoints"
 _META: Final = b"ledger.meta"
+_SHORT_KEY: Final = 64
+INITIAL_MAP: Final = 1 << 30
+"""The initial LMDB map (address space, not disk: data.mdb grows as pages are used); it doubles
+when full."""
 
 
 def subject_key(text: str) -> bytes:
-    """A fixed-size LMDB key for a subject or id (LMDB keys are at most 511 bytes)."""
-    return hashlib.sha256(text.encode()).digest()
+    """An LMDB key for a subject or id (LMDB keys are at most 511 bytes).
+
+    Short texts are their own UTF-8 bytes; longer ones are 0xFF + their SHA-256 (0xFF never
+    occurs in UTF-8, so the two forms cannot collide).
+    """
+    data = text.encode()
+    return data if len(data) <= _SHORT_KEY else b"\xff" + hashlib.sha256(data).digest()
 
 
 def _node_key(level: int, index: int) -> bytes:
@@ -107,12 +116,14 @@ class LMDBTxnOps:
 class LMDBBackend:
     """The ledger in an LMDB environment directory (SPEC §6, embedded)."""
 
-    def __init__(self, path: Path, *, sync: bool = True, create: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, sync: bool = True, create: bool = True, map_size: int = INITIAL_MAP
+    ) -> None:
         if not create and not (path / "data.mdb").exists():
             raise BackendUnavailableError(f"no ledger at {path} (create one by appending to it)")
         self.url = str(path)
         try:
-            self.datastore = LMDBDatastore.open(path, sync=sync)
+            self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
         except lmdb.Error as e:
             raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
         self.recorder = LMDBApplicationRecorder(self.datastore)

@@ -306,15 +306,22 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent], first: int
     ) -> list[int]:
         """COPY events with notification ids first, first+1, …; the caller holds the lock."""
+        return self.copy_rows_txn(
+            curs,
+            [(str(e.originator_id), e.originator_version, e.topic, e.state) for e in stored_events],
+            first,
+        )
+
+    def copy_rows_txn(
+        self, curs: psycopg.Cursor[Any], rows: Sequence[tuple[str, int, str, bytes]], first: int
+    ) -> list[int]:
+        """`insert_events_txn` for (originator id, version, topic, state) tuples."""
         copy_binary(
             curs,
             self.copy_events_statement,
-            (
-                pack_event(str(e.originator_id), e.originator_version, e.topic, e.state, position)
-                for position, e in enumerate(stored_events, start=first)
-            ),
+            (pack_event(*row, position) for position, row in enumerate(rows, start=first)),
         )
-        return list(range(first, first + len(stored_events)))
+        return list(range(first, first + len(rows)))
 
     def _insert_stored_events(
         self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
@@ -418,12 +425,12 @@ class PostgresTxnOps:
             for subject, version in found:
                 self._versions[subject] = int(version)
         versions = self._versions
-        stored: list[StoredEvent] = []
+        stored: list[tuple[str, int, str, bytes]] = []
         for subject, topic, _event_id, data in rows:
             version = versions[subject] + 1
             versions[subject] = version
-            stored.append(StoredEvent(subject, version, topic, data))
-        positions = self._backend.recorder.insert_events_txn(self.cursor, stored, self._size + 1)
+            stored.append((subject, version, topic, data))
+        positions = self._backend.recorder.copy_rows_txn(self.cursor, stored, self._size + 1)
         self._size += len(positions)
         for (_subject, _topic, event_id, _data), position in zip(rows, positions, strict=True):
             self._known[event_id] = position
@@ -441,6 +448,7 @@ class PostgresTxnOps:
     def flush(self) -> None:
         """Write the buffered id and Merkle rows (before commit)."""
         if self._new_ids:
+            self._new_ids.sort()  # key order: the primary key's B-tree is filled page by page
             copy_binary(
                 self.cursor,
                 self._backend.copy_ids,
@@ -554,7 +562,7 @@ class PostgresBackend:
     def _set_up(self, conn: psycopg.Connection[TupleRow]) -> None:
         """Create the schema, the recorder's objects and ours, once, in one transaction."""
         ours = [
-            "CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT PRIMARY KEY,"
+            'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
             " position BIGINT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {schema}.merkle_nodes (level SMALLINT NOT NULL,"
             " idx BIGINT NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (level, idx))",
