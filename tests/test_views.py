@@ -12,6 +12,7 @@ at random moments. Then:
 
 from __future__ import annotations
 
+import itertools
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -51,7 +52,7 @@ def fresh_ledger(backend: str) -> Iterator[Ledger]:
 
 def batches(events: list[Event], cuts: list[int]) -> list[list[Event]]:
     points = sorted({c % (len(events) + 1) for c in cuts} | {0, len(events)})
-    return [events[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [events[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
