@@ -165,13 +165,13 @@ def parse_deadline(text: str, now: datetime) -> datetime:
     return parse_time(text, "--deadline")
 
 
-def parse_as_of(text: str | None) -> tuple[int | None, datetime | None]:
-    """``--as-of``: a position (an integer) or a recorded time."""
+def parse_as_of(text: str | None, option: str = "--as-of") -> tuple[int | None, datetime | None]:
+    """``--as-of`` (or `option`): a position (an integer) or a recorded time."""
     if text is None:
         return None, None
     if text.isdigit():
         return int(text), None
-    return None, parse_time(text, "--as-of")
+    return None, parse_time(text, option)
 
 
 def read_lines(stream: IO[bytes]) -> Iterator[bytes]:

@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from adminchain import render
-from adminchain.cli import EXIT_FAILED, emit_json, ledger_options, main, open_ledger, open_views
+from adminchain.cli import (
+    EXIT_FAILED,
+    emit_json,
+    ledger_options,
+    main,
+    open_ledger,
+    open_views,
+    parse_as_of,
+)
 from ledger.errors import UsageError
 
 
@@ -61,9 +69,9 @@ pub_option = click.option(
 
 
 @main.command()
-@click.option("--to", "to", type=click.IntRange(min=0), help="Replay up to this position.")
+@click.option("--to", metavar="POSITION|TIME", help="Replay up to a position or a recorded time.")
 @ledger_options
-def replay(to: int | None, ledger: str, as_json: bool) -> None:
+def replay(to: str | None, ledger: str, as_json: bool) -> None:
     """Rebuild every projection from the log and print the audit.
 
     Counts each projection's verdicts, lists every refused event with its reason, and compares
@@ -73,12 +81,17 @@ def replay(to: int | None, ledger: str, as_json: bool) -> None:
     Example:
       adminchain replay
       adminchain replay --to 1200 --json
+      adminchain replay --to 2026-11-25T09:00:00Z
     """
     from replay.audit import run_audit  # noqa: PLC0415
+    from replay.rebuild import position_at  # noqa: PLC0415
 
     log = open_ledger(ledger, create=False)
+    position, when = parse_as_of(to, "--to")
+    if when is not None:
+        position = position_at(log, when)
     with render.progress_bar("replaying", log.size(), enabled=not as_json) as update:
-        report = run_audit(log, to, progress=update)
+        report = run_audit(log, position, progress=update)
     if as_json:
         emit_json(report.to_json())
     else:
