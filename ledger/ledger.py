@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import msgspec
 
@@ -30,8 +30,12 @@ from ledger.backend import Appended, AppendRequest, GroupCommitter, LogBackend, 
 from ledger.codec import decode_record, validate
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
 from ledger.events import Event
-from ledger.notes import Verifier
-from ledger.signing import TRUST_KEY, TrustPolicy
+
+if TYPE_CHECKING:
+    from ledger.signing import TrustPolicy
+
+TRUST_KEY = "trusted_operator_keys"
+"""The ledger setting that holds the trust policy (`ledger.signing.TrustPolicy`)."""
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 
@@ -241,10 +245,18 @@ class Ledger:
 
     def trust_policy(self) -> TrustPolicy | None:
         """The trusted operator keys, if this ledger requires signed operator events."""
-        return TrustPolicy.decode(self.backend.get_meta(TRUST_KEY))
+        data = self.backend.get_meta(TRUST_KEY)
+        if data is None:
+            return None
+        from ledger.signing import TrustPolicy  # noqa: PLC0415  cryptography loads only if used
+
+        return TrustPolicy.decode(data)
 
     def trust(self, verifier_key: str) -> TrustPolicy:
         """Trust an operator public key; from now on operator events must be signed."""
+        from ledger.notes import Verifier  # noqa: PLC0415
+        from ledger.signing import TrustPolicy  # noqa: PLC0415
+
         Verifier.parse(verifier_key)  # refuse a malformed key before storing it
         current = self.trust_policy()
         keys = tuple(k for k in (current.keys if current else ()) if k != verifier_key)
@@ -255,6 +267,9 @@ class Ledger:
 
     def untrust(self, name: str) -> TrustPolicy | None:
         """Stop trusting every key called `name`; with no key left, signatures are optional."""
+        from ledger.notes import Verifier  # noqa: PLC0415
+        from ledger.signing import TrustPolicy  # noqa: PLC0415
+
         current = self.trust_policy()
         if current is None:
             raise UsageError("this ledger trusts no operator keys")

@@ -52,6 +52,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -523,9 +524,13 @@ class PostgresBackend:
             "SELECT notification_id, originator_id, state FROM {schema}.{events}"
             " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id"
         )
+        self.select_stored = sql(
+            "SELECT notification_id, state FROM {schema}.{events}"
+            " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id"
+        )
         self.select_leaves = sql(
-            "SELECT idx, hash FROM {schema}.merkle_nodes"
-            " WHERE level = 0 AND idx BETWEEN %s AND %s ORDER BY idx"
+            "SELECT idx + 1, hash FROM {schema}.merkle_nodes"
+            " WHERE level = 0 AND idx BETWEEN %s - 1 AND %s - 1 ORDER BY idx"
         )
         self.select_positions = sql(
             "SELECT notification_id FROM {schema}.{events}"
@@ -708,19 +713,35 @@ class PostgresBackend:
             yield rows
             low = high + 1
 
-    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Committed events in pages of `PAGE`: no connection is held between pages."""
+    def _paged(
+        self, statement: Composed, start: int, stop: int | None, what: str
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows of `statement` (positions between %s and %s) from `start` to `stop` or the end,
+        a page per query; the next page is fetched in a thread while this one is consumed.
+
+        No connection is held between pages, and at most two pages are in memory.
+        """
         last = self.size() if stop is None else stop
-        low = max(start, 1)
-        while low <= last:
-            high = min(last, low + PAGE - 1)
+        ranges = [(low, min(last, low + PAGE - 1)) for low in range(max(start, 1), last + 1, PAGE)]
 
-            def page(curs: Cursor, low: int = low, high: int = high) -> list[Any]:
-                return curs.execute(self.select_page, (low, high)).fetchall()
+        def page(bounds: tuple[int, int]) -> list[tuple[Any, ...]]:
+            return self._read(lambda curs: curs.execute(statement, bounds).fetchall(), what)
 
-            for position, _subject, data in self._read(page, "read the log"):
-                yield position, data
-            low = high + 1
+        if len(ranges) <= 1:
+            for bounds in ranges:
+                yield from page(bounds)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="adminchain-read") as ahead:
+            pending = ahead.submit(page, ranges[0])
+            for bounds in ranges[1:]:
+                rows = pending.result()
+                pending = ahead.submit(page, bounds)
+                yield from rows
+            yield from pending.result()
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Committed (position, stored bytes), in pages of `PAGE` read ahead."""
+        return self._paged(self.select_stored, start, stop, "read the log")
 
     def positions_of(self, subject: str) -> list[int]:
         def query(curs: Cursor) -> list[int]:
@@ -748,18 +769,8 @@ class PostgresBackend:
         return value
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Stored leaf hashes (level 0 of the tree) by position, in pages."""
-        last = self.size() if stop is None else stop
-        low = max(start, 1)
-        while low <= last:
-            high = min(last, low + PAGE - 1)
-
-            def page(curs: Cursor, low: int = low, high: int = high) -> list[Any]:
-                return curs.execute(self.select_leaves, (low - 1, high - 1)).fetchall()
-
-            for index, digest in self._read(page, "read the Merkle leaves"):
-                yield int(index) + 1, bytes(digest)
-            low = high + 1
+        """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
+        return self._paged(self.select_leaves, start, stop, "read the Merkle leaves")
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.sql("SELECT value FROM {schema}.meta WHERE key = %s")

@@ -25,12 +25,11 @@ import msgspec
 from ledger.codec import canonical_bytes
 from ledger.errors import SignatureError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, Signature
+from ledger.ledger import TRUST_KEY
 from ledger.notes import Signer, Verifier
 
 __all__ = ["TRUST_KEY", "OperatorKey", "Problem", "TrustPolicy", "signature_problem"]
 
-TRUST_KEY: Final = "trusted_operator_keys"
-"""The ledger setting that holds the trust policy."""
 
 Problem = Literal["unsigned", "unknown_key", "bad_signature", "unsigned_fields"]
 
