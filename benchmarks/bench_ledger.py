@@ -10,7 +10,8 @@ b. `Ledger.append_batch` of 100k events (one call) against eventsourcing's SQLit
 c. 8 threads each appending one event at a time (group commit shares each flush) against one
    thread doing the same: total events/s. Target ≥ 4x.
 
-Rounds of (a) alternate ours and the baseline, so disk noise hits both; the median is reported.
+(a) and (c) alternate ours and the baseline in small blocks, so that the disk's varying flush
+time (other work on the machine) hits both alike; each side's rate is its total over its blocks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -31,7 +33,6 @@ from benchmarks.common import (
     Workdir,
     log,
     make_events,
-    median,
     parser,
     rate,
     sqlite_app,
@@ -44,31 +45,62 @@ from ledger.ledger import Ledger
 RAW_VALUE_BYTES = 200
 
 
-def ours_single(path: Path, events: Sequence[Event]) -> float:
-    """Durable single appends per second through `Ledger.append` (after one warm-up append)."""
-    with Ledger.open(path) as ledger:
-        ledger.append(events[0])
-        t0 = time.perf_counter()
-        for event in events[1:]:
-            ledger.append(event)
-        return rate(len(events) - 1, time.perf_counter() - t0)
+class _Clock:
+    """Accumulated wall and CPU seconds over the blocks of one side."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.count = 0
+
+    def __enter__(self) -> _Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += time.process_time() - self._cpu
+
+    @property
+    def rate(self) -> float:
+        return rate(self.count, self.wall)
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu / max(1, self.count) * 1e6
 
 
-def raw_single(path: Path, count: int) -> float:
-    """Raw LMDB: one put of a ~200-byte value per write transaction, ``sync=True``."""
-    env = lmdb.open(str(path), map_size=1 << 30, sync=True, max_dbs=2)
+def single_appends(
+    ours_path: Path, raw_path: Path, count: int, block: int
+) -> tuple[_Clock, _Clock]:
+    """Durable single appends, ours and raw LMDB, alternating in blocks of `block` writes.
+
+    Ours: `Ledger.append` of one event (flushed). Raw: one put of a 200-byte value per write
+    transaction, ``sync=True``. Alternating small blocks exposes both to the same disk weather.
+    """
+    events = make_events(count + 1)
+    ours, raw = _Clock(), _Clock()
+    env = lmdb.open(str(raw_path), map_size=1 << 30, sync=True, max_dbs=2)
     try:
         db = env.open_db(b"log")
         value = os.urandom(RAW_VALUE_BYTES)
-        with env.begin(write=True) as txn:
-            txn.put((0).to_bytes(8, "big"), value, db=db)
-        t0 = time.perf_counter()
-        for i in range(1, count + 1):
+        with Ledger.open(ours_path) as ledger:
+            ledger.append(events[0])  # warm-up: tables opened, first pages written
             with env.begin(write=True) as txn:
-                txn.put(i.to_bytes(8, "big"), value, db=db, append=True)
-        return rate(count, time.perf_counter() - t0)
+                txn.put((0).to_bytes(8, "big"), value, db=db)
+            for first in range(1, count + 1, block):
+                last = min(count, first + block - 1)
+                with ours:
+                    for event in events[first : last + 1]:
+                        ledger.append(event)
+                with raw:
+                    for i in range(first, last + 1):
+                        with env.begin(write=True) as txn:
+                            txn.put(i.to_bytes(8, "big"), value, db=db, append=True)
+                ours.count = raw.count = last
     finally:
         env.close()
+    return ours, raw
 
 
 def ours_batch(path: Path, events: Sequence[Event], per_batch: int) -> float:
@@ -90,56 +122,61 @@ def baseline_batch(path: Path, count: int, per_save: int) -> float:
         app.close()
 
 
-def ours_concurrent(path: Path, events: Sequence[Event], threads: int) -> tuple[float, float]:
-    """`threads` appenders share `events`, each appending one at a time; (events/s, mean batch).
+class _Concurrent:
+    """A ledger appended to by `threads` threads, one event at a time each, in rounds."""
 
-    The mean batch is events per write transaction, from the log size and the commit count.
-    """
-    with Ledger.open(path) as ledger:
-        ledger.append(events[0])
-        commits = 0
-        write = ledger._committer._write  # count transactions, to show what group commit did
+    def __init__(self, path: Path, threads: int) -> None:
+        self.ledger = Ledger.open(path)
+        self.threads = threads
+        self.clock = _Clock()
+        self.commits = 0
+        write = self.ledger._committer._write  # counted: how many appends shared a flush
 
-        def counting(batch: object) -> None:
-            nonlocal commits
-            commits += 1
-            write(batch)  # type: ignore[arg-type]
+        def counting(batch: Any) -> None:
+            self.commits += 1
+            write(batch)
 
-        ledger._committer._write = counting
-        shares = [events[1 + k :: threads] for k in range(threads)]
-        barrier = threading.Barrier(threads + 1)
+        self.ledger._committer._write = counting
+
+    def round(self, events: Sequence[Event]) -> None:
+        """Append `events`, shared round-robin among the threads; time from start to join."""
+        shares = [events[k :: self.threads] for k in range(self.threads)]
+        barrier = threading.Barrier(self.threads + 1)
         errors: list[BaseException] = []
 
         def appender(share: Sequence[Event]) -> None:
             barrier.wait()
             try:
                 for event in share:
-                    ledger.append(event)
-            except BaseException as e:  # noqa: BLE001  reported after the run
+                    self.ledger.append(event)
+            except BaseException as e:  # noqa: BLE001  re-raised by the main thread
                 errors.append(e)
 
         workers = [threading.Thread(target=appender, args=(s,)) for s in shares]
         for w in workers:
             w.start()
-        barrier.wait()
-        t0 = time.perf_counter()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - t0
+        with self.clock:
+            barrier.wait()
+            for w in workers:
+                w.join()
         if errors:
             raise errors[0]
-        return rate(len(events) - 1, elapsed), (len(events) - 1) / max(1, commits)
+        self.clock.count += len(events)
+
+    def close(self) -> None:
+        self.ledger.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     quick = args.quick
-    single_n = 200 if quick else 1500
-    rounds = 1 if quick else 3
+    single_n = 200 if quick else 2000
+    block = 50 if quick else 100
     batch_n = 10_000 if quick else 100_000
     per_save = 100
-    conc_threads = 8
+    threads = 8
     conc_n = 400 if quick else 4000
+    conc_round = 200
 
     with Workdir(args.dir, "bench-ledger-", keep=args.keep) as work:
         log(f"work dir {work.path} on {work.disk}")
@@ -150,34 +187,37 @@ def main(argv: Sequence[str] | None = None) -> None:
             work.disk,
             str(work.path),
             params={
-                "single_appends": f"{single_n} x {rounds} rounds",
+                "single_appends": f"{single_n} each, blocks of {block}",
                 "batch_events": batch_n,
                 "baseline_per_save": per_save,
-                "concurrent": f"{conc_threads} threads, {conc_n} events",
+                "concurrent": f"{threads} threads, {conc_n} events",
                 "avg_event_bytes": round(sum(stored) / len(stored)),
                 "raw_value_bytes": RAW_VALUE_BYTES,
             },
         )
 
         # a. single durable appends
-        ours_rates, raw_rates = [], []
-        for r in range(rounds):
-            events = make_events(single_n + 1, start=r * (single_n + 1))
-            ours_rates.append(ours_single(work.sub(f"single-ours-{r}"), events))
-            raw_rates.append(raw_single(work.sub(f"single-raw-{r}"), single_n))
-            log(f"a. round {r + 1}: ours {ours_rates[-1]:,.0f}/s, raw LMDB {raw_rates[-1]:,.0f}/s")
+        log(f"a. {single_n:,} single appends each, ours and raw LMDB in blocks of {block}")
+        ours, raw = single_appends(work.sub("single-ours"), work.sub("single-raw"), single_n, block)
+        log(f"   ours {ours.rate:,.0f}/s, raw LMDB {raw.rate:,.0f}/s")
         report.comparisons.append(
             Comparison(
                 "a. single durable appends",
-                median(ours_rates),
-                median(raw_rates),
+                ours.rate,
+                raw.rate,
                 "events/s",
                 target=0.9,
                 ours_label="Ledger.append, sync",
                 baseline_label="py-lmdb 1 put/txn, sync",
-                note=f"median of {rounds} alternating rounds",
+                note=f"alternating blocks of {block}",
             )
         )
+        report.figures += [
+            Figure("a. CPU per single append, ours", ours.cpu_us, "µs",
+                   f"of {1e6 / ours.rate:,.0f} µs wall: the rest is waiting for the disk"),
+            Figure("a. CPU per raw LMDB commit", raw.cpu_us, "µs",
+                   f"of {1e6 / raw.rate:,.0f} µs wall"),
+        ]  # fmt: skip
 
         # b. a 100k batch against the SQLite baseline at 100 per save
         events = make_events(batch_n)
@@ -214,32 +254,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
         # c. group commit
-        one_rates, many_rates, batches = [], [], []
-        for r in range(rounds):
-            events = make_events(conc_n + 1, start=r * (conc_n + 1))
-            one, _ = ours_concurrent(work.sub(f"conc-1-{r}"), events, 1)
-            many_dir = work.sub(f"conc-{conc_threads}-{r}")
-            many, batch = ours_concurrent(many_dir, events, conc_threads)
-            one_rates.append(one)
-            many_rates.append(many)
-            batches.append(batch)
-            log(f"c. round {r + 1}: 1 appender {one:,.0f}/s, {conc_threads}: {many:,.0f}/s")
+        log(f"c. 1 appender and {threads} appenders, alternating rounds of {conc_round}")
+        one, many = _Concurrent(work.sub("conc-1"), 1), _Concurrent(work.sub("conc-many"), threads)
+        try:
+            for first in range(0, conc_n, conc_round):
+                events = make_events(conc_round, start=first)
+                one.round(events)
+                many.round(events)
+        finally:
+            one.close()
+            many.close()
+        log(f"   1 appender {one.clock.rate:,.0f}/s, {threads}: {many.clock.rate:,.0f}/s")
         report.comparisons.append(
             Comparison(
-                f"c. {conc_threads} concurrent appenders",
-                median(many_rates),
-                median(one_rates),
+                f"c. {threads} concurrent appenders",
+                many.clock.rate,
+                one.clock.rate,
                 "events/s",
                 target=4,
-                ours_label=f"{conc_threads} threads, group commit",
+                ours_label=f"{threads} threads, group commit",
                 baseline_label="1 thread",
-                note=f"median of {rounds} alternating rounds",
+                note=f"alternating rounds of {conc_round}",
             )
         )
         report.figures.append(
             Figure(
-                "c. events per write transaction, 8 appenders",
-                median(batches),
+                f"c. appends per write transaction, {threads} appenders",
+                many.clock.count / max(1, many.commits),
                 "events",
                 "group commit: how many appends shared one flush",
             )
