@@ -5,7 +5,7 @@ Every attack here is made on the files themselves, with the ledger closed: a byt
 ``data.mdb``, or records rewritten through py-lmdb in the named databases the embedded backend
 keeps (``stored_events.log``: position -> record; ``ledger.merkle``: level + index -> node hash;
 ``ledger.checkpoints``; ``views.state``). The ledger under attack has 200 events and signed
-checkpoints at sizes 50, 120 and 200; position 101 carries a unique marker in its `id`.
+checkpoints at sizes 50, 120 and 200; position 101 carries a unique marker in its `actor`.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ STATE_DB = b"views.state"
 
 
 def event_at(position: int) -> Event:
-    """A deterministic mix of events; position `MARKED` carries the marker id."""
+    """A deterministic mix of events; position `MARKED` carries the marker as its actor."""
     at = T0 + timedelta(seconds=position)
     if position == MARKED:
-        return LeaseExpired(subject="runner-marked", id=MARKER.decode(), at=at)
+        return LeaseExpired(subject="runner-marked", actor=MARKER.decode(), at=at)
     subject = f"r{position % 7}"
     match position % 6:
         case 0:
@@ -192,15 +192,15 @@ def test_untouched_copy_verifies(victim: tuple[Path, Signer]) -> None:
     assert result.first_bad_position is None
 
 
-def test_one_byte_flipped_in_data_file_is_named(victim: tuple[Path, Signer]) -> None:
-    """Flip one byte of the marker inside data.mdb: verify names position 101 (library and CLI).
+def flip_marker(path: Path, marker: bytes, position: int, signer: Signer | None = None) -> Path:
+    """Flip one byte of `marker` inside data.mdb; returns the copy where verify names `position`.
 
-    LMDB is copy-on-write, so stale copies of a page may linger in free pages: each copy of the
-    marker is attacked on its own; the live one must be named, stale ones change nothing.
+    LMDB is copy-on-write, so stale copies of a page may linger in free pages: each occurrence of
+    the marker is attacked on its own copy of the ledger; exactly one must be named, and the
+    others (free pages) must leave the log as it was.
     """
-    path, signer = victim
     data = (path / "data.mdb").read_bytes()
-    offsets = [i for i in range(len(data)) if data.startswith(MARKER, i)]
+    offsets = [i for i in range(len(data)) if data.startswith(marker, i)]
     assert offsets, "the marker is not in the data file"
     named: list[Path] = []
     for n, offset in enumerate(offsets):
@@ -212,18 +212,25 @@ def test_one_byte_flipped_in_data_file_is_named(victim: tuple[Path, Signer]) -> 
             f.seek(offset + 7)
             f.write(bytes([original[0] ^ 0x01]))
         result = check(attacked, signer)
-        if result.ok:  # a stale page: the log still reads back as it was
+        if result.ok:  # a free page: the log still reads back as it was
             with Ledger.open(attacked, create=False) as log:
-                assert log.get(MARKED).event.id == MARKER.decode()
+                assert log.get(position).event.actor == marker.decode()
+            shutil.rmtree(attacked)
             continue
-        assert result.first_bad_position == MARKED, result
+        assert result.first_bad_position == position, result
         assert "does not match its leaf hash" in result.detail
         named.append(attacked)
-    assert len(named) == 1, f"the live copy of position {MARKED} was not found among {offsets}"
+    assert len(named) == 1, f"the live copy of position {position} was not found in {offsets}"
+    return named[0]
 
-    proc = cli("verify", "--json", "--ledger", str(named[0]))
+
+def test_one_byte_flipped_in_data_file_is_named(victim: tuple[Path, Signer]) -> None:
+    """Flip one byte of the marker inside data.mdb: verify names position 101 (library and CLI)."""
+    path, signer = victim
+    attacked = flip_marker(path, MARKER, MARKED, signer)
+    proc = cli("verify", "--json", "--ledger", str(attacked))
     assert proc.returncode == 1, proc.stderr
-    assert json.loads(proc.stdout) == check(named[0]).to_json()
+    assert json.loads(proc.stdout) == check(attacked).to_json()
     assert json.loads(proc.stdout)["first_bad_position"] == MARKED
     assert json.loads(proc.stdout)["ok"] is False
 
@@ -312,21 +319,16 @@ def test_changed_event_in_a_large_log_is_named(tmp_path: Path) -> None:
     with Ledger.open(path, sync=False) as log:
         for start in range(1, size + 1, 10_000):
             batch = [
-                KeepAliveFailed(subject=f"r{p % 50}", id=marker.decode() if p == marked else None)
+                KeepAliveFailed(
+                    subject=f"r{p % 50}", actor=marker.decode() if p == marked else None
+                )
                 if p % 3
                 else HealthObserved(subject=f"r{p % 50}", healthy=True)
                 for p in range(start, start + 10_000)
             ]
             log.append_batch(batch)
         assert log.size() == size
-    data = (path / "data.mdb").read_bytes()
-    offset = data.find(marker)
-    assert offset >= 0
-    assert data.find(marker, offset + 1) == -1
-    with open(path / "data.mdb", "r+b") as f:
-        f.seek(offset + 3)
-        f.write(bytes([data[offset + 3] ^ 0x20]))
-    result = check(path)
+    result = check(flip_marker(path, marker, marked))
     assert not result.ok
     assert result.first_bad_position == marked
     assert result.size == size
