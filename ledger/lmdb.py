@@ -252,10 +252,12 @@ class _Gate:
             self._cond.notify_all()
 
     @contextlib.contextmanager
-    def exclusive(self, timeout: float) -> Iterator[None]:
+    def exclusive(self, timeout: float, *, own_holds: bool = False) -> Iterator[None]:
+        """Wait until no other thread (nor, unless `own_holds`, this one) holds the gate."""
         deadline = time.monotonic() + timeout
+        ident = threading.get_ident()
         with self._cond:
-            if self._holds.get(threading.get_ident()):
+            if self._holds.get(ident) and not own_holds:
                 raise LMDBMapFullError(
                     "cannot resize the LMDB map while this thread holds a read transaction"
                     " (finish reading before writing)"
@@ -263,7 +265,7 @@ class _Gate:
             self._wait(lambda: not self._exclusive, deadline)
             self._exclusive = True
             try:
-                self._wait(lambda: not self._holds, deadline)
+                self._wait(lambda: not self._holds.keys() - {ident}, deadline)
             except BaseException:
                 self._exclusive = False
                 self._cond.notify_all()
@@ -465,12 +467,13 @@ class LMDBDatastore:
                     yield txn
                     txn.commit()
                 except BaseException:
-                    with contextlib.suppress(lmdb.Error):
-                        txn.abort()
+                    self._gate.release_shared(ident)
+                    self._abort_write(txn)
                     raise
+                else:
+                    self._gate.release_shared(ident)
                 finally:
                     self._writer = None
-                    self._gate.release_shared(ident)
             except lmdb.MapFullError as e:
                 self._grow(e)
                 raise LMDBMapGrownError(f"LMDB map of {self.path} grown; retry") from e
@@ -478,6 +481,19 @@ class LMDBDatastore:
                 raise _translate(e) from e
         if notify:
             self.notify_listeners()
+
+    def _abort_write(self, txn: lmdb.Transaction[bytes]) -> None:
+        """Abort a write transaction while no other thread is inside a read.
+
+        py-lmdb 3.0's abort of a write transaction waits for other threads' operations in
+        flight to drain, without fairness: under a steady stream of reads it never returns.
+        Holding the gate exclusively lets reads in progress finish and holds new ones back.
+        """
+        with contextlib.ExitStack() as stack:
+            with contextlib.suppress(LMDBMapFullError):  # timed out: abort anyway
+                stack.enter_context(self._gate.exclusive(self.grow_timeout, own_holds=True))
+            with contextlib.suppress(lmdb.Error):
+                txn.abort()
 
     def write_retrying(
         self, fn: Callable[[lmdb.Transaction[bytes]], T], *, notify: bool = True

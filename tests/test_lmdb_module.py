@@ -3,12 +3,13 @@ map growth, the transaction hooks the Ledger facade uses, error translation, per
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -407,3 +408,94 @@ def test_select_events_agrees_with_popo(
         expected = []  # POPO treats 0 as "no limit"; SQL backends (and LMDB) return nothing
     got = lmdb_recorder.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
     assert got == expected
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+def test_aborts_finish_under_steady_reads(recorder: LMDBApplicationRecorder) -> None:
+    """py-lmdb 3.0 starves a write abort while other threads keep reading (see _abort_write)."""
+    recorder.insert_events([event("x", 1)])
+    stop = threading.Event()
+    refused: list[int] = []
+
+    def read_steadily() -> None:
+        while not stop.is_set():
+            recorder.select_notifications(None, 10)
+
+    def conflict() -> None:
+        for _ in range(30):
+            try:
+                recorder.insert_events([event("x", 1)])
+            except IntegrityError:
+                refused.append(1)
+
+    readers = [threading.Thread(target=read_steadily, daemon=True) for _ in range(3)]
+    writer = threading.Thread(target=conflict, daemon=True)
+    for thread in [*readers, writer]:
+        thread.start()
+    writer.join(30)
+    stop.set()
+    for reader in readers:
+        reader.join(10)
+    assert not writer.is_alive(), "a write abort starved behind the readers"
+    assert len(refused) == 30
+
+
+def test_threads_append_read_and_follow_a_growing_map(env_path: Path) -> None:
+    datastore = LMDBDatastore.open(env_path, map_size=TINY_MAP)
+    recorder = LMDBApplicationRecorder(datastore)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def guarded(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:  # noqa: BLE001  reported by the test below
+                errors.append(e)
+
+        return run
+
+    def append(worker: int) -> None:
+        for batch in range(60):
+            events = [event(f"w{worker}", batch * 10 + i, 300) for i in range(1 + batch % 10)]
+            recorder.insert_events(events)
+
+    def read() -> None:
+        while not done.is_set():
+            notifications = recorder.select_notifications(None, 50)
+            ids = [n.id for n in notifications]
+            assert ids == list(range(1, len(ids) + 1))
+
+    followed: list[int] = []
+
+    def follow() -> None:
+        with recorder.subscribe(gt=None) as subscription:
+            watchdog = threading.Timer(60, subscription.stop)
+            watchdog.start()
+            for notification in subscription:
+                followed.append(notification.id)
+                if notification.originator_id == "last":
+                    break
+            watchdog.cancel()
+
+    writers = [threading.Thread(target=guarded(functools.partial(append, w))) for w in range(4)]
+    others = [threading.Thread(target=guarded(read)) for _ in range(2)]
+    others.append(threading.Thread(target=guarded(follow)))
+    try:
+        for thread in writers + others:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+        done.set()
+        recorder.insert_events([event("last", 1)])  # the follower stops there
+        for thread in others:
+            thread.join(60)
+        assert errors == []
+        total = recorder.max_notification_id()
+        assert total == 4 * sum(1 + b % 10 for b in range(60)) + 1
+        assert followed == list(range(1, total + 1))
+        assert datastore.map_size > TINY_MAP
+    finally:
+        datastore.close()
