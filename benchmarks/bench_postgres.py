@@ -78,8 +78,9 @@ def schema(target: PgTarget, prefix: str, *, keep: bool) -> Iterator[str]:
         if keep:
             log(f"kept schema {name}")
         else:
+            drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
             with admin(target) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+                conn.execute(drop)
 
 
 def ledger_url(target: PgTarget, name: str) -> str:
