@@ -442,6 +442,26 @@ def test_aborts_finish_under_steady_reads(recorder: LMDBApplicationRecorder) -> 
     assert len(refused) == 30
 
 
+def test_aborts_do_not_wait_for_idle_read_transactions(recorder: LMDBApplicationRecorder) -> None:
+    recorder.insert_events([event("x", 1)])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_read() -> None:
+        with recorder.read():
+            holding.set()
+            release.wait(30)
+
+    reader = threading.Thread(target=hold_read, daemon=True)
+    reader.start()
+    holding.wait(10)
+    started = time.monotonic()
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([event("x", 1)])
+    release.set()
+    reader.join(10)
+    assert time.monotonic() - started < 5
+
+
 def test_threads_append_read_and_follow_a_growing_map(env_path: Path) -> None:
     datastore = LMDBDatastore.open(env_path, map_size=TINY_MAP)
     recorder = LMDBApplicationRecorder(datastore)
