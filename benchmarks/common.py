@@ -64,6 +64,8 @@ __all__ = [
     "sqlite_app",
     "sqlite_fill",
     "sqlite_read_map",
+    "timed",
+    "warm",
 ]
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -202,6 +204,28 @@ class Figure:
     note: str = ""
 
 
+def revision() -> str:
+    """The commit measured, and whether the measured sources had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *_SOURCES, "replay"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
 @dataclass
 class Report:
     """What a benchmark prints: its comparisons, its other figures and the run's parameters."""
@@ -214,6 +238,7 @@ class Report:
     figures: list[Figure] = field(default_factory=list)
     load: list[float] = field(default_factory=lambda: [round(x, 2) for x in os.getloadavg()])
     """1-minute load average at the start and the end: other work on the machine skews figures."""
+    revision: str = field(default_factory=revision)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,6 +248,7 @@ class Report:
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
             "load_average": self.load,
+            "revision": self.revision,
             "params": self.params,
             "comparisons": [c.to_json() for c in self.comparisons],
             "figures": [asdict(f) for f in self.figures],
@@ -240,6 +266,7 @@ class Report:
 
         console = Console(width=max(100, Console().width))
         console.print(f"[bold]{self.title}[/bold]")
+        console.print(f"code: {self.revision}")
         console.print(f"disk: {self.disk}   work dir: {self.workdir}")
         console.print(
             f"cpus: {os.cpu_count()}   load average (1 min) at start / end: "
@@ -546,6 +573,19 @@ def anon_sampler(interval: float = 0.02) -> Iterator[dict[str, int]]:
     finally:
         done.set()
         thread.join()
+
+
+def warm(path: Path) -> float:
+    """Read every file under `path` once, so a measurement starts with it in the page cache
+    (as a freshly written file is): what is compared is code, not the disk's read speed.
+    Returns the seconds it took (long: the files were not cached)."""
+    t0 = time.perf_counter()
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for file in files:
+        with file.open("rb", buffering=0) as f:
+            while f.read(1 << 22):
+                pass
+    return time.perf_counter() - t0
 
 
 def peak_rss_kb() -> int:
