@@ -396,7 +396,7 @@ class LMDBDatastore:
         """The current size of this process's map, in bytes."""
         return self.env.info()["map_size"]
 
-    def db(self, name: bytes, *, dupsort: bool = False) -> lmdb._Database:
+    def db(self, name: bytes, dupsort: bool = False) -> lmdb._Database:
         """The named database `name`, created if missing; handles are cached.
 
         Open every table before starting the transactions that use it: opening a new one
