@@ -58,7 +58,6 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import psycopg
-import psycopg.errors
 import psycopg_pool
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
@@ -72,11 +71,14 @@ from ledger.errors import BackendUnavailableError, StorageError
 __all__ = [
     "DEFAULT_SCHEMA",
     "EVENTS_TABLE",
+    "PAGE",
     "PgTarget",
     "PostgresBackend",
     "PostgresLedgerRecorder",
     "PostgresTxnOps",
     "copy_binary",
+    "pack_event",
+    "pack_int8_bytea",
     "parse_url",
 ]
 
@@ -95,6 +97,42 @@ _POLL: Final = 0.2
 _BACKGROUND_ROWS: Final = 4096
 _TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "55P03", "23505"})
 _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
+_DDL: Final = (
+    'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
+    " position BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {schema}.merkle_nodes (level SMALLINT NOT NULL,"
+    " idx BIGINT NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (level, idx))",
+    "CREATE TABLE IF NOT EXISTS {schema}.checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {schema}.meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+    "INSERT INTO {schema}.meta VALUES ('format', %(format)s) ON CONFLICT DO NOTHING",
+)
+_STATEMENTS: Final = {
+    "copy_ids": "COPY {schema}.ids (id, position) FROM STDIN (FORMAT BINARY)",
+    "copy_nodes": "COPY {schema}.merkle_nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)",
+    "select_node": "SELECT hash FROM {schema}.merkle_nodes WHERE level = %s AND idx = %s",
+    "select_nodes": "SELECT level, idx, hash FROM {schema}.merkle_nodes"
+    " WHERE (level, idx) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
+    "select_page": "SELECT notification_id, originator_id, state FROM {schema}.{events}"
+    " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
+    "select_stored": "SELECT notification_id, state FROM {schema}.{events}"
+    " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
+    "select_leaves": "SELECT idx + 1, hash FROM {schema}.merkle_nodes"
+    " WHERE level = 0 AND idx BETWEEN %s - 1 AND %s - 1 ORDER BY idx",
+    "select_positions": "SELECT notification_id FROM {schema}.{events}"
+    " WHERE originator_id = %s ORDER BY originator_version",
+    "format": "SELECT value FROM {schema}.meta WHERE key = 'format'",
+    "get_meta": "SELECT value FROM {schema}.meta WHERE key = %s",
+    "put_meta": "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    "put_checkpoint": "INSERT INTO {schema}.checkpoints (size, note) VALUES (%s, %s)"
+    " ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
+    "checkpoints": "SELECT size, note FROM {schema}.checkpoints ORDER BY size",
+}
+_ANY_STATEMENTS: Final = {  # {values}: an array parameter, or a newline-joined text (any_text)
+    "select_ids": "SELECT id, position FROM {schema}.ids WHERE id = ANY({values})",
+    "select_versions": "SELECT originator_id, MAX(originator_version) FROM {schema}.{events}"
+    " WHERE originator_id = ANY({values}) GROUP BY originator_id",
+}
 
 
 # ----------------------------------------------------------------------------- the target
@@ -126,42 +164,28 @@ class PgTarget:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `psycopg.connect`."""
-        return {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "password": self.password,
-            "dbname": self.dbname,
-            "connect_timeout": self.connect_timeout,
-            **self.options,
-        }
+        names = ("host", "port", "user", "password", "dbname", "connect_timeout")
+        return {name: getattr(self, name) for name in names} | self.options
 
 
 def parse_url(url: str) -> PgTarget:
     """Parse a ``postgresql://`` URL (see the module docstring for the ``schema`` parameter)."""
     parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise BackendUnavailableError(f"not a postgresql:// URL: {url!r}")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = options.pop("schema", DEFAULT_SCHEMA).strip() or DEFAULT_SCHEMA
-    if len(schema.encode()) > PostgresLedgerRecorder.MAX_IDENTIFIER_LEN:
-        raise BackendUnavailableError(f"schema name {schema!r} is longer than 63 bytes")
     try:
-        timeout = int(options.pop("connect_timeout", str(_CONNECT_TIMEOUT)))
+        if parts.scheme not in {"postgresql", "postgres"}:
+            raise ValueError("not a postgresql:// URL")  # noqa: TRY301  one message for all
+        if len(schema.encode()) > PostgresLedgerRecorder.MAX_IDENTIFIER_LEN:
+            raise ValueError(f"schema name {schema!r} is longer than 63 bytes")  # noqa: TRY301
+        timeout = max(1, int(options.pop("connect_timeout", str(_CONNECT_TIMEOUT))))
         port = parts.port or 5432
     except ValueError as e:
         raise BackendUnavailableError(f"bad PostgreSQL URL {url!r}: {e}") from e
     user = unquote(parts.username) if parts.username else getpass.getuser()
-    return PgTarget(
-        host=parts.hostname or "localhost",
-        port=port,
-        user=user,
-        password=unquote(parts.password or ""),
-        dbname=unquote(parts.path.lstrip("/")) or user,
-        schema=schema,
-        connect_timeout=max(1, timeout),
-        options=options,
-    )
+    password, dbname = unquote(parts.password or ""), unquote(parts.path.lstrip("/")) or user
+    host = parts.hostname or "localhost"
+    return PgTarget(host, port, user, password, dbname, schema, timeout, options)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -175,12 +199,15 @@ def _psycopg_error(error: BaseException) -> BaseException:
     return error if seen is None else seen
 
 
-def _kind(error: BaseException) -> Literal["transient", "unavailable", "fatal"]:
-    """How to treat a failure: retry the transaction, report the server down, or give up."""
+def _kind(error: BaseException) -> Literal["transient", "unavailable", "fatal", "gave up"]:
+    """How to treat a failure: retry the transaction, report the server down, or give up.
+
+    "gave up": the pool already waited its whole connect timeout; retrying would wait again.
+    """
     root = _psycopg_error(error)
-    if isinstance(root, psycopg_pool.PoolTimeout):
-        return "unavailable"
     sqlstate = getattr(root, "sqlstate", None)
+    if isinstance(root, psycopg_pool.PoolTimeout):
+        return "gave up"
     if sqlstate in _TRANSIENT_STATES:
         return "transient"
     if sqlstate in _UNAVAILABLE_STATES or isinstance(root, psycopg.InterfaceError):
@@ -212,7 +239,7 @@ def copy_binary(curs: psycopg.Cursor[Any], statement: Composed, rows: Iterable[b
     """COPY rows already packed in PostgreSQL's binary tuple format (see the ``pack_*``).
 
     Packing with `struct` costs about a third of psycopg's per-value ``write_row`` dumpers,
-    which dominate a 100k-event append otherwise.
+    which would dominate a 100k-event append.
     """
     with curs.copy(statement) as copy:
         copy.write(_SIGNATURE)
@@ -229,23 +256,8 @@ def copy_binary(curs: psycopg.Cursor[Any], statement: Composed, rows: Iterable[b
 def pack_event(subject: str, version: int, topic: str, state: bytes, position: int) -> bytes:
     """(originator_id text, originator_version int8, topic text, state bytea, id int8)."""
     o, t = subject.encode(), topic.encode()
-    return b"".join(
-        (
-            _TEXT_HEAD.pack(5, len(o)),
-            o,
-            _INT8_TEXT.pack(8, version, len(t)),
-            t,
-            _LENGTH.pack(len(state)),
-            state,
-            _INT8.pack(8, position),
-        )
-    )
-
-
-def pack_text_int8(text: str, value: int) -> bytes:
-    """(text, int8)."""
-    raw = text.encode()
-    return _TEXT_HEAD.pack(2, len(raw)) + raw + _INT8.pack(8, value)
+    head, middle = _TEXT_HEAD.pack(5, len(o)), _INT8_TEXT.pack(8, version, len(t))
+    return b"".join((head, o, middle, t, _LENGTH.pack(len(state)), state, _INT8.pack(8, position)))
 
 
 def pack_int8_bytea(value: int, data: bytes) -> bytes:
@@ -253,9 +265,9 @@ def pack_int8_bytea(value: int, data: bytes) -> bytes:
     return _INT8_HEAD.pack(2, 8, value, len(data)) + data
 
 
-def pack_node(level: int, index: int, digest: bytes) -> bytes:
-    """(level int2, idx int8, hash bytea) of one Merkle node."""
-    return _NODE.pack(3, 2, level, 8, index, 32, digest)
+def _pack_id(text: str, position: int) -> bytes:
+    raw = text.encode()
+    return _TEXT_HEAD.pack(2, len(raw)) + raw + _INT8.pack(8, position)
 
 
 # ----------------------------------------------------------------------------- the recorder
@@ -265,9 +277,8 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     """eventsourcing's application recorder with gap-free notification ids (see the module).
 
     Both insert paths allocate ``MAX(notification_id) + 1, …`` under the table lock: the
-    recorder's own `insert_events` (an INSERT … SELECT with RETURNING, pipeline-friendly) and
-    `insert_events_txn`, a binary COPY into a transaction that holds the lock (the ledger's
-    writes COPY the same rows, packed by `pack_event`, through `copy_events_statement`).
+    recorder's own `insert_events` (an INSERT … SELECT with RETURNING, pipeline-friendly), and
+    the ledger's writes, which COPY rows packed by `pack_event` (``copy_events_statement``).
     """
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = EVENTS_TABLE):
@@ -287,8 +298,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             " notification_id)"
             " SELECT o, v, t, s, (SELECT COALESCE(MAX(notification_id), 0) FROM {0}.{1}) + n"
             " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[])"
-            " WITH ORDINALITY AS u(o, v, t, s, n)"
-            " RETURNING notification_id"
+            " WITH ORDINALITY AS u(o, v, t, s, n) RETURNING notification_id"
         ).format(schema, table)
 
     def lock(self, curs: psycopg.Cursor[Any]) -> None:
@@ -305,34 +315,18 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         assert row is not None
         return int(row[0] if isinstance(row, tuple) else row["coalesce"])
 
-    def insert_events_txn(
-        self, curs: psycopg.Cursor[Any], stored_events: Sequence[StoredEvent], first: int
-    ) -> list[int]:
-        """COPY events with notification ids first, first+1, …; the caller holds the lock."""
-        copy_binary(
-            curs,
-            self.copy_events_statement,
-            (
-                pack_event(str(e.originator_id), e.originator_version, e.topic, e.state, position)
-                for position, e in enumerate(stored_events, start=first)
-            ),
-        )
-        return list(range(first, first + len(stored_events)))
-
     def _insert_stored_events(
         self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
     ) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(
-            self.insert_allocating_statement,
-            (
-                [str(e.originator_id) for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
-        )
+        columns = [
+            [str(e.originator_id) for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        ]
+        curs.execute(self.insert_allocating_statement, columns)
 
 
 # ----------------------------------------------------------------------------- in a write
@@ -376,16 +370,12 @@ class _TxnNodes:
     """
 
     def __init__(self, backend: PostgresBackend, curs: Cursor, copier: _Copier, size: int):
-        self._backend = backend
-        self._curs = curs
-        self._copier = copier
+        self._backend, self._curs, self._copier = backend, curs, copier
         self.pending: dict[tuple[int, int], bytes] = {}
-        self._edge: dict[tuple[int, int], bytes] = {}
         levels = [level for level in range(size.bit_length()) if size >> level & 1]
-        if levels:
-            indexes = [(size >> level) - 1 for level in levels]
-            for level, index, digest in curs.execute(backend.select_nodes, (levels, indexes)):
-                self._edge[int(level), int(index)] = bytes(digest)
+        edge = [(size >> level) - 1 for level in levels]
+        rows = curs.execute(backend.q["select_nodes"], (levels, edge)).fetchall() if levels else []
+        self._edge = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
 
     def get(self, level: int, index: int) -> bytes:
         key = (level, index)
@@ -393,7 +383,7 @@ class _TxnNodes:
         if found is not None:
             return found
         self._copier.drain()
-        row = self._curs.execute(self._backend.select_node, key).fetchone()
+        row = self._curs.execute(self._backend.q["select_node"], key).fetchone()
         if row is None:
             raise KeyError(key)
         return bytes(row[0])
@@ -403,8 +393,8 @@ class _TxnNodes:
 
     def flush(self) -> None:
         if self.pending:
-            rows = [pack_node(level, index, h) for (level, index), h in self.pending.items()]
-            self._copier.copy(self._backend.copy_nodes, rows)
+            rows = [_NODE.pack(3, 2, lv, 8, ix, 32, h) for (lv, ix), h in self.pending.items()]
+            self._copier.copy(self._backend.q["copy_nodes"], rows)
             self.pending = {}
 
 
@@ -432,11 +422,10 @@ class PostgresTxnOps:
         wanted = [i for i in dict.fromkeys(event_ids) if i not in self._known]
         if not wanted:
             return
-        for event_id in wanted:
-            self._known[event_id] = None
+        self._known.update(dict.fromkeys(wanted))
         self._copier.drain()
-        rows = self.cursor.execute(*self._backend.any_text("select_ids", wanted)).fetchall()
-        for event_id, position in rows:
+        found = self.cursor.execute(*self._backend.any_text("select_ids", wanted))
+        for event_id, position in found:
             self._known[event_id] = int(position)
 
     def size(self) -> int:
@@ -451,24 +440,23 @@ class PostgresTxnOps:
         versions = self._versions
         missing = list({subject for subject, _, _, _ in rows if subject not in versions})
         if missing:
-            for subject in missing:
-                versions[subject] = 0
+            versions.update(dict.fromkeys(missing, 0))
             self._copier.drain()
-            found = self.cursor.execute(*self._backend.any_text("select_versions", missing))
-            for subject, version in found:
+            for subject, version in self.cursor.execute(
+                *self._backend.any_text("select_versions", missing)
+            ):
                 versions[subject] = int(version)
         first = self._size + 1
         events: list[bytes] = []
         new_ids: list[tuple[str, int]] = []
         for position, (subject, topic, event_id, data) in enumerate(rows, start=first):
-            version = versions[subject] + 1
-            versions[subject] = version
+            version = versions[subject] = versions[subject] + 1
             events.append(pack_event(subject, version, topic, data, position))
             new_ids.append((event_id, position))
             self._known[event_id] = position
         new_ids.sort()  # key order: the primary key's B-tree is filled page by page
         self._copier.copy(self._backend.recorder.copy_events_statement, events)
-        self._copier.copy(self._backend.copy_ids, [pack_text_int8(*row) for row in new_ids])
+        self._copier.copy(self._backend.q["copy_ids"], [_pack_id(*row) for row in new_ids])
         self._size += len(rows)
         self.appended += len(rows)
         return list(range(first, self._size + 1))
@@ -499,40 +487,48 @@ class PostgresBackend:
     """The ledger in one PostgreSQL schema (SPEC §6, shared): see the module docstring."""
 
     def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 6) -> None:
-        self.target = parse_url(url)
-        self.url = self.target.url
-        self.schema = self.target.schema
-        conn = self._probe()
+        self.target = target = parse_url(url)
+        self.url, self.schema = target.url, target.schema
+        self.q = {name: self.sql(template) for name, template in _STATEMENTS.items()}
+        array, joined = SQL("%s"), SQL("string_to_array(%s, E'\\n')")
+        self._any = {
+            name: (self.sql(template, values=array), self.sql(template, values=joined))
+            for name, template in _ANY_STATEMENTS.items()
+        }
         try:
-            target = self.target
+            conn = psycopg.connect(**target.connect_kwargs(), autocommit=True)
+        except psycopg.Error as e:  # connect once, directly: an unreachable server fails fast
+            raise BackendUnavailableError(
+                f"cannot reach PostgreSQL at {target.where} (database {target.dbname!r}): "
+                f"{_first_line(e)}"
+            ) from e
+        try:
             self.datastore = PostgresDatastore(
-                dbname=target.dbname,
-                host=target.host,
-                port=target.port,
-                user=target.user,
-                password=target.password,
-                connect_timeout=float(target.connect_timeout),
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                schema=target.schema,
-                originator_id_type="text",
+                target.dbname, target.host, target.port, target.user, target.password,
+                connect_timeout=float(target.connect_timeout), pool_size=pool_size,
+                max_overflow=max_overflow, schema=target.schema, originator_id_type="text",
                 enable_db_functions=False,
-            )
+            )  # fmt: skip
             if target.options and isinstance(self.datastore.pool.kwargs, dict):
                 self.datastore.pool.kwargs.update(target.options)
-            self._prepare_statements()
             self.recorder = PostgresLedgerRecorder(self.datastore)
-            if not self._is_set_up(conn):
-                self._set_up(conn)
+            statements = [*self.recorder.sql_create_statements, *(self.sql(s) for s in _DDL)]
+            self.ensure_tables("meta", statements, conn)
+            found = bytes(next(iter(conn.execute(self.q["format"])), (b"",))[0])
             self.datastore.register_type_adapters()
         except (psycopg.Error, PersistenceError) as e:
             raise self._error(e, "open the ledger") from e
         finally:
             conn.close()
+        if found != FORMAT:
+            raise StorageError(
+                f"schema {self.schema!r} at {target.where} holds "
+                f"{found.decode(errors='replace')}, not {FORMAT.decode()}"
+            )
         self._listener = _Listener(self)
         self._node_cache: dict[tuple[int, int], bytes] = {}
 
-    # ------------------------------------------------------------------ setup
+    # ------------------------------------------------------------------ SQL and setup
 
     def sql(self, template: str, **fields: Composable) -> Composed:
         """`template` with ``{schema}`` and ``{events}`` filled in as quoted identifiers."""
@@ -540,51 +536,8 @@ class PostgresBackend:
             schema=Identifier(self.schema), events=Identifier(EVENTS_TABLE), **fields
         )
 
-    def _prepare_statements(self) -> None:
-        sql = self.sql
-        ids = "SELECT id, position FROM {schema}.ids WHERE id = ANY({values})"
-        versions = (
-            "SELECT originator_id, MAX(originator_version) FROM {schema}.{events}"
-            " WHERE originator_id = ANY({values}) GROUP BY originator_id"
-        )
-        array, joined = SQL("%s"), SQL("string_to_array(%s, E'\\n')")
-        self._statements = {
-            name: (
-                sql(template, values=array),
-                sql(template, values=joined),
-            )
-            for name, template in (("select_ids", ids), ("select_versions", versions))
-        }
-        self.copy_ids = sql("COPY {schema}.ids (id, position) FROM STDIN (FORMAT BINARY)")
-        self.select_nodes = sql(
-            "SELECT level, idx, hash FROM {schema}.merkle_nodes"
-            " WHERE (level, idx) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
-        )
-        self.select_node = sql(
-            "SELECT hash FROM {schema}.merkle_nodes WHERE level = %s AND idx = %s"
-        )
-        self.copy_nodes = sql(
-            "COPY {schema}.merkle_nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)"
-        )
-        self.select_page = sql(
-            "SELECT notification_id, originator_id, state FROM {schema}.{events}"
-            " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id"
-        )
-        self.select_stored = sql(
-            "SELECT notification_id, state FROM {schema}.{events}"
-            " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id"
-        )
-        self.select_leaves = sql(
-            "SELECT idx + 1, hash FROM {schema}.merkle_nodes"
-            " WHERE level = 0 AND idx BETWEEN %s - 1 AND %s - 1 ORDER BY idx"
-        )
-        self.select_positions = sql(
-            "SELECT notification_id FROM {schema}.{events}"
-            " WHERE originator_id = %s ORDER BY originator_version"
-        )
-
     def any_text(self, name: str, values: list[str]) -> tuple[Composed, tuple[object]]:
-        """Statement `name` (its ``%s`` compared with ``= ANY``) and its parameter for `values`.
+        """Statement `name` (it compares with ``= ANY``) and its parameter for `values`.
 
         A big ``text[]`` parameter costs the server about 2 µs an element to receive; one
         newline-joined text split by ``string_to_array`` costs a tenth of that. Values that
@@ -592,99 +545,45 @@ class PostgresBackend:
         """
         joined = "\n".join(values)
         if joined.count("\n") == len(values) - 1:
-            return self._statements[name][1], (joined,)
-        return self._statements[name][0], (values,)
+            return self._any[name][1], (joined,)
+        return self._any[name][0], (values,)
 
-    def _probe(self) -> psycopg.Connection[TupleRow]:
-        """Connect once, directly: an unreachable server fails fast with a clear message."""
-        try:
-            return psycopg.connect(**self.target.connect_kwargs(), autocommit=True)
-        except psycopg.Error as e:
-            raise BackendUnavailableError(
-                f"cannot reach PostgreSQL at {self.target.where} "
-                f"(database {self.target.dbname!r}): {_first_line(e)}"
-            ) from e
+    def ensure_tables(
+        self, marker: str, statements: Sequence[Composed], conn: psycopg.Connection[Any]
+    ) -> None:
+        """Run DDL (``%(format)s`` is the format marker) unless table `marker` exists.
 
-    def _is_set_up(self, conn: psycopg.Connection[TupleRow]) -> bool:
-        row = conn.execute(
-            "SELECT to_regclass(format('%%I.meta', %s::text))", (self.schema,)
-        ).fetchone()
-        if row is None or row[0] is None:
-            return False
-        found = conn.execute(self.sql("SELECT value FROM {schema}.meta WHERE key = 'format'"))
-        value = found.fetchone()
-        if value is None:
-            return False
-        if bytes(value[0]) != FORMAT:
-            raise StorageError(
-                f"schema {self.schema!r} at {self.target.where} holds "
-                f"{bytes(value[0]).decode(errors='replace')}, not {FORMAT.decode()}"
-            )
-        return True
-
-    def _set_up(self, conn: psycopg.Connection[TupleRow]) -> None:
-        """Create the schema, the recorder's objects and ours, once, in one transaction."""
-        ours = [
-            'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
-            " position BIGINT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS {schema}.merkle_nodes (level SMALLINT NOT NULL,"
-            " idx BIGINT NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (level, idx))",
-            "CREATE TABLE IF NOT EXISTS {schema}.checkpoints (size BIGINT PRIMARY KEY,"
-            " note TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS {schema}.meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
-        ]
-        statements: list[Composed] = [*self.recorder.sql_create_statements]
-        statements += [self.sql(s) for s in ours]
-        self.run_ddl(conn, statements)
-        conn.execute(
-            self.sql("INSERT INTO {schema}.meta VALUES ('format', %s) ON CONFLICT DO NOTHING"),
-            (FORMAT,),
-        )
-
-    def run_ddl(self, conn: psycopg.Connection[Any], statements: Sequence[Composed]) -> None:
-        """Run DDL in one transaction, serialised with other hosts by an advisory lock.
-
-        ``CREATE … IF NOT EXISTS`` is not safe against a concurrent creator (both may pass the
-        check), hence the lock; ``CREATE TYPE`` has no IF NOT EXISTS, hence the lookup.
+        One transaction, serialised with other hosts by an advisory lock: ``CREATE … IF NOT
+        EXISTS`` is not safe against a concurrent creator. ``CREATE TYPE`` has no IF NOT
+        EXISTS: it is skipped when the type exists.
         """
+        curs = conn.cursor(row_factory=tuple_row)
+        exists = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+        if curs.execute(exists, (self.schema, marker)).fetchone() == (True,):
+            return
         with conn.transaction():
-            key = f"adminchain:{self.schema}"
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
-            conn.execute(self.sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ac:{self.schema}",))
+            curs.execute(self.sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
             for statement in statements:
                 text = statement.as_string(conn)
-                if "CREATE TYPE" in text:
-                    name = self.recorder.stored_event_type_name
-                    exists = conn.execute(
-                        "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
-                        " WHERE n.nspname = %s AND t.typname = %s",
-                        (self.schema, name),
-                    ).fetchone()
-                    if exists:
-                        continue
-                conn.execute(statement, prepare=False)
-
-    def ensure_tables(self, marker: str, statements: Sequence[str]) -> None:
-        """Create tables beside the log (e.g. the stored views) unless `marker` exists.
-
-        `statements` are templates for `sql`; they run through `run_ddl`.
-        """
-
-        def exists(curs: Cursor) -> bool:
-            row = curs.execute(
-                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))", (self.schema, marker)
-            ).fetchone()
-            return row is not None and row[0] is not None
-
-        if self._read(exists, "inspect the schema"):
-            return
-        try:
-            with self.datastore.get_connection() as conn:
-                self.run_ddl(conn, [self.sql(s) for s in statements])
-        except (psycopg.Error, PersistenceError) as e:
-            raise self._error(e, "create tables") from e
+                if "CREATE TYPE" in text and curs.execute(
+                    "SELECT to_regtype(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+                    (self.schema, self.recorder.stored_event_type_name),
+                ).fetchone() == (True,):
+                    continue
+                params = {"format": FORMAT} if "%(format)s" in text else None
+                curs.execute(statement, params, prepare=False)
 
     # ------------------------------------------------------------------ transactions
+
+    @contextlib.contextmanager
+    def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit), its errors translated."""
+        try:
+            with self.datastore.get_connection() as conn:
+                yield conn
+        except (psycopg.Error, PersistenceError) as e:
+            raise self._error(e, what) from e
 
     def transaction(self, body: Callable[[Cursor], T], *, what: str = "write") -> T:
         """Run `body` in one READ COMMITTED transaction, re-run whole on transient failures.
@@ -698,22 +597,18 @@ class PostgresBackend:
                 with self.datastore.get_connection() as conn, conn.transaction():
                     return body(conn.cursor(row_factory=tuple_row))
             except (psycopg.Error, PersistenceError) as e:
-                kind = _kind(e)
                 attempt += 1
-                if kind == "fatal" or attempt >= _ATTEMPTS or _is_pool_timeout(e):
+                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
                     raise self._error(e, what) from e
                 time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
 
     @contextlib.contextmanager
     def snapshot(self, *, what: str = "read") -> Iterator[Cursor]:
         """A REPEATABLE READ, READ ONLY transaction: one consistent view of every table."""
-        try:
-            with self.datastore.get_connection() as conn, conn.transaction():
-                curs = conn.cursor(row_factory=tuple_row)
-                curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                yield curs
-        except (psycopg.Error, PersistenceError) as e:
-            raise self._error(e, what) from e
+        with self.connection(what) as conn, conn.transaction():
+            curs = conn.cursor(row_factory=tuple_row)
+            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield curs
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
@@ -724,14 +619,14 @@ class PostgresBackend:
                     return body(conn.cursor(row_factory=tuple_row, binary=True))
             except (psycopg.Error, PersistenceError) as e:
                 attempt += 1
-                if attempt >= _ATTEMPTS or _kind(e) == "fatal" or _is_pool_timeout(e):
+                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
                     raise self._error(e, what) from e
                 time.sleep(0.01 * attempt)
 
     def _error(self, error: BaseException, what: str) -> StorageError:
         detail = _first_line(error)
         where = f"PostgreSQL at {self.target.where} (schema {self.schema!r})"
-        if _kind(error) == "unavailable":
+        if _kind(error) in {"unavailable", "gave up"}:
             return BackendUnavailableError(f"cannot {what}: {where} is unreachable: {detail}")
         return StorageError(f"cannot {what}: {where}: {detail}")
 
@@ -742,9 +637,8 @@ class PostgresBackend:
         event_ids = [e.id for r in requests for e in r.events if e.id is not None]
         for request in requests:
             request.encode()
-
-        # Big batches COPY in a worker thread; not with preconditions, which query the views
-        # through the same connection at any moment.
+        # Big batches COPY in a worker thread; not with preconditions, which may query the
+        # views through the same connection at any moment.
         background = len(event_ids) >= _BACKGROUND_ROWS and not any(
             r.precondition for r in requests
         )
@@ -771,14 +665,9 @@ class PostgresBackend:
     ) -> Iterator[list[tuple[int, str, bytes]]]:
         """(position, subject, stored bytes) rows start..stop, a page per query, on `curs`'s
         connection (inside its transaction, if any)."""
-        conn = curs.connection
-        low = max(start, 1)
-        while low <= stop:
-            high = min(stop, low + PAGE - 1)
-            page_curs = conn.cursor(row_factory=tuple_row, binary=True)
-            rows = page_curs.execute(self.select_page, (low, high)).fetchall()
-            yield rows
-            low = high + 1
+        for low in range(max(start, 1), stop + 1, PAGE):
+            page = curs.connection.cursor(row_factory=tuple_row, binary=True)
+            yield page.execute(self.q["select_page"], (low, min(stop, low + PAGE - 1))).fetchall()
 
     def _paged(
         self, statement: Composed, start: int, stop: int | None, what: str
@@ -808,11 +697,15 @@ class PostgresBackend:
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Committed (position, stored bytes), in pages of `PAGE` read ahead."""
-        return self._paged(self.select_stored, start, stop, "read the log")
+        return self._paged(self.q["select_stored"], start, stop, "read the log")
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
+        return self._paged(self.q["select_leaves"], start, stop, "read the Merkle leaves")
 
     def positions_of(self, subject: str) -> list[int]:
         def query(curs: Cursor) -> list[int]:
-            return [int(r[0]) for r in curs.execute(self.select_positions, (subject,))]
+            return [int(r[0]) for r in curs.execute(self.q["select_positions"], (subject,))]
 
         return self._read(query, "read a subject's history")
 
@@ -822,40 +715,26 @@ class PostgresBackend:
     def read_node(self, level: int, index: int) -> bytes | None:
         """One committed Merkle node (cached: committed nodes never change)."""
         key = (level, index)
-        cached = self._node_cache.get(key)
-        if cached is not None:
-            return cached
-        row = self._read(
-            lambda curs: curs.execute(self.select_node, key).fetchone(), "read the Merkle tree"
-        )
-        if row is None:
-            return None
-        if len(self._node_cache) >= 1 << 16:
-            self._node_cache.clear()
-        value = self._node_cache[key] = bytes(row[0])
-        return value
-
-    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
-        return self._paged(self.select_leaves, start, stop, "read the Merkle leaves")
+        if key not in self._node_cache:
+            statement = self.q["select_node"]
+            row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the tree")
+            if row is None:
+                return None
+            if len(self._node_cache) >= 1 << 16:
+                self._node_cache.clear()
+            self._node_cache[key] = bytes(row[0])
+        return self._node_cache[key]
 
     def get_meta(self, key: str) -> bytes | None:
-        statement = self.sql("SELECT value FROM {schema}.meta WHERE key = %s")
+        statement = self.q["get_meta"]
         row = self._read(lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings")
         return None if row is None else bytes(row[0])
 
     def put_meta(self, key: str, value: bytes) -> None:
         if key == "format":
             raise StorageError("the 'format' setting belongs to the backend")
-        statement = self.sql(
-            "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
-            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-        )
-
-        def body(curs: Cursor) -> None:
-            curs.execute(statement, (key, value))
-
-        self.transaction(body, what="store a setting")
+        statement = self.q["put_meta"]
+        self.transaction(lambda c: c.execute(statement, (key, value)), what="store a setting")
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Block until the log is longer than `position`: woken by NOTIFY, polling as a fallback."""
@@ -872,18 +751,11 @@ class PostgresBackend:
             listener.wait(generation, remaining if listener.alive else min(remaining, _POLL))
 
     def put_checkpoint(self, size: int, note: str) -> None:
-        statement = self.sql(
-            "INSERT INTO {schema}.checkpoints (size, note) VALUES (%s, %s)"
-            " ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note"
-        )
-
-        def body(curs: Cursor) -> None:
-            curs.execute(statement, (size, note))
-
-        self.transaction(body, what="store a checkpoint")
+        statement = self.q["put_checkpoint"]
+        self.transaction(lambda c: c.execute(statement, (size, note)), what="store a checkpoint")
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        statement = self.sql("SELECT size, note FROM {schema}.checkpoints ORDER BY size")
+        statement = self.q["checkpoints"]
         rows = self._read(lambda curs: curs.execute(statement).fetchall(), "read checkpoints")
         return [(int(size), str(note)) for size, note in rows]
 
@@ -893,11 +765,6 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
-
-
-def _is_pool_timeout(error: BaseException) -> bool:
-    """The pool already waited its whole connect timeout: retrying would only wait again."""
-    return isinstance(_psycopg_error(error), psycopg_pool.PoolTimeout)
 
 
 class _SnapshotNodes:
@@ -935,9 +802,7 @@ class _Listener:
     def start(self) -> None:
         with self._cond:
             if self._thread is None and not self._stopped.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="adminchain-pg-listen", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="ac-listen", daemon=True)
                 self._thread.start()
 
     def wait(self, generation: int, timeout: float) -> None:
@@ -961,12 +826,10 @@ class _Listener:
                         for _ in conn.notifies(timeout=_POLL, stop_after=1):
                             self._bump(alive=True)
             except psycopg.Error:
-                with self._cond:
-                    self.alive = False
+                self._bump(alive=False)
                 self._stopped.wait(1.0)
 
     def stop(self) -> None:
         self._stopped.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=2 * _POLL)
+        if self._thread is not None:
+            self._thread.join(timeout=2 * _POLL)

@@ -165,7 +165,8 @@ class PostgresViews:
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.backend = backend
-        backend.ensure_tables("view_tracking", _DDL)
+        with backend.connection("create the views' tables") as conn:
+            backend.ensure_tables("view_tracking", [backend.sql(s) for s in _DDL], conn)
         sql = backend.sql
         self.select_tracking = sql("SELECT position FROM {schema}.view_tracking WHERE name = %s")
         self.update_tracking = sql(

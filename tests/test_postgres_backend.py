@@ -285,6 +285,21 @@ def test_wait_beyond_is_woken_by_another_process(log: Ledger, url: str) -> None:
     assert [e.event.subject for e in log.follow(0, stop=0.1)] == ["late"]
 
 
+def test_eventsourcing_subscriptions_hear_the_ledgers_appends(log: Ledger) -> None:
+    """The recorder's own LISTEN/NOTIFY subscription works on the ledger's channel."""
+    backend = log.backend
+    assert isinstance(backend, pg.PostgresBackend)
+    log.append(LeaseExpired(subject="before"))
+    with backend.recorder.subscribe(gt=1) as subscription:
+        timer = threading.Timer(0.2, lambda: log.append(LeaseExpired(subject="after")))
+        timer.start()
+        try:
+            notification = next(iter(subscription))
+        finally:
+            timer.join()
+    assert (notification.id, notification.originator_id) == (2, "after")
+
+
 def test_wait_beyond_polls_when_listen_is_unavailable(
     log: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
