@@ -58,7 +58,7 @@ _record_encoder: Final = msgspec.msgpack.Encoder()
 _record_decoder: Final = msgspec.msgpack.Decoder(StoredRecord)
 
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_FIRST_NAME = re.compile(r"`(?P<name>[^`$]+)`")
+_AS_IS: Final = (datetime,)
 
 
 def _located(
@@ -72,12 +72,13 @@ def _located(
         path = match.group("path")
         message = message[: match.start()]
     field: str | None = path or None
-    if message.startswith(("Object missing required field", "Object contains unknown field")) or (
-        message.startswith("`") and "is required" in message
-    ):
-        name = _FIRST_NAME.search(message)
-        if name:
-            field = f"{path}.{name.group('name')}" if path else name.group("name")
+    name: str | None = None
+    if message.startswith("`") and "is required" in message:  # ours: "`reason` is required …"
+        name = message[1 : message.index("`", 1)]
+    elif message.startswith(("Object missing required field", "Object contains unknown field")):
+        name = message[message.index("`") + 1 : message.rindex("`")]  # names may hold backticks
+    if name is not None:
+        field = f"{path}.{name}" if path else name
     if field == "type" and message.startswith("Invalid value"):
         message = message.replace("Invalid value", "unknown event type", 1)
     elif isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
@@ -95,10 +96,16 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
         except UnicodeDecodeError as e:
             detail = f"not valid UTF-8 (byte {e.start + 1})"
             raise InvalidEventError(detail, line=line) from e
-    elif len(data) > MAX_LINE_BYTES:
-        raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
+    else:
+        if len(data) > MAX_LINE_BYTES:
+            raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as e:
+            detail = f"not valid UTF-8 (character {e.start + 1} is an unpaired surrogate)"
+            raise InvalidEventError(detail, line=line) from e
     try:
-        return normalise(_json_decoder.decode(data))
+        return normalise(_json_decoder.decode(data), line)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
 
@@ -108,9 +115,14 @@ def validate(event: Event, line: int | None = None) -> Event:
     if not isinstance(event, msgspec.Struct):
         raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
     try:
-        return normalise(_json_decoder.decode(_json_encoder.encode(event)))
+        decoded = _json_decoder.decode(_json_encoder.encode(event))
+        if decoded != event:  # JSON coerced a value (NaN to null, a subclass): check it strictly
+            msgspec.convert(msgspec.to_builtins(event, builtin_types=_AS_IS), Event)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
+    except (TypeError, ValueError) as e:
+        raise InvalidEventError(f"a field holds a value that is not JSON: {e}", line=line) from e
+    return normalise(decoded, line)
 
 
 def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Event]]:
@@ -122,11 +134,19 @@ def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Event]]:
 
 
 def decode_lines(data: bytes | str) -> list[Event]:
-    """Decode a whole JSON Lines document; the first invalid line raises."""
-    return [event for _, event in iter_lines(data.splitlines())]
+    """Decode a whole JSON Lines document; the first invalid line raises.
+
+    Lines end at "\n" only (an optional "\r" before it is dropped), as JSON Lines says: other
+    Unicode line breaks are legal inside JSON strings.
+    """
+    if isinstance(data, bytes):
+        lines: list[bytes] | list[str] = [x.removesuffix(b"\r") for x in data.split(b"\n")]
+    else:
+        lines = [x.removesuffix("\r") for x in data.split("\n")]
+    return [event for _, event in iter_lines(lines)]
 
 
-def normalise(event: Event) -> Event:
+def normalise(event: Event, line: int | None = None) -> Event:
     """Times in UTC, so that the stored form and the canonical bytes are unique."""
     at = event.at
     if (at is None or at.tzinfo is UTC) and getattr(event, "deadline", None) is None:
@@ -134,10 +154,13 @@ def normalise(event: Event) -> Event:
     changes: dict[str, Any] = {}
     for name in ("at", "deadline"):
         value = getattr(event, name, None)
-        if isinstance(value, datetime) and value.utcoffset() != UTC.utcoffset(None):
+        if not isinstance(value, datetime) or value.tzinfo is UTC:
+            continue
+        try:
             changes[name] = value.astimezone(UTC)
-        elif isinstance(value, datetime) and value.tzinfo is not UTC:
-            changes[name] = value.replace(tzinfo=UTC)
+        except OverflowError as e:
+            detail = "the time is outside years 1-9999 once converted to UTC"
+            raise InvalidEventError(detail, line=line, field=name) from e
     return msgspec.structs.replace(event, **changes) if changes else event
 
 
