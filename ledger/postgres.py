@@ -1,46 +1,36 @@
 """The shared backend: the log in one PostgreSQL schema, through eventsourcing's own module.
 
-``PostgresBackend(url)`` opens ``postgresql://user:password@host:port/dbname?schema=NAME`` (the
-``schema`` query parameter is adminchain's own; without it the schema is ``adminchain``; other
-query parameters such as ``sslmode`` or ``connect_timeout`` go to libpq). The schema is created
-on first use. Events are stored by `PostgresLedgerRecorder`, a subclass of eventsourcing's
-``PostgresApplicationRecorder`` over a ``PostgresDatastore`` (text originator ids, database
-functions off): position = notification id, one stream per subject (originator id = subject,
-version = the subject's own sequence), topic = event type, state = the stored bytes.
-
-Beside the recorder's table, in the SAME transaction as the events:
-
-- ``ids`` (id TEXT PRIMARY KEY -> position): idempotency. `write` looks every id of the batch up
-  in one query under the lock (to report the original position); the primary key enforces it in
-  the database as well, whatever the client does.
-- ``merkle_nodes`` (level, idx) -> hash: every complete subtree of the RFC 6962 tree.
-- ``checkpoints`` (size -> note) and ``meta`` (key -> value: the schema's format marker).
-
-There is no separate ``subjects`` table: the recorder's primary key (originator_id,
-originator_version) already is a (subject, per-subject sequence) index, and versions grow with
-positions, so `positions_of` is one index range scan; a second index would only double the
-write cost of every event.
+``PostgresBackend("postgresql://user:password@host:port/dbname?schema=NAME")``: ``schema`` is
+adminchain's own parameter (default ``adminchain``, created on first use); the others (e.g.
+``sslmode``, ``connect_timeout``) go to libpq. Events are stored by `PostgresLedgerRecorder`, a
+subclass of eventsourcing's ``PostgresApplicationRecorder`` over a ``PostgresDatastore`` (text
+originator ids, database functions off): position = notification id, one stream per subject
+(version = the subject's own sequence), topic = event type, state = the stored bytes. In the
+SAME transaction as the events: ``ids`` (id TEXT PRIMARY KEY -> position: the database itself
+refuses a second row for an id; each append also looks its ids up first, in one query, to
+report original positions), ``merkle_nodes`` ((level, idx) -> hash, every complete subtree of
+the RFC 6962 tree), ``checkpoints`` and ``meta``. No ``subjects`` table: the recorder's primary
+key (originator_id, originator_version) is already that index, and versions grow with
+positions, so `positions_of` is one range scan; a copy would double every event's index work.
 
 Gap-free positions. eventsourcing takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before inserting, so
-appenders on every host are serialised and commit in notification-id order; but it lets a
-BIGSERIAL sequence number the rows, and ``nextval`` is not transactional: an append that rolls
-back (a crash, a lost connection, a refused batch, a unique violation) burns its numbers and
-leaves a gap. So positions are allocated here instead, under the lock: ``MAX(notification_id) +
-1, + 2, …`` (one index lookup), written explicitly into the column. A rollback then returns its
-positions with everything else, and commit order = position order still holds, because the lock
-is kept until commit. The sequence is left in place (unused).
+appenders on every host are serialised and commit in notification-id order; but it numbers rows
+from a BIGSERIAL, and ``nextval`` is not transactional: an append that rolls back (a crash, a
+lost connection, a unique violation) burns its numbers and leaves a gap. So positions are
+allocated here, under the lock: ``MAX(notification_id) + 1, + 2, …`` written explicitly. A
+rollback returns its positions with everything else; the lock, held until commit, keeps commit
+order = position order. (The sequence stays, unused.)
 
-The Merkle tree is maintained inside the appending transaction rather than by a follower: the
-tree of size n then exists exactly when event n does, so a checkpoint or a proof can be served
-by any host the moment an append is acknowledged, a crash can never leave events without their
-leaves, and the cost (about two small rows per event plus O(log n) reads) rides on the same
-commit. A follower would need its own tracking, could lag, and would make "verify" race it.
+The Merkle tree is maintained inside the appending transaction, not by a follower: the tree of
+size n exists exactly when event n does, so any host can serve a checkpoint or a proof as soon
+as an append is acknowledged, a crash never leaves events without leaves, and the cost (about
+two small rows an event, O(log n) reads) rides on the same commit. A follower would need its own
+tracking, could lag, and verification would race it.
 
-Speed: events, ids and nodes are written with binary ``COPY`` (100k-event batches are normal);
-reads page through the notification-id index in binary. Transient failures (serialisation,
-deadlock, lost connection) re-run the whole transaction: every event carries an id, so a retry
-after an ambiguous commit cannot store anything twice. `wait_beyond` wakes on the recorder's
-``NOTIFY`` through a ``LISTEN`` connection, and polls when that connection is down.
+Events, ids and nodes are written with binary COPY; reads page through the notification-id
+index. Transient failures (serialisation, deadlock, lost connection) re-run the whole
+transaction: every event has an id, so a retry after an ambiguous commit stores nothing twice.
+`wait_beyond` wakes on the recorder's NOTIFY through a LISTEN connection, polling while it is down.
 """
 
 from __future__ import annotations
@@ -526,7 +516,6 @@ class PostgresBackend:
                 f"{found.decode(errors='replace')}, not {FORMAT.decode()}"
             )
         self._listener = _Listener(self)
-        self._node_cache: dict[tuple[int, int], bytes] = {}
 
     # ------------------------------------------------------------------ SQL and setup
 
@@ -712,18 +701,13 @@ class PostgresBackend:
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
 
-    def read_node(self, level: int, index: int) -> bytes | None:
-        """One committed Merkle node (cached: committed nodes never change)."""
-        key = (level, index)
-        if key not in self._node_cache:
-            statement = self.q["select_node"]
-            row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the tree")
-            if row is None:
-                return None
-            if len(self._node_cache) >= 1 << 16:
-                self._node_cache.clear()
-            self._node_cache[key] = bytes(row[0])
-        return self._node_cache[key]
+    def read_node(self, level: int, index: int) -> bytes:
+        """One committed Merkle node; `KeyError` if it is not stored."""
+        statement, key = self.q["select_node"], (level, index)
+        row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
+        if row is None:
+            raise KeyError(key)
+        return bytes(row[0])
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
@@ -771,13 +755,7 @@ class _SnapshotNodes:
     """Merkle nodes read outside a write, one short query each (nodes never change)."""
 
     def __init__(self, backend: PostgresBackend) -> None:
-        self._backend = backend
-
-    def get(self, level: int, index: int) -> bytes:
-        value = self._backend.read_node(level, index)
-        if value is None:
-            raise KeyError((level, index))
-        return value
+        self.get = backend.read_node
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")
