@@ -210,12 +210,7 @@ class GroupCommitter:
                 batch, self._queue = self._queue, []
         if not request.done:
             try:
-                self._write(batch)
-            except BaseException as e:  # noqa: BLE001  handed to every waiter, then re-raised
-                for r in batch:
-                    if r.error is None:
-                        r.error = e
-                    r.result = None
+                self._write_isolated(batch)
             finally:
                 with self._cond:
                     for r in batch:
@@ -226,3 +221,18 @@ class GroupCommitter:
             raise request.error
         assert request.result is not None
         return request.result
+
+    def _write_isolated(self, batch: list[AppendRequest]) -> None:
+        """Write the batch in one transaction; if that fails, each request alone, so that one
+        request that cannot be written (too large for the map, say) fails only itself."""
+        try:
+            self._write(batch)
+        except BaseException as e:  # noqa: BLE001  handed to its waiters, who re-raise it
+            if len(batch) > 1 and isinstance(e, Exception):
+                for r in batch:
+                    self._write_isolated([r])
+                return
+            for r in batch:
+                if r.error is None:
+                    r.error = e
+                r.result = None

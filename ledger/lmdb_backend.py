@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import lmdb
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import PersistenceError, StoredEvent
 
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
@@ -124,7 +124,7 @@ class LMDBBackend:
         self.url = str(path)
         try:
             self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
-        except lmdb.Error as e:
+        except (lmdb.Error, PersistenceError) as e:
             raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
         self.recorder = LMDBApplicationRecorder(self.datastore)
         self.ids_db = self.datastore.db(_IDS)
@@ -134,7 +134,12 @@ class LMDBBackend:
         self.meta_db = self.datastore.db(_META)
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
-        self.recorder.write_retrying(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
+        try:
+            self.recorder.write_retrying(
+                lambda txn: apply_requests(LMDBTxnOps(self, txn), requests)
+            )
+        except PersistenceError as e:
+            raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
 
     def size(self) -> int:
         return self.recorder.max_notification_id() or 0
