@@ -7,8 +7,8 @@ root1, root2, proof``. Byte fields are standard base64 (Go's encoding of ``[]byt
 The file name is only a description: some cases that are not ``happy-path.json`` must verify
 (e.g. ``single-entry/matching-root-and-leaf.json``), so the test follows ``wantErr``.
 
-The folder is found beside the repository (``../shared/testvectors/rfc6962``) or at
-``$ADMINCHAIN_TESTVECTORS``. A missing folder fails the run, unless
+The folder is found at ``$ADMINCHAIN_TESTVECTORS``, beside the repository
+(``../shared/testvectors/rfc6962``), or in the vendored copy ``tests/testvectors/rfc6962``. A missing folder fails the run, unless
 ``ADMINCHAIN_ALLOW_MISSING_VECTORS`` is set, in which case it is skipped with the reason.
 """
 
@@ -27,10 +27,13 @@ from ledger.merkle import check_consistency, check_inclusion, verify_consistency
 
 
 def _vectors_dir() -> Path:
+    """$ADMINCHAIN_TESTVECTORS, else ../shared beside the repository, else the vendored copy
+    in tests/testvectors (the same files with their LICENSE), so a fresh clone runs them all."""
     override = os.environ.get("ADMINCHAIN_TESTVECTORS")
     if override:
         return Path(override)
-    return Path(__file__).parents[1].parent / "shared" / "testvectors" / "rfc6962"
+    shared = Path(__file__).parents[1].parent / "shared" / "testvectors" / "rfc6962"
+    return shared if shared.is_dir() else Path(__file__).parent / "testvectors" / "rfc6962"
 
 
 VECTORS = _vectors_dir()
