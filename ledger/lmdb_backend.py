@@ -119,8 +119,11 @@ class LMDBBackend:
     def __init__(
         self, path: Path, *, sync: bool = True, create: bool = True, map_size: int = INITIAL_MAP
     ) -> None:
-        if not create and not (path / "data.mdb").exists():
+        data = path / "data.mdb"
+        if not create and not data.exists():
             raise BackendUnavailableError(f"no ledger at {path} (create one by appending to it)")
+        if data.exists() and data.stat().st_size == 0:
+            raise BackendUnavailableError(f"{data} is empty: not a ledger (truncated?)")
         self.url = str(path)
         try:
             self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)

@@ -8,8 +8,9 @@ The file name is only a description: some cases that are not ``happy-path.json``
 (e.g. ``single-entry/matching-root-and-leaf.json``), so the test follows ``wantErr``.
 
 The folder is found at ``$ADMINCHAIN_TESTVECTORS``, beside the repository
-(``../shared/testvectors/rfc6962``), or in the vendored copy ``tests/testvectors/rfc6962``. A missing folder fails the run, unless
-``ADMINCHAIN_ALLOW_MISSING_VECTORS`` is set, in which case it is skipped with the reason.
+(``../shared/testvectors/rfc6962``), or in the vendored copy ``tests/testvectors/rfc6962``.
+A missing folder fails the run, unless ``ADMINCHAIN_ALLOW_MISSING_VECTORS`` is set, in which
+case it is skipped with the reason.
 """
 
 from __future__ import annotations
