@@ -93,7 +93,11 @@ class _PgViewTxn:
         if not wanted:
             return
         self._loaded.update(wanted)
-        rows = self._curs.execute(self._views.select_states, (_NAMES, wanted)).fetchall()
+        joined = "\n".join(wanted)  # one text split by the server: see PostgresBackend.any_text
+        if joined.count("\n") == len(wanted) - 1:
+            rows = self._curs.execute(self._views.select_states_joined, (_NAMES, joined))
+        else:
+            rows = self._curs.execute(self._views.select_states, (_NAMES, wanted))
         for projection, subject, state in rows:
             self._states[projection, subject] = bytes(state)
 
@@ -175,6 +179,10 @@ class PostgresViews:
         self.select_states = sql(
             "SELECT projection, subject, state FROM {schema}.view_state"
             " WHERE projection = ANY(%s) AND subject = ANY(%s)"
+        )
+        self.select_states_joined = sql(
+            "SELECT projection, subject, state FROM {schema}.view_state"
+            " WHERE projection = ANY(%s) AND subject = ANY(string_to_array(%s, E'\\n'))"
         )
         self.scan_states = sql(
             "SELECT subject, state FROM {schema}.view_state WHERE projection = %s ORDER BY subject"
