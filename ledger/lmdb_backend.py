@@ -129,12 +129,25 @@ class LMDBBackend:
             self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
         except (lmdb.Error, PersistenceError) as e:
             raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
+        self._check_not_truncated(data)
         self.recorder = LMDBApplicationRecorder(self.datastore)
         self.ids_db = self.datastore.db(_IDS)
         self.subjects_db = self.datastore.db(_SUBJECTS, dupsort=True)
         self.merkle_db = self.datastore.db(_MERKLE)
         self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
         self.meta_db = self.datastore.db(_META)
+
+    def _check_not_truncated(self, data: Path) -> None:
+        """Refuse a data file shorter than the pages LMDB says it holds: reading past its end
+        would kill the process with SIGBUS instead of raising."""
+        env = self.datastore.env
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if data.exists() and data.stat().st_size < needed:
+            self.datastore.close()
+            raise BackendUnavailableError(
+                f"{data} is truncated ({data.stat().st_size} bytes, LMDB needs {needed}): "
+                "restore it from a backup or a copy"
+            )
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         try:
