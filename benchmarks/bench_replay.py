@@ -43,6 +43,7 @@ from benchmarks.common import (
     peak_rss_kb,
     rate,
     run_child,
+    source_key,
     sqlite_app,
     sqlite_fill,
     sqlite_read_map,
@@ -119,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"work dir {work.path} on {work.disk}")
         log(f"setup: ledgers of {small:,} and {large:,} events (views caught up), cached")
         t0 = time.perf_counter()
-        ledger_small = cached_ledger(args.dir, small, fresh=args.fresh)
-        ledger_large = cached_ledger(args.dir, large, fresh=args.fresh)
+        key = source_key()
+        ledger_small = cached_ledger(args.dir, small, key=key, fresh=args.fresh)
+        ledger_large = cached_ledger(args.dir, large, key=key, fresh=args.fresh)
         setup_ledgers = time.perf_counter() - t0
         log(f"setup: eventsourcing SQLite database of {baseline_n:,} events, 100 per save")
         db = work.sub("baseline.sqlite")

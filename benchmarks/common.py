@@ -61,6 +61,7 @@ __all__ = [
     "percentile",
     "rate",
     "run_child",
+    "source_key",
     "sqlite_app",
     "sqlite_fill",
     "sqlite_read_map",
@@ -424,27 +425,40 @@ def fill_ledger(
 
 
 _SOURCES: Final = ("ledger", "projections")
+_STORED_FORM: Final = (
+    *(f"ledger/{m}.py" for m in ("backend", "codec", "events", "lmdb", "lmdb_backend", "merkle")),
+    "projections/*.py",
+)
+"""What decides the bytes of a setup ledger: the event catalogue and codecs, the LMDB layout,
+the Merkle tree, the folds and the stored views (not the Ledger facade, PostgreSQL or proofs)."""
 
 
 def source_key() -> str:
-    """A short hash of the ledger and projection sources and of this module: cached setup
-    ledgers are reused only while none of them changed."""
+    """A short hash of the sources that shape a stored ledger (`_STORED_FORM`) and of this
+    module: cached setup ledgers are reused only while none of them changed."""
     h = hashlib.sha256()
-    files = sorted(p for d in _SOURCES for p in (REPO / d).glob("*.py"))
+    files = sorted(
+        p
+        for pattern in _STORED_FORM
+        for p in REPO.glob(pattern)
+        if p.name not in ("store_postgres.py", "api.py")
+    )
     for path in [*files, Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
-def cached_ledger(root: Path, count: int, *, subjects: int = 1000, fresh: bool = False) -> Path:
+def cached_ledger(
+    root: Path, count: int, *, key: str, subjects: int = 1000, fresh: bool = False
+) -> Path:
     """A ledger of `count` benchmark events with caught-up views, kept under ``root/cache``.
 
     Building millions of events takes minutes, so setups are kept between runs, keyed by
-    `source_key`; a bigger one is built by copying the biggest smaller one and extending it.
-    `fresh` rebuilds. Returns the ledger's path (read it, do not append to it).
+    `key` (`source_key()`, computed once per run: others may edit the sources meanwhile); a
+    bigger one is built by copying the biggest smaller one and extending it. `fresh` rebuilds.
+    Returns the ledger's path (read it, do not append to it).
     """
-    key = source_key()
     cache = root / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     for stale in cache.iterdir():
