@@ -33,6 +33,7 @@ from psycopg import sql
 
 from benchmarks.common import (
     Comparison,
+    Figure,
     Report,
     log,
     make_events,
@@ -238,6 +239,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             note=rounds,
         )
     )
+    for name, (ours, baseline) in (("a. append", appends), ("b. replay", replays)):
+        ratios = [o / b for o, b in zip(ours, baseline, strict=True)]
+        report.figures.append(
+            Figure(
+                f"{name}: median of per-round ratios",
+                median(ratios),
+                "x",
+                "rounds: " + ", ".join(f"{r:.2f}" for r in ratios),
+            )
+        )
     report.emit(as_json=args.json)
 
 
