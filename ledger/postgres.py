@@ -437,16 +437,17 @@ class PostgresTxnOps:
             ):
                 versions[subject] = int(version)
         first = self._size + 1
-        events: list[bytes] = []
-        new_ids: list[tuple[str, int]] = []
-        for position, (subject, topic, event_id, data) in enumerate(rows, start=first):
-            version = versions[subject] = versions[subject] + 1
-            events.append(pack_event(subject, version, topic, data, position))
-            new_ids.append((event_id, position))
-            self._known[event_id] = position
-        new_ids.sort()  # key order: the primary key's B-tree is filled page by page
+        numbered: list[tuple[int, int, tuple[str, str, str, bytes]]] = []
+        for position, row in enumerate(rows, start=first):
+            version = versions[row[0]] = versions[row[0]] + 1
+            numbered.append((position, version, row))
+            self._known[row[2]] = position
+        # Rows are packed as the COPY streams (in the worker, for big batches), so the server
+        # starts ingesting at once rather than after the whole batch is packed.
+        events = (pack_event(r[0], v, r[1], r[3], p) for p, v, r in numbered)
+        ids = (_pack_id(i, p) for i, p in sorted((r[2], p) for p, _, r in numbered))
         self._copier.copy(self._backend.recorder.copy_events_statement, events)
-        self._copier.copy(self._backend.q["copy_ids"], [_pack_id(*row) for row in new_ids])
+        self._copier.copy(self._backend.q["copy_ids"], ids)  # in key order: B-tree filled in order
         self._size += len(rows)
         self.appended += len(rows)
         return list(range(first, self._size + 1))
