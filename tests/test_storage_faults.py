@@ -105,12 +105,6 @@ def test_full_map_refuses_the_batch_whole_and_keeps_the_log_intact(
     assert verify(log).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a full map escapes the facade as ledger.lmdb.LMDBMapFullError (eventsourcing's "
-    "OperationalError), not the public StorageError: ledger/lmdb_backend.py LMDBBackend.write "
-    "does not translate PersistenceError, so the CLI prints a traceback",
-)
 def test_full_map_is_the_public_storage_error(
     full: tuple[Path, Ledger, BaseException, list[Event]],
 ) -> None:
@@ -163,13 +157,6 @@ def test_a_batch_larger_than_the_maximum_map_stores_nothing(tmp_path: Path) -> N
         datastore.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: group commit puts concurrent appenders in one transaction and fails them all "
-    "when it fails: one client's batch that cannot fit in the map makes another client's "
-    "small append fail too (ledger/backend.py GroupCommitter.submit never retries requests "
-    "alone)",
-)
 def test_an_oversized_batch_does_not_fail_a_concurrent_small_append(tmp_path: Path) -> None:
     path = tmp_path / "group.lmdb"
     datastore, log = open_with_map(path, TINY, SMALL_MAX)

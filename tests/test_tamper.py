@@ -432,38 +432,7 @@ def test_forged_checkpoint_note_is_refused_under_the_auditor_key(
     assert "checkpoint of size 200" in result.detail
 
 
-TRUNCATIONS = [
-    pytest.param(
-        "half",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: a truncated data.mdb is mapped as is; reading a page past its end kills "
-            "the process with SIGBUS (ledger/lmdb.py LMDBDatastore.__init__ never compares the "
-            "file size with the environment's last page)",
-        ),
-        id="half",
-    ),
-    pytest.param(
-        "100 bytes",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: MDB_INVALID surfaces as eventsourcing's OperationalError, which "
-            "ledger/lmdb_backend.py LMDBBackend.__init__ does not translate (it catches only "
-            "lmdb.Error): the CLI prints a traceback",
-        ),
-        id="100-bytes",
-    ),
-    pytest.param(
-        "empty",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG: an empty data.mdb is opened (create=False) as a fresh ledger and "
-            "initialised: verify reports ok with 0 events (ledger/lmdb_backend.py only checks "
-            "that data.mdb exists)",
-        ),
-        id="empty",
-    ),
-]
+TRUNCATIONS = ["half", "100 bytes", "empty"]
 
 
 @pytest.mark.parametrize("cut", TRUNCATIONS)
