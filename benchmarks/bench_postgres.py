@@ -15,7 +15,10 @@ b. Replay the whole log: ours reads the stored events in pages, decodes each and
 
 Both sides use one database (default ``adminchain_bench`` on 127.0.0.1:5432, created if missing),
 each in a fresh schema dropped afterwards (``--keep`` keeps them). With R rounds the two sides
-alternate and the median is reported. Progress goes to stderr; ``--json`` prints the report only.
+alternate and the median is reported, with the per-round ratios. Wall-clock ratios move with
+whatever else the machine runs, so the report also gives the CPU each side spends per event
+(this process plus the server backends of the benchmark database, read from /proc when the
+server is local). Progress goes to stderr; ``--json`` prints the report only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -34,12 +39,12 @@ from psycopg import sql
 from benchmarks.common import (
     Comparison,
     Figure,
+    Node,
     Report,
     log,
     make_events,
     median,
     rate,
-    sqlite_fill,
     sqlite_read_map,
 )
 from ledger.codec import decode_record
@@ -107,42 +112,116 @@ def es_app(target: PgTarget, name: str) -> Any:
     return Application(env=env)
 
 
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    """One measured run: events, wall seconds, and CPU seconds of this process and the server
+    backends serving the benchmark database (None when /proc cannot show them)."""
+
+    count: int
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return rate(self.count, self.wall)
+
+    @property
+    def cpu_us(self) -> float | None:
+        """Client + server CPU microseconds per event: what the work costs whatever the load."""
+        if self.server_cpu is None:
+            return None
+        return (self.client_cpu + self.server_cpu) / self.count * 1e6
+
+
+def backend_cpu(target: PgTarget) -> dict[int, float] | None:
+    """CPU seconds used so far by each server process connected to the benchmark database."""
+    with admin(target) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (target.dbname,),
+        ).fetchall()
+    cpu: dict[int, float] = {}
+    for (pid,) in rows:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # a remote server, or no permission: report wall time only
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
+
+
+@contextmanager
+def measured(target: PgTarget, run: Run) -> Iterator[Run]:
+    """Time the block: wall, this process's CPU, and the CPU of the database's backends."""
+    before = backend_cpu(target)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    yield run
+    run.wall = time.perf_counter() - t0
+    run.client_cpu = time.process_time() - cpu0
+    after = backend_cpu(target)
+    if before is not None and after is not None:
+        run.server_cpu = sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 # ---------------------------------------------------------------------------- the two sides
 
 
-def ours_append(url: str, events: Sequence[Event], per_batch: int) -> float:
-    """`Ledger.append_batch` of `events` in batches of `per_batch`; events/s."""
+def ours_append(target: PgTarget, url: str, events: Sequence[Event], per_batch: int) -> Run:
+    """`Ledger.append_batch` of `events` in batches of `per_batch`."""
     with Ledger.open(url) as ledger:
-        t0 = time.perf_counter()
-        for start in range(0, len(events), per_batch):
-            ledger.append_batch(events[start : start + per_batch])
-        seconds = time.perf_counter() - t0
+        ledger.size()  # the pool's connections are open before the clock starts
+        with measured(target, Run(len(events))) as run:
+            for start in range(0, len(events), per_batch):
+                ledger.append_batch(events[start : start + per_batch])
         assert ledger.size() == len(events)
-    return rate(len(events), seconds)
+    return run
 
 
-def ours_replay(url: str) -> tuple[int, float]:
+def ours_replay(target: PgTarget, url: str, count: int) -> Run:
     """Read every stored event, decode it and fold it through every projection."""
     with Ledger.open(url) as ledger:
+        ledger.size()
         folder = Folder()
         apply = folder.apply
-        count = 0
-        t0 = time.perf_counter()
-        for _position, stored in ledger.read_stored():
-            apply(decode_record(stored).event)
-            count += 1
-        return count, time.perf_counter() - t0
+        seen = 0
+        with measured(target, Run(count)) as run:
+            for _position, stored in ledger.read_stored():
+                apply(decode_record(stored).event)
+                seen += 1
+        assert seen == count, (seen, count)
+    return run
 
 
-def baseline_append(app: Any, count: int) -> float:
-    """eventsourcing on PostgreSQL: aggregates of 100 events (built first), one `save` each."""
-    seconds, _ = sqlite_fill(app, count, PER_SAVE)  # backend-agnostic despite its name
-    return rate(count // PER_SAVE * PER_SAVE, seconds)
+def baseline_append(target: PgTarget, app: Any, count: int) -> Run:
+    """eventsourcing on PostgreSQL: aggregates of 100 events, one `save` each.
+
+    The aggregates are built before the clock starts (as our events are), exactly as
+    `benchmarks.common.sqlite_fill` does for the SQLite baseline; only the saves are measured.
+    """
+    aggregates = []
+    for k in range(count // PER_SAVE):
+        aggregate = Node()
+        for _ in range(PER_SAVE - 1):
+            subject, reason = f"node-{k % 1000:05d}", "kernel upgrade window"
+            aggregate.observe("MaintenanceObserved", subject, "alice", reason)
+        aggregates.append(aggregate)
+    app.recorder.max_notification_id()  # connections open before the clock starts
+    with measured(target, Run(len(aggregates) * PER_SAVE)) as run:
+        for aggregate in aggregates:
+            app.save(aggregate)
+    return run
 
 
-def baseline_replay(app: Any) -> tuple[int, float]:
+def baseline_replay(target: PgTarget, app: Any, count: int) -> Run:
     """Select the notification log in pages and map each notification to a domain event."""
-    return sqlite_read_map(app, page=PAGE)  # backend-agnostic despite its name
+    with measured(target, Run(count)) as run:
+        seen, _ = sqlite_read_map(app, page=PAGE)  # backend-agnostic despite its name
+    assert seen == count, (seen, count)
+    return run
 
 
 # ---------------------------------------------------------------------------- main
@@ -179,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     server = server_version(target)
     log(f"{server}, database {target.dbname!r}")
     events = make_events(count)
-    appends: tuple[list[float], list[float]] = ([], [])
-    replays: tuple[list[float], list[float]] = ([], [])
+    appends: tuple[list[Run], list[Run]] = ([], [])
+    replays: tuple[list[Run], list[Run]] = ([], [])
     for r in range(args.rounds):
         with (
             schema(target, "bench_ours", keep=args.keep) as ours_schema,
@@ -188,20 +267,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         ):
             url = ledger_url(target, ours_schema)
             log(f"round {r + 1}: ours, append_batch of {count:,} in batches of {per_batch:,}")
-            appends[0].append(ours_append(url, events, per_batch))
-            log(f"   {appends[0][-1]:,.0f}/s; eventsourcing, {PER_SAVE} events per save")
+            appends[0].append(ours_append(target, url, events, per_batch))
+            log(f"   {appends[0][-1].rate:,.0f}/s; eventsourcing, {PER_SAVE} events per save")
             app = es_app(target, es_schema)
             try:
-                appends[1].append(baseline_append(app, count))
-                log(f"   {appends[1][-1]:,.0f}/s; replays")
-                n, seconds = baseline_replay(app)
+                appends[1].append(baseline_append(target, app, count))
+                log(f"   {appends[1][-1].rate:,.0f}/s; replays")
+                replays[1].append(baseline_replay(target, app, count))
             finally:
                 app.close()
-            replays[1].append(rate(n, seconds))
-            n_ours, seconds_ours = ours_replay(url)
-            assert n_ours == n == count, (n_ours, n, count)
-            replays[0].append(rate(n_ours, seconds_ours))
-            log(f"   replay: ours {replays[0][-1]:,.0f}/s, eventsourcing {replays[1][-1]:,.0f}/s")
+            replays[0].append(ours_replay(target, url, count))
+            log(f"   replay: ours {replays[0][-1].rate:,.0f}/s, es {replays[1][-1].rate:,.0f}/s")
     rounds = f"median of {args.rounds} rounds" if args.rounds > 1 else ""
     report = Report(
         "adminchain bench_postgres (shared backend)",
@@ -218,8 +294,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     report.comparisons.append(
         Comparison(
             f"a. batch append of {count:,} events",
-            median(appends[0]),
-            median(appends[1]),
+            median([run.rate for run in appends[0]]),
+            median([run.rate for run in appends[1]]),
             "events/s",
             target=3,
             ours_label=f"Ledger.append_batch({per_batch:,})",
@@ -230,8 +306,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     report.comparisons.append(
         Comparison(
             "b. replay: read + decode (+ fold)",
-            median(replays[0]),
-            median(replays[1]),
+            median([run.rate for run in replays[0]]),
+            median([run.rate for run in replays[1]]),
             "events/s",
             target=3,
             ours_label="read_stored + decode + Folder",
@@ -240,15 +316,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     )
     for name, (ours, baseline) in (("a. append", appends), ("b. replay", replays)):
-        ratios = [o / b for o, b in zip(ours, baseline, strict=True)]
+        ratios = [o.rate / b.rate for o, b in zip(ours, baseline, strict=True)]
+        each = ", ".join(f"{r:.2f}" for r in ratios)
         report.figures.append(
-            Figure(
-                f"{name}: median of per-round ratios",
-                median(ratios),
-                "x",
-                "rounds: " + ", ".join(f"{r:.2f}" for r in ratios),
-            )
+            Figure(f"{name}: median of per-round ratios", median(ratios), "x", f"rounds: {each}")
         )
+        cpu = [(o.cpu_us, b.cpu_us) for o, b in zip(ours, baseline, strict=True)]
+        if all(o is not None and b is not None for o, b in cpu):
+            mine = median([o for o, _ in cpu if o is not None])
+            theirs = median([b for _, b in cpu if b is not None])
+            note = (
+                f"CPU per event, client + server: ours {mine:.1f} us, eventsourcing "
+                f"{theirs:.1f} us (insensitive to other load on the machine)"
+            )
+            report.figures.append(Figure(f"{name}: CPU ratio", theirs / mine, "x", note))
     report.emit(as_json=args.json)
 
 
