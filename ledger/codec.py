@@ -121,8 +121,20 @@ def validate(event: Event, line: int | None = None) -> Event:
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
     except (TypeError, ValueError) as e:
-        raise InvalidEventError(f"a field holds a value that is not JSON: {e}", line=line) from e
+        raise InvalidEventError(
+            f"not a JSON value ({e})", line=line, field=_unencodable_field(event)
+        ) from e
     return normalise(decoded, line)
+
+
+def _unencodable_field(event: Event) -> str | None:
+    """The wire name of the first field whose value JSON cannot encode."""
+    for info in msgspec.structs.fields(event):
+        try:
+            _json_encoder.encode(getattr(event, info.name))
+        except (TypeError, ValueError):
+            return info.encode_name
+    return None
 
 
 def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Event]]:
