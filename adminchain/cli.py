@@ -116,7 +116,7 @@ def operator_options(func: F) -> F:
         "--sign-key",
         type=click.Path(exists=True, dir_okay=False),
         envvar="ADMINCHAIN_SIGN_KEY",
-        help="Operator signing key file (see `adminchain keygen --operator`).",
+        help="Sign the event with this operator key file (from `adminchain keygen`).",
     )(func)
     func = click.option(
         "--strict",

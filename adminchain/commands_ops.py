@@ -47,7 +47,7 @@ def _append(
     if as_json:
         emit_json({"position": result.position, "id": result.id, "duplicate": result.duplicate})
     else:
-        render.append_line(result, 1)
+        render.operator_result(event, result, views.verdicts(result.position), strict=strict)
 
 
 def _id_option(func: Any) -> Any:

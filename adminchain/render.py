@@ -92,11 +92,17 @@ def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[
 
 
 def _when(value: Any) -> str:
+    """A time to the second, in UTC, for people (JSON output keeps full precision)."""
     if value is None:
         return "—"
+    if isinstance(value, str):
+        try:
+            value = msgspec.json.decode(_json.encode(value), type=datetime)
+        except msgspec.ValidationError:
+            return value
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
-    return str(value).replace("T", " ")
+    return str(value)
 
 
 def _age(since: str | None, now: datetime) -> str:
@@ -127,6 +133,27 @@ def append_line(result: Any, line: int) -> None:
     """One streamed append result."""
     note = " [dim](duplicate: already stored)[/]" if result.duplicate else ""
     console.print(f"line {line}: position {result.position} id {result.id}{note}")
+
+
+def operator_result(
+    event: Any, result: Any, verdicts: list[dict[str, Any]], *, strict: bool
+) -> None:
+    """What an operator shortcut did: where it was recorded and what the projections made of it."""
+    what = f"{type(event).__name__} {event.subject}"
+    if result.duplicate:
+        console.print(f"[dim]{what}: id {result.id} is already at position {result.position}[/]")
+        return
+    console.print(f"recorded {what} at position {result.position} (id {result.id})")
+    for v in verdicts:
+        style = VERDICT_STYLES[v["verdict"]]
+        reason = f": {v['reason']}" if v.get("reason") else ""
+        detail = f" ({v['detail']})" if v.get("detail") else ""
+        console.print(Text(f"  {v['projection']}: {v['verdict']}{reason}{detail}", style=style))
+    if any(v["verdict"] == "rejected" for v in verdicts) and not strict:
+        console.print(
+            "  [yellow]the event is in the log, but the projection refused it; "
+            "--strict refuses such commands before they are recorded[/]"
+        )
 
 
 def append_summary(results: list[Any]) -> None:
@@ -203,7 +230,8 @@ def status_tables(document: dict[str, dict[str, Any]], now: datetime) -> None:
         console.print(Text(name, style="bold underline"))
         console.print(_STATUS_TABLES[name](subjects, now))
     if not shown:
-        console.print("no state yet: nothing has been appended about that")
+        kinds = ", ".join(_STATUS_TABLES)
+        console.print(f"nothing is known about that yet (kinds are: {kinds})")
 
 
 def _maintenance(rows: dict[str, Any], now: datetime) -> Table:

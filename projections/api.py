@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 from ledger.backend import Precondition
 from ledger.errors import UsageError
 from ledger.ledger import Ledger
+from projections.base import Verdict
 from projections.state import PROJECTIONS
 from projections.views import CHUNK, ViewReader, ViewTxn, codec, strict_precondition
 
@@ -71,6 +72,16 @@ def status_document(
         else:
             document[name] = {}
     return document
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    """One verdict as the ``history`` JSON shows it (reason and detail only when present)."""
+    data: dict[str, Any] = {"projection": verdict.projection, "verdict": verdict.verdict}
+    if verdict.reason:
+        data["reason"] = verdict.reason
+    if verdict.detail:
+        data["detail"] = verdict.detail
+    return data
 
 
 class _ReaderSource:
@@ -187,15 +198,17 @@ class Views:
                         "type": type(entry.event).__name__,
                         "at": entry.event.at,
                         "actor": entry.event.actor,
-                        "verdicts": [
-                            {"projection": v.projection, "verdict": v.verdict}
-                            | ({"reason": v.reason} if v.reason else {})
-                            | ({"detail": v.detail} if v.detail else {})
-                            for v in verdicts
-                        ],
+                        "verdicts": [_verdict_json(v) for v in verdicts],
                     }
                 )
         return rows
+
+    def verdicts(self, position: int) -> list[dict[str, Any]]:
+        """The verdicts recorded for one position (after catching up), as in ``history``."""
+        self.catch_up()
+        with self.reader() as reader:
+            raw = reader.verdicts(position)
+        return [] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""
