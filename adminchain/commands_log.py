@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -19,7 +18,7 @@ from adminchain.cli import (
     parse_time,
     read_lines,
 )
-from ledger.codec import decode_line, event_to_builtins
+from ledger.codec import decode_line
 from ledger.errors import StrictRefusedError
 
 
@@ -90,18 +89,14 @@ def append(
         line = lines[e.line - 1] if e.line else None
         raise StrictRefusedError(str(e).split(": ", 1)[-1], line=line) from e
     if as_json:
-        out = sys.stdout.buffer
-        for result in results:
-            out.write(render.append_json(result))
-        out.flush()
+        render.write_lines(render.append_json(r) for r in results)
     else:
         render.append_summary(results)
 
 
 def _print_result(result: Any, line: int, as_json: bool) -> None:
     if as_json:
-        sys.stdout.buffer.write(render.append_json(result))
-        sys.stdout.flush()
+        render.write_lines([render.append_json(result)])
     else:
         render.append_line(result, line)
 
@@ -123,10 +118,7 @@ def log_command(start: int, stop: int | None, ledger: str, as_json: bool) -> Non
     """
     entries = open_ledger(ledger, create=False).read(start, stop)
     if as_json:
-        out = sys.stdout.buffer
-        for entry in entries:
-            out.write(render.log_json(entry))
-        out.flush()
+        render.write_lines(render.log_json(e) for e in entries)
     else:
         render.log_table(entries)
 
@@ -196,15 +188,6 @@ def history(subject: str, ledger: str, as_json: bool) -> None:
         emit_json(rows)
     else:
         render.history_timeline(subject, rows)
-
-
-def event_json(entry: Any) -> dict[str, Any]:
-    """One log entry in the ``log --json`` shape."""
-    return {
-        "position": entry.position,
-        "recorded_at": entry.recorded_at,
-        "event": event_to_builtins(entry.event),
-    }
 
 
 @main.command()

@@ -7,6 +7,7 @@ bars go to stderr and only on a terminal, so stdout stays clean for pipes.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -119,6 +120,14 @@ def _age(since: str | None, now: datetime) -> str:
 
 
 # ------------------------------------------------------------------------ append and log
+
+
+def write_lines(lines: Iterable[bytes]) -> None:
+    """Machine output: each line (already encoded, newline included) to stdout, then flush."""
+    out = sys.stdout.buffer
+    for line in lines:
+        out.write(line)
+    out.flush()
 
 
 def append_json(result: Any) -> bytes:
