@@ -92,7 +92,7 @@ def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[
         yield wrapped
 
 
-def _when(value: Any) -> str:
+def _when(value: datetime | str | None) -> str:
     """A time to the second, in UTC, for people (JSON output keeps full precision)."""
     if value is None:
         return "—"
@@ -101,9 +101,7 @@ def _when(value: Any) -> str:
             value = msgspec.json.decode(_json.encode(value), type=datetime)
         except msgspec.ValidationError:
             return value
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
-    return str(value)
+    return value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
 
 
 def _age(since: str | None, now: datetime) -> str:
