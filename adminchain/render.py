@@ -98,10 +98,12 @@ def _when(value: datetime | str | None) -> str:
         return "—"
     if isinstance(value, str):
         try:
-            value = msgspec.json.decode(_json.encode(value), type=datetime)
+            when: datetime = msgspec.json.decode(_json.encode(value), type=datetime)
         except msgspec.ValidationError:
             return value
-    return value.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+    else:
+        when = value
+    return when.strftime("%Y-%m-%d %H:%M:%S") + "Z"
 
 
 def _age(since: str | None, now: datetime) -> str:
