@@ -37,6 +37,7 @@ __all__ = [
     "encode_state",
     "policy_for",
     "step",
+    "touched",
 ]
 
 
@@ -97,6 +98,21 @@ def _routes() -> dict[type[Any], tuple[tuple[str, _Fold, bool], ...]]:
 
 
 _ROUTES: Final = _routes()
+
+
+def touched(event: Event) -> list[tuple[str, str]]:
+    """The (projection, subject) states that folding `event` reads: the state of each projection
+    that handles it, and the policy settings in force when one of them uses policy."""
+    routes = _ROUTES.get(type(event))
+    if routes is None:
+        return []
+    subject = event.subject
+    keys = [(name, subject) for name, _, _ in routes]
+    if any(uses_policy for _, _, uses_policy in routes):
+        keys.append((policy.NAME, policy.ALL))
+        if subject != policy.ALL:
+            keys.append((policy.NAME, subject))
+    return keys
 
 
 def policy_for(get: Getter, subject: str) -> Policy:

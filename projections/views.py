@@ -11,7 +11,7 @@ the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Protocol
 
 import msgspec
@@ -21,7 +21,7 @@ from ledger.codec import decode_record
 from ledger.errors import StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections.base import Verdict
-from projections.state import PROJECTIONS, Change, step
+from projections.state import PROJECTIONS, Folder, touched
 
 __all__ = [
     "CHUNK",
@@ -99,45 +99,40 @@ codec: Final = StateCodec()
 
 
 class _Overlay:
-    """States read from a view snapshot on first use, then kept and updated in memory."""
+    """The stored states some events touch, loaded once into a `Folder` that folds them.
+
+    Folding goes through `Folder.apply`, the same fold as replay; what changed is found by
+    identity (a fold returns the very state object it got when nothing changed).
+    """
 
     def __init__(self, reader: ViewReader) -> None:
         self.reader = reader
-        self.cache: dict[tuple[str, str], Any] = {}
-        self.dirty: set[tuple[str, str]] = set()
+        self.loaded: dict[tuple[str, str], Any] = {}
+        self.folder = Folder()
 
-    def get(self, projection: str, subject: str) -> Any | None:
-        key = (projection, subject)
-        try:
-            return self.cache[key]
-        except KeyError:
-            raw = self.reader.load(projection, subject)
-            state = None if raw is None else codec.decode_state(projection, raw)
-            self.cache[key] = state
-            return state
+    def load(self, events: Iterable[Event]) -> None:
+        """Load every stored state these events will read that is not loaded yet."""
+        loaded, states, load = self.loaded, self.folder.states, self.reader.load
+        for event in events:
+            for key in touched(event):
+                if key not in loaded:
+                    raw = load(*key)
+                    state = None if raw is None else codec.decode_state(key[0], raw)
+                    loaded[key] = state
+                    if state is not None:
+                        states[key[0]][key[1]] = state
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        for change in changes:
-            key = (change.projection, change.subject)
-            if (
-                self.cache.get(key) is not change.state
-            ):  # `step` returns the same object if unchanged
-                self.cache[key] = change.state
-                self.dirty.add(key)
+    def changed(self) -> Iterator[tuple[str, str, Any]]:
+        """(projection, subject, new state or None) for each loaded state the folds changed."""
+        states = self.folder.states
+        for (projection, subject), before in self.loaded.items():
+            after = states[projection].get(subject)
+            if after is not before:
+                yield projection, subject, after
 
-    def fold(
-        self,
-        stored: Iterator[tuple[int, bytes]],
-        on_verdicts: Callable[[int, list[Verdict]], None] | None = None,
-    ) -> int:
-        last = 0
-        for position, data in stored:
-            changes = step(self.get, decode_record(data).event)
-            self.apply(changes)
-            if on_verdicts is not None:
-                on_verdicts(position, [c.verdict for c in changes])
-            last = position
-        return last
+
+def _decoded(stored: Iterable[tuple[int, bytes]]) -> list[tuple[int, Event]]:
+    return [(position, decode_record(data).event) for position, data in stored]
 
 
 def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
@@ -150,14 +145,15 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
+    events = _decoded(txn.read_stored(start, stop))
     overlay = _Overlay(txn)
-    last = overlay.fold(
-        txn.read_stored(start, stop),
-        lambda position, verdicts: txn.put_verdicts(position, codec.encode(verdicts)),
-    )
-    for projection, subject in overlay.dirty:
-        state = overlay.cache[(projection, subject)]
-        txn.save(projection, subject, None if state is None else codec.encode(state))
+    overlay.load(event for _, event in events)
+    apply, encode, put_verdicts = overlay.folder.apply, codec.encode, txn.put_verdicts
+    for position, event in events:
+        put_verdicts(position, encode(apply(event)))
+    for projection, subject, state in overlay.changed():
+        txn.save(projection, subject, None if state is None else encode(state))
+    last = events[-1][0] if events else start - 1
     txn.set_tracking(last)
     return last, size
 
@@ -174,15 +170,21 @@ def strict_precondition(
 
     def check(ops: TxnOps, events: Sequence[Event]) -> None:
         reader = views_over(ops)
+        unfolded = [
+            event for _, event in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
+        ]
         overlay = _Overlay(reader)
-        overlay.fold(ops.read_stored(reader.tracking() + 1, ops.size()))
+        overlay.load(unfolded)
+        overlay.load(events)
+        apply = overlay.folder.apply
+        for event in unfolded:
+            apply(event)
         for line, event in enumerate(events, start=1):
             if event.id is not None and ops.lookup_id(event.id) is not None:
                 continue
-            changes = step(overlay.get, event)
+            verdicts = apply(event)
             if isinstance(event, OPERATOR_EVENTS):
-                for change in changes:
-                    verdict = change.verdict
+                for verdict in verdicts:
                     if verdict.verdict == "rejected":
                         detail = f" ({verdict.detail})" if verdict.detail else ""
                         raise StrictRefusedError(
@@ -190,6 +192,5 @@ def strict_precondition(
                             f"{verdict.projection}: {verdict.reason}{detail}",
                             line=line,
                         )
-            overlay.apply(changes)
 
     return check
