@@ -168,11 +168,16 @@ def plan_append(store: NodeReader, size: int, leaf_hashes: Sequence[bytes]) -> l
 def append_leaves(store: NodeStore, size: int, leaf_hashes: Sequence[bytes]) -> int:
     """Append leaf hashes to the tree of `size` leaves in `store`; returns the new size.
 
-    Writes each leaf hash and each newly completed parent once (about two `put` calls a leaf);
+    Writes each leaf hash and each newly completed parent once (about two `put` calls a leaf,
+    or one ``put_run(level, start, hashes)`` call a level when the store offers that method);
     see `plan_append` for the errors.
     """
+    put_run = getattr(store, "put_run", None)
     put = store.put
     for level, start, hashes in plan_append(store, size, leaf_hashes):
+        if put_run is not None:
+            put_run(level, start, hashes)
+            continue
         for offset, h in enumerate(hashes):
             put(level, start + offset, h)
     return size + len(leaf_hashes)
