@@ -12,14 +12,15 @@ the others still commit).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol, cast
 
 from ledger import merkle
-from ledger.codec import encode_record, leaf_bytes
+from ledger.codec import encode_record
 from ledger.errors import LedgerError
 from ledger.events import Event
 
@@ -64,6 +65,9 @@ class TxnOps(Protocol):
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """Stored bytes for positions start..stop (inclusive) within this transaction."""
 
+    def get_meta(self, key: str) -> bytes | None:
+        """A ledger-wide setting (see `LogBackend.get_meta`) as seen by this transaction."""
+
 
 Precondition = Callable[[TxnOps, Sequence[Event]], None]
 """Called under the write lock before a request's events are written; raises to refuse them."""
@@ -102,10 +106,28 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
             except LedgerError as e:
                 request.error = e
                 continue
+        events, encoded = request.events, request.encoded
+        ids = cast("list[str]", [e.id for e in events])
+        assert None not in ids, "the Ledger assigns ids before appending"
+        lookup = ops.lookup_id
+        if len(set(ids)) == len(ids) and all(lookup(i) is None for i in ids):  # all new
+            new_rows = [
+                (e.subject, type(e).__name__, i, stored)
+                for e, i, stored in zip(events, ids, encoded, strict=True)
+            ]
+            size = ops.size()
+            positions = ops.insert(new_rows) if new_rows else []
+            if positions and positions[0] != size + 1:
+                raise LedgerError(f"positions must follow {size}, got {positions[0]}")
+            _append_leaves(ops, size, positions, encoded)
+            request.result = [
+                Appended(p, i, duplicate=False) for p, i in zip(positions, ids, strict=True)
+            ]
+            continue
         seen: dict[str, int] = {}
         rows: list[tuple[str, str, str, bytes]] = []
         slots: list[tuple[str, int | None]] = []
-        for event, stored in zip(request.events, request.encoded, strict=True):
+        for event, stored in zip(events, encoded, strict=True):
             event_id = event.id
             assert event_id is not None, "the Ledger assigns ids before appending"
             original = seen.get(event_id)
@@ -121,14 +143,7 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
         positions = ops.insert(rows) if rows else []
         if positions and positions[0] != size + 1:
             raise LedgerError(f"positions must follow {size}, got {positions[0]}")
-        merkle.append_leaves(
-            ops.nodes(),
-            size,
-            [
-                merkle.leaf_hash(leaf_bytes(p, row[3]))
-                for p, row in zip(positions, rows, strict=True)
-            ],
-        )
+        _append_leaves(ops, size, positions, [row[3] for row in rows])
         result: list[Appended] = []
         fresh = iter(positions)
         for event_id, original in slots:
@@ -139,6 +154,23 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
             else:
                 result.append(Appended(original, event_id, duplicate=True))
         request.result = result
+
+
+def _append_leaves(
+    ops: TxnOps, size: int, positions: Sequence[int], stored: Sequence[bytes]
+) -> None:
+    """Add the Merkle leaves of the stored events at `positions` (the tree has `size`)."""
+    if not positions:
+        return
+    sha256, prefix = hashlib.sha256, _LEAF_PREFIX  # leaf_hash(leaf_bytes(p, s)), inlined
+    leaves = [
+        sha256(prefix + p.to_bytes(8, "big") + s).digest()
+        for p, s in zip(positions, stored, strict=True)
+    ]
+    merkle.append_leaves(ops.nodes(), size, leaves)
+
+
+_LEAF_PREFIX: Final = b"\x00"
 
 
 class LogBackend(Protocol):

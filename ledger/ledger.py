@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Self
 import msgspec
 
 from ledger import merkle
-from ledger.backend import Appended, AppendRequest, GroupCommitter, LogBackend, Precondition
+from ledger.backend import (
+    Appended,
+    AppendRequest,
+    GroupCommitter,
+    LogBackend,
+    Precondition,
+    TxnOps,
+)
 from ledger.codec import decode_record, validate
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
 from ledger.events import Event
@@ -128,13 +135,35 @@ class Ledger:
             event if validated else validate(event, line)
             for line, event in enumerate(events, start=1)
         ]
-        trust = self.trust_policy()
-        if trust is not None:
-            trust.check(checked)
-        prepared = [self._prepare(event, now, line) for line, event in enumerate(checked, start=1)]
+        try:
+            prepared = [
+                self._prepare(event, now, line) for line, event in enumerate(checked, start=1)
+            ]
+        except InvalidEventError:
+            trust = self.trust_policy()  # a refusal by the trust policy comes first
+            if trust is not None:
+                trust.check(checked)
+            raise
         if not prepared:
+            trust = self.trust_policy()
+            if trust is not None:
+                trust.check(checked)
             return []
-        request = AppendRequest(prepared, now, precondition)
+
+        def guarded(ops: TxnOps, events: Sequence[Event]) -> None:
+            # The trust policy as of this very transaction: no trust change committed by any
+            # process before this append can be missed, at the cost of one get.
+            data = ops.get_meta(TRUST_KEY)
+            if data is not None:
+                from ledger.signing import TrustPolicy  # noqa: PLC0415  loads only if used
+
+                trust = TrustPolicy.decode(data)
+                if trust is not None:
+                    trust.check(checked)
+            if precondition is not None:
+                precondition(ops, events)
+
+        request = AppendRequest(prepared, now, guarded)
         return self._committer.submit(request)
 
     @staticmethod

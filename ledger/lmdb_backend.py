@@ -4,10 +4,13 @@ Events are stored by eventsourcing's application recorder of this project's LMDB
 module (position = notification id, one stream per subject, topic = event type, state = the
 stored bytes). Beside the recorder's tables, in the SAME write transaction, this backend keeps:
 
-- ``ledger.ids``: sha256(id) -> position, the idempotency index;
-- ``ledger.subjects``: sha256(subject) -> positions (dupsort), for `history`;
+- ``ledger.ids``: id (see `subject_key`) -> position, the idempotency index;
 - ``ledger.merkle``: level (1 byte) + index (8 bytes) -> node hash, every complete subtree;
 - ``ledger.checkpoints``: tree size -> checkpoint note.
+
+A subject's positions (for `history`) and its next version come from the recorder's own
+sequence index (``stored_events.idx``: subject + version -> position); an older ledger's
+``ledger.subjects`` table, which duplicated it, is no longer written or read.
 
 LMDB has one writer at a time across processes, so allocating positions inside the write
 transaction gives gap-free positions in commit order. A commit is flushed before it returns.
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import lmdb
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import PersistenceError
 
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
@@ -31,7 +34,6 @@ from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
 __all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
 
 _IDS: Final = b"ledger.ids"
-_SUBJECTS: Final = b"ledger.subjects"
 _MERKLE: Final = b"ledger.merkle"
 _CHECKPOINTS: Final = b"ledger.checkpoints"
 _META: Final = b"ledger.meta"
@@ -71,6 +73,14 @@ class _Nodes:
     def put(self, level: int, index: int, value: bytes) -> None:
         self._txn.put(_node_key(level, index), value, db=self._db)
 
+    def put_run(self, level: int, start: int, values: Sequence[bytes]) -> None:
+        """Store nodes (level, start), (level, start + 1), … with one `putmulti`."""
+        prefix = level.to_bytes(1, "big")
+        items = [(prefix + i.to_bytes(8, "big"), v) for i, v in enumerate(values, start)]
+        consumed, added = self._txn.cursor(db=self._db).putmulti(items)
+        if added != consumed:
+            raise StorageError(f"Merkle nodes at level {level} from {start} were not all stored")
+
 
 class LMDBTxnOps:
     """`ledger.backend.TxnOps` over one LMDB write transaction."""
@@ -89,21 +99,23 @@ class LMDBTxnOps:
     def insert(self, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
         backend = self._backend
         txn = self.raw
+        recorder = backend.recorder
         versions: dict[str, int] = {}
-        stored: list[StoredEvent] = []
-        cursor = txn.cursor(db=backend.subjects_db)
+        numbered: list[tuple[str, int, str, bytes]] = []
         for subject, topic, _event_id, data in rows:
             version = versions.get(subject)
             if version is None:
-                key = subject_key(subject)
-                version = cursor.count() if cursor.set_key(key) else 0
-            versions[subject] = version + 1
-            stored.append(StoredEvent(subject, version + 1, topic, data))
-        positions = backend.recorder.insert_events_txn(txn, stored)
-        for (subject, _topic, event_id, _data), position in zip(rows, positions, strict=True):
-            packed = position.to_bytes(8, "big")
-            txn.put(subject_key(event_id), packed, db=backend.ids_db)
-            txn.put(subject_key(subject), packed, db=backend.subjects_db, dupdata=True)
+                version = recorder.last_version_txn(txn, subject) or 0
+            versions[subject] = version = version + 1
+            numbered.append((subject, version, topic, data))
+        positions = recorder.insert_rows_txn(txn, numbered)
+        ids = [
+            (subject_key(row[2]), position.to_bytes(8, "big"))
+            for row, position in zip(rows, positions, strict=True)
+        ]
+        consumed, added = txn.cursor(db=backend.ids_db).putmulti(ids)
+        if added != consumed:
+            raise StorageError("event ids were not all stored")
         return list(positions)
 
     def nodes(self) -> merkle.NodeStore:
@@ -111,6 +123,10 @@ class LMDBTxnOps:
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         return self._backend.recorder.iter_stored_txn(self.raw, start, stop)
+
+    def get_meta(self, key: str) -> bytes | None:
+        value = self.raw.get(key.encode(), db=self._backend.meta_db)
+        return None if value is None else bytes(value)
 
 
 class LMDBBackend:
@@ -132,7 +148,6 @@ class LMDBBackend:
         self._check_not_truncated(data)
         self.recorder = LMDBApplicationRecorder(self.datastore)
         self.ids_db = self.datastore.db(_IDS)
-        self.subjects_db = self.datastore.db(_SUBJECTS, dupsort=True)
         self.merkle_db = self.datastore.db(_MERKLE)
         self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
         self.meta_db = self.datastore.db(_META)
@@ -167,10 +182,7 @@ class LMDBBackend:
 
     def positions_of(self, subject: str) -> list[int]:
         with self.recorder.read() as txn:
-            cursor = txn.cursor(db=self.subjects_db)
-            if not cursor.set_key(subject_key(subject)):
-                return []
-            return [int.from_bytes(v, "big") for v in cursor.iternext_dup()]
+            return self.recorder.notification_ids_txn(txn, subject)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)

@@ -461,6 +461,11 @@ class PostgresTxnOps:
             for position, _subject, data in page:
                 yield position, data
 
+    def get_meta(self, key: str) -> bytes | None:
+        self._copier.drain()
+        row = self.cursor.execute(self._backend.q["get_meta"], (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def flush(self) -> None:
         """Write the buffered Merkle rows and wait for every COPY (before commit)."""
         self._nodes.flush()
