@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -222,24 +223,44 @@ class GroupCommitter:
     The first waiting appender becomes the leader, takes every queued request and writes them
     together; the others wait for their request to be marked done. Each request's outcome is
     its own (its result, or its error).
+
+    Appenders whose request was in the batch just committed are usually about to append again
+    (threads appending one event at a time): a new leader waits up to `gather_window` for them
+    to queue, so that they share its flush instead of forming the next one. A lone appender, or
+    one arriving after a quiet moment, never waits.
     """
+
+    gather_window: float = 0.0002
+    """Seconds a leader may wait for the appenders of the batch just committed."""
 
     def __init__(self, write: Callable[[Sequence[AppendRequest]], None]) -> None:
         self._write = write
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._arrived = threading.Condition(lock)  # the gathering leader waits on this
         self._queue: list[AppendRequest] = []
+        self._queued_by: set[int] = set()
         self._leading = False
+        self._gathering = False
+        self._last_by: set[int] = set()  # threads whose requests were in the last batch
+        self._last_done = 0.0  # when the last batch was done (time.monotonic)
 
     def submit(self, request: AppendRequest) -> list[Appended]:
         """Queue `request`, wait until it is durable (or refused), and return its result."""
         request.encode()
+        me = threading.get_ident()
         with self._cond:
             self._queue.append(request)
+            self._queued_by.add(me)
+            if self._gathering:
+                self._arrived.notify()
             while not request.done and self._leading:
                 self._cond.wait()
             if not request.done:
                 self._leading = True
+                self._gather()
                 batch, self._queue = self._queue, []
+                batch_by, self._queued_by = self._queued_by, set()
         if not request.done:
             try:
                 self._write_isolated(batch)
@@ -248,11 +269,32 @@ class GroupCommitter:
                     for r in batch:
                         r.done = True
                     self._leading = False
+                    self._last_by = batch_by
+                    self._last_done = time.monotonic()
                     self._cond.notify_all()
         if request.error is not None:
             raise request.error
         assert request.result is not None
         return request.result
+
+    def _gather(self) -> None:
+        """As the new leader (lock held): wait briefly for the last batch's appenders."""
+        start = time.monotonic()
+        if start - self._last_done >= self.gather_window:
+            return
+        missing = self._last_by - self._queued_by
+        if not missing:
+            return
+        deadline = start + self.gather_window
+        self._gathering = True
+        try:
+            while not missing <= self._queued_by:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._arrived.wait(remaining)
+        finally:
+            self._gathering = False
 
     def _write_isolated(self, batch: list[AppendRequest]) -> None:
         """Write the batch in one transaction; if that fails, each request alone, so that one
