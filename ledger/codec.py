@@ -2,11 +2,16 @@
 
 Wire (SPEC §1): one JSON object per line. `decode_line` validates everything the catalogue
 declares and raises `InvalidEventError` naming the line and the field (msgspec's error path,
-e.g. ``$.targets[0].backend``, becomes ``targets[0].backend``).
+e.g. ``$.targets[0].backend``, becomes ``targets[0].backend``). It checks the line with the
+constrained mirror of the catalogue (`ledger.events.WIRE_EVENT`), then decodes the same bytes
+into the public event classes, whose annotations msgspec does not check.
 
 Storage: a msgpack array ``[schema_version, recorded_at, event]``. Times are stored as msgpack
 timestamps, so they read back in UTC. The stored bytes, prefixed with the position, are the
-Merkle leaf (SPEC §4): see `leaf_bytes`.
+Merkle leaf (SPEC §4): see `leaf_bytes`. `decode_record` does not re-run the wire constraints
+(lengths, patterns, time zones, DrainFailed's reason): stored events were validated at append,
+and the Merkle tree, not the decoder, guards what is stored. It still checks the structure
+(types, tags, literals, required and unknown fields), so garbage raises `msgspec.DecodeError`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from ledger.errors import InvalidEventError
-from ledger.events import Event
+from ledger.events import WIRE_EVENT, Event
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -41,7 +46,8 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_LINE_BYTES: Final = 1 << 20
 
-_json_decoder: Final = msgspec.json.Decoder(Event)
+_wire_checker: Final = msgspec.json.Decoder(WIRE_EVENT)  # the constraints: errors, paths
+_json_decoder: Final = msgspec.json.Decoder(Event)  # the public classes, once checked
 _json_encoder: Final = msgspec.json.Encoder()
 _canonical_encoder: Final = msgspec.json.Encoder(order="sorted")
 
@@ -105,6 +111,7 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
             detail = f"not valid UTF-8 (character {e.start + 1} is an unpaired surrogate)"
             raise InvalidEventError(detail, line=line) from e
     try:
+        _wire_checker.decode(data)
         return normalise(_json_decoder.decode(data), line)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
@@ -115,9 +122,11 @@ def validate(event: Event, line: int | None = None) -> Event:
     if not isinstance(event, msgspec.Struct):
         raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
     try:
-        decoded = _json_decoder.decode(_json_encoder.encode(event))
+        data = _json_encoder.encode(event)
+        _wire_checker.decode(data)
+        decoded = _json_decoder.decode(data)
         if decoded != event:  # JSON coerced a value (NaN to null, a subclass): check it strictly
-            msgspec.convert(msgspec.to_builtins(event, builtin_types=_AS_IS), Event)
+            msgspec.convert(msgspec.to_builtins(event, builtin_types=_AS_IS), WIRE_EVENT)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
     except (TypeError, ValueError) as e:
@@ -198,7 +207,8 @@ def encode_record(event: Event, recorded_at: datetime) -> bytes:
 
 
 def decode_record(data: bytes) -> StoredRecord:
-    """Decode stored bytes; raises `msgspec.DecodeError` on corruption (callers translate)."""
+    """Decode stored bytes, without the wire constraints (the Merkle tree guards them); raises
+    `msgspec.DecodeError` on corruption (callers translate)."""
     return _record_decoder.decode(data)
 
 

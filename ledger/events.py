@@ -1,9 +1,16 @@
 """The event catalogue (SPEC §1): every event adminchain records, as frozen msgspec structs.
 
 One tagged union, `Event`, keyed by the ``type`` field. The envelope fields (`subject`, `id`,
-`at`, `actor`, `signature`) are on every event; operator events require `actor`. Validation
-lives in the types themselves (lengths, patterns, enums, time zones) so that the wire codec
-(`ledger.codec`) gets precise, located errors from msgspec for free.
+`at`, `actor`, `signature`) are on every event; operator events require `actor`.
+
+Validation is declared once, in the annotations (lengths, patterns, time zones as `WireOnly`
+constraints; enums as `Literal`), but applied on the wire only. msgspec ignores `WireOnly`, so the
+public classes decode without the constraint checks: that is the storage path, whose events were
+validated at append and are covered by the Merkle tree. `WIRE_EVENT` is a mirror of `Event`
+generated from the same annotations with the constraints turned into `msgspec.Meta`; the wire
+codec (`ledger.codec`) decodes with it for precise, located errors from msgspec, then builds the
+public classes. Rules msgspec cannot express go in a `_wire_post_init` method, which becomes the
+mirror's ``__post_init__`` (and is not run on the public class).
 
 Schema evolution: add fields with defaults only, never rename or reorder; the storage record
 carries a schema version (`ledger.codec.SCHEMA_VERSION`).
@@ -11,8 +18,11 @@ carries a schema version (`ledger.codec.SCHEMA_VERSION`).
 
 from __future__ import annotations
 
+import types
+import typing
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -20,6 +30,7 @@ __all__ = [
     "LOOP_EVENTS",
     "MAINTENANCE_STATES",
     "OPERATOR_EVENTS",
+    "WIRE_EVENT",
     "BackendCrashed",
     "BackendRecovered",
     "BroadcastAcked",
@@ -43,26 +54,41 @@ __all__ = [
     "Signature",
     "StorageFailed",
     "Target",
+    "WireOnly",
     "event_types",
+    "wire_type",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class WireOnly:
+    """A constraint checked on the wire only: inert on the public classes (msgspec ignores
+    annotations it does not know), turned into ``meta`` on their `WIRE_EVENT` mirror."""
+
+    meta: msgspec.Meta
+
+
+def _wire(**constraints: Any) -> WireOnly:
+    return WireOnly(msgspec.Meta(**constraints))
+
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
 
 Subject: TypeAlias = Annotated[
     str,
-    msgspec.Meta(
+    _wire(
         min_length=1,
         max_length=256,
         pattern=_NO_CONTROL,
         description="1-256 characters, no control characters",
     ),
 ]
-EventId: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-Actor: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_NO_CONTROL)]
-Text: TypeAlias = Annotated[str, msgspec.Meta(max_length=4096)]
-Time: TypeAlias = Annotated[datetime, msgspec.Meta(tz=True)]
-Millis: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Count: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=2**31)]
+EventId: TypeAlias = Annotated[str, _wire(min_length=1, max_length=128)]
+Actor: TypeAlias = Annotated[str, _wire(min_length=1, max_length=256, pattern=_NO_CONTROL)]
+Text: TypeAlias = Annotated[str, _wire(max_length=4096)]
+Time: TypeAlias = Annotated[datetime, _wire(tz=True)]
+Millis: TypeAlias = Annotated[int, _wire(ge=0, le=2**53)]
+Count: TypeAlias = Annotated[int, _wire(ge=1, le=2**31)]
 
 MaintenanceStateName: TypeAlias = Literal[
     "Active",
@@ -86,7 +112,7 @@ class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An Ed25519 signature over the event's canonical bytes (`ledger.signing`)."""
 
     key: Actor
-    sig: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    sig: Annotated[str, _wire(min_length=1, max_length=256)]
 
 
 class _Envelope(
@@ -152,7 +178,7 @@ class ReleaseHandles(
 ):
     """Ask backends to release file handles below a path prefix."""
 
-    path_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    path_prefix: Annotated[str, _wire(min_length=1, max_length=4096)]
 
 
 Operation: TypeAlias = Quiesce | ReleaseHandles
@@ -169,7 +195,7 @@ class IssueBroadcast(_OperatorEvent, frozen=True, kw_only=True, tag=True):
     """An operator issues a lifecycle broadcast to a set of backends."""
 
     operation: Operation
-    targets: Annotated[list[Target], msgspec.Meta(max_length=100_000)]
+    targets: Annotated[list[Target], _wire(max_length=100_000)]
     ack_timeout_ms: Millis = 5000
 
 
@@ -183,7 +209,7 @@ class MaintenanceObserved(_Envelope, frozen=True, kw_only=True, tag=True):
     reason: Text | None = None
     deadline: Time | None = None
 
-    def __post_init__(self) -> None:
+    def _wire_post_init(self) -> None:  # the mirror's __post_init__: wire only
         if self.state == "DrainFailed" and not self.reason:
             msg = "`reason` is required when `state` is `DrainFailed`"
             raise ValueError(msg)
@@ -220,7 +246,7 @@ class BackendRecovered(_Envelope, frozen=True, kw_only=True, tag=True):
 class MembershipObserved(_Envelope, frozen=True, kw_only=True, tag=True):
     """The full current peer set of a cluster, as polled."""
 
-    peers: Annotated[list[Subject], msgspec.Meta(max_length=100_000)]
+    peers: Annotated[list[Subject], _wire(max_length=100_000)]
 
 
 class BroadcastAcked(_Envelope, frozen=True, kw_only=True, tag=True):
@@ -286,3 +312,79 @@ LOOP_EVENTS: Final[tuple[type[Event], ...]] = (
 def event_types() -> dict[str, type[Event]]:
     """Every event class by its wire `type` name."""
     return {cls.__name__: cls for cls in (*OPERATOR_EVENTS, *LOOP_EVENTS)}
+
+
+# ---------------------------------------------------------------- the wire mirror
+
+_MIRRORS: dict[type[msgspec.Struct], type[msgspec.Struct]] = {}
+
+
+def _mirror(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """The wire twin of one struct: same name, tag, fields, order, defaults and options, with
+    `WireOnly` constraints applied and `_wire_post_init` as its ``__post_init__``."""
+    if cls in _MIRRORS:
+        return _MIRRORS[cls]
+    config = cls.__struct_config__
+    fields = [
+        (info.name, wire_type(info.type), _field_spec(info)) for info in msgspec.structs.fields(cls)
+    ]
+    check = getattr(cls, "_wire_post_init", None)
+    mirror = msgspec.defstruct(
+        cls.__name__,
+        fields,
+        module=f"{__name__}.wire",
+        namespace={"__post_init__": check} if check is not None else None,
+        tag=config.tag,
+        tag_field=config.tag_field,
+        omit_defaults=config.omit_defaults,
+        forbid_unknown_fields=config.forbid_unknown_fields,
+        frozen=config.frozen,
+        eq=config.eq,
+        order=config.order,
+        kw_only=True,  # every field keyword-only: the declared order is kept as it is
+        array_like=config.array_like,
+    )
+    if mirror.__struct_fields__ != cls.__struct_fields__:  # pragma: no cover - a guard
+        msg = f"the wire mirror of {cls.__name__} reorders its fields"
+        raise TypeError(msg)
+    _MIRRORS[cls] = mirror
+    return mirror
+
+
+def _field_spec(info: msgspec.structs.FieldInfo) -> Any:
+    """The field's default (or factory) and wire name, as `msgspec.defstruct` takes them."""
+    name = None if info.encode_name == info.name else info.encode_name
+    if info.default is not msgspec.NODEFAULT:
+        return msgspec.field(default=info.default, name=name)
+    if info.default_factory is not msgspec.NODEFAULT:
+        return msgspec.field(default_factory=info.default_factory, name=name)
+    return msgspec.field(name=name)
+
+
+def wire_type(tp: Any) -> Any:
+    """`tp` as the wire checks it: `WireOnly` constraints become `msgspec.Meta`, structs their
+    mirrors. A plain `msgspec.Meta` on a public class is refused: storage would check it too."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Annotated:
+        inner: Any = tp.__origin__
+        extras: tuple[Any, ...] = tp.__metadata__
+        if any(isinstance(extra, msgspec.Meta) for extra in extras):
+            msg = f"{tp}: declare constraints as WireOnly, not msgspec.Meta"
+            raise TypeError(msg)
+        metas = [extra.meta if isinstance(extra, WireOnly) else extra for extra in extras]
+        return Annotated[(wire_type(inner), *metas)]
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return _mirror(tp)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(wire_type(arg) for arg in args)]  # noqa: UP007
+    if origin is list:
+        return list[wire_type(args[0])]  # type: ignore[misc]
+    if origin is Literal or not args:
+        return tp  # str, int, bool, datetime, None, literals: nothing to add
+    msg = f"{tp}: no wire rule for this type (add one to ledger.events.wire_type)"
+    raise TypeError(msg)
+
+
+WIRE_EVENT: Final[Any] = wire_type(Event)
+"""The constrained mirror of `Event`, for validating wire input only (`ledger.codec`)."""
