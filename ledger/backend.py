@@ -85,6 +85,8 @@ class AppendRequest:
     error: BaseException | None = None
     done: bool = False
     encoded: list[bytes] = field(default_factory=list)
+    minted: frozenset[str] = frozenset()
+    """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
 
     def encode(self) -> None:
         """Encode outside the write lock: the lock is held only for the table work."""
@@ -110,8 +112,10 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
         events, encoded = request.events, request.encoded
         ids = cast("list[str]", [e.id for e in events])
         assert None not in ids, "the Ledger assigns ids before appending"
-        lookup = ops.lookup_id
-        if len(set(ids)) == len(ids) and all(lookup(i) is None for i in ids):  # all new
+        lookup, minted = ops.lookup_id, request.minted
+        if len(set(ids)) == len(ids) and all(  # all new (ids the ledger just minted are)
+            i in minted or lookup(i) is None for i in ids
+        ):
             new_rows = [
                 (e.subject, type(e).__name__, i, stored)
                 for e, i, stored in zip(events, ids, encoded, strict=True)

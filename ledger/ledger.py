@@ -59,13 +59,16 @@ class Entry:
     stored: bytes
 
 
-def new_id() -> str:
-    """A random (version 4) UUID string, as an event id (formatted by hand: 3x `uuid.uuid4`)."""
-    h = bytearray(os.urandom(16))
-    h[6] = (h[6] & 0x0F) | 0x40
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+def new_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUID strings from one `os.urandom` call (3x `uuid.uuid4`)."""
+    pool = bytearray(os.urandom(16 * count))
+    ids = []
+    for offset in range(0, 16 * count, 16):
+        pool[offset + 6] = (pool[offset + 6] & 0x0F) | 0x40
+        pool[offset + 8] = (pool[offset + 8] & 0x3F) | 0x80
+        x = pool[offset : offset + 16].hex()
+        ids.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return ids
 
 
 def decode_entry(position: int, stored: bytes) -> Entry:
@@ -135,9 +138,12 @@ class Ledger:
             event if validated else validate(event, line)
             for line, event in enumerate(events, start=1)
         ]
+        minted = new_ids(sum(1 for e in checked if getattr(e, "id", 0) is None))
+        fresh = iter(minted)
         try:
             prepared = [
-                self._prepare(event, now, line) for line, event in enumerate(checked, start=1)
+                self._prepare(event, now, line, fresh)
+                for line, event in enumerate(checked, start=1)
             ]
         except InvalidEventError:
             trust = self.trust_policy()  # a refusal by the trust policy comes first
@@ -163,18 +169,18 @@ class Ledger:
             if precondition is not None:
                 precondition(ops, events)
 
-        request = AppendRequest(prepared, now, guarded)
+        request = AppendRequest(prepared, now, guarded, minted=frozenset(minted))
         return self._committer.submit(request)
 
     @staticmethod
-    def _prepare(event: Event, now: datetime, line: int) -> Event:
-        """Fill in `id` and `at`; the event is already validated and normalised (UTC times)."""
+    def _prepare(event: Event, now: datetime, line: int, fresh: Iterator[str]) -> Event:
+        """Fill in `id` (from `fresh`) and `at`; the event is already validated and normalised."""
         if not isinstance(event, msgspec.Struct):
             raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
         if event.id is None:
             if event.at is None:
-                return msgspec.structs.replace(event, id=new_id(), at=now)
-            return msgspec.structs.replace(event, id=new_id())
+                return msgspec.structs.replace(event, id=next(fresh), at=now)
+            return msgspec.structs.replace(event, id=next(fresh))
         if event.at is None:
             return msgspec.structs.replace(event, at=now)
         return event
