@@ -457,9 +457,23 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
     def iter_stored_txn(
         self, txn: lmdb.Transaction[bytes], start: int, stop: int
     ) -> Iterator[tuple[int, bytes]]:
-        """(notification id, state bytes) for ids start..stop inclusive, inside `txn`."""
-        for nid, record in self._log_items(txn, max(start, 1), stop):
-            yield nid, record[_split(record)[3] :]
+        """(notification id, state bytes) for ids start..stop inclusive, inside `txn`.
+
+        One flat loop (replay's read path): the record header is unpacked inline.
+        """
+        first = max(start, 1)
+        if first >= 1 << 64 or stop < first:
+            return
+        cursor = txn.cursor(db=self.datastore.db(self._log_name))
+        if not cursor.set_range(first.to_bytes(8, "big")):
+            return
+        unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
+        for key, record in cursor.iternext():
+            nid = from_bytes(key, "big")
+            if nid > stop:
+                return
+            _, _, oid_len, topic_len = unpack(record)
+            yield nid, record[head + oid_len + topic_len :]
 
     def _log_items(
         self, txn: lmdb.Transaction[bytes], first: int, stop: int | None

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from ledger.codec import decode_record
 from ledger.errors import StorageError, UsageError
 from ledger.ledger import Ledger
@@ -104,25 +106,25 @@ def rebuild(
     elif not 0 <= to <= size:
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
     folder = Folder()
-    apply = folder.apply
-    last = 0
-    for position, stored in ledger.read_stored(1, to):
-        if position != last + 1:
-            raise StorageError(f"position {last + 1} is missing from the log")
-        try:
-            event = decode_record(stored).event
-        except Exception as e:
-            raise StorageError(f"position {position}: stored event cannot be decoded ({e})") from e
-        verdicts = apply(event)
-        if audit is not None:
-            audit.record(position, event, verdicts)
-            if trust is not None:
-                problem = trust.problem(event, position)
-                if problem is not None:
-                    audit.record(position, event, [Verdict("signatures", "rejected", problem)])
-        last = position
-        if progress is not None and position % every == 0:
-            progress(position, to)
+    apply, decode, record = folder.apply, decode_record, audit.record if audit else None
+    last = position = 0
+    try:
+        for position, stored in ledger.read_stored(1, to):
+            if position != last + 1:
+                raise StorageError(f"position {last + 1} is missing from the log")
+            event = decode(stored).event
+            verdicts = apply(event)
+            if record is not None:
+                record(position, event, verdicts)
+                if trust is not None:
+                    problem = trust.problem(event, position)
+                    if problem is not None:
+                        record(position, event, [Verdict("signatures", "rejected", problem)])
+            last = position
+            if progress is not None and position % every == 0:
+                progress(position, to)
+    except msgspec.DecodeError as e:
+        raise StorageError(f"position {position}: stored event cannot be decoded ({e})") from e
     if progress is not None:
         progress(last, to)
     return folder, last
