@@ -9,6 +9,7 @@ from ledger.backend import Appended
 from ledger.errors import (
     InvalidEventError,
     LedgerError,
+    LedgerNotFoundError,
     NotFoundError,
     ProofError,
     SignatureError,
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidEventError",
     "Ledger",
     "LedgerError",
+    "LedgerNotFoundError",
     "NotFoundError",
     "ProofError",
     "SignatureError",

@@ -205,8 +205,8 @@ class LogBackend(Protocol):
     def get_meta(self, key: str) -> bytes | None:
         """A small ledger-wide setting (the origin, trusted operator keys), or None."""
 
-    def put_meta(self, key: str, value: bytes) -> None:
-        """Store a ledger-wide setting durably."""
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        """Store a ledger-wide setting durably (with `replace=False`, only if it is absent)."""
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Block until the log is longer than `position` or `timeout` seconds passed."""

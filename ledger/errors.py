@@ -10,6 +10,7 @@ __all__ = [
     "BackendUnavailableError",
     "InvalidEventError",
     "LedgerError",
+    "LedgerNotFoundError",
     "NotFoundError",
     "ProofError",
     "SignatureError",
@@ -72,6 +73,10 @@ class BackendUnavailableError(StorageError):
 
 class NotFoundError(LedgerError, LookupError):
     """A position, checkpoint or ledger that does not exist."""
+
+
+class LedgerNotFoundError(NotFoundError, BackendUnavailableError):
+    """There is no ledger where one was named (a bad ``--ledger``): nothing was created."""
 
 
 class ProofError(LedgerError, ValueError):

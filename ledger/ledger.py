@@ -318,8 +318,9 @@ class Ledger:
     def origin(self) -> str:
         """The checkpoint origin of this log: unique per ledger, made on first use and kept."""
         value = self.backend.get_meta("origin")
-        if value is None:
-            self.backend.put_meta("origin", f"adminchain.local/{uuid.uuid4()}".encode())
+        if value is None:  # first use: the first writer wins, every process reads that one
+            origin = f"adminchain.local/{uuid.uuid4()}".encode()
+            self.backend.put_meta("origin", origin, replace=False)
             value = self.backend.get_meta("origin")
             assert value is not None
         return value.decode()

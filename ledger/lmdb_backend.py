@@ -28,7 +28,7 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
-from ledger.errors import BackendUnavailableError, StorageError
+from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
 
 __all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
@@ -137,7 +137,7 @@ class LMDBBackend:
     ) -> None:
         data = path / "data.mdb"
         if not create and not data.exists():
-            raise BackendUnavailableError(f"no ledger at {path} (create one by appending to it)")
+            raise LedgerNotFoundError(f"no ledger at {path} (create one by appending to it)")
         if data.exists() and data.stat().st_size == 0:
             raise BackendUnavailableError(f"{data} is empty: not a ledger (truncated?)")
         self.url = str(path)
@@ -205,8 +205,10 @@ class LMDBBackend:
             value = txn.get(key.encode(), db=self.meta_db)
         return None if value is None else bytes(value)
 
-    def put_meta(self, key: str, value: bytes) -> None:
-        self.recorder.write_retrying(lambda txn: txn.put(key.encode(), value, db=self.meta_db))
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        self.recorder.write_retrying(
+            lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
+        )
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self.recorder.wait_beyond(position, timeout)

@@ -114,6 +114,8 @@ _STATEMENTS: Final = {
     "get_meta": "SELECT value FROM {schema}.meta WHERE key = %s",
     "put_meta": "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    "add_meta": "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
+    " ON CONFLICT (key) DO NOTHING",
     "put_checkpoint": "INSERT INTO {schema}.checkpoints (size, note) VALUES (%s, %s)"
     " ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
     "checkpoints": "SELECT size, note FROM {schema}.checkpoints ORDER BY size",
@@ -720,10 +722,10 @@ class PostgresBackend:
         row = self._read(lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings")
         return None if row is None else bytes(row[0])
 
-    def put_meta(self, key: str, value: bytes) -> None:
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         if key == "format":
             raise StorageError("the 'format' setting belongs to the backend")
-        statement = self.q["put_meta"]
+        statement = self.q["put_meta" if replace else "add_meta"]
         self.transaction(lambda c: c.execute(statement, (key, value)), what="store a setting")
 
     def wait_beyond(self, position: int, timeout: float) -> bool:

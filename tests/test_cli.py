@@ -315,7 +315,7 @@ def test_bad_usage_exits_2(run: Run, args: list[str]) -> None:
 
 def test_commands_on_a_missing_ledger_say_so(run: Run) -> None:
     result = run("status", "--ledger", "no-such.lmdb")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "no ledger at" in result.stderr
     assert not Path("no-such.lmdb").exists()
 

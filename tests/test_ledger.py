@@ -212,6 +212,13 @@ def test_four_processes_appending_at_once(ledger_target: str) -> None:
         assert log.root() == naive_root(log)
 
 
+def test_origin_is_made_once_and_kept(log: Ledger) -> None:
+    origin = log.origin()
+    assert origin.startswith("adminchain.local/")
+    log.backend.put_meta("origin", b"someone-else", replace=False)  # a racing first writer loses
+    assert log.origin() == origin
+
+
 def test_follow_yields_new_events(log: Ledger) -> None:
     log.append(LeaseExpired(subject="a"))
     seen: list[int] = []
