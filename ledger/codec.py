@@ -40,6 +40,7 @@ __all__ = [
     "iter_lines",
     "leaf_bytes",
     "normalise",
+    "record_decoder",
     "validate",
 ]
 
@@ -61,7 +62,8 @@ class StoredRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 _record_encoder: Final = msgspec.msgpack.Encoder()
-_record_decoder: Final = msgspec.msgpack.Decoder(StoredRecord)
+record_decoder: Final = msgspec.msgpack.Decoder(StoredRecord)
+"""Decodes stored bytes (`decode_record` is the named form; replay's hot loop binds this)."""
 
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _AS_IS: Final = (datetime,)
@@ -209,7 +211,7 @@ def encode_record(event: Event, recorded_at: datetime) -> bytes:
 def decode_record(data: bytes) -> StoredRecord:
     """Decode stored bytes, without the wire constraints (the Merkle tree guards them); raises
     `msgspec.DecodeError` on corruption (callers translate)."""
-    return _record_decoder.decode(data)
+    return record_decoder.decode(data)
 
 
 def leaf_bytes(position: int, stored: bytes) -> bytes:

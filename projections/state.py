@@ -170,13 +170,19 @@ def digest(states: Mapping[str, Mapping[str, Any]]) -> bytes:
 class Folder:
     """Every projection's current state in memory, folded event by event through `step`."""
 
-    __slots__ = ("states",)
+    __slots__ = ("_routes", "states")
 
     def __init__(self, states: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.states: dict[str, dict[str, Any]] = {p.NAME: {} for p in PROJECTIONS}
         if states:
             for name, table in states.items():
                 self.states[name].update(table)
+        # the routes with this folder's tables bound (the tables are mutated, never replaced)
+        tables = self.states
+        self._routes = {
+            cls: tuple((fold, uses_policy, tables[name]) for name, fold, uses_policy in routes)
+            for cls, routes in _ROUTES.items()
+        }
 
     def get(self, projection: str, subject: str) -> Any | None:
         """The state of `subject` in `projection` (None: default / absent)."""
@@ -188,25 +194,23 @@ class Folder:
         The same fold as `step` over this folder's states, inlined: this is replay's hot path,
         and the property tests check it against `step` through stored-view round trips.
         """
-        routes = _ROUTES.get(type(event))
+        routes = self._routes.get(type(event))
         if routes is None:
             return []
-        states = self.states
         subject = event.subject
         verdicts: list[Verdict] = []
-        for name, fold, uses_policy in routes:
+        for fold, uses_policy, table in routes:
             if uses_policy:
-                settings = states[policy.NAME]
+                settings = self.states[policy.NAME]
                 own = None if subject == policy.ALL else settings.get(subject)
                 in_force = policy.combine(settings.get(policy.ALL), own)
             else:
                 in_force = DEFAULT_POLICY
-            table = states[name]
             old = table.get(subject)
             state, verdict = fold(old, event, in_force)
             if state is not old:
                 if state is None:
-                    table.pop(subject, None)
+                    del table[subject]
                 else:
                     table[subject] = state
             verdicts.append(verdict)

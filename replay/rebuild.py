@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from ledger.codec import decode_record
+from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
 from ledger.ledger import Ledger
 from ledger.signing import TrustPolicy
@@ -106,7 +106,7 @@ def rebuild(
     elif not 0 <= to <= size:
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
     folder = Folder()
-    apply, decode, record = folder.apply, decode_record, audit.record if audit else None
+    apply, decode, record = folder.apply, record_decoder.decode, audit.record if audit else None
     last = position = 0
     try:
         for position, stored in ledger.read_stored(1, to):
