@@ -62,11 +62,12 @@ class StoredRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 _record_encoder: Final = msgspec.msgpack.Encoder()
+_msgpack_encoder: Final = _record_encoder
+_wire_msgpack_checker: Final = msgspec.msgpack.Decoder(WIRE_EVENT)
 record_decoder: Final = msgspec.msgpack.Decoder(StoredRecord)
 """Decodes stored bytes (`decode_record` is the named form; replay's hot loop binds this)."""
 
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_AS_IS: Final = (datetime,)
 
 
 def _located(
@@ -120,22 +121,23 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
 
 
 def validate(event: Event, line: int | None = None) -> Event:
-    """Check an event built in Python against the catalogue, as decoding would."""
+    """Check an event built in Python against the catalogue, as decoding would.
+
+    The event goes through msgpack (which, unlike JSON, keeps every Python type as it is: a
+    NaN stays a float, bytes stay bytes) into the constrained mirror `WIRE_EVENT`, so any value
+    the wire would refuse is refused here, with the same located message.
+    """
     if not isinstance(event, msgspec.Struct):
         raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
     try:
-        data = _json_encoder.encode(event)
-        _wire_checker.decode(data)
-        decoded = _json_decoder.decode(data)
-        if decoded != event:  # JSON coerced a value (NaN to null, a subclass): check it strictly
-            msgspec.convert(msgspec.to_builtins(event, builtin_types=_AS_IS), WIRE_EVENT)
+        _wire_msgpack_checker.decode(_msgpack_encoder.encode(event))
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise InvalidEventError(
             f"not a JSON value ({e})", line=line, field=_unencodable_field(event)
         ) from e
-    return normalise(decoded, line)
+    return normalise(event, line)
 
 
 def _unencodable_field(event: Event) -> str | None:
