@@ -120,11 +120,7 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
                 (e.subject, type(e).__name__, i, stored)
                 for e, i, stored in zip(events, ids, encoded, strict=True)
             ]
-            size = ops.size()
-            positions = ops.insert(new_rows) if new_rows else []
-            if positions and positions[0] != size + 1:
-                raise LedgerError(f"positions must follow {size}, got {positions[0]}")
-            _append_leaves(ops, size, positions, encoded)
+            positions = _insert(ops, new_rows)
             request.result = [
                 Appended(p, i, duplicate=False) for p, i in zip(positions, ids, strict=True)
             ]
@@ -144,11 +140,7 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
             seen[event_id] = -1 - len(rows)  # resolved to a position below
             slots.append((event_id, None))
             rows.append((event.subject, type(event).__name__, event_id, stored))
-        size = ops.size()
-        positions = ops.insert(rows) if rows else []
-        if positions and positions[0] != size + 1:
-            raise LedgerError(f"positions must follow {size}, got {positions[0]}")
-        _append_leaves(ops, size, positions, [row[3] for row in rows])
+        positions = _insert(ops, rows)
         result: list[Appended] = []
         fresh = iter(positions)
         for event_id, original in slots:
@@ -161,18 +153,21 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
         request.result = result
 
 
-def _append_leaves(
-    ops: TxnOps, size: int, positions: Sequence[int], stored: Sequence[bytes]
-) -> None:
-    """Add the Merkle leaves of the stored events at `positions` (the tree has `size`)."""
-    if not positions:
-        return
+def _insert(ops: TxnOps, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+    """Store new rows at the next positions and add their Merkle leaves; returns the positions."""
+    if not rows:
+        return []
+    size = ops.size()
+    positions = ops.insert(rows)
+    if positions[0] != size + 1:
+        raise LedgerError(f"positions must follow {size}, got {positions[0]}")
     sha256, prefix = hashlib.sha256, _LEAF_PREFIX  # leaf_hash(leaf_bytes(p, s)), inlined
     leaves = [
-        sha256(prefix + p.to_bytes(8, "big") + s).digest()
-        for p, s in zip(positions, stored, strict=True)
+        sha256(prefix + p.to_bytes(8, "big") + row[3]).digest()
+        for p, row in zip(positions, rows, strict=True)
     ]
     merkle.append_leaves(ops.nodes(), size, leaves)
+    return positions
 
 
 _LEAF_PREFIX: Final = b"\x00"
