@@ -343,6 +343,10 @@ class Frontier:
         """Append one leaf hash."""
         if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
             raise UsageError(f"a leaf hash is {HASH_SIZE} bytes")
+        self.push(leaf)
+
+    def push(self, leaf: bytes) -> None:
+        """Append one leaf hash the caller computed itself (a 32-byte digest: not checked)."""
         stack, n, h = self._stack, self._size, leaf
         while n & 1:
             h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()

@@ -16,8 +16,10 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import msgspec
+
 from ledger import merkle
-from ledger.codec import decode_record
+from ledger.codec import record_decoder
 from ledger.errors import ProofError
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
@@ -105,28 +107,30 @@ def verify(
     if problems:
         return result(None, "; ".join(problems), ok=False)
     expected = 1
-    sha256 = hashlib.sha256
+    sha256, decode = hashlib.sha256, record_decoder.decode
     next_leaf = leaves.__next__
-    apply = folder.apply
+    apply, push = folder.apply, frontier.push
     fold_until = max(checkpoints, default=0)  # past the last checkpoint no digest is compared
+    sizes = iter(sorted(checkpoints))
+    next_checkpoint = next(sizes, 0)
     for position, stored in ledger.read_stored(1):
         if position != expected:
             return result(expected, f"position {expected} is missing: an event was removed")
         # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
         leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
         stored_position, stored_leaf = next_leaf()
-        if stored_position != position:
-            what = "an event was inserted" if stored_position == 0 else "the tree is missing leaves"
-            return result(position, f"position {position} has no stored leaf: {what}")
         if stored_leaf != leaf:
+            if stored_position != position:
+                what = "an event was inserted" if stored_position == 0 else "leaves are missing"
+                return result(position, f"position {position} has no stored leaf: {what}")
             return result(
                 position,
                 f"the event at position {position} does not match its leaf hash: it was changed, "
                 "reordered or inserted",
             )
         try:
-            event = decode_record(stored).event
-        except Exception as e:  # noqa: BLE001  any decoding failure is corruption
+            event = decode(stored).event
+        except msgspec.DecodeError as e:
             return result(position, f"the event at position {position} cannot be decoded: {e}")
         if trust is not None:
             problem = trust.problem(event, position)
@@ -136,11 +140,12 @@ def verify(
                     f"the operator event at position {position} breaks the signing policy: "
                     f"{problem}",
                 )
-        frontier.append(leaf)
+        push(leaf)
         if position <= fold_until:
             apply(event)
-        checkpoint = checkpoints.get(position)
-        if checkpoint is not None:
+        if position == next_checkpoint:
+            checkpoint = checkpoints[position]
+            next_checkpoint = next(sizes, 0)
             checked += 1
             if checkpoint.root != frontier.root():
                 return result(
