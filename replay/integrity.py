@@ -13,7 +13,7 @@ views have reached, with the digest of those views, signed when a key is given.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -25,10 +25,9 @@ from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
+from replay.rebuild import Progress
 
 __all__ = ["VerifyResult", "make_checkpoint", "stored_checkpoints", "verify"]
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,10 @@ from ledger.signing import TrustPolicy
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder
 
-__all__ = ["Audit", "FolderSource", "Rejected", "as_of", "position_at", "rebuild"]
+__all__ = ["Audit", "FolderSource", "Progress", "Rejected", "as_of", "position_at", "rebuild"]
 
 Progress = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` during long work (the CLI draws a bar with it)."""
 
 
 @dataclass(frozen=True, slots=True)
