@@ -33,6 +33,7 @@ class _LMDBViewTxn:
     def __init__(self, views: LMDBViews, txn: Any) -> None:
         self._views = views
         self._txn = txn
+        self._verdicts: list[tuple[bytes, bytes]] = []  # written with the tracking position
 
     def tracking(self) -> int:
         value = self._txn.get(_TRACKING, db=self._views.meta_db)
@@ -70,9 +71,14 @@ class _LMDBViewTxn:
             self._txn.put(key, _encoder.encode((subject, data)), db=self._views.state_db)
 
     def put_verdicts(self, position: int, data: bytes) -> None:
-        self._txn.put(position.to_bytes(8, "big"), data, db=self._views.verdicts_db)
+        self._verdicts.append((position.to_bytes(8, "big"), data))
 
     def set_tracking(self, position: int) -> None:
+        """Record the tracking position, and the verdicts buffered since the last one."""
+        if self._verdicts:
+            cursor = self._txn.cursor(db=self._views.verdicts_db)
+            cursor.putmulti(self._verdicts)
+            self._verdicts = []
         self._txn.put(_TRACKING, position.to_bytes(8, "big"), db=self._views.meta_db)
 
 

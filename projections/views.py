@@ -113,7 +113,8 @@ class _Overlay:
     def load(self, events: Iterable[Event]) -> None:
         """Load every stored state these events will read that is not loaded yet."""
         loaded, states, load = self.loaded, self.folder.states, self.reader.load
-        for event in events:
+        kinds = {(type(e), e.subject): e for e in events}  # one event per (type, subject) will do
+        for event in kinds.values():
             for key in touched(event):
                 if key not in loaded:
                     raw = load(*key)
