@@ -140,20 +140,10 @@ class Ledger:
         ]
         minted = new_ids(sum(1 for e in checked if getattr(e, "id", 0) is None))
         fresh = iter(minted)
-        try:
-            prepared = [
-                self._prepare(event, now, line, fresh)
-                for line, event in enumerate(checked, start=1)
-            ]
-        except InvalidEventError:
-            trust = self.trust_policy()  # a refusal by the trust policy comes first
-            if trust is not None:
-                trust.check(checked)
-            raise
+        prepared = [
+            self._prepare(event, now, line, fresh) for line, event in enumerate(checked, start=1)
+        ]
         if not prepared:
-            trust = self.trust_policy()
-            if trust is not None:
-                trust.check(checked)
             return []
 
         def guarded(ops: TxnOps, events: Sequence[Event]) -> None:
