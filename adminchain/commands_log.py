@@ -214,3 +214,43 @@ def copy(source: str, destination: str, as_json: bool) -> None:
         emit_json({"size": size, "root": root, "source_root": src.root(size).hex()})
     else:
         render.console.print(f"copied {size} events; root {root} (same as the source)")
+
+
+@main.command("catch-up")
+@click.option("--follow", is_flag=True, help="Keep going: fold new events as they are appended.")
+@click.option("--poll", default=0.5, show_default=True, help="Seconds between checks when idle.")
+@ledger_options
+def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
+    """Bring the stored projections up to the end of the log (a projection runner).
+
+    Queries catch the views up by themselves; run this where appends come from many hosts
+    (a shared PostgreSQL ledger) to keep the views current for readers, with --follow as a
+    service. Each chunk is folded with its tracking position in one transaction, so runners
+    on several hosts never fold an event twice, and a killed runner resumes where it stopped.
+
+    \b
+    Example:
+      adminchain catch-up
+      adminchain catch-up --follow --ledger postgresql://postgres@db:5432/adminchain
+    """
+    import contextlib  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    views = open_views(ledger)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    with render.progress_bar("catching up", views.ledger.size(), enabled=not as_json) as update:
+        tracking = views.catch_up(update)
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a runner normally
+            views.follow(poll=poll, stop=lambda: stopping)
+        tracking = views.tracking()
+    if as_json:
+        emit_json({"tracking": tracking, "size": views.ledger.size()})
+    else:
+        render.console.print(f"the stored views include every event up to position {tracking}")

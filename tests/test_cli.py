@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -407,3 +408,34 @@ def test_demo_runs_and_json_is_clean(run: Run) -> None:
     story = run("demo")
     assert story.returncode == 0
     assert "A late 'drain failed' arrives" in story.stdout
+
+
+def test_catch_up_and_a_following_runner(run: Run, tmp_path: Path) -> None:
+    run("maintenance", "enter", "n1")
+    once = run("catch-up", "--json")
+    assert once.returncode == 0
+    assert json.loads(once.stdout) == {"tracking": 1, "size": 1}
+    env = dict(os.environ, ADMINCHAIN_LEDGER=str(tmp_path / "cli.lmdb"))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "adminchain", "catch-up", "--follow", "--poll", "0.05", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        from ledger.events import LeaseExpired  # noqa: PLC0415
+        from ledger.ledger import Ledger  # noqa: PLC0415
+        from projections.api import Views  # noqa: PLC0415
+
+        with Ledger.open(tmp_path / "cli.lmdb") as log:
+            log.append_batch([LeaseExpired(subject=f"r{i}") for i in range(5)])
+            views = Views(log)
+            deadline = time.monotonic() + 30
+            while views.tracking() < 6 and time.monotonic() < deadline:  # folded by the runner
+                time.sleep(0.05)
+            assert views.tracking() == 6
+    finally:
+        runner.terminate()
+        out, err = runner.communicate(timeout=30)
+    assert runner.returncode == 0, err
+    assert json.loads(out) == {"tracking": 6, "size": 6}
