@@ -9,7 +9,6 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import getpass
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -125,9 +124,10 @@ def operator_options(func: F) -> F:
     )(func)
     return click.option(
         "--actor",
-        default=lambda: os.environ.get("ADMINCHAIN_ACTOR") or _login(),
-        show_default="login name",
-        help="Who is doing this; recorded in the event.",
+        envvar="ADMINCHAIN_ACTOR",
+        default=_login,
+        show_default="login name; with --sign-key, the key's name",
+        help="Who is doing this; recorded in the event [env: ADMINCHAIN_ACTOR].",
     )(func)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
+import msgspec
 
 from adminchain import render
 from adminchain.cli import (
@@ -41,7 +42,11 @@ def _append(
     if sign_key is not None:
         from ledger.signing import OperatorKey  # noqa: PLC0415
 
-        event = OperatorKey.load(sign_key).sign_if_operator(event)
+        key = OperatorKey.load(sign_key)
+        source = click.get_current_context().get_parameter_source("actor")
+        if source is click.core.ParameterSource.DEFAULT:  # no --actor: sign as the key's owner
+            event = msgspec.structs.replace(event, actor=key.signer.name)
+        event = key.sign_if_operator(event)
     views = open_views(ledger, create=True)
     result = views.ledger.append(event, precondition=views.strict() if strict else None)
     if as_json:

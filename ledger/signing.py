@@ -7,7 +7,9 @@ keys sorted, times in UTC. Such an event must also carry its own `id` and `at` (
 otherwise fill them in after signing, and the signature would no longer match).
 
 Keys use the same Go note format as checkpoint keys (`ledger.notes`); the signature field holds
-the key name and base64(4-byte key ID || Ed25519 signature), as a signed-note line does.
+the key name and base64(4-byte key ID || Ed25519 signature), as a signed-note line does. The
+key's name is the operator's: a signed event's `actor` must be that name, so the audit trail's
+"who" is attested, not just claimed.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ledger.notes import Signer, Verifier
 __all__ = ["TRUST_KEY", "OperatorKey", "Problem", "TrustPolicy", "signature_problem"]
 
 
-Problem = Literal["unsigned", "unknown_key", "bad_signature", "unsigned_fields"]
+Problem = Literal["unsigned", "unknown_key", "bad_signature", "unsigned_fields", "actor_mismatch"]
 
 
 class OperatorKey:
@@ -86,7 +88,9 @@ def signature_problem(event: Event, verifiers: dict[tuple[str, int], Verifier]) 
     verifier = verifiers.get((signature.key, int.from_bytes(blob[:4], "big")))
     if verifier is None:
         return "unknown_key"
-    return None if verifier.verify(canonical_bytes(event), blob[4:]) else "bad_signature"
+    if not verifier.verify(canonical_bytes(event), blob[4:]):
+        return "bad_signature"
+    return None if event.actor == signature.key else "actor_mismatch"
 
 
 _DETAIL: Final[dict[str, str]] = {
@@ -94,6 +98,8 @@ _DETAIL: Final[dict[str, str]] = {
     "unsigned_fields": "a signed operator event must carry its own `id` and `at`",
     "unknown_key": "signed by a key this ledger does not trust",
     "bad_signature": "the signature does not match the event",
+    "actor_mismatch": "the `actor` must be the name of the key that signs (an operator signs as "
+    "themselves)",
 }
 
 

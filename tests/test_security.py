@@ -193,6 +193,10 @@ def _attacks(alice: OperatorKey) -> dict[str, tuple[Event, str]]:
             msgspec.structs.replace(signed, actor="bob"),
             "bad_signature",
         ),
+        "actor is not the signing key's name": (
+            alice.sign(msgspec.structs.replace(operator_event(1), actor="bob")),
+            "actor_mismatch",
+        ),
         "time changed after signing": (
             msgspec.structs.replace(signed, at=T0 + timedelta(seconds=1)),
             "bad_signature",
@@ -262,11 +266,12 @@ def test_a_second_trusted_key_is_accepted_and_untrusting_it_refuses_it(
 ) -> None:
     carol = OperatorKey(Signer.generate("carol"))
     trusted.trust(carol.signer.verifier.encode())
-    assert trusted.append(carol.sign(operator_event(7))).position == 5
+    as_carol = {n: msgspec.structs.replace(operator_event(n), actor="carol") for n in (7, 9)}
+    assert trusted.append(carol.sign(as_carol[7])).position == 5
     assert trusted.append(alice.sign(operator_event(8))).position == 6
     trusted.untrust("carol")
     with pytest.raises(SignatureError, match="unknown_key"):
-        trusted.append(carol.sign(operator_event(9)))
+        trusted.append(carol.sign(as_carol[9]))
     assert trusted.size() == 6
 
 
