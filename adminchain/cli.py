@@ -13,7 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 import msgspec
@@ -79,12 +79,6 @@ def emit_json(value: object) -> None:
     """Write one JSON document (and a newline) to stdout."""
     sys.stdout.buffer.write(_json.encode(value) + b"\n")
     sys.stdout.flush()
-
-
-def fail(message: str, status: int = EXIT_USAGE) -> NoReturn:
-    """Stop with a message on stderr and an exit status."""
-    click.secho(f"error: {message}", err=True, fg="red")
-    raise SystemExit(status)
 
 
 def ledger_options(func: F) -> F:

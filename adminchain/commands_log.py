@@ -72,7 +72,7 @@ def append(
             try:
                 result = log.append(event, precondition=precondition, validated=True)
             except StrictRefusedError as e:
-                raise StrictRefusedError(str(e).split(": ", 1)[-1], line=number) from e
+                raise e.at_line(number) from e
             _print_result(result, number, as_json)
         return
     lines: list[int] = []
@@ -86,8 +86,7 @@ def append(
     try:
         results = log.append_batch(events, precondition=precondition, validated=True)
     except StrictRefusedError as e:
-        line = lines[e.line - 1] if e.line else None
-        raise StrictRefusedError(str(e).split(": ", 1)[-1], line=line) from e
+        raise e.at_line(lines[e.line - 1] if e.line else None) from e
     if as_json:
         render.write_lines(render.append_json(r) for r in results)
     else:

@@ -59,8 +59,13 @@ class StrictRefusedError(LedgerError):
     """A strict append was refused: the current projection would reject an event."""
 
     def __init__(self, message: str, *, line: int | None = None) -> None:
+        self.detail = message
         self.line = line
         super().__init__(f"line {line}: {message}" if line is not None else message)
+
+    def at_line(self, line: int | None) -> StrictRefusedError:
+        """The same refusal, located at `line` of the caller's input."""
+        return type(self)(self.detail, line=line)
 
 
 class StorageError(LedgerError):

@@ -393,7 +393,3 @@ class Ledger:
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
 
-
-def events_of(entries: Sequence[Entry]) -> list[Event]:
-    """The events of some entries (convenience for tests and folds)."""
-    return [e.event for e in entries]

@@ -109,17 +109,18 @@ class _Store(Protocol):
 
 def open_store(ledger: Ledger) -> _Store:
     """The stored views that live beside this ledger's log."""
-    backend = ledger.backend
-    if type(backend).__name__ == "PostgresBackend":
-        from projections.store_postgres import PostgresViews  # noqa: PLC0415  optional
-
-        return PostgresViews(backend)  # type: ignore[arg-type]
     from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415
 
-    assert isinstance(backend, LMDBBackend)
-    from projections.store_lmdb import LMDBViews  # noqa: PLC0415
+    backend = ledger.backend
+    if isinstance(backend, LMDBBackend):
+        from projections.store_lmdb import LMDBViews  # noqa: PLC0415
 
-    return LMDBViews(backend)
+        return LMDBViews(backend)
+    from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional: psycopg
+    from projections.store_postgres import PostgresViews  # noqa: PLC0415
+
+    assert isinstance(backend, PostgresBackend), f"no stored views for {type(backend).__name__}"
+    return PostgresViews(backend)
 
 
 class Views:
@@ -130,7 +131,16 @@ class Views:
         self.store = open_store(ledger)
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
-        """Fold every event beyond the tracking position; returns the new tracking position."""
+        """Fold every event beyond the tracking position; returns the new tracking position.
+
+        Caught-up views are seen in a read snapshot: queries take no write lock then.
+        """
+        with self.reader() as reader:
+            tracking, size = reader.tracking(), reader.size()
+        if tracking >= size:
+            if progress is not None:
+                progress(tracking, size)
+            return tracking
         while True:
             tracking, size = self.store.catch_up_chunk(CHUNK)
             if progress is not None:

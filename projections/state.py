@@ -131,12 +131,15 @@ def step(get: Getter, event: Event) -> list[Change]:
     if routes is None:
         return []
     subject = event.subject
-    changes: list[Change] = []
-    for name, fold, uses_policy in routes:
-        in_force = policy_for(get, subject) if uses_policy else DEFAULT_POLICY
-        state, verdict = fold(get(name, subject), event, in_force)
-        changes.append(Change(name, subject, state, verdict))
-    return changes
+    loaded = {key: state for key in touched(event) if (state := get(*key)) is not None}
+    folder = Folder({})  # the one fold (`Folder.apply`), over just the states `event` reads
+    for (name, key_subject), state in loaded.items():
+        folder.states[name][key_subject] = state
+    verdicts = folder.apply(event)
+    return [
+        Change(name, subject, folder.states[name].get(subject), verdict)
+        for (name, _, _), verdict in zip(routes, verdicts, strict=True)
+    ]
 
 
 _digest_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")

@@ -21,7 +21,7 @@ from ledger.codec import decode_record
 from ledger.errors import StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections.base import Verdict
-from projections.state import PROJECTIONS, Folder, touched
+from projections.state import Folder, decode_state, encode_state, touched
 
 __all__ = [
     "CHUNK",
@@ -72,27 +72,23 @@ class ViewTxn(ViewReader, Protocol):
         """Record the last folded position."""
 
 
-class StateCodec:
-    """msgpack for every projection's state struct and for verdict lists, built once."""
+_verdicts_decoder: Final = msgspec.msgpack.Decoder(list[Verdict])
 
-    def __init__(self) -> None:
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
-            module.NAME: msgspec.msgpack.Decoder(module.STATE) for module in PROJECTIONS
-        }
-        self._verdicts = msgspec.msgpack.Decoder(list[Verdict])
+
+class StateCodec:
+    """How stored views encode states (`projections.state`'s codec) and verdict lists."""
 
     def encode(self, value: object) -> bytes:
-        """Encode a state struct or a list of verdicts."""
-        return self._encoder.encode(value)
+        """Encode a state struct or a list of verdicts (both plain msgpack)."""
+        return encode_state(value)
 
     def decode_state(self, projection: str, data: bytes) -> Any:
         """Decode one stored state of `projection`."""
-        return self._decoders[projection].decode(data)
+        return decode_state(projection, data)
 
     def decode_verdicts(self, data: bytes) -> list[Verdict]:
         """Decode the verdicts of one position."""
-        return self._verdicts.decode(data)
+        return _verdicts_decoder.decode(data)
 
 
 codec: Final = StateCodec()

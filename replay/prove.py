@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ledger.errors import NotFoundError, ProofError, UsageError
 from ledger.ledger import Ledger
-from ledger.notes import Checkpoint, Signer, VerifierKeys
+from ledger.notes import Signer, VerifierKeys
 from ledger.proofs import (
     CONSISTENCY_HEADER,
     INCLUSION_HEADER,
@@ -113,7 +113,3 @@ def verify_proof_file(text: str | bytes, verifier_keys: VerifierKeys | None) -> 
         return Proven("consistency", consistency=verify_consistency_proof(text, verifier_keys))
     raise ProofError(f"not a proof file: the first line is {head[:60]!r}")
 
-
-def checkpoint_of(note: str) -> Checkpoint:
-    """The checkpoint in a stored note (signatures not checked)."""
-    return Checkpoint.open(note, None)
