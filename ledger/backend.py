@@ -48,8 +48,9 @@ class Appended:
 class TxnOps(Protocol):
     """Table operations inside one write transaction of a backend."""
 
-    raw: object
-    """The backend's own transaction handle (an lmdb.Transaction, a psycopg cursor)."""
+    @property
+    def raw(self) -> object:
+        """The backend's own transaction handle (an lmdb.Transaction, a psycopg cursor)."""
 
     def size(self) -> int:
         """The number of events in the log as seen by this transaction."""
@@ -87,6 +88,8 @@ class AppendRequest:
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    wake: threading.Lock = field(default_factory=threading.Lock)
+    """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
     def encode(self) -> None:
         """Encode outside the write lock: the lock is held only for the table work."""
@@ -98,76 +101,112 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     """Write each request inside the caller's transaction, in order.
 
     A request whose precondition raises a `LedgerError` gets that error and writes nothing; any
-    other exception aborts the whole transaction (the caller retries or reports it to all).
+    other exception aborts the whole transaction (the caller retries or reports it to all). The
+    rows of every request are stored together at the end (one insert, one tree update): see
+    `_Pending` for how a precondition still sees the requests before its own.
     """
+    pending = _Pending(ops)
     for request in requests:
         request.encode()
         request.result, request.error = None, None
         if request.precondition is not None:
             try:
-                request.precondition(ops, request.events)
+                request.precondition(pending, request.events)
             except LedgerError as e:
                 request.error = e
                 continue
+        request.result = pending.add(request)
+    pending.flush()
+
+
+class _Pending:
+    """A `TxnOps` over the caller's, holding rows back until `flush` writes them all at once.
+
+    Positions are known before the rows are written (the next ones after the transaction's
+    size), so `size` and `lookup_id` answer for the pending rows too. Whatever reads the stored
+    log or tree itself (`read_stored`, `nodes`, or the raw transaction handle, which a strict
+    precondition folds the views through) first writes the pending rows, so it sees them.
+    """
+
+    def __init__(self, ops: TxnOps) -> None:
+        self._ops = ops
+        self._size = ops.size()
+        self._rows: list[tuple[str, str, str, bytes]] = []
+        self._ids: dict[str, int] = {}
+
+    @property
+    def raw(self) -> object:
+        self.flush()
+        return self._ops.raw
+
+    def size(self) -> int:
+        return self._size + len(self._rows)
+
+    def lookup_id(self, event_id: str) -> int | None:
+        position = self._ids.get(event_id)
+        return position if position is not None else self._ops.lookup_id(event_id)
+
+    def insert(self, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+        first = self.size() + 1
+        self._rows.extend(rows)
+        positions = list(range(first, first + len(rows)))
+        self._ids.update(zip((row[2] for row in rows), positions, strict=True))
+        return positions
+
+    def nodes(self) -> merkle.NodeStore:
+        self.flush()
+        return self._ops.nodes()
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        self.flush()
+        return self._ops.read_stored(start, stop)
+
+    def get_meta(self, key: str) -> bytes | None:
+        return self._ops.get_meta(key)
+
+    def add(self, request: AppendRequest) -> list[Appended]:
+        """Queue a request's new events; a repeated id (stored, pending, or earlier in the same
+        request) reports its original position as a duplicate."""
         events, encoded = request.events, request.encoded
         ids = cast("list[str]", [e.id for e in events])
         assert None not in ids, "the Ledger assigns ids before appending"
-        lookup, minted = ops.lookup_id, request.minted
+        lookup, minted = self.lookup_id, request.minted
         if len(set(ids)) == len(ids) and all(  # all new (ids the ledger just minted are)
             i in minted or lookup(i) is None for i in ids
         ):
-            new_rows = [
-                (e.subject, type(e).__name__, i, stored)
-                for e, i, stored in zip(events, ids, encoded, strict=True)
-            ]
-            positions = _insert(ops, new_rows)
-            request.result = [
-                Appended(p, i, duplicate=False) for p, i in zip(positions, ids, strict=True)
-            ]
-            continue
-        seen: dict[str, int] = {}
-        rows: list[tuple[str, str, str, bytes]] = []
-        slots: list[tuple[str, int | None]] = []
-        for event, stored in zip(events, encoded, strict=True):
-            event_id = event.id
-            assert event_id is not None, "the Ledger assigns ids before appending"
-            original = seen.get(event_id)
-            if original is None:
-                original = ops.lookup_id(event_id)
-            if original is not None:
-                slots.append((event_id, original))
-                continue
-            seen[event_id] = -1 - len(rows)  # resolved to a position below
-            slots.append((event_id, None))
-            rows.append((event.subject, type(event).__name__, event_id, stored))
-        positions = _insert(ops, rows)
+            positions = self.insert(
+                [
+                    (e.subject, type(e).__name__, i, stored)
+                    for e, i, stored in zip(events, ids, encoded, strict=True)
+                ]
+            )
+            return [Appended(p, i, duplicate=False) for p, i in zip(positions, ids, strict=True)]
         result: list[Appended] = []
-        fresh = iter(positions)
-        for event_id, original in slots:
-            if original is None:
-                result.append(Appended(next(fresh), event_id, duplicate=False))
-            elif original < 0:
-                result.append(Appended(positions[-1 - original], event_id, duplicate=True))
-            else:
+        for event, event_id, stored in zip(events, ids, encoded, strict=True):
+            original = lookup(event_id)
+            if original is not None:
                 result.append(Appended(original, event_id, duplicate=True))
-        request.result = result
+                continue
+            (position,) = self.insert([(event.subject, type(event).__name__, event_id, stored)])
+            result.append(Appended(position, event_id, duplicate=False))
+        return result
 
-
-def _insert(ops: TxnOps, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
-    """Store new rows at the next positions and add their Merkle leaves; returns the positions."""
-    if not rows:
-        return []
-    size = ops.size()
-    positions = ops.insert(rows)
-    if positions[0] != size + 1:
-        raise LedgerError(f"positions must follow {size}, got {positions[0]}")
-    sha256, prefix = hashlib.sha256, _LEAF_PREFIX  # leaf_hash(leaf_bytes(p, s)), inlined
-    leaves = [
-        sha256(prefix + p.to_bytes(8, "big") + row[3]).digest()
-        for p, row in zip(positions, rows, strict=True)
-    ]
-    merkle.append_leaves(ops.nodes(), size, leaves)
-    return positions
+    def flush(self) -> None:
+        """Store the pending rows at their positions and add their Merkle leaves."""
+        rows, self._rows, self._ids = self._rows, [], {}
+        if not rows:
+            return
+        size = self._size
+        positions = self._ops.insert(rows)
+        if positions[0] != size + 1:
+            raise LedgerError(f"positions must follow {size}, got {positions[0]}")
+        self._size += len(rows)
+        sha256, prefix = hashlib.sha256, _LEAF_PREFIX  # leaf_hash(leaf_bytes(p, s)), inlined
+        leaves = [
+            sha256(prefix + p.to_bytes(8, "big") + row[3]).digest()
+            for p, row in zip(positions, rows, strict=True)
+        ]
+        merkle.append_leaves(self._ops.nodes(), size, leaves)
 
 
 _LEAF_PREFIX: Final = b"\x00"
@@ -219,9 +258,13 @@ class LogBackend(Protocol):
 class GroupCommitter:
     """Lets concurrent appenders in one process share a transaction, and so one flush.
 
-    The first waiting appender becomes the leader, takes every queued request and writes them
-    together; the others wait for their request to be marked done. Each request's outcome is
-    its own (its result, or its error).
+    The first appender to arrive while nobody writes becomes the leader: it takes every queued
+    request and writes them together; the others sleep until their request is done. Each
+    request's outcome is its own (its result, or its error). When the leader is done, it wakes
+    the appenders of its batch, and hands the lead to the first request queued meanwhile.
+
+    Every waiting appender sleeps on a lock of its own (`AppendRequest.wake`), so that waking a
+    batch of them is one release each, not a herd contending for one condition's lock.
 
     Appenders whose request was in the batch just committed are usually about to append again
     (threads appending one event at a time): a new leader waits up to `gather_window` for them
@@ -234,66 +277,74 @@ class GroupCommitter:
 
     def __init__(self, write: Callable[[Sequence[AppendRequest]], None]) -> None:
         self._write = write
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        self._arrived = threading.Condition(lock)  # the gathering leader waits on this
+        self._lock = threading.Lock()
         self._queue: list[AppendRequest] = []
         self._queued_by: set[int] = set()
         self._leading = False
-        self._gathering = False
+        self._gathering: threading.Lock | None = None  # released when the gather is complete
         self._last_by: set[int] = set()  # threads whose requests were in the last batch
         self._last_done = 0.0  # when the last batch was done (time.monotonic)
 
     def submit(self, request: AppendRequest) -> list[Appended]:
         """Queue `request`, wait until it is durable (or refused), and return its result."""
         request.encode()
-        me = threading.get_ident()
-        with self._cond:
+        wake = request.wake
+        wake.acquire()  # released by the leader: the request is done, or this thread leads
+        with self._lock:
             self._queue.append(request)
-            self._queued_by.add(me)
-            if self._gathering:
-                self._arrived.notify()
-            while not request.done and self._leading:
-                self._cond.wait()
-            if not request.done:
-                self._leading = True
-                self._gather()
-                batch, self._queue = self._queue, []
-                batch_by, self._queued_by = self._queued_by, set()
-        if not request.done:
-            try:
-                self._write_isolated(batch)
-            finally:
-                with self._cond:
-                    for r in batch:
-                        r.done = True
-                    self._leading = False
-                    self._last_by = batch_by
-                    self._last_done = time.monotonic()
-                    self._cond.notify_all()
+            self._queued_by.add(threading.get_ident())
+            gathering = self._gathering
+            if gathering is not None and self._last_by <= self._queued_by:
+                self._gathering = None
+                gathering.release()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            wake.acquire()
+            if not request.done:  # handed the lead
+                lead = True
+        if lead:
+            self._lead(request)
         if request.error is not None:
             raise request.error
         assert request.result is not None
         return request.result
 
-    def _gather(self) -> None:
-        """As the new leader (lock held): wait briefly for the last batch's appenders."""
-        start = time.monotonic()
-        if start - self._last_done >= self.gather_window:
-            return
-        missing = self._last_by - self._queued_by
-        if not missing:
-            return
-        deadline = start + self.gather_window
-        self._gathering = True
+    def _lead(self, request: AppendRequest) -> None:
+        """Write every queued request (`request`'s among them), wake their appenders, and hand
+        the lead to the first request queued meanwhile, if any."""
+        self._gather()
+        with self._lock:
+            batch, self._queue = self._queue, []
+            batch_by, self._queued_by = self._queued_by, set()
         try:
-            while not missing <= self._queued_by:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._arrived.wait(remaining)
+            self._write_isolated(batch)
         finally:
-            self._gathering = False
+            with self._lock:
+                for r in batch:
+                    r.done = True
+                self._last_by = batch_by
+                self._last_done = time.monotonic()
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            for r in batch:
+                if r is not request:
+                    r.wake.release()
+            if successor is not None:
+                successor.wake.release()
+
+    def _gather(self) -> None:
+        """As the new leader: wait briefly for the last batch's appenders to queue."""
+        with self._lock:
+            start = time.monotonic()
+            if start - self._last_done >= self.gather_window or self._last_by <= self._queued_by:
+                return
+            gate = self._gathering = threading.Lock()
+            gate.acquire()
+        gate.acquire(timeout=self.gather_window - (start - self._last_done))
+        with self._lock:
+            if self._gathering is gate:
+                self._gathering = None
 
     def _write_isolated(self, batch: list[AppendRequest]) -> None:
         """Write the batch in one transaction; if that fails, each request alone, so that one

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ledger import merkle
+from ledger.backend import Appended, AppendRequest, TxnOps
 from ledger.codec import leaf_bytes
 from ledger.errors import InvalidEventError, LedgerError, StrictRefusedError, UsageError
 from ledger.events import (
@@ -184,6 +185,40 @@ def test_concurrent_threads_share_commits(log: Ledger) -> None:
     assert sorted(results) == list(range(1, 8 * per_thread + 1))
     assert writes < 8 * per_thread
     assert log.root() == naive_root(log)
+
+
+def test_requests_sharing_a_transaction_see_each_other(log: Ledger) -> None:
+    """Group commit writes a transaction's requests together at its end: a repeat of an id
+    queued by an earlier request of the same transaction is still its duplicate, and a
+    precondition that reads the stored log (as a strict check does) sees the earlier requests."""
+    now = datetime.now(UTC)
+    first = AppendRequest([LeaseExpired(subject="a", id="x-1", at=T0)], now)
+    again = AppendRequest(
+        [LeaseExpired(subject="a", id="x-2", at=T0), LeaseExpired(subject="b", id="x-1", at=T0)],
+        now,
+    )
+    seen: list[tuple[int, list[int]]] = []
+
+    def reads_the_log(ops: TxnOps, events: object) -> None:
+        seen.append((ops.size(), [p for p, _ in ops.read_stored(1, ops.size())]))
+
+    third = AppendRequest([LeaseExpired(subject="c", id="x-3", at=T0)], now, reads_the_log)
+    refused = AppendRequest([LeaseExpired(subject="d", id="x-4", at=T0)], now, _refuse)
+    last = AppendRequest([LeaseExpired(subject="e", id="x-4", at=T0)], now)
+    log.backend.write([first, again, third, refused, last])
+    assert first.result == [Appended(1, "x-1", duplicate=False)]
+    assert again.result == [Appended(2, "x-2", duplicate=False), Appended(1, "x-1", duplicate=True)]
+    assert seen == [(2, [1, 2])]
+    assert third.result == [Appended(3, "x-3", duplicate=False)]
+    assert refused.result is None
+    assert isinstance(refused.error, LedgerError)
+    assert last.result == [Appended(4, "x-4", duplicate=False)]  # the refused one wrote nothing
+    assert [e.event.id for e in log.read()] == ["x-1", "x-2", "x-3", "x-4"]
+    assert log.root() == naive_root(log)
+
+
+def _refuse(ops: TxnOps, events: object) -> None:
+    raise LedgerError("refused")
 
 
 def _append_many(target: str, worker: int, count: int) -> None:
