@@ -399,7 +399,6 @@ class PostgresTxnOps:
     """
 
     def __init__(self, backend: PostgresBackend, curs: Cursor, *, background: bool = False):
-        self.raw: object = curs
         self.cursor: Cursor = curs
         self._backend = backend
         self._copier = _Copier(curs, background=background)
@@ -408,6 +407,12 @@ class PostgresTxnOps:
         self._versions: dict[str, int] = {}
         self._nodes = _TxnNodes(backend, curs, self._copier, self._size)
         self.appended = 0
+
+    @property
+    def raw(self) -> object:
+        """The cursor, once the COPYs running in the background are done."""
+        self._copier.drain()
+        return self.cursor
 
     def prefetch_ids(self, event_ids: Sequence[str]) -> None:
         """Look up every id of a batch at once (under the lock, the answer cannot change)."""
@@ -631,14 +636,16 @@ class PostgresBackend:
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         """Append the requests in one transaction under the recorder's table lock."""
-        event_ids = [e.id for r in requests for e in r.events if e.id is not None]
+        # Ids the ledger minted are fresh random UUIDs: only the others are looked up.
+        event_ids = [
+            e.id for r in requests for e in r.events if e.id is not None and e.id not in r.minted
+        ]
+        rows = sum(len(r.events) for r in requests)
         for request in requests:
             request.encode()
-        # Big batches COPY in a worker thread; not with preconditions, which may query the
-        # views through the same connection at any moment.
-        background = len(event_ids) >= _BACKGROUND_ROWS and not any(
-            r.precondition for r in requests
-        )
+        # Big batches COPY in a worker thread. A precondition's queries are safe: whatever
+        # gives it the connection or reads through it waits for the COPYs first.
+        background = rows >= _BACKGROUND_ROWS
 
         def body(curs: Cursor) -> None:
             self.recorder.lock(curs)

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from ledger import merkle
 from ledger import postgres as pg
+from ledger.backend import Appended, AppendRequest, TxnOps
 from ledger.codec import leaf_bytes
 from ledger.errors import BackendUnavailableError, StorageError
 from ledger.events import (
@@ -392,6 +393,34 @@ def test_strict_appends_read_the_views_inside_the_write(log: Ledger) -> None:
         log.append(EnterMaintenance(subject="n1", actor="op"), precondition=views.strict())
     result = log.append(ExitMaintenance(subject="n1", actor="op"), precondition=views.strict())
     assert result.position == 3
+
+
+def test_a_precondition_after_a_background_copy_gets_a_drained_connection(
+    log: Ledger, url: str
+) -> None:
+    """A big batch is COPY'd from a worker thread; a later request's precondition that takes
+    the connection (`ops.raw`) must see every earlier row, written and acknowledged."""
+    big = [LeaseExpired(subject=f"r{i % 50}", id=f"big-{i}", at=T0) for i in range(6000)]
+    table = sql.SQL("SELECT count(*) FROM {}.{}").format(
+        sql.Identifier(pg.parse_url(url).schema), sql.Identifier(pg.EVENTS_TABLE)
+    )
+    counted: list[int] = []
+
+    def counts_rows(ops: TxnOps, events: object) -> None:
+        curs = ops.raw
+        assert isinstance(curs, psycopg.Cursor)
+        row = curs.execute(table).fetchone()
+        assert row is not None
+        counted.append(int(row[0]))
+
+    now = datetime.now(UTC)
+    first = AppendRequest(big, now)
+    second = AppendRequest([LeaseExpired(subject="x", id="last", at=T0)], now, counts_rows)
+    log.backend.write([first, second])
+    assert counted == [6000]
+    assert second.result == [Appended(6001, "last", duplicate=False)]
+    assert count(url, pg.EVENTS_TABLE) == 6001
+    assert log.root() == naive_root(log)
 
 
 def test_rebuild_replay_checkpoint_and_verify(log: Ledger, url: str) -> None:
