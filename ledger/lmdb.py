@@ -87,6 +87,7 @@ T = TypeVar("T")
 _MAX_TEXT_KEY: Final = 400  # LMDB keys are at most 511 bytes; longer texts are hashed
 _BIAS: Final = 1 << 63  # signed versions sort correctly once biased to unsigned
 _INT64: Final = struct.Struct(">q")
+_ALL_ONES: Final = b"\xff" * 8
 _RECORD: Final = struct.Struct(">BqII")  # id kind (1 = UUID), version, id length, topic length
 
 
@@ -394,9 +395,14 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         """The highest version stored for `originator_id` as seen by `txn`, or None."""
         prefix = _text_key(originator_id)
         cursor = txn.cursor(db=self.datastore.db(self._idx_name))
-        for _ in _scan_sequence(cursor, prefix, None, None, desc=True, limit=1):
-            return int.from_bytes(cursor.key()[-8:], "big") - _BIAS
-        return None
+        # The last key <= prefix + 0xff…: this sequence's last version, if the key has the prefix.
+        upper = prefix + _ALL_ONES
+        at_or_after = cursor.set_range(upper)
+        found = (cursor.key() == upper or cursor.prev()) if at_or_after else cursor.last()
+        key = cursor.key()
+        if not found or len(key) != len(prefix) + 8 or not key.startswith(prefix):
+            return None
+        return int.from_bytes(key[-8:], "big") - _BIAS
 
     def notification_ids_txn(self, txn: lmdb.Transaction[bytes], originator_id: str) -> list[int]:
         """The notification ids of `originator_id`'s events, by ascending version."""

@@ -376,9 +376,12 @@ def test_ids_keep_their_type_and_long_ids_work(recorder: LMDBApplicationRecorder
 
 @pytest.fixture(scope="module")
 def shared_recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LMDBAggregateRecorder]:
-    """One environment for all hypothesis examples (each example uses new ids)."""
+    """One environment for all hypothesis examples (each example uses new ids); an application
+    recorder, which is also an aggregate recorder."""
     datastore = LMDBDatastore.open(tmp_path_factory.mktemp("model") / "env")
-    yield LMDBAggregateRecorder(datastore)
+    recorder = LMDBApplicationRecorder(datastore)
+    recorder.create_table()
+    yield recorder
     datastore.close()
 
 
@@ -408,6 +411,27 @@ def test_select_events_agrees_with_popo(
         expected = []  # POPO treats 0 as "no limit"; SQL backends (and LMDB) return nothing
     got = lmdb_recorder.select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
     assert got == expected
+
+
+@given(
+    versions=st.sets(st.integers(-(2**63), 2**63 - 1), max_size=6),
+    before=st.sets(st.integers(-3, 3), max_size=3),
+    after=st.sets(st.integers(-3, 3), max_size=3),
+)
+def test_last_version_is_the_highest_of_that_sequence_only(
+    shared_recorder: LMDBAggregateRecorder, versions: set[int], before: set[int], after: set[int]
+) -> None:
+    """`last_version_txn` seeks the end of one sequence, whatever its neighbours hold (a
+    sequence sorting just before or after it, versions at both ends of the 64-bit range)."""
+    assert isinstance(shared_recorder, LMDBApplicationRecorder)
+    stem = f"id-{uuid4()}"
+    originator_id = stem + "-m"
+    neighbours = {stem + "-a": before, stem + "-z": after, stem + "-m0": after}
+    for oid, vs in (*neighbours.items(), (originator_id, versions)):
+        if vs:
+            shared_recorder.insert_events([event(oid, v) for v in sorted(vs)])
+    with shared_recorder.datastore.read() as txn:
+        assert shared_recorder.last_version_txn(txn, originator_id) == max(versions, default=None)
 
 
 # ---------------------------------------------------------------------------- concurrency
