@@ -133,6 +133,7 @@ class _Pending:
         self._size = ops.size()
         self._rows: list[tuple[str, str, str, bytes]] = []
         self._ids: dict[str, int] = {}
+        self._meta: dict[str, bytes | None] = {}
 
     @property
     def raw(self) -> object:
@@ -162,7 +163,10 @@ class _Pending:
         return self._ops.read_stored(start, stop)
 
     def get_meta(self, key: str) -> bytes | None:
-        return self._ops.get_meta(key)
+        # Settings change only in transactions of their own: read each once per transaction.
+        if key not in self._meta:
+            self._meta[key] = self._ops.get_meta(key)
+        return self._meta[key]
 
     def add(self, request: AppendRequest) -> list[Appended]:
         """Queue a request's new events; a repeated id (stored, pending, or earlier in the same
