@@ -39,7 +39,7 @@ RejectReason: TypeAlias = Literal[
 ]
 
 
-class Verdict(msgspec.Struct, frozen=True, omit_defaults=True):
+class Verdict(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """What one projection decided about one event (SPEC §3). Rejections are kept, not raised."""
 
     projection: str

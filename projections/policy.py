@@ -39,7 +39,7 @@ NAME: Final = "policy"
 ALL: Final = "*"
 
 
-class PolicySettings(msgspec.Struct, frozen=True, omit_defaults=True):
+class PolicySettings(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """The policy fields set for one subject (or ``*``); ``None`` = not set here."""
 
     recover_window_ms: int | None = None

@@ -23,13 +23,14 @@ from typing import Any, Final, NamedTuple, Protocol, TypeAlias
 
 import msgspec
 
-from ledger.events import Event
+from ledger.events import Event, event_types
 from projections import broadcasts, detachment, maintenance, membership, policy, recovery
 from projections.base import DEFAULT_POLICY, Fold, Policy, Verdict
 
 __all__ = [
     "BY_NAME",
     "PROJECTIONS",
+    "Applier",
     "Change",
     "Folder",
     "Getter",
@@ -181,23 +182,66 @@ def digest(states: Mapping[str, Mapping[str, Any]]) -> bytes:
     return h.digest()
 
 
-class Folder:
-    """Every projection's current state in memory, folded event by event (`apply`)."""
+Applier: TypeAlias = Callable[[Event], list[Verdict]]
+"""Folds one event (of one type) into a folder's states; returns its verdicts."""
 
-    __slots__ = ("_policies", "_routes", "states")
+
+def _bind(route: _Route, tables: dict[str, dict[str, Any]]) -> Applier:
+    """`route`'s fold over `tables`: read the subject's state, fold the event with the policy in
+    force (the defaults unless the fold reads it), store what the fold returns."""
+    fold, table, policies = route.fold, tables[route.projection], tables[policy.NAME]
+    get, reads_policy, effective = table.get, route.reads_policy, policy.effective
+
+    def apply(event: Event) -> list[Verdict]:
+        subject = event.subject
+        old = get(subject)
+        in_force = effective(policies, subject) if reads_policy and policies else DEFAULT_POLICY
+        state, verdict = fold(old, event, in_force)
+        if state is not old:
+            if state is None:
+                del table[subject]
+            else:
+                table[subject] = state
+        return [verdict]
+
+    return apply
+
+
+def _chain(appliers: tuple[Applier, ...]) -> Applier:
+    """Several projections' appliers for one event type, in folding order."""
+
+    def apply(event: Event) -> list[Verdict]:
+        verdicts: list[Verdict] = []
+        for applier in appliers:
+            verdicts += applier(event)
+        return verdicts
+
+    return apply
+
+
+def _unrouted(event: Event) -> list[Verdict]:
+    return []
+
+
+class Folder:
+    """Every projection's current state in memory, folded event by event (`apply`).
+
+    `appliers` maps every event type to its fold over this folder's states, with the routes bound
+    once (the state tables are mutated, never replaced): ``appliers[type(event)](event)`` is
+    `apply` without its dispatch, for replay's hot loops.
+    """
+
+    __slots__ = ("appliers", "states")
 
     def __init__(self, states: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.states: dict[str, dict[str, Any]] = {p.NAME: {} for p in PROJECTIONS}
         if states:
             for name, table in states.items():
                 self.states[name].update(table)
-        # the routes with this folder's tables bound (the tables are mutated, never replaced)
-        tables = self.states
-        self._policies = tables[policy.NAME]
-        self._routes = {
-            cls: tuple((fold, tables[name], reads) for name, fold, reads in routes)
-            for cls, routes in _ROUTES.items()
-        }
+        self.appliers: dict[type[Any], Applier] = dict.fromkeys(event_types().values(), _unrouted)
+        for cls, routes in _ROUTES.items():
+            bound = tuple(_bind(route, self.states) for route in routes)
+            self.appliers[cls] = bound[0] if len(bound) == 1 else _chain(bound)
 
     def get(self, projection: str, subject: str) -> Any | None:
         """The state of `subject` in `projection` (None: default / absent)."""
@@ -206,26 +250,9 @@ class Folder:
     def apply(self, event: Event) -> list[Verdict]:
         """Fold one event; returns its verdicts (one per projection that handles it).
 
-        `step` goes through here too: this is the one fold, and replay's hot path.
+        `step` goes through here too: this is the one fold.
         """
-        routes = self._routes.get(type(event))
-        if routes is None:
-            return []
-        subject = event.subject
-        verdicts: list[Verdict] = []
-        for fold, table, reads_policy in routes:
-            in_force = DEFAULT_POLICY
-            if reads_policy and self._policies:
-                in_force = policy.effective(self._policies, subject)
-            old = table.get(subject)
-            state, verdict = fold(old, event, in_force)
-            if state is not old:
-                if state is None:
-                    del table[subject]
-                else:
-                    table[subject] = state
-            verdicts.append(verdict)
-        return verdicts
+        return self.appliers.get(type(event), _unrouted)(event)
 
     def apply_all(self, events: Iterable[Event]) -> Folder:
         """Fold every event in order (verdicts dropped); returns self."""
