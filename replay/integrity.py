@@ -15,17 +15,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import msgspec
 
 from ledger import merkle
 from ledger.codec import record_decoder
-from ledger.errors import ProofError
+from ledger.errors import ProofError, StorageError
+from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
-from replay.rebuild import Progress
+from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = ["VerifyResult", "make_checkpoint", "stored_checkpoints", "verify"]
 
@@ -70,6 +72,38 @@ def stored_checkpoints(
     return found, problems
 
 
+def _decode_or_none(chunk: list[tuple[int, bytes]]) -> list[Event] | list[Event | None]:
+    """The events of a chunk, None for each that cannot be decoded (`verify` says why in turn)."""
+    try:
+        return decode_chunk(chunk)
+    except StorageError:
+        events: list[Event | None] = []
+        for _, stored in chunk:
+            try:
+                events.append(record_decoder.decode(stored).event)
+            except msgspec.DecodeError:
+                events.append(None)
+        return events
+
+
+def _leaf_mismatch(position: int, stored_position: int) -> str:
+    if stored_position != position:
+        what = "an event was inserted" if stored_position == 0 else "leaves are missing"
+        return f"position {position} has no stored leaf: {what}"
+    return (
+        f"the event at position {position} does not match its leaf hash: it was changed, "
+        "reordered or inserted"
+    )
+
+
+def _undecodable(position: int, stored: bytes) -> str:
+    try:
+        record_decoder.decode(stored)
+    except msgspec.DecodeError as e:
+        return f"the event at position {position} cannot be decoded: {e}"
+    return f"the event at position {position} could not be decoded"  # pragma: no cover
+
+
 def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
     yield from ledger.backend.read_leaves(1)
     while True:
@@ -106,61 +140,55 @@ def verify(
     if problems:
         return result(None, "; ".join(problems), ok=False)
     expected = 1
-    sha256, decode = hashlib.sha256, record_decoder.decode
-    next_leaf = leaves.__next__
-    apply, push = folder.apply, frontier.push
+    sha256 = hashlib.sha256
+    appliers, push = folder.appliers, frontier.push
     fold_until = max(checkpoints, default=0)  # past the last checkpoint no digest is compared
     sizes = iter(sorted(checkpoints))
     next_checkpoint = next(sizes, 0)
-    for position, stored in ledger.read_stored(1):
-        if position != expected:
-            return result(expected, f"position {expected} is missing: an event was removed")
-        # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
-        leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
-        stored_position, stored_leaf = next_leaf()
-        if stored_leaf != leaf:
-            if stored_position != position:
-                what = "an event was inserted" if stored_position == 0 else "leaves are missing"
-                return result(position, f"position {position} has no stored leaf: {what}")
-            return result(
-                position,
-                f"the event at position {position} does not match its leaf hash: it was changed, "
-                "reordered or inserted",
-            )
-        try:
-            event = decode(stored).event
-        except msgspec.DecodeError as e:
-            return result(position, f"the event at position {position} cannot be decoded: {e}")
-        if trust is not None:
-            problem = trust.problem(event, position)
-            if problem is not None:
-                return result(
-                    position,
-                    f"the operator event at position {position} breaks the signing policy: "
-                    f"{problem}",
-                )
-        push(leaf)
-        if position <= fold_until:
-            apply(event)
-        if position == next_checkpoint:
-            checkpoint = checkpoints[position]
-            next_checkpoint = next(sizes, 0)
-            checked += 1
-            if checkpoint.root != frontier.root():
-                return result(
-                    good_until + 1,
-                    f"the log up to {position} does not match the checkpoint of size {position}: "
-                    f"a change after position {good_until}",
-                )
-            if checkpoint.state_digest != folder.digest():
-                return result(
-                    good_until + 1,
-                    f"the projection digest at size {position} differs from the checkpoint's",
-                )
-            good_until = position
-        if progress is not None and position % every == 0:
-            progress(position, size)
-        expected += 1
+    for chunk in read_chunks(ledger):
+        stored_leaves = list(islice(leaves, len(chunk)))
+        events = _decode_or_none(chunk)
+        for (position, stored), (stored_position, stored_leaf), event in zip(
+            chunk, stored_leaves, events, strict=True
+        ):
+            if position != expected:
+                return result(expected, f"position {expected} is missing: an event was removed")
+            # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
+            leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
+            if stored_leaf != leaf:
+                return result(position, _leaf_mismatch(position, stored_position))
+            if event is None:
+                return result(position, _undecodable(position, stored))
+            if trust is not None:
+                problem = trust.problem(event, position)
+                if problem is not None:
+                    return result(
+                        position,
+                        f"the operator event at position {position} breaks the signing policy: "
+                        f"{problem}",
+                    )
+            push(leaf)
+            if position <= fold_until:
+                appliers[type(event)](event)
+            if position == next_checkpoint:
+                checkpoint = checkpoints[position]
+                next_checkpoint = next(sizes, 0)
+                checked += 1
+                if checkpoint.root != frontier.root():
+                    return result(
+                        good_until + 1,
+                        f"the log up to {position} does not match the checkpoint of size "
+                        f"{position}: a change after position {good_until}",
+                    )
+                if checkpoint.state_digest != folder.digest():
+                    return result(
+                        good_until + 1,
+                        f"the projection digest at size {position} differs from the checkpoint's",
+                    )
+                good_until = position
+            expected += 1
+        if progress is not None and (expected - 1) // every != (expected - 1 - len(chunk)) // every:
+            progress(expected - 1, size)
     if progress is not None:
         progress(expected - 1, size)
     stored_position, _ = next(leaves)
