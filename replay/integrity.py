@@ -13,9 +13,11 @@ views have reached, with the digest of those views, signed when a key is given.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from typing import cast
 
 import msgspec
 
@@ -70,6 +72,25 @@ def stored_checkpoints(
             continue
         found[size] = checkpoint
     return found, problems
+
+
+def _parts(
+    chunks: Iterator[list[tuple[int, bytes]]], sizes: list[int]
+) -> Iterator[list[tuple[int, bytes]]]:
+    """The chunks, cut after each position in `sizes` (sorted): a checkpoint ends a part.
+
+    Cuts assume the chunk has no gap; where it has one, `verify` stops at the gap before it
+    reaches the cut, so a misplaced cut is never acted on."""
+    for chunk in chunks:
+        first, last = chunk[0][0], chunk[-1][0]
+        start = 0
+        for size in sizes[bisect_left(sizes, first) : bisect_right(sizes, last)]:
+            cut = size - first + 1
+            if cut > start:
+                yield chunk[start:cut]
+                start = cut
+        if start < len(chunk):
+            yield chunk[start:]
 
 
 def _decode_or_none(chunk: list[tuple[int, bytes]]) -> list[Event] | list[Event | None]:
@@ -142,14 +163,15 @@ def verify(
     expected = 1
     sha256 = hashlib.sha256
     appliers, push = folder.appliers, frontier.push
-    fold_until = max(checkpoints, default=0)  # past the last checkpoint no digest is compared
-    sizes = iter(sorted(checkpoints))
-    next_checkpoint = next(sizes, 0)
-    for chunk in read_chunks(ledger):
-        stored_leaves = list(islice(leaves, len(chunk)))
-        events = _decode_or_none(chunk)
+    sizes = sorted(checkpoints)
+    fold_until = sizes[-1] if sizes else 0  # past the last checkpoint no digest is compared
+    next_checkpoint = sizes[0] if sizes else 0
+    for part in _parts(read_chunks(ledger), sizes):
+        # the leaves, decoding, signatures and tree of every position in the part, in order
+        stored_leaves = list(islice(leaves, len(part)))
+        events = _decode_or_none(part)
         for (position, stored), (stored_position, stored_leaf), event in zip(
-            chunk, stored_leaves, events, strict=True
+            part, stored_leaves, events, strict=True
         ):
             if position != expected:
                 return result(expected, f"position {expected} is missing: an event was removed")
@@ -168,26 +190,29 @@ def verify(
                         f"{problem}",
                     )
             push(leaf)
-            if position <= fold_until:
-                appliers[type(event)](event)
-            if position == next_checkpoint:
-                checkpoint = checkpoints[position]
-                next_checkpoint = next(sizes, 0)
-                checked += 1
-                if checkpoint.root != frontier.root():
-                    return result(
-                        good_until + 1,
-                        f"the log up to {position} does not match the checkpoint of size "
-                        f"{position}: a change after position {good_until}",
-                    )
-                if checkpoint.state_digest != folder.digest():
-                    return result(
-                        good_until + 1,
-                        f"the projection digest at size {position} differs from the checkpoint's",
-                    )
-                good_until = position
             expected += 1
-        if progress is not None and (expected - 1) // every != (expected - 1 - len(chunk)) // every:
+        # then the fold (it cannot fail), then the checkpoint that may end the part
+        if expected - 1 <= fold_until:
+            for event in cast(list[Event], events):
+                appliers[type(event)](event)
+        if expected - 1 == next_checkpoint:
+            checkpoint = checkpoints[next_checkpoint]
+            checked += 1
+            if checkpoint.root != frontier.root():
+                return result(
+                    good_until + 1,
+                    f"the log up to {next_checkpoint} does not match the checkpoint of size "
+                    f"{next_checkpoint}: a change after position {good_until}",
+                )
+            if checkpoint.state_digest != folder.digest():
+                return result(
+                    good_until + 1,
+                    f"the projection digest at size {next_checkpoint} differs from the "
+                    "checkpoint's",
+                )
+            good_until = next_checkpoint
+            next_checkpoint = sizes[checked] if checked < len(sizes) else 0
+        if progress is not None and (expected - 1) // every != (expected - 1 - len(part)) // every:
             progress(expected - 1, size)
     if progress is not None:
         progress(expected - 1, size)
