@@ -1,13 +1,15 @@
 """What every projection shares: the verdict a fold gives, the effective policy, time helpers.
 
 A fold is ``fold(state, event, policy) -> (state, verdict)`` (SPEC §2, §3). It is pure: time comes
-from the event's ``at`` (never the clock), tuning from the `Policy` passed in. `Verdict` is what
-the audit keeps for every folded event; the common ones are built once per projection with
-`verdicts` so that the hot path allocates nothing for them.
+from the event's ``at`` (never the clock), tuning from the `Policy` passed in. Each projection
+module holds one `Fold` per event type it handles (its ``FOLDS``), so that the folder calls the
+right one directly. `Verdict` is what the audit keeps for every folded event; the common ones are
+built once per projection with `verdicts` so that the hot path allocates nothing for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
@@ -19,6 +21,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "EPOCH",
     "ONE_MS",
+    "Fold",
     "Outcome",
     "Policy",
     "RejectReason",
@@ -36,7 +39,7 @@ RejectReason: TypeAlias = Literal[
 ]
 
 
-class Verdict(msgspec.Struct, frozen=True, omit_defaults=True):
+class Verdict(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """What one projection decided about one event (SPEC §3). Rejections are kept, not raised."""
 
     projection: str
@@ -55,6 +58,10 @@ class Policy(msgspec.Struct, frozen=True):
 
 
 DEFAULT_POLICY: Final = Policy()
+
+Fold: TypeAlias = Callable[[Any, Any, Policy], tuple[Any, Verdict]]
+"""One projection's fold for one event type: ``(state or None, event, policy) -> (state, verdict)``.
+It returns the very `state` object it got when nothing changes (stored views skip the write)."""
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """The time folds use for an event without ``at``. The ledger stamps ``at`` at append (SPEC §1),

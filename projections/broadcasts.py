@@ -25,7 +25,6 @@ Where SPEC is silent:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
@@ -40,9 +39,10 @@ from ledger.events import (
     Operation,
     Target,
 )
-from projections.base import Policy, Verdict, at_of, verdicts
+from projections.base import Fold, Policy, Verdict, at_of, verdicts
 
 __all__ = [
+    "FOLDS",
     "HANDLES",
     "NAME",
     "STATE",
@@ -77,12 +77,6 @@ class BroadcastState(msgspec.Struct, frozen=True):
 
 
 STATE: Final = BroadcastState
-HANDLES: Final[tuple[type[Event], ...]] = (
-    IssueBroadcast,
-    BroadcastAcked,
-    BroadcastTimedOut,
-    BroadcastFailed,
-)
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
 _ACKED: Final = BackendOutcome("acked")
@@ -109,7 +103,7 @@ def _liveness(targets: tuple[Target, ...], backend: str) -> bool | None:
     return None
 
 
-def _issue(state: BroadcastState | None, event: IssueBroadcast) -> Result:
+def _issue(state: BroadcastState | None, event: IssueBroadcast, policy: Policy) -> Result:
     targets = _unique(event.targets)
     timeout = max(1, event.ack_timeout_ms)
     if state is None:
@@ -147,29 +141,32 @@ def _outcome(state: BroadcastState | None, backend: str, outcome: BackendOutcome
     return state, Verdict(NAME, "rejected", "late", detail)
 
 
-def _acked(state: BroadcastState | None, event: BroadcastAcked) -> Result:
+def _acked(state: BroadcastState | None, event: BroadcastAcked, policy: Policy) -> Result:
     return _outcome(state, event.backend, _ACKED)
 
 
-def _timed_out(state: BroadcastState | None, event: BroadcastTimedOut) -> Result:
+def _timed_out(state: BroadcastState | None, event: BroadcastTimedOut, policy: Policy) -> Result:
     return _outcome(state, event.backend, _TIMED_OUT)
 
 
-def _failed(state: BroadcastState | None, event: BroadcastFailed) -> Result:
+def _failed(state: BroadcastState | None, event: BroadcastFailed, policy: Policy) -> Result:
     return _outcome(state, event.backend, BackendOutcome("failed", event.reason))
 
 
-_FOLDS: Final[dict[type[Any], Callable[[Any, Any], Result]]] = {
+FOLDS: Final[dict[type[Event], Fold]] = {
     IssueBroadcast: _issue,
     BroadcastAcked: _acked,
     BroadcastTimedOut: _timed_out,
     BroadcastFailed: _failed,
 }
+"""The fold of each event type this projection handles (none of them reads the policy)."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
 
 
 def fold(state: BroadcastState | None, event: Event, policy: Policy) -> Result:
     """Fold one event into a broadcast's entry. `policy` is unused."""
-    return _FOLDS[type(event)](state, event)
+    return FOLDS[type(event)](state, event, policy)
 
 
 def pending(state: BroadcastState) -> list[str]:

@@ -26,7 +26,6 @@ Where SPEC is silent:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
@@ -40,13 +39,14 @@ from ledger.events import (
     LeaseExpired,
     StorageFailed,
 )
-from projections.base import ONE_MS, Policy, Verdict, at_of, rfc3339, verdicts
+from projections.base import ONE_MS, Fold, Policy, Verdict, at_of, rfc3339, verdicts
 
 __all__ = [
+    "FOLDS",
     "HANDLES",
     "NAME",
+    "READS_POLICY",
     "STATE",
-    "USES_POLICY",
     "DetachmentReason",
     "DetachmentState",
     "ReasonKind",
@@ -79,14 +79,6 @@ class DetachmentState(msgspec.Struct, frozen=True):
 
 
 STATE: Final = DetachmentState
-HANDLES: Final[tuple[type[Event], ...]] = (
-    StorageFailed,
-    LeaseExpired,
-    Detach,
-    KeepAliveFailed,
-    HealthObserved,
-)
-USES_POLICY: Final = True
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
 _LEASE_EXPIRED: Final = DetachmentReason("lease_expired")
@@ -207,18 +199,23 @@ def _health(state: DetachmentState | None, event: HealthObserved, policy: Policy
     return _settle(state, msgspec.structs.replace(state, keepalive_failures=0))
 
 
-_FOLDS: Final[dict[type[Any], Callable[[Any, Any, Policy], Result]]] = {
+FOLDS: Final[dict[type[Event], Fold]] = {
     StorageFailed: _storage_failed,
     LeaseExpired: _lease_expired,
     Detach: _manual,
     KeepAliveFailed: _keepalive_failed,
     HealthObserved: _health,
 }
+"""The fold of each event type this projection handles."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
+READS_POLICY: Final[frozenset[type[Event]]] = frozenset({KeepAliveFailed, HealthObserved})
+"""The event types whose fold reads the policy (the others are handed the default)."""
 
 
 def fold(state: DetachmentState | None, event: Event, policy: Policy) -> Result:
     """Fold one event into a runner's state, with the runner's effective `policy`."""
-    return _FOLDS[type(event)](state, event, policy)
+    return FOLDS[type(event)](state, event, policy)
 
 
 def _reason_view(reason: DetachmentReason | None) -> dict[str, Any] | None:

@@ -20,9 +20,8 @@ Where SPEC is silent:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
@@ -34,9 +33,10 @@ from ledger.events import (
     MaintenanceObserved,
     MaintenanceStateName,
 )
-from projections.base import Policy, Verdict, at_of, rfc3339, verdicts
+from projections.base import Fold, Policy, Verdict, at_of, rfc3339, verdicts
 
 __all__ = [
+    "FOLDS",
     "HANDLES",
     "NAME",
     "STATE",
@@ -64,7 +64,6 @@ class MaintenanceState(msgspec.Struct, frozen=True):
 
 
 STATE: Final = MaintenanceState
-HANDLES: Final[tuple[type[Event], ...]] = (EnterMaintenance, ExitMaintenance, MaintenanceObserved)
 
 SUCCESSORS: Final[dict[str, frozenset[str]]] = {
     "Active": frozenset({"EnteringMaintenance"}),
@@ -79,6 +78,8 @@ SUCCESSORS: Final[dict[str, frozenset[str]]] = {
 assert set(SUCCESSORS) == set(MAINTENANCE_STATES)
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
+
+Result: TypeAlias = tuple[MaintenanceState | None, Verdict]
 
 
 def is_valid_successor(from_name: str, to_name: str) -> bool:
@@ -108,9 +109,7 @@ def deadline_overdue(state: MaintenanceState | None, now: datetime | None) -> bo
     return now > state.deadline
 
 
-def _propose(
-    state: MaintenanceState | None, proposed: MaintenanceState
-) -> tuple[MaintenanceState | None, Verdict]:
+def _propose(state: MaintenanceState | None, proposed: MaintenanceState) -> Result:
     current = "Active" if state is None else state.state
     target = proposed.state
     if current == target:
@@ -123,42 +122,37 @@ def _propose(
     return (None if target == "Active" else proposed), _APPLIED
 
 
-def _enter(
-    state: MaintenanceState | None, event: EnterMaintenance
-) -> tuple[MaintenanceState | None, Verdict]:
+def _enter(state: MaintenanceState | None, event: EnterMaintenance, policy: Policy) -> Result:
     proposed = MaintenanceState("EnteringMaintenance", at_of(event), event.deadline, event.reason)
     return _propose(state, proposed)
 
 
-def _exit(
-    state: MaintenanceState | None, event: ExitMaintenance
-) -> tuple[MaintenanceState | None, Verdict]:
+def _exit(state: MaintenanceState | None, event: ExitMaintenance, policy: Policy) -> Result:
     if state is not None and state.state == "DrainFailed" and not event.force:
         detail = "DrainFailed -> ExitingMaintenance needs force: true"
         return state, Verdict(NAME, "rejected", "needs_force", detail)
     return _propose(state, MaintenanceState("ExitingMaintenance", at_of(event)))
 
 
-def _observed(
-    state: MaintenanceState | None, event: MaintenanceObserved
-) -> tuple[MaintenanceState | None, Verdict]:
+def _observed(state: MaintenanceState | None, event: MaintenanceObserved, policy: Policy) -> Result:
     name = event.state
     deadline = event.deadline if name == "EnteringMaintenance" else None
     return _propose(state, MaintenanceState(name, at_of(event), deadline, event.reason))
 
 
-_FOLDS: Final[dict[type[Any], Callable[[Any, Any], tuple[MaintenanceState | None, Verdict]]]] = {
+FOLDS: Final[dict[type[Event], Fold]] = {
     EnterMaintenance: _enter,
     ExitMaintenance: _exit,
     MaintenanceObserved: _observed,
 }
+"""The fold of each event type this projection handles (none of them reads the policy)."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
 
 
-def fold(
-    state: MaintenanceState | None, event: Event, policy: Policy
-) -> tuple[MaintenanceState | None, Verdict]:
+def fold(state: MaintenanceState | None, event: Event, policy: Policy) -> Result:
     """Fold one event into a node's state. `policy` is unused (part of the common signature)."""
-    return _FOLDS[type(event)](state, event)
+    return FOLDS[type(event)](state, event, policy)
 
 
 def view(subject: str, state: MaintenanceState | None, now: datetime | None) -> dict[str, Any]:

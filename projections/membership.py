@@ -22,9 +22,10 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ledger.events import Event, MembershipObserved
-from projections.base import Policy, Verdict, at_of, verdicts
+from projections.base import Fold, Policy, Verdict, at_of, verdicts
 
 __all__ = [
+    "FOLDS",
     "HANDLES",
     "HISTORY_LIMIT",
     "NAME",
@@ -57,16 +58,13 @@ class MembershipState(msgspec.Struct, frozen=True):
 
 
 STATE: Final = MembershipState
-HANDLES: Final[tuple[type[Event], ...]] = (MembershipObserved,)
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
 
 Result: TypeAlias = tuple[MembershipState | None, Verdict]
 
 
-def fold(state: MembershipState | None, event: Event, policy: Policy) -> Result:
-    """Fold one observation into a cluster's state. `policy` is unused."""
-    assert isinstance(event, MembershipObserved)
+def _observed(state: MembershipState | None, event: MembershipObserved, policy: Policy) -> Result:
     current = frozenset(event.peers)
     previous = frozenset(() if state is None else state.peers)
     if current == previous:
@@ -76,6 +74,17 @@ def fold(state: MembershipState | None, event: Event, policy: Policy) -> Result:
     delta = MembershipDelta(at_of(event), joined, left)
     history = (delta,) if state is None else (*state.history[1 - HISTORY_LIMIT :], delta)
     return MembershipState(tuple(sorted(current)), joined, left, history), _APPLIED
+
+
+FOLDS: Final[dict[type[Event], Fold]] = {MembershipObserved: _observed}
+"""The fold of each event type this projection handles."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
+
+
+def fold(state: MembershipState | None, event: Event, policy: Policy) -> Result:
+    """Fold one observation into a cluster's state. `policy` is unused."""
+    return FOLDS[type(event)](state, event, policy)
 
 
 def view(subject: str, state: MembershipState | None, now: datetime | None) -> dict[str, Any]:

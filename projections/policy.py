@@ -20,10 +20,11 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ledger.events import Event, SetPolicy
-from projections.base import DEFAULT_POLICY, Policy, Verdict, verdicts
+from projections.base import DEFAULT_POLICY, Fold, Policy, Verdict, verdicts
 
 __all__ = [
     "ALL",
+    "FOLDS",
     "HANDLES",
     "NAME",
     "STATE",
@@ -38,7 +39,7 @@ NAME: Final = "policy"
 ALL: Final = "*"
 
 
-class PolicySettings(msgspec.Struct, frozen=True, omit_defaults=True):
+class PolicySettings(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """The policy fields set for one subject (or ``*``); ``None`` = not set here."""
 
     recover_window_ms: int | None = None
@@ -48,16 +49,13 @@ class PolicySettings(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 STATE: Final = PolicySettings
-HANDLES: Final[tuple[type[Event], ...]] = (SetPolicy,)
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
 
 Result: TypeAlias = tuple[PolicySettings | None, Verdict]
 
 
-def fold(state: PolicySettings | None, event: Event, policy: Policy) -> Result:
-    """Merge a `SetPolicy` into the subject's settings. `policy` is unused."""
-    assert isinstance(event, SetPolicy)
+def _set(state: PolicySettings | None, event: SetPolicy, policy: Policy) -> Result:
     old = PolicySettings() if state is None else state
     new = PolicySettings(
         old.recover_window_ms if event.recover_window_ms is None else event.recover_window_ms,
@@ -72,6 +70,17 @@ def fold(state: PolicySettings | None, event: Event, policy: Policy) -> Result:
     if new == old:
         return state, _IDEMPOTENT
     return new, _APPLIED
+
+
+FOLDS: Final[dict[type[Event], Fold]] = {SetPolicy: _set}
+"""The fold of each event type this projection handles."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
+
+
+def fold(state: PolicySettings | None, event: Event, policy: Policy) -> Result:
+    """Merge a `SetPolicy` into the subject's settings. `policy` is unused."""
+    return FOLDS[type(event)](state, event, policy)
 
 
 def _pick(specific: int | None, general: int | None, default: int) -> int:

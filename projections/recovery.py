@@ -19,13 +19,14 @@ from typing import Any, Final, Literal, TypeAlias
 import msgspec
 
 from ledger.events import BackendCrashed, BackendRecovered, Event
-from projections.base import Policy, Verdict, at_of, elapsed_ms, rfc3339, verdicts
+from projections.base import Fold, Policy, Verdict, at_of, elapsed_ms, rfc3339, verdicts
 
 __all__ = [
+    "FOLDS",
     "HANDLES",
     "NAME",
+    "READS_POLICY",
     "STATE",
-    "USES_POLICY",
     "Decision",
     "RecoveryState",
     "fold",
@@ -55,15 +56,14 @@ class RecoveryState(msgspec.Struct, frozen=True):
 
 
 STATE: Final = RecoveryState
-HANDLES: Final[tuple[type[Event], ...]] = (BackendCrashed, BackendRecovered)
-USES_POLICY: Final = True
 
 _APPLIED, _IDEMPOTENT = verdicts(NAME)
 
 Result: TypeAlias = tuple[RecoveryState | None, Verdict]
 
 
-def _crashed(state: RecoveryState | None, at: datetime, policy: Policy) -> Result:
+def _crashed(state: RecoveryState | None, event: BackendCrashed, policy: Policy) -> Result:
+    at = at_of(event)
     window = max(1, policy.budget_window_ms)
     if state is None:
         started, crashes, elapsed = at, 1, 0
@@ -80,13 +80,26 @@ def _crashed(state: RecoveryState | None, at: datetime, policy: Policy) -> Resul
     return RecoveryState(started, crashes, decision), _APPLIED
 
 
-def fold(state: RecoveryState | None, event: Event, policy: Policy) -> Result:
-    """Fold one event into a backend's entry, with the backend's effective `policy`."""
-    if type(event) is BackendCrashed:
-        return _crashed(state, at_of(event), policy)
+def _recovered(state: RecoveryState | None, event: BackendRecovered, policy: Policy) -> Result:
     if state is None:
         return None, _IDEMPOTENT
     return None, _APPLIED
+
+
+FOLDS: Final[dict[type[Event], Fold]] = {
+    BackendCrashed: _crashed,
+    BackendRecovered: _recovered,
+}
+"""The fold of each event type this projection handles."""
+
+HANDLES: Final[tuple[type[Event], ...]] = tuple(FOLDS)
+READS_POLICY: Final[frozenset[type[Event]]] = frozenset({BackendCrashed})
+"""The event types whose fold reads the policy (the others are handed the default)."""
+
+
+def fold(state: RecoveryState | None, event: Event, policy: Policy) -> Result:
+    """Fold one event into a backend's entry, with the backend's effective `policy`."""
+    return FOLDS[type(event)](state, event, policy)
 
 
 def _decision_view(decision: Decision) -> dict[str, Any]:

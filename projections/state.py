@@ -1,15 +1,17 @@
 """All projections together: the one fold that replay, as-of queries and the stored views share.
 
-`step` folds one event through every projection that handles it, reading current states through a
-``get(projection, subject)`` callable (memory or disk) and returning the `Change` for each: the
-state after the event (``None`` = remove the entry) and the verdict. `Folder` keeps every state in
-memory and applies events through `step`. `digest` is the SHA-256 of all states (SPEC §4, the
-checkpoint's projection digest).
+`Folder` keeps every state in memory and folds events into it (`Folder.apply`: replay's hot
+path). Each event type is routed, once at import, straight to the fold each projection module
+has for it (the modules' ``FOLDS``). `step` is the same fold over states read through a
+``get(projection, subject)`` callable (memory or disk): it returns the `Change` for each
+projection, the state after the event (``None`` = remove the entry) and the verdict. `digest` is
+the SHA-256 of all states (SPEC §4, the checkpoint's projection digest).
 
-Policy is itself a projection, folded first. For a module that says ``USES_POLICY = True``
-(detachment, recovery), the policy in force is read through ``get("policy", "*")`` and
-``get("policy", subject)`` at that event's position, so replay honours each `SetPolicy` where it
-stands in the log; the other folds get the defaults (they ignore policy).
+Policy is itself a projection, folded first. For the event types a module lists in its
+``READS_POLICY`` (detachment's keep-alive and health signals, recovery's crashes), the policy in
+force is read from the policy states (``"*"`` and the subject's own) at that event's position, so
+replay honours each `SetPolicy` where it stands in the log; every other fold gets the defaults
+(it ignores them), and so does every fold while no `SetPolicy` has been folded.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Any, Final, NamedTuple, Protocol, TypeAlias
 
 import msgspec
 
-from ledger.events import Event
+from ledger.events import Event, event_types
 from projections import broadcasts, detachment, maintenance, membership, policy, recovery
-from projections.base import DEFAULT_POLICY, Policy, Verdict
+from projections.base import DEFAULT_POLICY, Fold, Policy, Verdict
 
 __all__ = [
     "BY_NAME",
     "PROJECTIONS",
+    "Applier",
     "Change",
     "Folder",
     "Getter",
@@ -51,6 +54,9 @@ class Projection(Protocol):
     def HANDLES(self) -> tuple[type[Event], ...]: ...  # noqa: N802  module constant
 
     @property
+    def FOLDS(self) -> Mapping[type[Event], Fold]: ...  # noqa: N802  module constant
+
+    @property
     def STATE(self) -> type[Any]: ...  # noqa: N802  module constant
 
     def fold(self, state: Any, event: Event, policy: Policy, /) -> tuple[Any, Verdict]: ...
@@ -71,7 +77,6 @@ PROJECTIONS: Final[tuple[Projection, ...]] = (
 BY_NAME: Final[dict[str, Projection]] = {p.NAME: p for p in PROJECTIONS}
 
 Getter: TypeAlias = Callable[[str, str], Any | None]
-_Fold: TypeAlias = Callable[[Any, Event, Policy], tuple[Any, Verdict]]
 
 
 class Change(NamedTuple):
@@ -87,13 +92,20 @@ class Change(NamedTuple):
     verdict: Verdict
 
 
-def _routes() -> dict[type[Any], tuple[tuple[str, _Fold, bool], ...]]:
-    routes: dict[type[Any], list[tuple[str, _Fold, bool]]] = {}
+class _Route(NamedTuple):
+    """One projection's fold for one event type, and whether that fold reads the policy."""
+
+    projection: str
+    fold: Fold
+    reads_policy: bool
+
+
+def _routes() -> dict[type[Any], tuple[_Route, ...]]:
+    routes: dict[type[Any], list[_Route]] = {}
     for projection in PROJECTIONS:
-        name = projection.NAME
-        for cls in projection.HANDLES:
-            uses_policy = bool(getattr(projection, "USES_POLICY", False))
-            routes.setdefault(cls, []).append((name, projection.fold, uses_policy))
+        reads_policy: frozenset[type[Event]] = getattr(projection, "READS_POLICY", frozenset())
+        for cls, fold in projection.FOLDS.items():
+            routes.setdefault(cls, []).append(_Route(projection.NAME, fold, cls in reads_policy))
     return {cls: tuple(entries) for cls, entries in routes.items()}
 
 
@@ -102,13 +114,13 @@ _ROUTES: Final = _routes()
 
 def touched(event: Event) -> list[tuple[str, str]]:
     """The (projection, subject) states that folding `event` reads: the state of each projection
-    that handles it, and the policy settings in force when one of them uses policy."""
+    that handles it, and the policy settings in force when one of those folds reads the policy."""
     routes = _ROUTES.get(type(event))
     if routes is None:
         return []
     subject = event.subject
-    keys = [(name, subject) for name, _, _ in routes]
-    if any(uses_policy for _, _, uses_policy in routes):
+    keys = [(route.projection, subject) for route in routes]
+    if any(route.reads_policy for route in routes):
         keys.append((policy.NAME, policy.ALL))
         if subject != policy.ALL:
             keys.append((policy.NAME, subject))
@@ -137,8 +149,8 @@ def step(get: Getter, event: Event) -> list[Change]:
         folder.states[name][key_subject] = state
     verdicts = folder.apply(event)
     return [
-        Change(name, subject, folder.states[name].get(subject), verdict)
-        for (name, _, _), verdict in zip(routes, verdicts, strict=True)
+        Change(route.projection, subject, folder.states[route.projection].get(subject), verdict)
+        for route, verdict in zip(routes, verdicts, strict=True)
     ]
 
 
@@ -170,22 +182,66 @@ def digest(states: Mapping[str, Mapping[str, Any]]) -> bytes:
     return h.digest()
 
 
-class Folder:
-    """Every projection's current state in memory, folded event by event through `step`."""
+Applier: TypeAlias = Callable[[Event], list[Verdict]]
+"""Folds one event (of one type) into a folder's states; returns its verdicts."""
 
-    __slots__ = ("_routes", "states")
+
+def _bind(route: _Route, tables: dict[str, dict[str, Any]]) -> Applier:
+    """`route`'s fold over `tables`: read the subject's state, fold the event with the policy in
+    force (the defaults unless the fold reads it), store what the fold returns."""
+    fold, table, policies = route.fold, tables[route.projection], tables[policy.NAME]
+    get, reads_policy, effective = table.get, route.reads_policy, policy.effective
+
+    def apply(event: Event) -> list[Verdict]:
+        subject = event.subject
+        old = get(subject)
+        in_force = effective(policies, subject) if reads_policy and policies else DEFAULT_POLICY
+        state, verdict = fold(old, event, in_force)
+        if state is not old:
+            if state is None:
+                del table[subject]
+            else:
+                table[subject] = state
+        return [verdict]
+
+    return apply
+
+
+def _chain(appliers: tuple[Applier, ...]) -> Applier:
+    """Several projections' appliers for one event type, in folding order."""
+
+    def apply(event: Event) -> list[Verdict]:
+        verdicts: list[Verdict] = []
+        for applier in appliers:
+            verdicts += applier(event)
+        return verdicts
+
+    return apply
+
+
+def _unrouted(event: Event) -> list[Verdict]:
+    return []
+
+
+class Folder:
+    """Every projection's current state in memory, folded event by event (`apply`).
+
+    `appliers` maps every event type to its fold over this folder's states, with the routes bound
+    once (the state tables are mutated, never replaced): ``appliers[type(event)](event)`` is
+    `apply` without its dispatch, for replay's hot loops.
+    """
+
+    __slots__ = ("appliers", "states")
 
     def __init__(self, states: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.states: dict[str, dict[str, Any]] = {p.NAME: {} for p in PROJECTIONS}
         if states:
             for name, table in states.items():
                 self.states[name].update(table)
-        # the routes with this folder's tables bound (the tables are mutated, never replaced)
-        tables = self.states
-        self._routes = {
-            cls: tuple((fold, uses_policy, tables[name]) for name, fold, uses_policy in routes)
-            for cls, routes in _ROUTES.items()
-        }
+        self.appliers: dict[type[Any], Applier] = dict.fromkeys(event_types().values(), _unrouted)
+        for cls, routes in _ROUTES.items():
+            bound = tuple(_bind(route, self.states) for route in routes)
+            self.appliers[cls] = bound[0] if len(bound) == 1 else _chain(bound)
 
     def get(self, projection: str, subject: str) -> Any | None:
         """The state of `subject` in `projection` (None: default / absent)."""
@@ -194,30 +250,9 @@ class Folder:
     def apply(self, event: Event) -> list[Verdict]:
         """Fold one event; returns its verdicts (one per projection that handles it).
 
-        The same fold as `step` over this folder's states, inlined: this is replay's hot path,
-        and the property tests check it against `step` through stored-view round trips.
+        `step` goes through here too: this is the one fold.
         """
-        routes = self._routes.get(type(event))
-        if routes is None:
-            return []
-        subject = event.subject
-        verdicts: list[Verdict] = []
-        for fold, uses_policy, table in routes:
-            if uses_policy:
-                settings = self.states[policy.NAME]
-                own = None if subject == policy.ALL else settings.get(subject)
-                in_force = policy.combine(settings.get(policy.ALL), own)
-            else:
-                in_force = DEFAULT_POLICY
-            old = table.get(subject)
-            state, verdict = fold(old, event, in_force)
-            if state is not old:
-                if state is None:
-                    del table[subject]
-                else:
-                    table[subject] = state
-            verdicts.append(verdict)
-        return verdicts
+        return self.appliers.get(type(event), _unrouted)(event)
 
     def apply_all(self, events: Iterable[Event]) -> Folder:
         """Fold every event in order (verdicts dropped); returns self."""

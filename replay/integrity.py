@@ -13,19 +13,23 @@ views have reached, with the digest of those views, signed when a key is given.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
+from typing import cast
 
 import msgspec
 
 from ledger import merkle
 from ledger.codec import record_decoder
-from ledger.errors import ProofError
+from ledger.errors import ProofError, StorageError
+from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
-from replay.rebuild import Progress
+from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = ["VerifyResult", "make_checkpoint", "stored_checkpoints", "verify"]
 
@@ -70,6 +74,57 @@ def stored_checkpoints(
     return found, problems
 
 
+def _parts(
+    chunks: Iterator[list[tuple[int, bytes]]], sizes: list[int]
+) -> Iterator[list[tuple[int, bytes]]]:
+    """The chunks, cut after each position in `sizes` (sorted): a checkpoint ends a part.
+
+    Cuts assume the chunk has no gap; where it has one, `verify` stops at the gap before it
+    reaches the cut, so a misplaced cut is never acted on."""
+    for chunk in chunks:
+        first, last = chunk[0][0], chunk[-1][0]
+        start = 0
+        for size in sizes[bisect_left(sizes, first) : bisect_right(sizes, last)]:
+            cut = size - first + 1
+            if cut > start:
+                yield chunk[start:cut]
+                start = cut
+        if start < len(chunk):
+            yield chunk[start:]
+
+
+def _decode_or_none(chunk: list[tuple[int, bytes]]) -> list[Event] | list[Event | None]:
+    """The events of a chunk, None for each that cannot be decoded (`verify` says why in turn)."""
+    try:
+        return decode_chunk(chunk)
+    except StorageError:
+        events: list[Event | None] = []
+        for _, stored in chunk:
+            try:
+                events.append(record_decoder.decode(stored).event)
+            except msgspec.DecodeError:
+                events.append(None)
+        return events
+
+
+def _leaf_mismatch(position: int, stored_position: int) -> str:
+    if stored_position != position:
+        what = "an event was inserted" if stored_position == 0 else "leaves are missing"
+        return f"position {position} has no stored leaf: {what}"
+    return (
+        f"the event at position {position} does not match its leaf hash: it was changed, "
+        "reordered or inserted"
+    )
+
+
+def _undecodable(position: int, stored: bytes) -> str:
+    try:
+        record_decoder.decode(stored)
+    except msgspec.DecodeError as e:
+        return f"the event at position {position} cannot be decoded: {e}"
+    return f"the event at position {position} could not be decoded"  # pragma: no cover
+
+
 def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
     yield from ledger.backend.read_leaves(1)
     while True:
@@ -106,61 +161,59 @@ def verify(
     if problems:
         return result(None, "; ".join(problems), ok=False)
     expected = 1
-    sha256, decode = hashlib.sha256, record_decoder.decode
-    next_leaf = leaves.__next__
-    apply, push = folder.apply, frontier.push
-    fold_until = max(checkpoints, default=0)  # past the last checkpoint no digest is compared
-    sizes = iter(sorted(checkpoints))
-    next_checkpoint = next(sizes, 0)
-    for position, stored in ledger.read_stored(1):
-        if position != expected:
-            return result(expected, f"position {expected} is missing: an event was removed")
-        # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
-        leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
-        stored_position, stored_leaf = next_leaf()
-        if stored_leaf != leaf:
-            if stored_position != position:
-                what = "an event was inserted" if stored_position == 0 else "leaves are missing"
-                return result(position, f"position {position} has no stored leaf: {what}")
-            return result(
-                position,
-                f"the event at position {position} does not match its leaf hash: it was changed, "
-                "reordered or inserted",
-            )
-        try:
-            event = decode(stored).event
-        except msgspec.DecodeError as e:
-            return result(position, f"the event at position {position} cannot be decoded: {e}")
-        if trust is not None:
-            problem = trust.problem(event, position)
-            if problem is not None:
-                return result(
-                    position,
-                    f"the operator event at position {position} breaks the signing policy: "
-                    f"{problem}",
-                )
-        push(leaf)
-        if position <= fold_until:
-            apply(event)
-        if position == next_checkpoint:
-            checkpoint = checkpoints[position]
-            next_checkpoint = next(sizes, 0)
+    sha256 = hashlib.sha256
+    appliers, push = folder.appliers, frontier.push
+    sizes = sorted(checkpoints)
+    fold_until = sizes[-1] if sizes else 0  # past the last checkpoint no digest is compared
+    next_checkpoint = sizes[0] if sizes else 0
+    for part in _parts(read_chunks(ledger), sizes):
+        # the leaves, decoding, signatures and tree of every position in the part, in order
+        stored_leaves = list(islice(leaves, len(part)))
+        events = _decode_or_none(part)
+        for (position, stored), (stored_position, stored_leaf), event in zip(
+            part, stored_leaves, events, strict=True
+        ):
+            if position != expected:
+                return result(expected, f"position {expected} is missing: an event was removed")
+            # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
+            leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
+            if stored_leaf != leaf:
+                return result(position, _leaf_mismatch(position, stored_position))
+            if event is None:
+                return result(position, _undecodable(position, stored))
+            if trust is not None:
+                problem = trust.problem(event, position)
+                if problem is not None:
+                    return result(
+                        position,
+                        f"the operator event at position {position} breaks the signing policy: "
+                        f"{problem}",
+                    )
+            push(leaf)
+            expected += 1
+        # then the fold (it cannot fail), then the checkpoint that may end the part
+        if expected - 1 <= fold_until:
+            for event in cast(list[Event], events):
+                appliers[type(event)](event)
+        if expected - 1 == next_checkpoint:
+            checkpoint = checkpoints[next_checkpoint]
             checked += 1
             if checkpoint.root != frontier.root():
                 return result(
                     good_until + 1,
-                    f"the log up to {position} does not match the checkpoint of size {position}: "
-                    f"a change after position {good_until}",
+                    f"the log up to {next_checkpoint} does not match the checkpoint of size "
+                    f"{next_checkpoint}: a change after position {good_until}",
                 )
             if checkpoint.state_digest != folder.digest():
                 return result(
                     good_until + 1,
-                    f"the projection digest at size {position} differs from the checkpoint's",
+                    f"the projection digest at size {next_checkpoint} differs from the "
+                    "checkpoint's",
                 )
-            good_until = position
-        if progress is not None and position % every == 0:
-            progress(position, size)
-        expected += 1
+            good_until = next_checkpoint
+            next_checkpoint = sizes[checked] if checked < len(sizes) else 0
+        if progress is not None and (expected - 1) // every != (expected - 1 - len(part)) // every:
+            progress(expected - 1, size)
     if progress is not None:
         progress(expected - 1, size)
     stored_position, _ = next(leaves)
