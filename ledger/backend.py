@@ -220,6 +220,9 @@ class LogBackend(Protocol):
     """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it."""
 
     url: str
+    location: str
+    """What `ledger.ledger.open_backend` needs to open this ledger again, from another process
+    (a path, or the URL with its password: unlike `url`, not for messages)."""
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         """Run `apply_requests` for these requests in ONE durable transaction (retrying it whole

@@ -140,7 +140,7 @@ class LMDBBackend:
             raise LedgerNotFoundError(f"no ledger at {path} (create one by appending to it)")
         if data.exists() and data.stat().st_size == 0:
             raise BackendUnavailableError(f"{data} is empty: not a ledger (truncated?)")
-        self.url = str(path)
+        self.url = self.location = str(path)
         try:
             self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
         except (lmdb.Error, PersistenceError) as e:

@@ -491,7 +491,7 @@ class PostgresBackend:
 
     def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 6) -> None:
         self.target = target = parse_url(url)
-        self.url, self.schema = target.url, target.schema
+        self.url, self.schema, self.location = target.url, target.schema, url
         self.q = {name: self.sql(template) for name, template in _STATEMENTS.items()}
         array, joined = SQL("%s"), SQL("string_to_array(%s, E'\\n')")
         self._any = {

@@ -2,9 +2,10 @@
 
 `verify` reads the whole log once, in order: recomputes each leaf from the stored event bytes
 and compares it with the stored leaf, decodes every event, rebuilds the tree with a `Frontier`,
-folds the events up to the last stored checkpoint (beyond it there is no digest to compare), and
-at each checkpoint compares the recomputed root and projection digest with the signed ones. It
-names the first position that was changed, removed, reordered or inserted.
+and at each checkpoint compares the recomputed root with the signed one. Beside that pass, the
+events up to the last stored checkpoint (beyond it there is no digest to compare) are folded to
+compare each checkpoint's projection digest: in a second process for a long log, so that both
+cores work. It names the first position that was changed, removed, reordered or inserted.
 
 `make_checkpoint` writes a C2SP tlog-checkpoint note (`ledger.notes`) for the size the stored
 views have reached, with the digest of those views, signed when a key is given.
@@ -13,11 +14,17 @@ views have reached, with the digest of those views, signed when a key is given.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import select
+import subprocess
+import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import cast
+from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -31,7 +38,14 @@ from projections.api import Views
 from projections.state import Folder, digest
 from replay.rebuild import Progress, decode_chunk, read_chunks
 
-__all__ = ["VerifyResult", "make_checkpoint", "stored_checkpoints", "verify"]
+__all__ = [
+    "PARALLEL_FROM",
+    "VerifyResult",
+    "checkpoint_digests",
+    "make_checkpoint",
+    "stored_checkpoints",
+    "verify",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +145,144 @@ def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
         yield 0, b""
 
 
+PARALLEL_FROM: Final = 100_000
+"""From this many events to fold, `verify` computes the checkpoints' projection digests in a
+second process while this one checks the leaves, the decoding and the tree (on two cores, the
+two halves of the work overlap). Below it, starting a process costs more than it saves."""
+
+
+def checkpoint_digests(ledger: Ledger, sizes: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+    """(size, projection digest of the log's first `size` events) for each size in `sizes`
+    (ascending), folded in one pass. Stops at the first position that is missing or cannot be
+    decoded (`verify` names it), leaving out the sizes beyond it."""
+    if not sizes:
+        return
+    wanted = set(sizes)
+    folder = Folder()
+    appliers = folder.appliers
+    expected = 1
+    for part in _parts(read_chunks(ledger, 1, sizes[-1]), list(sizes)):
+        if part[0][0] != expected or part[-1][0] != expected + len(part) - 1:
+            return
+        try:
+            events = decode_chunk(part)
+        except StorageError:
+            return
+        for event in events:
+            appliers[type(event)](event)
+        expected += len(part)
+        if expected - 1 in wanted:
+            yield expected - 1, folder.digest()
+
+
+class _Digests:
+    """The checkpoints' digests: folded beside `verify`'s own checks by another process for a
+    long log, or in this one when asked (`get`) for a short log or if the other process fails.
+
+    The other process is ``python -m replay.integrity`` (see `_worker`): a fresh interpreter
+    that imports nothing of the caller's program. It reads the ledger's location and the sizes
+    as JSON on stdin and writes one ``size digest-hex`` line per checkpoint as soon as it is
+    folded, then ``done`` (or ``failed``).
+    """
+
+    def __init__(self, ledger: Ledger, sizes: list[int]) -> None:
+        self._ledger, self._sizes = ledger, sizes
+        self._found: dict[int, bytes] = {}
+        self._process: subprocess.Popen[str] | None = None
+        if sizes and sizes[-1] >= PARALLEL_FROM:
+            self._start(ledger.backend.location)
+
+    def _start(self, location: str) -> None:
+        root = str(Path(__file__).resolve().parent.parent)  # where `replay` is importable from
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
+        )
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "replay.integrity"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+            )
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps({"location": location, "sizes": self._sizes}))
+            self._process.stdin.close()
+        except OSError:
+            self.close()  # folded here instead
+
+    def collect(self) -> None:
+        """Take the digests already written, without waiting (keeps the pipe from filling up
+        when there are many checkpoints)."""
+        while self._process is not None:
+            assert self._process.stdout is not None
+            ready, _, _ = select.select([self._process.stdout], [], [], 0)
+            if not ready or not self._read_line():
+                return
+
+    def get(self, wanted: Sequence[int]) -> dict[int, bytes]:
+        """The digests of (at least) the `wanted` sizes the log holds, waiting for them if the
+        other process is still folding."""
+        needed = set(wanted)
+        while self._process is not None and not needed <= self._found.keys():
+            if not self._read_line():
+                break
+        if needed and not needed <= self._found.keys():
+            last = max(needed)
+            self._found.update(
+                checkpoint_digests(self._ledger, [s for s in self._sizes if s <= last])
+            )
+        return self._found
+
+    def _read_line(self) -> bool:
+        """Read one line of the other process; False once it is done (or failed: then the
+        digests it wrote are dropped, to be folded here)."""
+        assert self._process is not None
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().split()
+        if len(line) == 2 and line[0].isdigit():
+            self._found[int(line[0])] = bytes.fromhex(line[1])
+            return True
+        if line != ["done"]:
+            self._found.clear()
+        self.close()
+        return False
+
+    def close(self) -> None:
+        """Stop the other process, if any (when verify ends early, its digests are not needed)."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def _worker() -> None:
+    """``python -m replay.integrity``: `checkpoint_digests` for `_Digests`, on stdin/stdout."""
+    try:
+        request = json.loads(sys.stdin.read())
+        with Ledger.open(request["location"], create=False) as ledger:
+            for size, state in checkpoint_digests(ledger, request["sizes"]):
+                print(size, state.hex(), flush=True)
+        print("done", flush=True)
+    except Exception:  # noqa: BLE001  the parent folds by itself instead
+        print("failed", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Passed:
+    """A checkpoint whose root matched, its digest still to compare."""
+
+    size: int
+    good_until: int  # the checkpoint before it, or 0
+    root: bytes
+    number: int  # how many checkpoints were reached with it
+
+
 def verify(
     ledger: Ledger,
     *,
@@ -138,33 +290,61 @@ def verify(
     progress: Progress | None = None,
     every: int = 50_000,
 ) -> VerifyResult:
-    """Recompute every leaf, the tree and the projection digests; name the first bad position."""
+    """Recompute every leaf, the tree and the projection digests; name the first bad position.
+
+    One pass in order checks each position's leaf, decoding and signatures, and each
+    checkpoint's root; the checkpoints' projection digests are folded beside it (`_Digests`) and
+    compared at the end, or when a later check fails (a digest that differs at an earlier
+    checkpoint is then the first failure).
+    """
     checkpoints, problems = stored_checkpoints(ledger, verifiers)
-    frontier = merkle.Frontier()
-    folder = Folder()
-    leaves = _leaves(ledger)
-    good_until = 0  # every position up to here matched a checkpoint or its leaf
-    trust = ledger.trust_policy()
     size = ledger.size()
-    checked = 0
-
-    def result(bad: int | None, detail: str, *, ok: bool | None = None) -> VerifyResult:
-        return VerifyResult(
-            ok=bad is None if ok is None else ok,
-            size=size,
-            root=frontier.root().hex(),
-            first_bad_position=bad,
-            detail=detail,
-            checkpoints_checked=checked,
-        )
-
     if problems:
-        return result(None, "; ".join(problems), ok=False)
+        return VerifyResult(False, size, merkle.Frontier().root().hex(), None, "; ".join(problems))
+    digests = _Digests(ledger, sorted(checkpoints))
+    try:
+        return _verify(ledger, checkpoints, digests, progress=progress, every=every, size=size)
+    finally:
+        digests.close()
+
+
+def _verify(
+    ledger: Ledger,
+    checkpoints: dict[int, Checkpoint],
+    digests: _Digests,
+    *,
+    progress: Progress | None,
+    every: int,
+    size: int,
+) -> VerifyResult:
+    sizes = sorted(checkpoints)
+    frontier = merkle.Frontier()
+    leaves = _leaves(ledger)
+    trust = ledger.trust_policy()
+    passed: list[_Passed] = []  # checkpoints whose root matched, in order
+
+    def result(bad: int | None, detail: str) -> VerifyResult:
+        """The outcome, unless a checkpoint passed before it has a digest that differs."""
+        if bad is not None and not passed:
+            return VerifyResult(False, size, frontier.root().hex(), bad, detail, 0)
+        found = digests.get([c.size for c in passed]) if passed else {}
+        for checkpoint in passed:
+            if found.get(checkpoint.size) != checkpoints[checkpoint.size].state_digest:
+                return VerifyResult(
+                    False,
+                    size,
+                    checkpoint.root.hex(),
+                    checkpoint.good_until + 1,
+                    f"the projection digest at size {checkpoint.size} differs from the "
+                    "checkpoint's",
+                    checkpoint.number,
+                )
+        return VerifyResult(bad is None, size, frontier.root().hex(), bad, detail, len(passed))
+
+    good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
     sha256 = hashlib.sha256
-    appliers, push = folder.appliers, frontier.push
-    sizes = sorted(checkpoints)
-    fold_until = sizes[-1] if sizes else 0  # past the last checkpoint no digest is compared
+    push = frontier.push
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
@@ -191,27 +371,18 @@ def verify(
                     )
             push(leaf)
             expected += 1
-        # then the fold (it cannot fail), then the checkpoint that may end the part
-        if expected - 1 <= fold_until:
-            for event in cast(list[Event], events):
-                appliers[type(event)](event)
-        if expected - 1 == next_checkpoint:
-            checkpoint = checkpoints[next_checkpoint]
-            checked += 1
-            if checkpoint.root != frontier.root():
+        if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
+            root = frontier.root()
+            if checkpoints[next_checkpoint].root != root:
                 return result(
                     good_until + 1,
                     f"the log up to {next_checkpoint} does not match the checkpoint of size "
                     f"{next_checkpoint}: a change after position {good_until}",
                 )
-            if checkpoint.state_digest != folder.digest():
-                return result(
-                    good_until + 1,
-                    f"the projection digest at size {next_checkpoint} differs from the "
-                    "checkpoint's",
-                )
+            passed.append(_Passed(next_checkpoint, good_until, root, len(passed) + 1))
+            digests.collect()
             good_until = next_checkpoint
-            next_checkpoint = sizes[checked] if checked < len(sizes) else 0
+            next_checkpoint = sizes[len(passed)] if len(passed) < len(sizes) else 0
         if progress is not None and (expected - 1) // every != (expected - 1 - len(part)) // every:
             progress(expected - 1, size)
     if progress is not None:
@@ -234,7 +405,7 @@ def verify(
         return result(
             good_until + 1, "the stored tree's inner nodes differ from the recomputed tree"
         )
-    return result(None, f"{expected - 1} events, {checked} checkpoint(s) verified")
+    return result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
 
 
 def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpoint, str]:
@@ -259,3 +430,7 @@ def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:
         m.NAME: [(s, codec.decode_state(m.NAME, data)) for s, data in scan(m.NAME)]
         for m in PROJECTIONS
     }
+
+
+if __name__ == "__main__":
+    _worker()

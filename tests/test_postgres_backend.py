@@ -34,9 +34,11 @@ from ledger.events import (
     MembershipObserved,
 )
 from ledger.ledger import Ledger
+from ledger.notes import Checkpoint
 from projections.api import Views
 from projections.state import Folder
 from projections.store_postgres import PostgresViews
+from replay import integrity
 from replay.integrity import make_checkpoint, verify
 from tests.conftest import drop_pg_schema, fresh_pg_url
 
@@ -430,6 +432,14 @@ def test_rebuild_replay_checkpoint_and_verify(log: Ledger, url: str) -> None:
     checkpoint, _note = make_checkpoint(views)
     assert checkpoint.size == 120
     assert verify(log).ok
+    with pytest.MonkeyPatch.context() as patch:  # the digests folded by a second process
+        patch.setattr(integrity, "PARALLEL_FROM", 1)
+        assert verify(log).checkpoints_checked == 1
+        assert dict(integrity.checkpoint_digests(log, [120])) == {120: checkpoint.state_digest}
+        log.put_checkpoint(60, Checkpoint(log.origin(), 60, log.root(60), bytes(32)).to_body())
+        wrong = verify(log)
+        assert wrong.first_bad_position == 1
+        assert "projection digest at size 60" in wrong.detail
     schema = pg.parse_url(url).schema
     with raw(url) as conn:  # tamper with one stored event behind the ledger's back
         conn.execute(

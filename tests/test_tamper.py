@@ -40,9 +40,10 @@ from ledger.events import (
 )
 from ledger.ledger import Ledger
 from ledger.lmdb import _split
-from ledger.notes import Signer
+from ledger.notes import Checkpoint, Signer
 from projections.api import Views
 from projections.views import codec as state_codec
+from replay import integrity
 from replay.audit import run_audit
 from replay.integrity import VerifyResult, make_checkpoint, verify
 
@@ -116,6 +117,15 @@ def victim(pristine: tuple[Path, Signer], tmp_path: Path) -> tuple[Path, Signer]
     return copy, signer
 
 
+@pytest.fixture(params=["inline", "parallel"])
+def digests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How verify folds for the checkpoints' projection digests: in its own process (a short
+    log), or in a second process beside its other checks (a long log; forced here)."""
+    if request.param == "parallel":
+        monkeypatch.setattr(integrity, "PARALLEL_FROM", 1)
+    return str(request.param)
+
+
 # ---------------------------------------------------------------------------- attacking
 
 
@@ -183,7 +193,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[bytes]) -> None:
 # ---------------------------------------------------------------------------- the attacks
 
 
-def test_untouched_copy_verifies(victim: tuple[Path, Signer]) -> None:
+def test_untouched_copy_verifies(victim: tuple[Path, Signer], digests: str) -> None:
     """The baseline every attack below starts from."""
     path, signer = victim
     result = check(path, signer)
@@ -235,7 +245,7 @@ def test_one_byte_flipped_in_data_file_is_named(victim: tuple[Path, Signer]) -> 
     assert json.loads(proc.stdout)["ok"] is False
 
 
-def test_deleted_middle_event_is_named(victim: tuple[Path, Signer]) -> None:
+def test_deleted_middle_event_is_named(victim: tuple[Path, Signer], digests: str) -> None:
     path, signer = victim
     with raw_write(path) as (txn, db):
         assert txn.delete(pos_key(77), db=db(LOG_DB))
@@ -257,6 +267,7 @@ def test_deleted_last_event_is_named(victim: tuple[Path, Signer]) -> None:
 
 def test_deleted_tail_and_its_leaves_is_caught_by_a_checkpoint(
     victim: tuple[Path, Signer],
+    digests: str,
 ) -> None:
     """Removing the last events AND their leaves and nodes leaves a checkpoint beyond the end."""
     path, signer = victim
@@ -336,6 +347,7 @@ def test_changed_event_in_a_large_log_is_named(tmp_path: Path) -> None:
 
 def test_consistent_event_and_leaf_rewrite_is_caught_by_the_signed_checkpoint(
     victim: tuple[Path, Signer],
+    digests: str,
 ) -> None:
     """The attacker rewrites event 100 and its leaf hash to match: the leaf check passes, the
     signed checkpoint of size 120 does not; the first bad position is after the last good one."""
@@ -372,6 +384,7 @@ def _recompute_inner_nodes(txn: Any, merkle_db: Any, position: int) -> int:
 
 def test_rewrite_of_event_leaf_and_every_inner_node_is_caught_by_the_checkpoint(
     victim: tuple[Path, Signer],
+    digests: str,
 ) -> None:
     """A thorough attacker also recomputes the inner nodes above the leaf: the stored tree is
     self-consistent again, and only the signed checkpoint of size 200 catches it."""
@@ -406,6 +419,74 @@ def test_rewrite_of_event_and_leaf_with_no_later_checkpoint_is_an_inner_node_mis
     assert not result.ok
     assert result.first_bad_position == 121
     assert "inner nodes" in result.detail
+
+
+def put_checkpoint_with_digest(path: Path, signer: Signer, size: int, state: bytes) -> None:
+    """Replace the checkpoint of `size` with one signed over the right root and `state`."""
+    with Ledger.open(path, create=False) as log:
+        note = Checkpoint(log.origin(), size, log.root(size), state).sign(signer)
+        log.put_checkpoint(size, note)
+
+
+def test_a_checkpoint_whose_projection_digest_differs_is_named(
+    victim: tuple[Path, Signer], digests: str
+) -> None:
+    """The events match the checkpoint of 120's root but not its projection digest: the first
+    bad position is just after the checkpoint that still holds (50)."""
+    path, signer = victim
+    put_checkpoint_with_digest(path, signer, 120, bytes(32))
+    result = check(path, signer)
+    assert not result.ok
+    assert result.first_bad_position == 51
+    assert result.detail == "the projection digest at size 120 differs from the checkpoint's"
+    assert result.checkpoints_checked == 2
+    with Ledger.open(path, create=False) as log:
+        assert result.root == log.root(120).hex()
+
+
+def test_an_earlier_digest_difference_comes_before_a_later_change(
+    victim: tuple[Path, Signer], digests: str
+) -> None:
+    """A wrong digest at the checkpoint of 50 and a changed event at 150: the digest is named
+    first (position 1), though it is compared only after the pass over the log."""
+    path, signer = victim
+    put_checkpoint_with_digest(path, signer, 50, bytes(32))
+    with raw_write(path) as (txn, db):
+        log = db(LOG_DB)
+        record = bytes(txn.get(pos_key(150), db=log))
+        txn.put(pos_key(150), rewrite_state(record, forged(record)), db=log)
+    result = check(path, signer)
+    assert result.first_bad_position == 1
+    assert "projection digest at size 50" in result.detail
+    assert result.checkpoints_checked == 1
+
+
+def test_checkpoint_digests_fold_each_size_once(victim: tuple[Path, Signer]) -> None:
+    """The digests verify compares are those of a replay to each size, and they stop at the
+    first event that cannot be read."""
+    path, _ = victim
+    with Ledger.open(path, create=False) as log:
+        folded = dict(integrity.checkpoint_digests(log, [50, 120, SIZE]))
+        assert folded == {s: Checkpoint.open(n, None).state_digest for s, n in log.checkpoints()}
+    with raw_write(path) as (txn, db):
+        assert txn.delete(pos_key(77), db=db(LOG_DB))
+    with Ledger.open(path, create=False) as log:
+        assert dict(integrity.checkpoint_digests(log, [50, 120, SIZE])) == {50: folded[50]}
+
+
+def test_digests_are_folded_here_when_the_other_process_fails(
+    victim: tuple[Path, Signer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second process cannot open the ledger (a wrong location): verify folds by itself."""
+    path, signer = victim
+    monkeypatch.setattr(integrity, "PARALLEL_FROM", 1)
+    put_checkpoint_with_digest(path, signer, 120, bytes(32))
+    with Ledger.open(path, create=False) as log:
+        monkeypatch.setattr(log.backend, "location", str(path.with_name("nowhere")))
+        result = verify(log, verifiers=[signer.verifier])
+    assert result.first_bad_position == 51
+    assert "projection digest at size 120" in result.detail
+    assert not path.with_name("nowhere").exists()
 
 
 def test_forged_checkpoint_note_is_refused_under_the_auditor_key(
