@@ -14,17 +14,12 @@ views have reached, with the digest of those views, signed when a key is given.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import select
 import subprocess
-import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
-from typing import Final
 
 import msgspec
 
@@ -36,10 +31,10 @@ from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
+from replay import workers
 from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = [
-    "PARALLEL_FROM",
     "VerifyResult",
     "checkpoint_digests",
     "make_checkpoint",
@@ -145,12 +140,6 @@ def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
         yield 0, b""
 
 
-PARALLEL_FROM: Final = 100_000
-"""From this many events to fold, `verify` computes the checkpoints' projection digests in a
-second process while this one checks the leaves, the decoding and the tree (on two cores, the
-two halves of the work overlap). Below it, starting a process costs more than it saves."""
-
-
 def checkpoint_digests(ledger: Ledger, sizes: Sequence[int]) -> Iterator[tuple[int, bytes]]:
     """(size, projection digest of the log's first `size` events) for each size in `sizes`
     (ascending), folded in one pass. Stops at the first position that is missing or cannot be
@@ -188,30 +177,10 @@ class _Digests:
     def __init__(self, ledger: Ledger, sizes: list[int]) -> None:
         self._ledger, self._sizes = ledger, sizes
         self._found: dict[int, bytes] = {}
-        self._process: subprocess.Popen[str] | None = None
-        if sizes and sizes[-1] >= PARALLEL_FROM:
-            self._start(ledger.backend.location)
-
-    def _start(self, location: str) -> None:
-        root = str(Path(__file__).resolve().parent.parent)  # where `replay` is importable from
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))),
-        )
-        try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "replay.integrity"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=env,
-                text=True,
-            )
-            assert self._process.stdin is not None
-            self._process.stdin.write(json.dumps({"location": location, "sizes": self._sizes}))
-            self._process.stdin.close()
-        except OSError:
-            self.close()  # folded here instead
+        self._process: subprocess.Popen[bytes] | None = None
+        if sizes and sizes[-1] >= workers.PARALLEL_FROM:
+            request = {"location": ledger.backend.location, "sizes": sizes}
+            self._process = workers.start("replay.integrity", request)
 
     def collect(self) -> None:
         """Take the digests already written, without waiting (keeps the pipe from filling up
@@ -243,9 +212,9 @@ class _Digests:
         assert self._process.stdout is not None
         line = self._process.stdout.readline().split()
         if len(line) == 2 and line[0].isdigit():
-            self._found[int(line[0])] = bytes.fromhex(line[1])
+            self._found[int(line[0])] = bytes.fromhex(line[1].decode())
             return True
-        if line != ["done"]:
+        if line != [b"done"]:
             self._found.clear()
         self.close()
         return False
@@ -254,17 +223,13 @@ class _Digests:
         """Stop the other process, if any (when verify ends early, its digests are not needed)."""
         process, self._process = self._process, None
         if process is not None:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+            workers.stop(process)
 
 
 def _worker() -> None:
     """``python -m replay.integrity``: `checkpoint_digests` for `_Digests`, on stdin/stdout."""
     try:
-        request = json.loads(sys.stdin.read())
+        request = workers.request()
         with Ledger.open(request["location"], create=False) as ledger:
             for size, state in checkpoint_digests(ledger, request["sizes"]):
                 print(size, state.hex(), flush=True)

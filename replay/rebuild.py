@@ -12,6 +12,7 @@ in turn), and memory stays flat.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,9 +23,10 @@ import msgspec
 
 from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
-from ledger.events import Event
+from ledger.events import Event, SetPolicy
 from ledger.ledger import Ledger
 from ledger.signing import TrustPolicy
+from projections import policy
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder
 
@@ -32,6 +34,7 @@ __all__ = [
     "CHUNK",
     "Audit",
     "FolderSource",
+    "Part",
     "Progress",
     "Rejected",
     "as_of",
@@ -148,6 +151,35 @@ def decode_chunk(chunk: list[tuple[int, bytes]]) -> list[Event]:
         raise
 
 
+class Part:
+    """One of `count` disjoint parts of the subjects, for folding a log in several processes.
+
+    Every fold reads and writes only the states of its event's subject, plus the policy for all
+    subjects (SPEC §2.6): so each part folds the events of its own subjects, and every part
+    folds each ``SetPolicy`` for ``*`` (part 0 alone counts its verdict). Subjects are assigned
+    by CRC-32 of their UTF-8 bytes, the same in every process.
+    """
+
+    def __init__(self, number: int, count: int) -> None:
+        if not 0 <= number < count:
+            raise UsageError(f"part {number} of {count} does not exist")
+        self.number, self.count = number, count
+        self._parts: dict[str, int] = {}
+
+    def keep(self, event: Event) -> bool | None:
+        """True: this part's event; False: another part's; None: fold it, but do not count it
+        (a setting for every subject, counted by part 0)."""
+        subject = event.subject
+        part = self._parts.get(subject)
+        if part is None:
+            part = self._parts[subject] = zlib.crc32(subject.encode()) % self.count
+        if part == self.number:
+            return True
+        if subject == policy.ALL and isinstance(event, SetPolicy):
+            return None
+        return False
+
+
 def _drop(rejected: Rejected) -> None:
     """An `Audit.on_rejected` that keeps nothing (a rebuild without audit)."""
 
@@ -160,11 +192,13 @@ def rebuild(
     progress: Progress | None = None,
     every: int = 50_000,
     trust: TrustPolicy | None = None,
+    part: Part | None = None,
 ) -> tuple[Folder, int]:
     """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
     With `trust`, operator events that break the signing policy are audited as rejected by
-    the pseudo-projection ``signatures`` (they are still folded: the log is what it is).
+    the pseudo-projection ``signatures`` (they are still folded: the log is what it is). With
+    `part`, only that part of the subjects is folded and audited (see `Part`).
     """
     size = ledger.size()
     if to is None:
@@ -176,6 +210,7 @@ def rebuild(
     problem = trust.problem if trust is not None and audit is not None else None
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
+    keep = part.keep if part is not None else None
     last = 0
     for chunk in read_chunks(ledger, 1, to):
         # positions come in increasing order: the chunk has no gap when it spans its length
@@ -184,6 +219,10 @@ def rebuild(
             missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
             raise StorageError(f"position {missing} is missing from the log")
         for position, event in enumerate(decode_chunk(chunk), first):
+            if keep is not None and not (counted := keep(event)):
+                if counted is None:  # a setting for every subject: folded, counted elsewhere
+                    appliers[type(event)](event)
+                continue
             for verdict in appliers[type(event)](event):
                 if verdict.verdict == "rejected":
                     reject(position, event, verdict)

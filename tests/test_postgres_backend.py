@@ -38,7 +38,7 @@ from ledger.notes import Checkpoint
 from projections.api import Views
 from projections.state import Folder
 from projections.store_postgres import PostgresViews
-from replay import integrity
+from replay import integrity, workers
 from replay.integrity import make_checkpoint, verify
 from tests.conftest import drop_pg_schema, fresh_pg_url
 
@@ -433,7 +433,7 @@ def test_rebuild_replay_checkpoint_and_verify(log: Ledger, url: str) -> None:
     assert checkpoint.size == 120
     assert verify(log).ok
     with pytest.MonkeyPatch.context() as patch:  # the digests folded by a second process
-        patch.setattr(integrity, "PARALLEL_FROM", 1)
+        patch.setattr(workers, "PARALLEL_FROM", 1)
         assert verify(log).checkpoints_checked == 1
         assert dict(integrity.checkpoint_digests(log, [120])) == {120: checkpoint.state_digest}
         log.put_checkpoint(60, Checkpoint(log.origin(), 60, log.root(60), bytes(32)).to_body())

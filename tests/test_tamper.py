@@ -43,7 +43,7 @@ from ledger.lmdb import _split
 from ledger.notes import Checkpoint, Signer
 from projections.api import Views
 from projections.views import codec as state_codec
-from replay import integrity
+from replay import integrity, workers
 from replay.audit import run_audit
 from replay.integrity import VerifyResult, make_checkpoint, verify
 
@@ -122,7 +122,7 @@ def digests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     """How verify folds for the checkpoints' projection digests: in its own process (a short
     log), or in a second process beside its other checks (a long log; forced here)."""
     if request.param == "parallel":
-        monkeypatch.setattr(integrity, "PARALLEL_FROM", 1)
+        monkeypatch.setattr(workers, "PARALLEL_FROM", 1)
     return str(request.param)
 
 
@@ -479,7 +479,7 @@ def test_digests_are_folded_here_when_the_other_process_fails(
 ) -> None:
     """The second process cannot open the ledger (a wrong location): verify folds by itself."""
     path, signer = victim
-    monkeypatch.setattr(integrity, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(workers, "PARALLEL_FROM", 1)
     put_checkpoint_with_digest(path, signer, 120, bytes(32))
     with Ledger.open(path, create=False) as log:
         monkeypatch.setattr(log.backend, "location", str(path.with_name("nowhere")))
