@@ -112,4 +112,3 @@ def verify_proof_file(text: str | bytes, verifier_keys: VerifierKeys | None) -> 
     if head == CONSISTENCY_HEADER:
         return Proven("consistency", consistency=verify_consistency_proof(text, verifier_keys))
     raise ProofError(f"not a proof file: the first line is {head[:60]!r}")
-

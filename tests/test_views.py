@@ -24,12 +24,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import StrictRefusedError
-from ledger.events import EnterMaintenance, Event, ExitMaintenance, MaintenanceObserved
+from ledger.events import (
+    EnterMaintenance,
+    Event,
+    ExitMaintenance,
+    KeepAliveFailed,
+    MaintenanceObserved,
+    SetPolicy,
+)
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import Folder, digest
+from replay import workers
 from replay.audit import run_audit
-from replay.rebuild import as_of, rebuild
+from replay.rebuild import Audit, Part, as_of, rebuild
 from tests.conftest import drop_pg_schema, fresh_pg_url
 from tests.eventgen import event_logs, ts
 
@@ -79,6 +87,73 @@ def test_replay_equals_live_views(
             k: v for k, v in folder.states.items() if v
         }
         assert run_audit(log).diverged == []
+
+
+@settings(max_examples=40)
+@given(events=event_logs(max_size=60), count=st.integers(1, 4))
+def test_parts_of_the_subjects_fold_to_the_whole(events: list[Event], count: int) -> None:
+    """Folding each part of the subjects on its own (as the processes of a long replay do) and
+    putting the parts together gives the whole replay: states, verdict counts and refusals."""
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(events)
+        whole_audit = Audit()
+        whole, _ = rebuild(log, audit=whole_audit)
+        states: dict[str, dict[str, object]] = {name: {} for name in whole.states}
+        counts = {name: dict.fromkeys(c, 0) for name, c in whole_audit.counts.items()}
+        rejected = []
+        for number in range(count):
+            audit = Audit()
+            folder, _ = rebuild(log, audit=audit, part=Part(number, count))
+            for name, table in folder.states.items():
+                for subject, state in table.items():
+                    assert states[name].setdefault(subject, state) == state
+            for name, c in audit.counts.items():
+                for verdict, n in c.items():
+                    counts[name][verdict] += n
+            rejected += audit.rejected
+        assert states == whole.states
+        assert counts == whole_audit.counts
+        assert sorted(rejected, key=lambda r: r.position) == whole_audit.rejected
+
+
+def test_every_part_folds_the_settings_for_every_subject() -> None:
+    """A policy for ``*`` tunes the subjects of every part: one keep-alive failure detaches each
+    runner once the threshold is 1, whichever part folds it."""
+    runners = [f"runner-{i}" for i in range(12)]
+    events: list[Event] = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=1)]
+    events += [KeepAliveFailed(subject=r) for r in runners]
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(events)
+        whole, _ = rebuild(log)
+        detached = {s for s, state in whole.states["detachment"].items() if state.detached}
+        assert detached == set(runners)
+        for number in range(3):
+            folder, _ = rebuild(log, part=Part(number, 3))
+            mine = set(folder.states["detachment"])
+            assert mine, "12 subjects over 3 parts: each part has some"
+            assert all(folder.states["detachment"][s].detached for s in mine)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=8, deadline=None)
+@given(events=event_logs(max_size=60))
+def test_a_replay_shared_with_a_second_process_reports_the_same(
+    backend: str, events: list[Event]
+) -> None:
+    with fresh_ledger(backend) as log:
+        log.append_batch(events)
+        alone = run_audit(log)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(workers, "PARALLEL_FROM", 1)
+            shared = run_audit(log)
+            seen: list[int] = []
+            streamed = run_audit(log, on_rejected=lambda r: seen.append(r.position))
+            patch.setattr(log.backend, "location", "/nonexistent/ledger")  # the worker fails
+            fallback = run_audit(log)
+    assert shared.to_json() == alone.to_json()
+    assert fallback.to_json() == alone.to_json()
+    assert seen == [r.position for r in alone.rejected]
+    assert streamed.rejected == []
 
 
 @pytest.mark.parametrize("backend", ["lmdb"])
