@@ -95,7 +95,7 @@ def run_audit(
     other = None
     if target >= workers.PARALLEL_FROM:
         request = {"location": ledger.backend.location, "to": target}
-        other = workers.start("replay.audit", request)
+        other = workers.start("audit", request)
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
@@ -168,8 +168,8 @@ def _merge(folder: Folder, audit: Audit, half: _Half) -> None:
             table.setdefault(subject, decode_state(name, data))
 
 
-def _worker() -> None:
-    """``python -m replay.audit``: the second half of `run_audit`'s replay, as `_Half` msgpack on
+def work() -> None:
+    """``python -m replay audit``: the second half of `run_audit`'s replay, as `_Half` msgpack on
     stdout (nothing on a failure: the parent folds that half itself)."""
     request = workers.request()
     with Ledger.open(request["location"], create=False) as ledger:
@@ -180,7 +180,3 @@ def _worker() -> None:
         half = msgspec.msgpack.encode(_half(folder, audit))
     sys.stdout.buffer.write(half)
     sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    _worker()

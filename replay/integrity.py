@@ -168,7 +168,7 @@ class _Digests:
     """The checkpoints' digests: folded beside `verify`'s own checks by another process for a
     long log, or in this one when asked (`get`) for a short log or if the other process fails.
 
-    The other process is ``python -m replay.integrity`` (see `_worker`): a fresh interpreter
+    The other process is ``python -m replay digests`` (see `work`): a fresh interpreter
     that imports nothing of the caller's program. It reads the ledger's location and the sizes
     as JSON on stdin and writes one ``size digest-hex`` line per checkpoint as soon as it is
     folded, then ``done`` (or ``failed``).
@@ -180,7 +180,7 @@ class _Digests:
         self._process: subprocess.Popen[bytes] | None = None
         if sizes and sizes[-1] >= workers.PARALLEL_FROM:
             request = {"location": ledger.backend.location, "sizes": sizes}
-            self._process = workers.start("replay.integrity", request)
+            self._process = workers.start("digests", request)
 
     def collect(self) -> None:
         """Take the digests already written, without waiting (keeps the pipe from filling up
@@ -226,8 +226,8 @@ class _Digests:
             workers.stop(process)
 
 
-def _worker() -> None:
-    """``python -m replay.integrity``: `checkpoint_digests` for `_Digests`, on stdin/stdout."""
+def work() -> None:
+    """``python -m replay digests``: `checkpoint_digests` for `_Digests`, on stdin/stdout."""
     try:
         request = workers.request()
         with Ledger.open(request["location"], create=False) as ledger:
@@ -395,7 +395,3 @@ def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:
         m.NAME: [(s, codec.decode_state(m.NAME, data)) for s, data in scan(m.NAME)]
         for m in PROJECTIONS
     }
-
-
-if __name__ == "__main__":
-    _worker()

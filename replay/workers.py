@@ -1,9 +1,9 @@
 """Second processes for long replays and verifications: the other core's share of the work.
 
-A worker is ``python -m <module>`` of this package: a fresh interpreter that imports nothing of
-the caller's program (unlike `multiprocessing`'s spawn, which re-runs the caller's main module).
-It reads its request as JSON on stdin and writes its answer on stdout; whoever starts it falls
-back to doing the work itself if it fails, so a worker can only make things faster.
+A worker is ``python -m replay JOB`` (`replay.__main__`): a fresh interpreter that imports
+nothing of the caller's program (unlike `multiprocessing`'s spawn, which re-runs the caller's
+main module). It reads its request as JSON on stdin and writes its answer on stdout; whoever
+starts it falls back to doing the work itself if it fails, so a worker only makes things faster.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ PARALLEL_FROM = 100_000
 the two halves overlap); below it, starting a process costs more than it saves."""
 
 
-def start(module: str, request: Mapping[str, Any]) -> subprocess.Popen[bytes] | None:
-    """Start ``python -m module`` with `request` on its stdin; None if it cannot be started."""
+def start(job: str, request: Mapping[str, Any]) -> subprocess.Popen[bytes] | None:
+    """Start ``python -m replay JOB`` with `request` on its stdin; None if it cannot start."""
     root = str(Path(__file__).resolve().parent.parent)  # where this package is importable from
     path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
     try:
         process = subprocess.Popen(  # noqa: S603  our own module, no shell
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", "replay", job],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

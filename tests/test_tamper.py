@@ -193,10 +193,21 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[bytes]) -> None:
 # ---------------------------------------------------------------------------- the attacks
 
 
-def test_untouched_copy_verifies(victim: tuple[Path, Signer], digests: str) -> None:
-    """The baseline every attack below starts from."""
+def test_untouched_copy_verifies(
+    victim: tuple[Path, Signer], digests: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baseline every attack below starts from (in parallel, the worker folds, not us)."""
     path, signer = victim
+    folded_here: list[object] = []
+    real = integrity.checkpoint_digests
+
+    def spy(*args: Any) -> Any:
+        folded_here.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(integrity, "checkpoint_digests", spy)
     result = check(path, signer)
+    assert len(folded_here) == (0 if digests == "parallel" else 1)
     assert result.ok, result.detail
     assert result.checkpoints_checked == len(CHECKPOINTS)
     assert result.first_bad_position is None

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -35,6 +36,7 @@ from ledger.events import (
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import Folder, digest
+from replay import audit as audit_module
 from replay import workers
 from replay.audit import run_audit
 from replay.rebuild import Audit, Part, as_of, rebuild
@@ -140,16 +142,27 @@ def test_every_part_folds_the_settings_for_every_subject() -> None:
 def test_a_replay_shared_with_a_second_process_reports_the_same(
     backend: str, events: list[Event]
 ) -> None:
+    folded_here: list[int | None] = []  # the parts this process folded
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        folded_here.append(kwargs["part"].number if kwargs.get("part") else None)
+        return rebuild(*args, **kwargs)
+
     with fresh_ledger(backend) as log:
         log.append_batch(events)
         alone = run_audit(log)
         with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(audit_module, "rebuild", spy)
             patch.setattr(workers, "PARALLEL_FROM", 1)
+            folded_here.clear()
             shared = run_audit(log)
+            assert folded_here == ([0] if events else [None]), "the worker folded part 1"
             seen: list[int] = []
             streamed = run_audit(log, on_rejected=lambda r: seen.append(r.position))
             patch.setattr(log.backend, "location", "/nonexistent/ledger")  # the worker fails
+            folded_here.clear()
             fallback = run_audit(log)
+            assert folded_here == ([0, 1] if events else [None]), "part 1 folded here instead"
     assert shared.to_json() == alone.to_json()
     assert fallback.to_json() == alone.to_json()
     assert seen == [r.position for r in alone.rejected]
