@@ -8,10 +8,11 @@ originator ids, database functions off): position = notification id, one stream 
 (version = the subject's own sequence), topic = event type, state = the stored bytes. In the
 SAME transaction as the events: ``ids`` (id TEXT PRIMARY KEY -> position: the database itself
 refuses a second row for an id; each append also looks its ids up first, in one query, to
-report original positions), ``merkle_nodes`` ((level, idx) -> hash, every complete subtree of
-the RFC 6962 tree), ``checkpoints`` and ``meta``. No ``subjects`` table: the recorder's primary
-key (originator_id, originator_version) is already that index, and versions grow with
-positions, so `positions_of` is one range scan; a copy would double every event's index work.
+report original positions), ``merkle_tiles`` (every complete subtree of the RFC 6962 tree, 32
+node hashes of one level a row: see `TILE`), ``checkpoints`` and ``meta``. No ``subjects``
+table: the recorder's primary key (originator_id, originator_version) is already that index,
+and versions grow with positions, so `positions_of` is one range scan; a copy would double
+every event's index work.
 
 Gap-free positions. eventsourcing takes ``LOCK TABLE … IN EXCLUSIVE MODE`` before inserting, so
 appenders on every host are serialised and commit in notification-id order; but it numbers rows
@@ -23,8 +24,9 @@ order = position order. (The sequence stays, unused.)
 
 The Merkle tree is maintained inside the appending transaction, not by a follower: the tree of
 size n exists exactly when event n does, so any host can serve a checkpoint or a proof as soon
-as an append is acknowledged, a crash never leaves events without leaves, and the cost (about
-two small rows an event, O(log n) reads) rides on the same commit. A follower would need its own
+as an append is acknowledged, a crash never leaves events without leaves, and the cost (the
+tiles it extends, rewritten: a few rows for a big batch, one or two for a single event) rides
+on the same commit. A follower would need its own
 tracking, could lag, and verification would race it.
 
 Events, ids and nodes are written with binary COPY; reads page through the notification-id
@@ -53,6 +55,7 @@ from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.rows import DictRow, TupleRow, tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
@@ -77,7 +80,13 @@ Cursor = psycopg.Cursor[TupleRow]
 
 DEFAULT_SCHEMA: Final = "adminchain"
 EVENTS_TABLE: Final = "ledger_events"
-FORMAT: Final = b"adminchain-postgres/1"
+FORMAT: Final = b"adminchain-postgres/2"
+"""The schema's layout version (2: Merkle nodes in tiles of `TILE` hashes a row)."""
+TILE: Final = 32
+"""Merkle nodes of one level per ``merkle_tiles`` row: ``hashes`` holds nodes (level,
+tile * TILE), (level, tile * TILE + 1), … concatenated, 32 bytes each, the last row of a level
+partly filled. One row per 32 nodes keeps a big append's tree to a few thousand rows, and a row
+(1 kB) below the size PostgreSQL moves out of line."""
 PAGE: Final = 10_000
 """Rows fetched per query when reading the log: bounds memory for logs of any length."""
 
@@ -90,24 +99,26 @@ _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 _DDL: Final = (
     'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
     " position BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS {schema}.merkle_nodes (level SMALLINT NOT NULL,"
-    " idx BIGINT NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (level, idx))",
+    "CREATE TABLE IF NOT EXISTS {schema}.merkle_tiles (level SMALLINT NOT NULL,"
+    " tile BIGINT NOT NULL, hashes BYTEA NOT NULL, PRIMARY KEY (level, tile))",
     "CREATE TABLE IF NOT EXISTS {schema}.checkpoints (size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {schema}.meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL)",
     "INSERT INTO {schema}.meta VALUES ('format', %(format)s) ON CONFLICT DO NOTHING",
 )
 _STATEMENTS: Final = {
     "copy_ids": "COPY {schema}.ids (id, position) FROM STDIN (FORMAT BINARY)",
-    "copy_nodes": "COPY {schema}.merkle_nodes (level, idx, hash) FROM STDIN (FORMAT BINARY)",
-    "select_node": "SELECT hash FROM {schema}.merkle_nodes WHERE level = %s AND idx = %s",
-    "select_nodes": "SELECT level, idx, hash FROM {schema}.merkle_nodes"
-    " WHERE (level, idx) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
+    "copy_tiles": "COPY {schema}.merkle_tiles (level, tile, hashes) FROM STDIN (FORMAT BINARY)",
+    "select_tile": "SELECT hashes FROM {schema}.merkle_tiles WHERE level = %s AND tile = %s",
+    "select_tiles": "SELECT level, tile, hashes FROM {schema}.merkle_tiles"
+    " WHERE (level, tile) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
+    "delete_tiles": "DELETE FROM {schema}.merkle_tiles"
+    " WHERE (level, tile) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",
     "select_page": "SELECT notification_id, originator_id, state FROM {schema}.{events}"
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
     "select_stored": "SELECT notification_id, state FROM {schema}.{events}"
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
-    "select_leaves": "SELECT idx + 1, hash FROM {schema}.merkle_nodes"
-    " WHERE level = 0 AND idx BETWEEN %s - 1 AND %s - 1 ORDER BY idx",
+    "select_leaves": "SELECT tile, hashes FROM {schema}.merkle_tiles"
+    " WHERE level = 0 AND tile BETWEEN (%s - 1) / {tile} AND (%s - 1) / {tile} ORDER BY tile",
     "select_positions": "SELECT notification_id FROM {schema}.{events}"
     " WHERE originator_id = %s ORDER BY originator_version",
     "format": "SELECT value FROM {schema}.meta WHERE key = 'format'",
@@ -223,7 +234,7 @@ _TEXT_HEAD: Final = struct.Struct(">hi")  # field count, length of the first (te
 _INT8_TEXT: Final = struct.Struct(">iqi")  # an int8 field, then the length of a text field
 _LENGTH: Final = struct.Struct(">i")
 _INT8: Final = struct.Struct(">iq")
-_NODE: Final = struct.Struct(">hihiqi32s")  # (level int2, idx int8, hash bytea[32])
+_TILE_HEAD: Final = struct.Struct(">hihiqi")  # (level int2, tile int8, hashes bytea) header
 _INT8_HEAD: Final = struct.Struct(">hiqi")  # field count, an int8 field, next field's length
 
 
@@ -355,39 +366,79 @@ class _Copier:
 
 
 class _TxnNodes:
-    """Merkle nodes inside one write transaction: new nodes buffered, then COPY'd at the end.
+    """Merkle nodes inside one write transaction, in tiles (see `TILE`): the tiles an append
+    extends are changed in memory, then written at the end (the old rows of partly filled
+    tiles deleted, every changed tile COPY'd).
 
-    The right edge of the tree as it was (every node an append may read) is loaded up front,
-    so appending needs no query while COPYs are running.
+    The last tile of each level as it was (every node an append may read is in one) is loaded
+    up front, so appending needs no query while COPYs are running.
     """
 
     def __init__(self, backend: PostgresBackend, curs: Cursor, copier: _Copier, size: int):
         self._backend, self._curs, self._copier = backend, curs, copier
-        self.pending: dict[tuple[int, int], bytes] = {}
-        levels = [level for level in range(size.bit_length()) if size >> level & 1]
-        edge = [(size >> level) - 1 for level in levels]
-        rows = curs.execute(backend.q["select_nodes"], (levels, edge)).fetchall() if levels else []
-        self._edge = {(int(lv), int(ix)): bytes(h) for lv, ix, h in rows}
+        self._tiles: dict[tuple[int, int], bytearray] = {}
+        self._stored: set[tuple[int, int]] = set()  # tiles that have a row already
+        self._changed: set[tuple[int, int]] = set()
+        partial = [
+            (level, (size >> level) // TILE)
+            for level in range(size.bit_length())
+            if (size >> level) % TILE
+        ]
+        if partial:
+            levels, tiles = zip(*partial, strict=True)
+            for level, tile, data in curs.execute(
+                backend.q["select_tiles"], (list(levels), list(tiles))
+            ).fetchall():
+                key = (int(level), int(tile))
+                self._tiles[key] = bytearray(data)
+                self._stored.add(key)
 
     def get(self, level: int, index: int) -> bytes:
-        key = (level, index)
-        found = self.pending.get(key) or self._edge.get(key)
-        if found is not None:
-            return found
-        self._copier.drain()
-        row = self._curs.execute(self._backend.q["select_node"], key).fetchone()
-        if row is None:
-            raise KeyError(key)
-        return bytes(row[0])
+        tile, offset = divmod(index, TILE)
+        data = self._tiles.get((level, tile))
+        if data is None:
+            self._copier.drain()
+            row = self._curs.execute(self._backend.q["select_tile"], (level, tile)).fetchone()
+            data = bytearray(row[0]) if row is not None else bytearray()
+        if len(data) < (offset + 1) * merkle.HASH_SIZE:
+            raise KeyError((level, index))
+        return bytes(data[offset * merkle.HASH_SIZE : (offset + 1) * merkle.HASH_SIZE])
 
     def put(self, level: int, index: int, digest: bytes) -> None:
-        self.pending[level, index] = digest
+        self.put_run(level, index, [digest])
+
+    def put_run(self, level: int, start: int, values: Sequence[bytes]) -> None:
+        """Store nodes (level, start), (level, start + 1), …: they extend the level's tiles."""
+        at, index = 0, start
+        while at < len(values):  # the rest of one tile a step
+            tile, offset = divmod(index, TILE)
+            take = min(len(values) - at, TILE - offset)
+            key = (level, tile)
+            data = self._tiles.get(key)
+            if data is None:
+                data = self._tiles[key] = bytearray()
+            if len(data) != offset * merkle.HASH_SIZE:
+                raise StorageError(f"Merkle node ({level}, {index}) does not extend its level")
+            data += b"".join(values[at : at + take])
+            self._changed.add(key)
+            at, index = at + take, index + take
 
     def flush(self) -> None:
-        if self.pending:
-            rows = [_NODE.pack(3, 2, lv, 8, ix, 32, h) for (lv, ix), h in self.pending.items()]
-            self._copier.copy(self._backend.q["copy_nodes"], rows)
-            self.pending = {}
+        if not self._changed:
+            return
+        replaced = sorted(self._changed & self._stored)
+        if replaced:
+            self._copier.drain()
+            levels, tiles = zip(*replaced, strict=True)
+            self._curs.execute(self._backend.q["delete_tiles"], (list(levels), list(tiles)))
+        rows = [
+            _TILE_HEAD.pack(3, 2, level, 8, tile, len(self._tiles[level, tile]))
+            + self._tiles[level, tile]
+            for level, tile in sorted(self._changed)
+        ]
+        self._copier.copy(self._backend.q["copy_tiles"], rows)
+        self._stored |= self._changed
+        self._changed = set()
 
 
 class PostgresTxnOps:
@@ -448,13 +499,15 @@ class PostgresTxnOps:
         for position, row in enumerate(rows, start=first):
             version = versions[row[0]] = versions[row[0]] + 1
             numbered.append((position, version, row))
-            self._known[row[2]] = position
+        ids = [row[2] for row in rows]
+        self._known.update(zip(ids, range(first, first + len(rows)), strict=True))
+        in_key_order = sorted(range(len(ids)), key=ids.__getitem__)  # B-tree filled in order
         # Rows are packed as the COPY streams (in the worker, for big batches), so the server
         # starts ingesting at once rather than after the whole batch is packed.
         events = (pack_event(r[0], v, r[1], r[3], p) for p, v, r in numbered)
-        ids = (_pack_id(i, p) for i, p in sorted((r[2], p) for p, _, r in numbered))
+        id_rows = (_pack_id(ids[k], first + k) for k in in_key_order)
         self._copier.copy(self._backend.recorder.copy_events_statement, events)
-        self._copier.copy(self._backend.q["copy_ids"], ids)  # in key order: B-tree filled in order
+        self._copier.copy(self._backend.q["copy_ids"], id_rows)
         self._size += len(rows)
         self.appended += len(rows)
         return list(range(first, self._size + 1))
@@ -533,9 +586,13 @@ class PostgresBackend:
     # ------------------------------------------------------------------ SQL and setup
 
     def sql(self, template: str, **fields: Composable) -> Composed:
-        """`template` with ``{schema}`` and ``{events}`` filled in as quoted identifiers."""
+        """`template` with ``{schema}`` and ``{events}`` filled in as quoted identifiers (and
+        ``{tile}``, if used, as `TILE`)."""
         return SQL(template).format(
-            schema=Identifier(self.schema), events=Identifier(EVENTS_TABLE), **fields
+            schema=Identifier(self.schema),
+            events=Identifier(EVENTS_TABLE),
+            tile=SqlLiteral(TILE),
+            **fields,
         )
 
     def any_text(self, name: str, values: list[str]) -> tuple[Composed, tuple[object]]:
@@ -705,7 +762,14 @@ class PostgresBackend:
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
-        return self._paged(self.q["select_leaves"], start, stop, "read the Merkle leaves")
+        size, last = merkle.HASH_SIZE, start - 1  # a tile may straddle two pages: once only
+        for tile, data in self._paged(self.q["select_leaves"], start, stop, "read the leaves"):
+            first = int(tile) * TILE + 1
+            for offset in range(len(data) // size):
+                position = first + offset
+                if position > last and (stop is None or position <= stop):
+                    last = position
+                    yield position, bytes(data[offset * size : (offset + 1) * size])
 
     def positions_of(self, subject: str) -> list[int]:
         def query(curs: Cursor) -> list[int]:
@@ -718,11 +782,14 @@ class PostgresBackend:
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
-        statement, key = self.q["select_node"], (level, index)
-        row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
-        if row is None:
-            raise KeyError(key)
-        return bytes(row[0])
+        tile, offset = divmod(index, TILE)
+        statement, size = self.q["select_tile"], merkle.HASH_SIZE
+        row = self._read(
+            lambda c: c.execute(statement, (level, tile)).fetchone(), "read the Merkle tree"
+        )
+        if row is None or len(row[0]) < (offset + 1) * size:
+            raise KeyError((level, index))
+        return bytes(row[0][offset * size : (offset + 1) * size])
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
