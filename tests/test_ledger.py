@@ -5,10 +5,12 @@ Runs through the `ledger_target` fixture: each test runs on LMDB and on PostgreS
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -23,7 +25,7 @@ from ledger.events import (
     KeepAliveFailed,
     LeaseExpired,
 )
-from ledger.ledger import Ledger
+from ledger.ledger import BIG_BATCH, Ledger
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -219,6 +221,35 @@ def test_requests_sharing_a_transaction_see_each_other(log: Ledger) -> None:
 
 def _refuse(ops: TxnOps, events: object) -> None:
     raise LedgerError("refused")
+
+
+def test_a_big_batch_pauses_the_collector_and_restores_it(
+    log: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`BIG_BATCH` events or more: the cyclic collector is off while they are appended, and on
+    again afterwards, also when the append fails; a caller's own `gc.disable()` is kept."""
+    seen: list[bool] = []
+    real_write = log.backend.write
+
+    def write(requests: Any) -> None:
+        seen.append(gc.isenabled())
+        real_write(requests)
+
+    monkeypatch.setattr(log._committer, "_write", write)
+    log.append_batch([LeaseExpired(subject="r") for _ in range(3)])
+    log.append_batch(LeaseExpired(subject="r") for _ in range(BIG_BATCH))  # any iterable
+    assert seen == [True, False]
+    assert gc.isenabled()
+    with pytest.raises(InvalidEventError):
+        log.append_batch([*(LeaseExpired(subject="r") for _ in range(BIG_BATCH)), "x"])  # type: ignore[list-item]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        log.append_batch([LeaseExpired(subject="r") for _ in range(BIG_BATCH)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert log.size() == 3 + 2 * BIG_BATCH
 
 
 def _append_many(target: str, worker: int, count: int) -> None:
