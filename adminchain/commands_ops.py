@@ -6,6 +6,9 @@ the ``append`` format, so scripts can treat a shortcut like ``adminchain append`
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,27 +39,58 @@ from ledger.events import (
 )
 
 
-def _append(
-    event: Event, *, ledger: str, strict: bool, sign_key: str | None, as_json: bool
-) -> None:
-    if sign_key is not None:
-        from ledger.signing import OperatorKey  # noqa: PLC0415
+@dataclass(frozen=True, slots=True)
+class _Operator:
+    """What every shortcut takes besides its own arguments: the event's id and actor, how to
+    append it (``--strict``, ``--sign-key``), where, and how to print the result."""
 
-        key = OperatorKey.load(sign_key)
-        source = click.get_current_context().get_parameter_source("actor")
-        if source is click.core.ParameterSource.DEFAULT:  # no --actor: sign as the key's owner
-            event = msgspec.structs.replace(event, actor=key.signer.name)
-        event = key.sign_if_operator(event)
-    views = open_views(ledger, create=True)
-    result = views.ledger.append(event, precondition=views.strict() if strict else None)
-    if as_json:
-        emit_json({"position": result.position, "id": result.id, "duplicate": result.duplicate})
-    else:
-        render.operator_result(event, result, views.verdicts(result.position), strict=strict)
+    event_id: str | None
+    actor: str
+    strict: bool
+    sign_key: str | None
+    ledger: str
+    as_json: bool
+
+    def append(self, event: Event) -> None:
+        """Sign (with ``--sign-key``), append and print `event` as ``append`` does."""
+        if self.sign_key is not None:
+            from ledger.signing import OperatorKey  # noqa: PLC0415
+
+            key = OperatorKey.load(self.sign_key)
+            source = click.get_current_context().get_parameter_source("actor")
+            if source is click.core.ParameterSource.DEFAULT:  # no --actor: sign as its owner
+                event = msgspec.structs.replace(event, actor=key.signer.name)
+            event = key.sign_if_operator(event)
+        views = open_views(self.ledger, create=True)
+        precondition = views.strict() if self.strict else None
+        result = views.ledger.append(event, precondition=precondition)
+        if self.as_json:
+            emit_json({"position": result.position, "id": result.id, "duplicate": result.duplicate})
+        else:
+            verdicts = views.verdicts(result.position)
+            render.operator_result(event, result, verdicts, strict=self.strict)
 
 
-def _id_option(func: Any) -> Any:
-    return click.option("--id", "event_id", help="Idempotency key (default: a new UUID).")(func)
+def _operator_command(func: Callable[..., None]) -> Callable[..., None]:
+    """`--id`, `--actor`, `--strict`, `--sign-key`, `--ledger` and `--json`, handed to the
+    shortcut as one `_Operator` (its first argument)."""
+
+    @functools.wraps(func)
+    def command(
+        *,
+        event_id: str | None,
+        actor: str,
+        strict: bool,
+        sign_key: str | None,
+        ledger: str,
+        as_json: bool,
+        **arguments: Any,
+    ) -> None:
+        func(_Operator(event_id, actor, strict, sign_key, ledger, as_json), **arguments)
+
+    return click.option("--id", "event_id", help="Idempotency key (default: a new UUID).")(
+        operator_options(ledger_options(command))
+    )
 
 
 @main.group()
@@ -74,19 +108,12 @@ def maintenance() -> None:
 @click.argument("node")
 @click.option("--reason", help="Why, for the audit trail.")
 @click.option("--deadline", metavar="TIME|DURATION", help="When draining must be done (e.g. 30m).")
-@_id_option
-@operator_options
-@ledger_options
+@_operator_command
 def maintenance_enter(
+    op: _Operator,
     node: str,
     reason: str | None,
     deadline: str | None,
-    event_id: str | None,
-    actor: str,
-    strict: bool,
-    sign_key: str | None,
-    ledger: str,
-    as_json: bool,
 ) -> None:
     """Ask NODE to enter maintenance (it becomes EnteringMaintenance).
 
@@ -97,30 +124,23 @@ def maintenance_enter(
     now = datetime.now(UTC)
     event = EnterMaintenance(
         subject=node,
-        id=event_id,
+        id=op.event_id,
         at=now,
-        actor=actor,
+        actor=op.actor,
         reason=reason,
         deadline=parse_deadline(deadline, now) if deadline else None,
     )
-    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+    op.append(event)
 
 
 @maintenance.command("exit")
 @click.argument("node")
 @click.option("--force", is_flag=True, help="Exit even from DrainFailed.")
-@_id_option
-@operator_options
-@ledger_options
+@_operator_command
 def maintenance_exit(
+    op: _Operator,
     node: str,
     force: bool,
-    event_id: str | None,
-    actor: str,
-    strict: bool,
-    sign_key: str | None,
-    ledger: str,
-    as_json: bool,
 ) -> None:
     """Ask NODE to leave maintenance (it becomes ExitingMaintenance; from DrainFailed, --force).
 
@@ -128,25 +148,18 @@ def maintenance_exit(
     Example:
       adminchain maintenance exit node-7 --force --strict
     """
-    event = ExitMaintenance(subject=node, id=event_id, actor=actor, force=force)
-    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+    event = ExitMaintenance(subject=node, id=op.event_id, actor=op.actor, force=force)
+    op.append(event)
 
 
 @main.command()
 @click.argument("runner")
 @click.option("--reason", help="Why, for the audit trail.")
-@_id_option
-@operator_options
-@ledger_options
+@_operator_command
 def detach(
+    op: _Operator,
     runner: str,
     reason: str | None,
-    event_id: str | None,
-    actor: str,
-    strict: bool,
-    sign_key: str | None,
-    ledger: str,
-    as_json: bool,
 ) -> None:
     """Detach RUNNER by hand (reason: manual detachment).
 
@@ -154,8 +167,8 @@ def detach(
     Example:
       adminchain detach runner-a --reason "suspected split brain"
     """
-    event = Detach(subject=runner, id=event_id, actor=actor, reason=reason)
-    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+    event = Detach(subject=runner, id=op.event_id, actor=op.actor, reason=reason)
+    op.append(event)
 
 
 @main.group()
@@ -195,21 +208,14 @@ def _millis(value: str | None, option: str) -> int | None:
     "--retry-backoff", metavar="DURATION", help="Delay before the one retry (default 250ms)."
 )
 @click.option("--budget-window", metavar="DURATION", help="Crash budget window (default 60s).")
-@_id_option
-@operator_options
-@ledger_options
+@_operator_command
 def policy_set(
+    op: _Operator,
     subject: str,
     recover_window: str | None,
     keepalive_threshold: int | None,
     retry_backoff: str | None,
     budget_window: str | None,
-    event_id: str | None,
-    actor: str,
-    strict: bool,
-    sign_key: str | None,
-    ledger: str,
-    as_json: bool,
 ) -> None:
     """Set policy for SUBJECT (default `*`: everyone) from this point of the log on.
 
@@ -222,8 +228,8 @@ def policy_set(
     """
     event = SetPolicy(
         subject=subject,
-        id=event_id,
-        actor=actor,
+        id=op.event_id,
+        actor=op.actor,
         recover_window_ms=_millis(recover_window, "--recover-window"),
         keepalive_failure_threshold=keepalive_threshold,
         retry_backoff_ms=_millis(retry_backoff, "--retry-backoff"),
@@ -239,7 +245,7 @@ def policy_set(
         )
     ):
         raise UsageError("give at least one setting (see `adminchain policy set --help`)")
-    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+    op.append(event)
 
 
 @main.group()
@@ -271,22 +277,15 @@ def broadcast() -> None:
     metavar="DURATION",
     help="Per-backend ack timeout.",
 )
-@_id_option
-@operator_options
-@ledger_options
+@_operator_command
 def broadcast_issue(
+    op: _Operator,
     broadcast_id: str,
     quiesce: str | None,
     release_handles: str | None,
     targets: tuple[str, ...],
     dead: tuple[str, ...],
     ack_timeout: str,
-    event_id: str | None,
-    actor: str,
-    strict: bool,
-    sign_key: str | None,
-    ledger: str,
-    as_json: bool,
 ) -> None:
     """Issue broadcast BROADCAST_ID: one operation to live and dead targets.
 
@@ -305,10 +304,10 @@ def broadcast_issue(
     timeout = _millis(ack_timeout, "--ack-timeout")
     event = IssueBroadcast(
         subject=broadcast_id,
-        id=event_id,
-        actor=actor,
+        id=op.event_id,
+        actor=op.actor,
         operation=operation,
         targets=[Target(t, True) for t in targets] + [Target(d, False) for d in dead],
         ack_timeout_ms=5000 if timeout is None else timeout,
     )
-    _append(event, ledger=ledger, strict=strict, sign_key=sign_key, as_json=as_json)
+    op.append(event)
