@@ -168,6 +168,18 @@ def forged(record: bytes) -> bytes:
     return encode_record(event, stored.recorded_at)
 
 
+def forge(txn: Any, db: Any, position: int, *, leaf: bool = True) -> None:
+    """Backdate the event at `position` in place (`forged`); with `leaf`, also rewrite its leaf
+    hash to match, as an attacker who knows the leaf format would."""
+    log = db(LOG_DB)
+    record = bytes(txn.get(pos_key(position), db=log))
+    state = forged(record)
+    txn.put(pos_key(position), rewrite_state(record, state), db=log)
+    if leaf:
+        leaf_hash = merkle.leaf_hash(leaf_bytes(position, state))
+        txn.put(leaf_key(position), leaf_hash, db=db(MERKLE_DB))
+
+
 def check(path: Path, signer: Signer | None = None) -> VerifyResult:
     with Ledger.open(path, create=False) as log:
         return verify(log, verifiers=[signer.verifier] if signer else None)
@@ -364,11 +376,7 @@ def test_consistent_event_and_leaf_rewrite_is_caught_by_the_signed_checkpoint(
     signed checkpoint of size 120 does not; the first bad position is after the last good one."""
     path, signer = victim
     with raw_write(path) as (txn, db):
-        log = db(LOG_DB)
-        record = bytes(txn.get(pos_key(100), db=log))
-        state = forged(record)
-        txn.put(pos_key(100), rewrite_state(record, state), db=log)
-        txn.put(leaf_key(100), merkle.leaf_hash(leaf_bytes(100, state)), db=db(MERKLE_DB))
+        forge(txn, db, 100)
     with Ledger.open(path, create=False) as log_:
         assert log_.leaf_hash(100) == merkle.leaf_hash(leaf_bytes(100, log_.get(100).stored))
     result = check(path, signer)
@@ -401,12 +409,8 @@ def test_rewrite_of_event_leaf_and_every_inner_node_is_caught_by_the_checkpoint(
     self-consistent again, and only the signed checkpoint of size 200 catches it."""
     path, signer = victim
     with raw_write(path) as (txn, db):
-        log, nodes = db(LOG_DB), db(MERKLE_DB)
-        record = bytes(txn.get(pos_key(150), db=log))
-        state = forged(record)
-        txn.put(pos_key(150), rewrite_state(record, state), db=log)
-        txn.put(leaf_key(150), merkle.leaf_hash(leaf_bytes(150, state)), db=nodes)
-        assert _recompute_inner_nodes(txn, nodes, 150) >= 3
+        forge(txn, db, 150)
+        assert _recompute_inner_nodes(txn, db(MERKLE_DB), 150) >= 3
     result = check(path, signer)
     assert not result.ok
     assert result.first_bad_position == 121  # the checkpoint of 120 still holds
@@ -420,11 +424,7 @@ def test_rewrite_of_event_and_leaf_with_no_later_checkpoint_is_an_inner_node_mis
     would catch it: the stored inner nodes no longer match the recomputed tree."""
     path, signer = victim
     with raw_write(path) as (txn, db):
-        log = db(LOG_DB)
-        record = bytes(txn.get(pos_key(150), db=log))
-        state = forged(record)
-        txn.put(pos_key(150), rewrite_state(record, state), db=log)
-        txn.put(leaf_key(150), merkle.leaf_hash(leaf_bytes(150, state)), db=db(MERKLE_DB))
+        forge(txn, db, 150)
         assert txn.delete(pos_key(SIZE), db=db(CHECKPOINTS_DB))
     result = check(path, signer)
     assert not result.ok
@@ -463,9 +463,7 @@ def test_an_earlier_digest_difference_comes_before_a_later_change(
     path, signer = victim
     put_checkpoint_with_digest(path, signer, 50, bytes(32))
     with raw_write(path) as (txn, db):
-        log = db(LOG_DB)
-        record = bytes(txn.get(pos_key(150), db=log))
-        txn.put(pos_key(150), rewrite_state(record, forged(record)), db=log)
+        forge(txn, db, 150, leaf=False)
     result = check(path, signer)
     assert result.first_bad_position == 1
     assert "projection digest at size 50" in result.detail
@@ -508,12 +506,8 @@ def test_forged_checkpoint_note_is_refused_under_the_auditor_key(
     path, signer = victim
     mallory = Signer.generate("auditor")  # same name, different key
     with raw_write(path) as (txn, db):
-        log, nodes = db(LOG_DB), db(MERKLE_DB)
-        record = bytes(txn.get(pos_key(150), db=log))
-        state = forged(record)
-        txn.put(pos_key(150), rewrite_state(record, state), db=log)
-        txn.put(leaf_key(150), merkle.leaf_hash(leaf_bytes(150, state)), db=nodes)
-        _recompute_inner_nodes(txn, nodes, 150)
+        forge(txn, db, 150)
+        _recompute_inner_nodes(txn, db(MERKLE_DB), 150)
         txn.put(pos_key(SIZE), b"forged", db=db(CHECKPOINTS_DB))
     with Ledger.open(path, create=False) as log_:
         views = Views(log_)
