@@ -129,7 +129,10 @@ class _Half(msgspec.Struct, array_like=True):
     states: dict[str, list[tuple[str, bytes]]]
 
 
-def _half(folder: Folder, audit: Audit) -> _Half:
+def _second_half(ledger: Ledger, target: int, trust: TrustPolicy | None) -> _Half:
+    """Part 1 of 2 of the subjects folded to `target` and audited, as the worker sends it."""
+    audit = Audit()
+    folder, _ = rebuild(ledger, target, audit=audit, trust=trust, part=Part(1, 2))
     return _Half(
         list(audit.tally.items()),
         audit.rejections,
@@ -149,9 +152,7 @@ def _other_half(
     try:
         return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
     except (msgspec.DecodeError, OSError):
-        audit = Audit()
-        folder, _ = rebuild(ledger, target, audit=audit, trust=trust, part=Part(1, 2))
-        return _half(folder, audit)
+        return _second_half(ledger, target, trust)
 
 
 def _merge(folder: Folder, audit: Audit, half: _Half) -> None:
@@ -173,10 +174,6 @@ def work() -> None:
     stdout (nothing on a failure: the parent folds that half itself)."""
     request = workers.request()
     with Ledger.open(request["location"], create=False) as ledger:
-        audit = Audit()
-        folder, _ = rebuild(
-            ledger, request["to"], audit=audit, trust=ledger.trust_policy(), part=Part(1, 2)
-        )
-        half = msgspec.msgpack.encode(_half(folder, audit))
+        half = msgspec.msgpack.encode(_second_half(ledger, request["to"], ledger.trust_policy()))
     sys.stdout.buffer.write(half)
     sys.stdout.buffer.flush()
