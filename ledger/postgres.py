@@ -365,6 +365,14 @@ class _Copier:
             self._pool.shutdown()
 
 
+def _node_of_tile(data: bytes | bytearray | None, level: int, index: int) -> bytes:
+    """Node (level, index) out of its tile's hashes; `KeyError` if the tile does not hold it."""
+    offset, size = index % TILE, merkle.HASH_SIZE
+    if data is None or len(data) < (offset + 1) * size:
+        raise KeyError((level, index))
+    return bytes(data[offset * size : (offset + 1) * size])
+
+
 class _TxnNodes:
     """Merkle nodes inside one write transaction, in tiles (see `TILE`): the tiles an append
     extends are changed in memory, then written at the end (the old rows of partly filled
@@ -394,15 +402,13 @@ class _TxnNodes:
                 self._stored.add(key)
 
     def get(self, level: int, index: int) -> bytes:
-        tile, offset = divmod(index, TILE)
+        tile = index // TILE
         data = self._tiles.get((level, tile))
         if data is None:
             self._copier.drain()
             row = self._curs.execute(self._backend.q["select_tile"], (level, tile)).fetchone()
-            data = bytearray(row[0]) if row is not None else bytearray()
-        if len(data) < (offset + 1) * merkle.HASH_SIZE:
-            raise KeyError((level, index))
-        return bytes(data[offset * merkle.HASH_SIZE : (offset + 1) * merkle.HASH_SIZE])
+            data = None if row is None else row[0]
+        return _node_of_tile(data, level, index)
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         self.put_run(level, index, [digest])
@@ -782,14 +788,9 @@ class PostgresBackend:
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
-        tile, offset = divmod(index, TILE)
-        statement, size = self.q["select_tile"], merkle.HASH_SIZE
-        row = self._read(
-            lambda c: c.execute(statement, (level, tile)).fetchone(), "read the Merkle tree"
-        )
-        if row is None or len(row[0]) < (offset + 1) * size:
-            raise KeyError((level, index))
-        return bytes(row[0][offset * size : (offset + 1) * size])
+        statement, key = self.q["select_tile"], (level, index // TILE)
+        row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
+        return _node_of_tile(None if row is None else row[0], level, index)
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
