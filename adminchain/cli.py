@@ -26,6 +26,7 @@ from ledger.errors import (
     StrictRefusedError,
     UsageError,
 )
+from ledger.ledger import DEFAULT_LEDGER
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
@@ -89,7 +90,7 @@ def ledger_options(func: F) -> F:
     return click.option(
         "--ledger",
         envvar="ADMINCHAIN_LEDGER",
-        default="./adminchain.lmdb",
+        default=DEFAULT_LEDGER,
         show_default=True,
         metavar="PATH|URL",
         help="Ledger directory (embedded LMDB) or postgresql:// URL [env: ADMINCHAIN_LEDGER].",

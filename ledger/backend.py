@@ -12,16 +12,15 @@ the others still commit).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final, Protocol, cast
+from typing import Protocol, cast
 
 from ledger import merkle
-from ledger.codec import encode_record
+from ledger.codec import encode_record, leaf_hashes
 from ledger.errors import LedgerError
 from ledger.events import Event
 
@@ -205,15 +204,8 @@ class _Pending:
         if positions[0] != size + 1:
             raise LedgerError(f"positions must follow {size}, got {positions[0]}")
         self._size += len(rows)
-        sha256, prefix = hashlib.sha256, _LEAF_PREFIX  # leaf_hash(leaf_bytes(p, s)), inlined
-        leaves = [
-            sha256(prefix + p.to_bytes(8, "big") + row[3]).digest()
-            for p, row in zip(positions, rows, strict=True)
-        ]
+        leaves = leaf_hashes(zip(positions, [row[3] for row in rows], strict=True))
         merkle.append_leaves(self._ops.nodes(), size, leaves)
-
-
-_LEAF_PREFIX: Final = b"\x00"
 
 
 class LogBackend(Protocol):

@@ -16,6 +16,7 @@ and the Merkle tree, not the decoder, guards what is stored. It still checks the
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ledger import merkle
 from ledger.errors import InvalidEventError
 from ledger.events import WIRE_EVENT, Event
 
@@ -39,6 +41,7 @@ __all__ = [
     "event_to_builtins",
     "iter_lines",
     "leaf_bytes",
+    "leaf_hashes",
     "normalise",
     "record_decoder",
     "validate",
@@ -217,5 +220,13 @@ def decode_record(data: bytes) -> StoredRecord:
 
 
 def leaf_bytes(position: int, stored: bytes) -> bytes:
-    """The Merkle leaf of one event: its position (8 bytes, big-endian) then its stored bytes."""
+    """The Merkle leaf of one event (SPEC §4.2): its position (8 bytes, big-endian) then its
+    stored bytes. The one definition: `leaf_hashes` hashes exactly this."""
     return position.to_bytes(8, "big") + stored
+
+
+def leaf_hashes(entries: Iterable[tuple[int, bytes]]) -> list[bytes]:
+    """``merkle.leaf_hash(leaf_bytes(position, stored))`` of each (position, stored), in one
+    loop: the hot path of appends and `verify` (`tests/test_codec.py` checks that they agree)."""
+    sha256, prefix = hashlib.sha256, merkle.LEAF_PREFIX
+    return [sha256(prefix + p.to_bytes(8, "big") + s).digest() for p, s in entries]

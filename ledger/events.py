@@ -98,14 +98,8 @@ MaintenanceStateName: TypeAlias = Literal[
     "DrainFailed",
     "Recovery",
 ]
-MAINTENANCE_STATES: Final[tuple[str, ...]] = (
-    "Active",
-    "EnteringMaintenance",
-    "Maintenance",
-    "ExitingMaintenance",
-    "DrainFailed",
-    "Recovery",
-)
+MAINTENANCE_STATES: Final[tuple[str, ...]] = typing.get_args(MaintenanceStateName)
+"""The maintenance state names (SPEC §2.1), in the order of `MaintenanceStateName`."""
 
 
 class Signature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

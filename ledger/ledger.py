@@ -48,7 +48,8 @@ TRUST_KEY = "trusted_operator_keys"
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 
-DEFAULT_LEDGER = "./adminchain.lmdb"
+DEFAULT_LEDGER: Final = "./adminchain.lmdb"
+"""Where a ledger is when none is named (SPEC §5.2): the embedded LMDB ledger in this folder."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,7 @@ __all__ = [
     "LMDBRecorder",
     "LMDBSubscription",
     "LMDBTrackingRecorder",
+    "text_key",
 ]
 
 T = TypeVar("T")
@@ -94,17 +95,20 @@ _RECORD: Final = struct.Struct(">BqII")  # id kind (1 = UUID), version, id lengt
 # ---------------------------------------------------------------------------- encoding
 
 
-def _text_key(text: str) -> bytes:
-    """A length-prefixed key for an id or a name: unique, never empty, at most 402 bytes.
+def text_key(text: str, limit: int) -> bytes:
+    """The one LMDB key scheme for a text (LMDB keys are at most 511 bytes): its UTF-8 bytes when
+    they are at most `limit` long, else 0xff + their SHA-256 (0xff never occurs in UTF-8, so the
+    two forms cannot collide). Raises `UnicodeEncodeError` for text that is not UTF-8."""
+    raw = text.encode()
+    return raw if len(raw) <= limit else b"\xff" + hashlib.sha256(raw).digest()
 
-    Texts longer than 400 bytes are replaced by 0xff + SHA-256 (0xff never occurs in UTF-8).
-    """
+
+def _text_key(text: str) -> bytes:
+    """A length-prefixed key for an id or a name: unique, never empty, at most 402 bytes."""
     try:
-        raw = text.encode()
+        raw = text_key(text, _MAX_TEXT_KEY)
     except (UnicodeEncodeError, AttributeError) as e:
         raise DataError(f"cannot encode {text!r} as a key: {e}") from e
-    if len(raw) > _MAX_TEXT_KEY:
-        raw = b"\xff" + hashlib.sha256(raw).digest()
     return len(raw).to_bytes(2, "big") + raw
 
 

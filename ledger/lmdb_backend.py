@@ -18,7 +18,6 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -29,7 +28,7 @@ from eventsourcing.persistence import PersistenceError
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
-from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
+from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
 
 __all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
 
@@ -44,13 +43,8 @@ when full."""
 
 
 def subject_key(text: str) -> bytes:
-    """An LMDB key for a subject or id (LMDB keys are at most 511 bytes).
-
-    Short texts are their own UTF-8 bytes; longer ones are 0xFF + their SHA-256 (0xFF never
-    occurs in UTF-8, so the two forms cannot collide).
-    """
-    data = text.encode()
-    return data if len(data) <= _SHORT_KEY else b"\xff" + hashlib.sha256(data).digest()
+    """An LMDB key for a subject or id: `ledger.lmdb.text_key` with texts up to 64 bytes kept."""
+    return text_key(text, _SHORT_KEY)
 
 
 def _node_key(level: int, index: int) -> bytes:

@@ -29,6 +29,9 @@ from ledger.errors import NotFoundError, ProofError, UsageError
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "LEAF_PREFIX",
+    "MAX_SIZE",
+    "NODE_PREFIX",
     "DictNodeStore",
     "Frontier",
     "Node",
@@ -59,9 +62,11 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 """The root of the empty tree (RFC 6962: the hash of the empty string)."""
 
-_LEAF_PREFIX = b"\x00"
-_NODE_PREFIX = b"\x01"
-_MAX_SIZE = 1 << 64
+LEAF_PREFIX = b"\x00"
+"""RFC 6962's domain separation byte before a leaf's data."""
+NODE_PREFIX = b"\x01"
+"""RFC 6962's domain separation byte before an interior node's two children."""
+MAX_SIZE = 1 << 64
 """Tree sizes are unsigned 64-bit integers, as in RFC 9162 and the C2SP formats."""
 
 _sha256 = hashlib.sha256
@@ -75,12 +80,12 @@ NodeRun = tuple[int, int, list[bytes]]
 
 def leaf_hash(data: bytes) -> bytes:
     """The RFC 6962 hash of one leaf: SHA-256(0x00 || data)."""
-    return _sha256(_LEAF_PREFIX + data).digest()
+    return _sha256(LEAF_PREFIX + data).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """The RFC 6962 hash of an interior node: SHA-256(0x01 || left || right)."""
-    return _sha256(_NODE_PREFIX + left + right).digest()
+    return _sha256(NODE_PREFIX + left + right).digest()
 
 
 class NodeReader(Protocol):
@@ -123,7 +128,7 @@ class DictNodeStore:
 
 
 def _check_size(size: int, what: str = "size") -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < _MAX_SIZE:
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < MAX_SIZE:
         raise UsageError(f"{what} must be an integer in [0, 2**64), got {size!r}")
 
 
@@ -157,7 +162,7 @@ def plan_append(store: NodeReader, size: int, leaf_hashes: Sequence[bytes]) -> l
         else:
             pairs = current
             start >>= 1
-        sha, prefix = _sha256, _NODE_PREFIX
+        sha, prefix = _sha256, NODE_PREFIX
         current = [
             sha(prefix + pairs[i] + pairs[i + 1]).digest() for i in range(0, len(pairs) - 1, 2)
         ]
@@ -349,7 +354,7 @@ class Frontier:
         """Append one leaf hash the caller computed itself (a 32-byte digest: not checked)."""
         stack, n, h = self._stack, self._size, leaf
         while n & 1:
-            h = _sha256(_NODE_PREFIX + stack.pop() + h).digest()
+            h = _sha256(NODE_PREFIX + stack.pop() + h).digest()
             n >>= 1
         stack.append(h)
         self._size += 1
@@ -389,7 +394,7 @@ def consistency_proof_size(size1: int, size2: int) -> int:
 def _check_int(value: int, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProofError(f"{what} must be an integer, got {value!r}")
-    if not 0 <= value < _MAX_SIZE:
+    if not 0 <= value < MAX_SIZE:
         raise ProofError(f"{what} {value} is outside [0, 2**64)")
 
 

@@ -38,9 +38,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ledger.errors import ProofError, UsageError
+from ledger.merkle import HASH_SIZE, MAX_SIZE
 
 __all__ = [
     "ALG_ED25519",
+    "CONTROL",
     "EM_DASH",
     "MAX_SIGNATURES",
     "STATE_EXTENSION",
@@ -51,6 +53,7 @@ __all__ = [
     "Verifier",
     "VerifierKeys",
     "decode_base64",
+    "encode_base64",
     "generate_key",
     "key_id",
     "open_note",
@@ -71,9 +74,8 @@ MAX_SIGNATURES = 100
 STATE_EXTENSION = "adminchain-state-sha256"
 """The keyword of the checkpoint's extension line: the digest of the projection states."""
 
-_HASH_SIZE = 32
-_MAX_SIZE = 1 << 64
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
+"""The control characters no note or proof file may hold (every one but the newline)."""
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _KEY_ID = re.compile(r"[0-9a-f]{8}")
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -94,7 +96,8 @@ def decode_base64(text: str, what: str) -> bytes:
     return value
 
 
-def _b64(value: bytes) -> str:
+def encode_base64(value: bytes) -> str:
+    """Standard base64 (RFC 4648 §4) as text: what `decode_base64` reads back."""
     return base64.b64encode(value).decode("ascii")
 
 
@@ -106,7 +109,7 @@ def _name_problem(name: object) -> str | None:
         return "it contains a space"
     if "+" in name:
         return "it contains '+'"
-    if _CONTROL.search(name) or "\n" in name:
+    if CONTROL.search(name) or "\n" in name:
         return "it contains a control character"
     try:
         name.encode("utf-8")
@@ -181,7 +184,8 @@ class Verifier:
 
     def encode(self) -> str:
         """The verifier key string, as `parse` reads it."""
-        return f"{self.name}+{self.key_id:08x}+{_b64(bytes([ALG_ED25519]) + self.public_key)}"
+        key64 = encode_base64(bytes([ALG_ED25519]) + self.public_key)
+        return f"{self.name}+{self.key_id:08x}+{key64}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Whether `signature` (64 bytes, without the key ID) is this key's over `message`."""
@@ -234,7 +238,7 @@ class Signer:
 
     def encode(self) -> str:
         """The signer key string, as `parse` reads it. Keep it secret."""
-        data = _b64(bytes([ALG_ED25519]) + self.seed)
+        data = encode_base64(bytes([ALG_ED25519]) + self.seed)
         return f"PRIVATE+KEY+{self.name}+{self.key_id:08x}+{data}"
 
     @property
@@ -290,7 +294,7 @@ class NoteSignature:
     def line(self) -> str:
         """The signature line, newline included."""
         data = self.key_id.to_bytes(4, "big") + self.signature
-        return f"{EM_DASH} {self.name} {_b64(data)}\n"
+        return f"{EM_DASH} {self.name} {encode_base64(data)}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,7 @@ def _as_text(text: str | bytes, what: str) -> str:
 
 
 def _check_text(text: str, what: str) -> None:
-    bad = _CONTROL.search(text)
+    bad = CONTROL.search(text)
     if bad:
         raise ProofError(
             f"{what} contains the control character U+{ord(bad.group()):04X} "
@@ -438,16 +442,16 @@ class Checkpoint:
             raise UsageError(f"checkpoint origin {self.origin!r} is invalid: {problem}")
         if isinstance(self.size, bool) or not isinstance(self.size, int):
             raise UsageError(f"checkpoint size must be an integer, got {self.size!r}")
-        if not 0 <= self.size < _MAX_SIZE:
+        if not 0 <= self.size < MAX_SIZE:
             raise UsageError(f"checkpoint size {self.size} is outside [0, 2**64)")
         for what, value in (("root", self.root), ("state digest", self.state_digest)):
-            if not isinstance(value, bytes) or len(value) != _HASH_SIZE:
-                raise UsageError(f"checkpoint {what} must be {_HASH_SIZE} bytes")
+            if not isinstance(value, bytes) or len(value) != HASH_SIZE:
+                raise UsageError(f"checkpoint {what} must be {HASH_SIZE} bytes")
 
     def to_body(self) -> str:
         """The checkpoint note text (four lines, see the module docstring)."""
         return (
-            f"{self.origin}\n{self.size}\n{_b64(self.root)}\n"
+            f"{self.origin}\n{self.size}\n{encode_base64(self.root)}\n"
             f"{STATE_EXTENSION} {self.state_digest.hex()}\n"
         )
 
@@ -468,13 +472,13 @@ class Checkpoint:
         problem = _name_problem(origin)
         if problem:
             raise ProofError(f"checkpoint line 1: origin {origin!r} is invalid: {problem}")
-        if not _DECIMAL.fullmatch(size_text) or int(size_text) >= _MAX_SIZE:
+        if not _DECIMAL.fullmatch(size_text) or int(size_text) >= MAX_SIZE:
             raise ProofError(
                 f"checkpoint line 2: tree size {size_text!r} is not a decimal number "
                 "below 2**64 without leading zeros"
             )
         root = decode_base64(root64, "checkpoint line 3: the root hash")
-        if len(root) != _HASH_SIZE:
+        if len(root) != HASH_SIZE:
             raise ProofError(f"checkpoint line 3: the root hash is {len(root)} bytes, not 32")
         keyword, _, digest_hex = extension.partition(" ")
         if keyword != STATE_EXTENSION:

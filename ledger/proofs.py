@@ -33,19 +33,20 @@ signatures from the public keys. Any refusal raises `ProofError` saying what did
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ledger.codec import leaf_bytes
 from ledger.errors import ProofError, UsageError
-from ledger.merkle import check_consistency, check_inclusion, leaf_hash
+from ledger.merkle import HASH_SIZE, check_consistency, check_inclusion, leaf_hash
 from ledger.notes import (
+    CONTROL,
     EM_DASH,
     Checkpoint,
     VerifierKeys,
     decode_base64,
+    encode_base64,
     parse_note,
     verifier_map,
 )
@@ -68,7 +69,6 @@ _MAX_HASHES = 128
 """No proof in a tree below 2**64 leaves needs more hashes; more is refused before decoding."""
 
 _POSITION_BYTES = 8
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 _INDEX = re.compile(r"index (0|[1-9][0-9]*)")
 _SIGNATURE_PREFIX = EM_DASH + " "
 
@@ -111,7 +111,7 @@ def _decode(text: str | bytes) -> str:
             raise ProofError(f"the proof is not valid UTF-8 (byte {e.start})") from None
     if not isinstance(text, str):
         raise UsageError(f"a proof is str or bytes, not {type(text).__name__}")
-    bad = _CONTROL.search(text)
+    bad = CONTROL.search(text)
     if bad:
         raise ProofError(
             f"the proof contains the control character U+{ord(bad.group()):04X} "
@@ -122,18 +122,14 @@ def _decode(text: str | bytes) -> str:
     return text
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
-
-
 def _hash_lines(lines: Sequence[str], first_line: int) -> list[bytes]:
     if len(lines) > _MAX_HASHES:
         raise ProofError(f"the proof has {len(lines)} hash lines, more than any tree needs")
     hashes = []
     for number, line in enumerate(lines, first_line):
         h = decode_base64(line, f"line {number}: the proof hash")
-        if len(h) != 32:
-            raise ProofError(f"line {number}: the proof hash is {len(h)} bytes, not 32")
+        if len(h) != HASH_SIZE:
+            raise ProofError(f"line {number}: the proof hash is {len(h)} bytes, not {HASH_SIZE}")
         hashes.append(h)
     return hashes
 
@@ -184,9 +180,9 @@ def make_inclusion_proof(
     leaf = leaf_bytes(position, stored)
     lines = [
         INCLUSION_HEADER,
-        f"extra {_b64(leaf)}",
+        f"extra {encode_base64(leaf)}",
         f"index {position - 1}",
-        *(_b64(h) for h in proof),
+        *(encode_base64(h) for h in proof),
     ]
     text = "\n".join(lines) + "\n\n" + checkpoint_note
     verify_inclusion_proof(text, None)
@@ -249,7 +245,7 @@ def make_consistency_proof(old_note: str, new_note: str, proof: Sequence[bytes])
     """
     _check_note_text(old_note, "old checkpoint")
     _check_note_text(new_note, "new checkpoint")
-    lines = [CONSISTENCY_HEADER, *(_b64(h) for h in proof)]
+    lines = [CONSISTENCY_HEADER, *(encode_base64(h) for h in proof)]
     text = "\n".join(lines) + "\n\n" + old_note + new_note
     verify_consistency_proof(text, None)
     return text

@@ -15,25 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from ledger.backend import Precondition
 from ledger.errors import UsageError
 from ledger.ledger import Ledger
 from projections.base import Verdict
-from projections.state import PROJECTIONS
+from projections.state import BY_NAME, KINDS, PROJECTIONS
 from projections.views import CHUNK, ViewReader, ViewTxn, codec, strict_precondition
 
 __all__ = ["KINDS", "StateSource", "Views", "status_document"]
 
-KINDS: Final[tuple[str, ...]] = (
-    "maintenance",
-    "detachment",
-    "recovery",
-    "membership",
-    "broadcasts",
-)
-_MODULES: Final = {module.NAME: module for module in PROJECTIONS}
 
 
 class StateSource(Protocol):
@@ -61,7 +53,7 @@ def status_document(
         raise UsageError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
     document: dict[str, dict[str, Any]] = {}
     for name in (kind,) if kind else KINDS:
-        module = _MODULES[name]
+        module = BY_NAME[name]
         if subject is None:
             rows = sorted(source.subjects(name), key=lambda row: row[0])
             document[name] = {s: module.view(s, state, now) for s, state in rows}

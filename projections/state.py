@@ -29,7 +29,9 @@ from projections.base import DEFAULT_POLICY, Fold, Policy, Verdict
 
 __all__ = [
     "BY_NAME",
+    "KINDS",
     "PROJECTIONS",
+    "SHARED_KEYS",
     "Applier",
     "Change",
     "Folder",
@@ -39,6 +41,7 @@ __all__ = [
     "digest",
     "encode_state",
     "policy_for",
+    "shared",
     "step",
     "touched",
 ]
@@ -75,6 +78,10 @@ PROJECTIONS: Final[tuple[Projection, ...]] = (
 """Every projection, in folding order: policy first (it tunes the others)."""
 
 BY_NAME: Final[dict[str, Projection]] = {p.NAME: p for p in PROJECTIONS}
+"""Every projection module by its name."""
+
+KINDS: Final[tuple[str, ...]] = tuple(name for name in BY_NAME if name != policy.NAME)
+"""The projections ``status`` shows, in its order (SPEC §5.3): all but the policy settings."""
 
 Getter: TypeAlias = Callable[[str, str], Any | None]
 
@@ -112,19 +119,42 @@ def _routes() -> dict[type[Any], tuple[_Route, ...]]:
 _ROUTES: Final = _routes()
 
 
+def _policy_keys(subject: str) -> list[tuple[str, str]]:
+    """The policy states a fold reads for `subject` when it reads the policy (SPEC §2.6): the
+    settings for all, and the subject's own."""
+    if subject == policy.ALL:
+        return [(policy.NAME, policy.ALL)]
+    return [(policy.NAME, policy.ALL), (policy.NAME, subject)]
+
+
+SHARED_KEYS: Final = frozenset(_policy_keys(policy.ALL))
+"""The states the folds of every subject may read (the policy for all): the only states one
+subject's events write that another subject's folds read."""
+
+
 def touched(event: Event) -> list[tuple[str, str]]:
     """The (projection, subject) states that folding `event` reads: the state of each projection
-    that handles it, and the policy settings in force when one of those folds reads the policy."""
+    that handles it, and the policy settings in force when one of those folds reads the policy.
+
+    This is the rule "a fold reads only its own subject and the policy" (SPEC §2), written once:
+    stored views load what it names, and `shared` cuts a replay into parts by it.
+    """
     routes = _ROUTES.get(type(event))
     if routes is None:
         return []
     subject = event.subject
     keys = [(route.projection, subject) for route in routes]
     if any(route.reads_policy for route in routes):
-        keys.append((policy.NAME, policy.ALL))
-        if subject != policy.ALL:
-            keys.append((policy.NAME, subject))
+        keys += _policy_keys(subject)
     return keys
+
+
+def shared(event: Event) -> bool:
+    """Whether folding `event` writes a state the folds of other subjects read (`SHARED_KEYS`:
+    a ``SetPolicy`` for ``*``). Such an event must be folded wherever any subject is."""
+    routes = _ROUTES.get(type(event), ())
+    subject = event.subject
+    return any((route.projection, subject) in SHARED_KEYS for route in routes)
 
 
 def policy_for(get: Getter, subject: str) -> Policy:

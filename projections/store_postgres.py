@@ -30,12 +30,14 @@ from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
 from ledger.postgres import Cursor, PostgresBackend, copy_binary, pack_int8_bytea
-from projections.state import PROJECTIONS
+from projections.state import BY_NAME, SHARED_KEYS
 from projections.views import ViewTxn, catch_up_txn
 
 __all__ = ["PostgresViews"]
 
-_NAMES: Final = [p.NAME for p in PROJECTIONS]
+_NAMES: Final = list(BY_NAME)
+_SHARED_SUBJECTS: Final = sorted({subject for _, subject in SHARED_KEYS})
+"""Loaded with every page: states any subject's fold may read (see `projections.state`)."""
 _TRACKING_NAME: Final = "views"
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS {schema}.view_state (projection TEXT NOT NULL,"
@@ -123,7 +125,7 @@ class _PgViewTxn:
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         for page in self._views.backend.pages_txn(self._curs, start, stop):
-            self._prefetch(["*", *(subject for _, subject, _ in page)])
+            self._prefetch([*_SHARED_SUBJECTS, *(subject for _, subject, _ in page)])
             for position, _subject, data in page:
                 yield position, data
 

@@ -13,7 +13,6 @@ views have reached, with the digest of those views, signed when a key is given.
 
 from __future__ import annotations
 
-import hashlib
 import select
 import subprocess
 from bisect import bisect_left, bisect_right
@@ -24,7 +23,7 @@ from itertools import islice
 import msgspec
 
 from ledger import merkle
-from ledger.codec import record_decoder
+from ledger.codec import leaf_hashes, record_decoder
 from ledger.errors import ProofError, StorageError
 from ledger.events import Event
 from ledger.ledger import Ledger
@@ -308,20 +307,17 @@ def _verify(
 
     good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
-    sha256 = hashlib.sha256
     push = frontier.push
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
         stored_leaves = list(islice(leaves, len(part)))
         events = _decode_or_none(part)
-        for (position, stored), (stored_position, stored_leaf), event in zip(
-            part, stored_leaves, events, strict=True
+        for (position, stored), (stored_position, stored_leaf), event, leaf in zip(
+            part, stored_leaves, events, leaf_hashes(part), strict=True
         ):
             if position != expected:
                 return result(expected, f"position {expected} is missing: an event was removed")
-            # merkle.leaf_hash(codec.leaf_bytes(position, stored)), inlined on the hot path
-            leaf = sha256(b"\x00" + position.to_bytes(8, "big") + stored).digest()
             if stored_leaf != leaf:
                 return result(position, _leaf_mismatch(position, stored_position))
             if event is None:

@@ -23,12 +23,11 @@ import msgspec
 
 from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
-from ledger.events import Event, SetPolicy
+from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.signing import TrustPolicy
-from projections import policy
 from projections.base import Verdict
-from projections.state import PROJECTIONS, Folder
+from projections.state import PROJECTIONS, Folder, shared
 
 __all__ = [
     "CHUNK",
@@ -155,9 +154,11 @@ class Part:
     """One of `count` disjoint parts of the subjects, for folding a log in several processes.
 
     Every fold reads and writes only the states of its event's subject, plus the policy for all
-    subjects (SPEC §2.6): so each part folds the events of its own subjects, and every part
-    folds each ``SetPolicy`` for ``*`` (part 0 alone counts its verdict). Subjects are assigned
-    by CRC-32 of their UTF-8 bytes, the same in every process.
+    subjects (SPEC §2, `projections.state.touched`): so each part folds the events of its own
+    subjects, and every part folds each event that writes a state every subject reads
+    (`projections.state.shared`: a ``SetPolicy`` for ``*``), whose verdict only the part that
+    owns its subject counts. Subjects are assigned by CRC-32 of their UTF-8 bytes, the same in
+    every process.
     """
 
     def __init__(self, number: int, count: int) -> None:
@@ -175,9 +176,7 @@ class Part:
             part = self._parts[subject] = zlib.crc32(subject.encode()) % self.count
         if part == self.number:
             return True
-        if subject == policy.ALL and isinstance(event, SetPolicy):
-            return None
-        return False
+        return None if shared(event) else False
 
 
 def _drop(rejected: Rejected) -> None:

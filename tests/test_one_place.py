@@ -1,0 +1,94 @@
+"""One place per rule (issue 11): the rules written once are the ones the rest of the code uses.
+
+Each test pins a rule to its single source and checks that what was derived from it still says
+what the contract says (docs/spec.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger import merkle
+from ledger.codec import leaf_bytes, leaf_hashes
+from ledger.events import (
+    MAINTENANCE_STATES,
+    BackendCrashed,
+    EnterMaintenance,
+    HealthObserved,
+    KeepAliveFailed,
+    SetPolicy,
+)
+from ledger.lmdb import text_key
+from ledger.lmdb_backend import subject_key
+from projections import policy
+from projections.api import KINDS as API_KINDS
+from projections.state import BY_NAME, KINDS, SHARED_KEYS, shared, touched
+from replay.rebuild import Part
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**63), st.binary(max_size=64)), max_size=8))
+def test_leaf_hashes_is_the_rfc6962_hash_of_the_leaf(entries: list[tuple[int, bytes]]) -> None:
+    """SPEC §4.2: the leaf is position (8 bytes) || stored bytes, hashed with the 0x00 prefix."""
+    expected = [merkle.leaf_hash(leaf_bytes(p, s)) for p, s in entries]
+    assert leaf_hashes(entries) == expected
+    assert all(
+        h == hashlib.sha256(b"\x00" + p.to_bytes(8, "big") + s).digest()
+        for h, (p, s) in zip(expected, entries, strict=True)
+    )
+
+
+def test_maintenance_states_are_the_spec_names_in_order() -> None:
+    assert MAINTENANCE_STATES == (
+        "Active",
+        "EnteringMaintenance",
+        "Maintenance",
+        "ExitingMaintenance",
+        "DrainFailed",
+        "Recovery",
+    )
+
+
+def test_status_kinds_are_every_projection_but_policy_in_spec_order() -> None:
+    assert KINDS == ("maintenance", "detachment", "recovery", "membership", "broadcasts")
+    assert API_KINDS is KINDS
+    assert set(BY_NAME) == {*KINDS, policy.NAME}
+
+
+def test_the_states_every_subject_reads_are_the_policy_for_all() -> None:
+    assert frozenset({(policy.NAME, policy.ALL)}) == SHARED_KEYS
+    for subject in ("node-7", policy.ALL):
+        for event in (
+            KeepAliveFailed(subject=subject),
+            HealthObserved(subject=subject, healthy=True),
+        ):
+            assert set(touched(event)) >= SHARED_KEYS
+    assert touched(EnterMaintenance(subject="n", actor="a")) == [("maintenance", "n")]
+
+
+def test_only_a_setpolicy_for_all_is_shared_between_parts() -> None:
+    assert shared(SetPolicy(subject=policy.ALL, actor="a", budget_window_ms=5))
+    assert not shared(SetPolicy(subject="node-7", actor="a", budget_window_ms=5))
+    assert not shared(EnterMaintenance(subject=policy.ALL, actor="a"))
+    assert not shared(BackendCrashed(subject=policy.ALL))
+
+
+def test_a_part_folds_shared_events_everywhere_and_counts_them_once() -> None:
+    event = SetPolicy(subject=policy.ALL, actor="a", retry_backoff_ms=5)
+    answers = [Part(n, 3).keep(event) for n in range(3)]
+    assert answers.count(True) == 1
+    assert answers.count(None) == 2
+    other = EnterMaintenance(subject=policy.ALL, actor="a")
+    assert sorted(Part(n, 3).keep(other) is True for n in range(3)) == [False, False, True]
+    assert all(Part(n, 3).keep(other) in (True, False) for n in range(3))
+
+
+def test_lmdb_text_keys_keep_their_stored_form() -> None:
+    """Both LMDB key forms are on disk: the one scheme must give the very same bytes."""
+    assert subject_key("node-7") == b"node-7"
+    long = "x" * 65
+    assert subject_key(long) == b"\xff" + hashlib.sha256(long.encode()).digest()
+    assert text_key("x" * 400, 400) == b"x" * 400
+    assert text_key("x" * 401, 400) == b"\xff" + hashlib.sha256(b"x" * 401).digest()
