@@ -375,19 +375,61 @@ class Frontier:
 
 
 # ----------------------------------------------------------------------------- verifying
+#
+# As transparency-dev/merkle's proof/verify.go: a proof is checked by chaining hashes from a
+# seed with three helpers (`_chain_inner`, `_chain_inner_right`, `_chain_border_right`), after
+# its exact length is known from the tree's shape (`_decompose`). Inclusion and consistency share
+# them; both are RFC 9162 §2.1.3.2 and §2.1.4.2 written as those chains.
+
+
+def _decompose(index: int, size: int) -> tuple[int, int]:
+    """(inner, border) of the audit path of leaf `index` in a tree of `size` leaves: `inner`
+    hashes below the level where the paths to `index` and to the last leaf part, then `border`
+    hashes of left siblings on the right border (verify.go ``decompInclProof``)."""
+    inner = (index ^ (size - 1)).bit_length()
+    return inner, (index >> inner).bit_count()
+
+
+def _chain_inner(seed: bytes, proof: Sequence[bytes], index: int) -> bytes:
+    """Hash `seed` up through `proof`, as the left or right child by the bits of `index`."""
+    for level, h in enumerate(proof):
+        seed = node_hash(h, seed) if index >> level & 1 else node_hash(seed, h)
+    return seed
+
+
+def _chain_inner_right(seed: bytes, proof: Sequence[bytes], index: int) -> bytes:
+    """`_chain_inner` with only the left siblings: the hash of the smaller tree's part."""
+    for level, h in enumerate(proof):
+        if index >> level & 1:
+            seed = node_hash(h, seed)
+    return seed
+
+
+def _chain_border_right(seed: bytes, proof: Sequence[bytes]) -> bytes:
+    """Hash `seed` up the right border: every hash of `proof` is a left sibling."""
+    for h in proof:
+        seed = node_hash(h, seed)
+    return seed
 
 
 def inclusion_proof_size(index: int, size: int) -> int:
     """How many hashes the inclusion proof of leaf `index` in a tree of `size` holds."""
-    inner = (index ^ (size - 1)).bit_length()
-    return inner + (index >> inner).bit_count()
+    inner, border = _decompose(index, size)
+    return inner + border
+
+
+def _consistency_shape(size1: int, size2: int) -> tuple[int, int, int]:
+    """(shift, inner, border) of a consistency proof, 0 < size1 < size2: the proof is the
+    inclusion path of leaf size1 - 1 from level `shift` (the largest perfect subtree ending the
+    smaller tree), preceded by that subtree's hash unless the smaller tree is that subtree."""
+    inner, border = _decompose(size1 - 1, size2)
+    shift = (size1 & -size1).bit_length() - 1
+    return shift, inner - shift, border
 
 
 def consistency_proof_size(size1: int, size2: int) -> int:
     """How many hashes the consistency proof from `size1` to `size2` holds (0 < size1 < size2)."""
-    shift = (size1 & -size1).bit_length() - 1
-    inner = ((size1 - 1) ^ (size2 - 1)).bit_length() - shift
-    border = ((size1 - 1) >> (inner + shift)).bit_count()
+    shift, inner, border = _consistency_shape(size1, size2)
     return (0 if size1 == 1 << shift else 1) + inner + border
 
 
@@ -406,8 +448,19 @@ def _check_hashes(proof: Sequence[bytes]) -> None:
             raise ProofError(f"proof hash {i} is {len(h)} bytes, not {HASH_SIZE}")
 
 
+def _check_length(proof: Sequence[bytes], expected: int, what: str) -> None:
+    if len(proof) != expected:
+        raise ProofError(f"{what} has {len(proof)} hashes, expected {expected}")
+
+
 def _same(a: bytes, b: bytes) -> bool:
     return isinstance(a, bytes) and isinstance(b, bytes) and compare_digest(a, b)
+
+
+def _expect(computed: bytes, expected: bytes, message: str) -> None:
+    """Raise `ProofError` (`message` with the two roots filled in) unless they are equal."""
+    if not _same(computed, expected):
+        raise ProofError(message.format(computed=computed.hex(), expected=_hex(expected)))
 
 
 def check_inclusion(
@@ -415,9 +468,9 @@ def check_inclusion(
 ) -> None:
     """Raise `ProofError` unless `proof` shows leaf hash `leaf` at `index` under `root_hash`.
 
-    RFC 9162 §2.1.3.2, after checking that index < size, that the leaf hash and every proof
-    hash are 32 bytes, and that the proof has exactly the number of hashes the shape of the
-    tree calls for.
+    RFC 9162 §2.1.3.2 (verify.go ``RootFromInclusionProof``), after checking that index < size,
+    that the leaf hash and every proof hash are 32 bytes, and that the proof has exactly the
+    number of hashes the shape of the tree calls for.
     """
     _check_int(index, "leaf index")
     _check_int(size, "tree size")
@@ -426,32 +479,26 @@ def check_inclusion(
     if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
         raise ProofError(f"the leaf hash is not {HASH_SIZE} bytes")
     _check_hashes(proof)
-    expected = inclusion_proof_size(index, size)
-    if len(proof) != expected:
-        raise ProofError(
-            f"inclusion proof for index {index} in a tree of size {size} has {len(proof)} "
-            f"hashes, expected {expected}"
-        )
-    fn, sn, r = index, size - 1, leaf
-    for p in proof:
-        if sn == 0:
-            raise ProofError("inclusion proof is longer than the path to the root")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("inclusion proof stops short of the root")
-    if not _same(r, root_hash):
-        raise ProofError(
-            f"inclusion proof for index {index} leads to root {r.hex()}, "
-            f"not the expected root {_hex(root_hash)}"
-        )
+    inner, border = _decompose(index, size)
+    what = f"inclusion proof for index {index} in a tree of size {size}"
+    _check_length(proof, inner + border, what)
+    computed = _chain_border_right(_chain_inner(leaf, proof[:inner], index), proof[inner:])
+    _expect(
+        computed,
+        root_hash,
+        f"inclusion proof for index {index} leads to root {{computed}}, "
+        "not the expected root {expected}",
+    )
+
+
+def _check_same_tree(size: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:
+    """A consistency proof between equal sizes: empty, with equal roots (size 0: the empty one)."""
+    if proof:
+        raise ProofError(f"proof between equal sizes must be empty, got {len(proof)} hashes")
+    if size == 0 and not (_same(root1, EMPTY_ROOT) and _same(root2, EMPTY_ROOT)):
+        raise ProofError("a tree of size 0 must have the empty root")
+    if not _same(root1, root2):
+        raise ProofError(f"roots differ for the same size {size}")
 
 
 def check_consistency(
@@ -459,9 +506,10 @@ def check_consistency(
 ) -> None:
     """Raise `ProofError` unless `proof` shows tree (size1, root1) is a prefix of (size2, root2).
 
-    RFC 9162 §2.1.4.2 for 0 < size1 < size2, after exact shape checks. Equal sizes need an
-    empty proof and equal roots (the empty root for size 0). A proof from size 0 to a larger
-    size is refused: RFC 9162 defines none, and it would prove nothing about the later tree.
+    RFC 9162 §2.1.4.2 for 0 < size1 < size2 (verify.go ``RootFromConsistencyProof``), after
+    exact shape checks. Equal sizes need an empty proof and equal roots (the empty root for size
+    0). A proof from size 0 to a larger size is refused: RFC 9162 defines none, and it would
+    prove nothing about the later tree.
     """
     _check_int(size1, "size1")
     _check_int(size2, "size2")
@@ -469,56 +517,26 @@ def check_consistency(
         raise ProofError(f"size1 {size1} is larger than size2 {size2}")
     _check_hashes(proof)
     if size1 == size2:
-        if proof:
-            raise ProofError(f"proof between equal sizes must be empty, got {len(proof)} hashes")
-        if size1 == 0 and not (_same(root1, EMPTY_ROOT) and _same(root2, EMPTY_ROOT)):
-            raise ProofError("a tree of size 0 must have the empty root")
-        if not _same(root1, root2):
-            raise ProofError(f"roots differ for the same size {size1}")
+        _check_same_tree(size1, proof, root1, root2)
         return
     if size1 == 0:
         raise ProofError("a consistency proof from the empty tree proves nothing (size1 is 0)")
     if not proof:
         raise ProofError(f"empty consistency proof from size {size1} to size {size2}")
-    expected = consistency_proof_size(size1, size2)
-    if len(proof) != expected:
-        raise ProofError(
-            f"consistency proof from size {size1} to size {size2} has {len(proof)} hashes, "
-            f"expected {expected}"
-        )
-    path = list(proof)
-    if size1 & (size1 - 1) == 0:
-        path.insert(0, root1)
-    fn, sn = size1 - 1, size2 - 1
-    while fn & 1:
-        fn >>= 1
-        sn >>= 1
-    fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ProofError("consistency proof is longer than the path to the root")
-        if fn & 1 or fn == sn:
-            fr = node_hash(c, fr)
-            sr = node_hash(c, sr)
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
-        else:
-            sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("consistency proof stops short of the root")
-    if not _same(fr, root1):
-        raise ProofError(
-            f"consistency proof leads to root {fr.hex()} for size {size1}, "
-            f"not the expected {_hex(root1)}"
-        )
-    if not _same(sr, root2):
-        raise ProofError(
-            f"consistency proof leads to root {sr.hex()} for size {size2}, "
-            f"not the expected {_hex(root2)}"
-        )
+    if not isinstance(root1, bytes):
+        raise ProofError(f"the root for size {size1} is a {type(root1).__name__}, not bytes")
+    shift, inner, _ = _consistency_shape(size1, size2)
+    what = f"consistency proof from size {size1} to size {size2}"
+    _check_length(proof, consistency_proof_size(size1, size2), what)
+    seed, path = (root1, proof) if size1 == 1 << shift else (proof[0], proof[1:])
+    mask = (size1 - 1) >> shift
+    old = _chain_border_right(_chain_inner_right(seed, path[:inner], mask), path[inner:])
+    message = (
+        "consistency proof leads to root {{computed}} for size {}, not the expected {{expected}}"
+    )
+    _expect(old, root1, message.format(size1))
+    new = _chain_border_right(_chain_inner(seed, path[:inner], mask), path[inner:])
+    _expect(new, root2, message.format(size2))
 
 
 def verify_inclusion(
