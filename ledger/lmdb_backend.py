@@ -6,7 +6,8 @@ stored bytes). Beside the recorder's tables, in the SAME write transaction, this
 
 - ``ledger.ids``: id (see `subject_key`) -> position, the idempotency index;
 - ``ledger.merkle``: level (1 byte) + index (8 bytes) -> node hash, every complete subtree;
-- ``ledger.checkpoints``: tree size -> checkpoint note.
+- ``ledger.checkpoints``: tree size -> checkpoint note;
+- ``ledger.meta``: ledger-wide settings, and the storage layout version (`FORMAT`).
 
 A subject's positions (for `history`) and its next version come from the recorder's own
 sequence index (``stored_events.idx``: subject + version -> position); an older ledger's
@@ -30,13 +31,18 @@ from ledger.backend import AppendRequest, apply_requests
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
 
-__all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
+__all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
 
 _IDS: Final = b"ledger.ids"
 _MERKLE: Final = b"ledger.merkle"
 _CHECKPOINTS: Final = b"ledger.checkpoints"
 _META: Final = b"ledger.meta"
 _SHORT_KEY: Final = 64
+FORMAT: Final = b"adminchain-lmdb/1"
+"""The storage layout version, in ``ledger.meta`` under `FORMAT_KEY` (as PostgreSQL's schema
+format): 1 is the layout this module writes. A ledger written before the marker existed is
+layout 1; it gets the marker on its first open for writing."""
+FORMAT_KEY: Final = "format"
 INITIAL_MAP: Final = 1 << 30
 """The initial LMDB map (address space, not disk: data.mdb grows as pages are used); it doubles
 when full."""
@@ -145,6 +151,29 @@ class LMDBBackend:
         self.merkle_db = self.datastore.db(_MERKLE)
         self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
         self.meta_db = self.datastore.db(_META)
+        self._check_format(path, write=create)
+
+    def _check_format(self, path: Path, *, write: bool) -> None:
+        """Refuse a layout this version does not know; mark an unmarked ledger (layout 1) when
+        opened for writing (a reader leaves the files as they are)."""
+        key = FORMAT_KEY.encode()
+        try:
+            with self.recorder.read() as txn:
+                found = txn.get(key, db=self.meta_db)
+            if found is None and write:
+                self.recorder.write_retrying(
+                    lambda txn: txn.put(key, FORMAT, db=self.meta_db, overwrite=False)
+                )
+                return
+        except PersistenceError as e:
+            self.datastore.close()
+            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
+        if found is not None and bytes(found) != FORMAT:
+            self.datastore.close()
+            raise StorageError(
+                f"the ledger at {path} has storage layout {bytes(found).decode(errors='replace')}, "
+                f"not {FORMAT.decode()}: it was written by another version of adminchain"
+            )
 
     def _check_not_truncated(self, data: Path) -> None:
         """Refuse a data file shorter than the pages LMDB says it holds: reading past its end
@@ -200,6 +229,8 @@ class LMDBBackend:
         return None if value is None else bytes(value)
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        if key == FORMAT_KEY:
+            raise StorageError("the 'format' setting belongs to the backend")
         self.recorder.write_retrying(
             lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
         )
