@@ -47,9 +47,10 @@ class Appended:
 class TxnOps(Protocol):
     """Table operations inside one write transaction of a backend."""
 
-    @property
-    def raw(self) -> object:
-        """The backend's own transaction handle (an lmdb.Transaction, a psycopg cursor)."""
+    def own(self) -> TxnOps:
+        """The backend's own operations on this transaction (`LMDBTxnOps`, `PostgresTxnOps`),
+        with everything held back written first: what a view store of the same backend reads
+        the views through, inside the append's transaction (strict appends)."""
 
     def size(self) -> int:
         """The number of events in the log as seen by this transaction."""
@@ -123,7 +124,7 @@ class _Pending:
 
     Positions are known before the rows are written (the next ones after the transaction's
     size), so `size` and `lookup_id` answer for the pending rows too. Whatever reads the stored
-    log or tree itself (`read_stored`, `nodes`, or the raw transaction handle, which a strict
+    log or tree itself (`read_stored`, `nodes`, or `own`, the backend's operations, which a strict
     precondition folds the views through) first writes the pending rows, so it sees them.
     """
 
@@ -134,10 +135,9 @@ class _Pending:
         self._ids: dict[str, int] = {}
         self._meta: dict[str, bytes | None] = {}
 
-    @property
-    def raw(self) -> object:
+    def own(self) -> TxnOps:
         self.flush()
-        return self._ops.raw
+        return self._ops.own()
 
     def size(self) -> int:
         return self._size + len(self._rows)
@@ -209,7 +209,17 @@ class _Pending:
 
 
 class LogBackend(Protocol):
-    """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it."""
+    """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it.
+
+    Every failure reaches the caller as a `LedgerError` (a closed backend's included): storage
+    errors are translated inside the backend. The contract every backend meets is
+    `tests/contract.py`, run on each backend (docs/architecture.md, "The backend seam").
+    """
+
+    @property
+    def kind(self) -> str:
+        """The backend's name (``lmdb``, ``postgres``): how `projections.api` finds the stored
+        views that live beside this log (`ledger` knows nothing of projections)."""
 
     url: str
     location: str

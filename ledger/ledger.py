@@ -134,6 +134,12 @@ class Ledger:
         """Where this ledger lives (a path or a URL), for messages and checkpoints."""
         return self.backend.url
 
+    @property
+    def location(self) -> str:
+        """What `Ledger.open` needs to open this ledger again in another process (a path, or
+        the URL with its password: unlike `url`, not for messages)."""
+        return self.backend.location
+
     # ------------------------------------------------------------------ writing
 
     def append(
@@ -270,6 +276,11 @@ class Ledger:
         """The Merkle root of the first `size` events (default: all)."""
         size = self._size_arg(size)
         return merkle.root(self.backend.read_nodes(), size)
+
+    def read_leaves(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """The stored (position, leaf hash) pairs from `start` on, in order: what `verify`
+        compares with the leaves it recomputes from the stored events."""
+        return self.backend.read_leaves(start, stop)
 
     def leaf_hash(self, position: int) -> bytes:
         """The stored leaf hash at `position`."""

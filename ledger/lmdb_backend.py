@@ -19,9 +19,10 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import lmdb
 from eventsourcing.persistence import PersistenceError
@@ -32,6 +33,8 @@ from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageE
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
 
 __all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
+
+T = TypeVar("T")
 
 _IDS: Final = b"ledger.ids"
 _MERKLE: Final = b"ledger.merkle"
@@ -89,6 +92,9 @@ class LMDBTxnOps:
         self.raw = txn
         self._backend = backend
 
+    def own(self) -> LMDBTxnOps:
+        return self
+
     def size(self) -> int:
         return self._backend.recorder.max_notification_id_txn(self.raw) or 0
 
@@ -130,7 +136,12 @@ class LMDBTxnOps:
 
 
 class LMDBBackend:
-    """The ledger in an LMDB environment directory (SPEC §6, embedded)."""
+    """The ledger in an LMDB environment directory (SPEC §6, embedded).
+
+    Every storage error, a closed environment's included, reaches callers as a `StorageError`.
+    """
+
+    kind: Final = "lmdb"
 
     def __init__(
         self, path: Path, *, sync: bool = True, create: bool = True, map_size: int = INITIAL_MAP
@@ -187,31 +198,48 @@ class LMDBBackend:
                 "restore it from a backup or a copy"
             )
 
-    def write(self, requests: Sequence[AppendRequest]) -> None:
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """eventsourcing's errors (a closed environment: `InterfaceError`) as `StorageError`."""
         try:
-            self.recorder.write_retrying(
-                lambda txn: apply_requests(LMDBTxnOps(self, txn), requests)
-            )
+            yield
         except PersistenceError as e:
-            raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
+            raise StorageError(f"the ledger at {self.url} could not {what}: {e}") from e
+
+    def transaction(self, body: Callable[[Any], T], *, what: str = "be written") -> T:
+        """`body(txn)` in one durable write transaction (run again whole if the map grows), for
+        tables beside the log's (the stored views): `LMDBTxnOps(self, txn)` reads the log."""
+        with self._translated(what):
+            result: T = self.recorder.write_retrying(body)
+        return result
+
+    @contextmanager
+    def snapshot(self, *, what: str = "be read") -> Iterator[Any]:
+        """One read transaction: a consistent snapshot of every table."""
+        with self._translated(what), self.recorder.read() as txn:
+            yield txn
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        self.transaction(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
 
     def size(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        with self._translated("be read"):
+            return self.recorder.max_notification_id() or 0
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.recorder.read() as txn:
+        with self.snapshot() as txn:
             last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
             yield from self.recorder.iter_stored_txn(txn, start, last)
 
     def positions_of(self, subject: str) -> list[int]:
-        with self.recorder.read() as txn:
+        with self.snapshot() as txn:
             return self.recorder.notification_ids_txn(txn, subject)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.recorder.read() as txn:
+        with self.snapshot() as txn:
             cursor = txn.cursor(db=self.merkle_db)
             if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
                 return
@@ -224,28 +252,29 @@ class LMDBBackend:
                 yield position, bytes(value)
 
     def get_meta(self, key: str) -> bytes | None:
-        with self.recorder.read() as txn:
+        with self.snapshot() as txn:
             value = txn.get(key.encode(), db=self.meta_db)
         return None if value is None else bytes(value)
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         if key == FORMAT_KEY:
             raise StorageError("the 'format' setting belongs to the backend")
-        self.recorder.write_retrying(
+        self.transaction(
             lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
         )
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
-        return self.recorder.wait_beyond(position, timeout)
+        with self._translated("be read"):
+            return self.recorder.wait_beyond(position, timeout)
 
     def put_checkpoint(self, size: int, note: str) -> None:
         def put(txn: Any) -> None:
             txn.put(size.to_bytes(8, "big"), note.encode(), db=self.checkpoints_db)
 
-        self.recorder.write_retrying(put)
+        self.transaction(put)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        with self.recorder.read() as txn:
+        with self.snapshot() as txn:
             return [
                 (int.from_bytes(k, "big"), bytes(v).decode())
                 for k, v in txn.cursor(db=self.checkpoints_db)
@@ -265,7 +294,7 @@ class _SnapshotNodes:
         self._backend = backend
 
     def get(self, level: int, index: int) -> bytes:
-        with self._backend.recorder.read() as txn:
+        with self._backend.snapshot() as txn:
             value = txn.get(_node_key(level, index), db=self._backend.merkle_db)
         if value is None:
             raise KeyError((level, index))

@@ -465,11 +465,11 @@ class PostgresTxnOps:
         self._nodes = _TxnNodes(backend, curs, self._copier, self._size)
         self.appended = 0
 
-    @property
-    def raw(self) -> object:
-        """The cursor, once the COPYs running in the background are done."""
+    def own(self) -> PostgresTxnOps:
+        """These operations, once the COPYs running in the background are done (`cursor` is
+        then safe to use)."""
         self._copier.drain()
-        return self.cursor
+        return self
 
     def prefetch_ids(self, event_ids: Sequence[str]) -> None:
         """Look up every id of a batch at once (under the lock, the answer cannot change)."""
@@ -547,6 +547,8 @@ class PostgresTxnOps:
 
 class PostgresBackend:
     """The ledger in one PostgreSQL schema (SPEC §6, shared): see the module docstring."""
+
+    kind: Final = "postgres"
 
     def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 6) -> None:
         self.target = target = parse_url(url)

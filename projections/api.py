@@ -15,14 +15,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from ledger.backend import Precondition
+from ledger.backend import LogBackend, Precondition
 from ledger.errors import UsageError
 from ledger.ledger import Ledger
 from projections.base import Verdict
 from projections.state import BY_NAME, KINDS, PROJECTIONS
-from projections.views import CHUNK, ViewReader, ViewTxn, codec, strict_precondition
+from projections.views import CHUNK, ViewReader, ViewStore, ViewTxn, codec, strict_precondition
+
+if TYPE_CHECKING:
+    from ledger.lmdb_backend import LMDBBackend
+    from ledger.postgres import PostgresBackend
 
 __all__ = ["KINDS", "StateSource", "Views", "status_document"]
 
@@ -89,30 +93,32 @@ class _ReaderSource:
         return None if data is None else codec.decode_state(projection, data)
 
 
-class _Store(Protocol):
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]: ...
+def _lmdb_views(backend: LogBackend) -> ViewStore:
+    from projections.store_lmdb import LMDBViews  # noqa: PLC0415
 
-    def reader(self) -> Iterator[ViewTxn]: ...
-
-    def over(self, ops: Any) -> ViewTxn: ...
-
-    def reset(self) -> None: ...
+    return LMDBViews(cast("LMDBBackend", backend))
 
 
-def open_store(ledger: Ledger) -> _Store:
-    """The stored views that live beside this ledger's log."""
-    from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415
+def _postgres_views(backend: LogBackend) -> ViewStore:
+    from projections.store_postgres import PostgresViews  # noqa: PLC0415  optional: psycopg
 
+    return PostgresViews(cast("PostgresBackend", backend))
+
+
+_VIEW_STORES: Final[dict[str, Callable[[LogBackend], ViewStore]]] = {
+    "lmdb": _lmdb_views,
+    "postgres": _postgres_views,
+}
+"""The view store of each backend, by `LogBackend.kind` (imported only when used)."""
+
+
+def open_store(ledger: Ledger) -> ViewStore:
+    """The stored views that live beside this ledger's log (SPEC §6)."""
     backend = ledger.backend
-    if isinstance(backend, LMDBBackend):
-        from projections.store_lmdb import LMDBViews  # noqa: PLC0415
-
-        return LMDBViews(backend)
-    from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional: psycopg
-    from projections.store_postgres import PostgresViews  # noqa: PLC0415
-
-    assert isinstance(backend, PostgresBackend), f"no stored views for {type(backend).__name__}"
-    return PostgresViews(backend)
+    make = _VIEW_STORES.get(backend.kind)
+    if make is None:
+        raise UsageError(f"no stored views for a {backend.kind!r} ledger")
+    return make(backend)
 
 
 class Views:

@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 
 from ledger.backend import TxnOps
-from ledger.lmdb_backend import LMDBBackend, subject_key
+from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
 from projections.views import ViewTxn, catch_up_txn
 
 __all__ = ["LMDBViews"]
@@ -33,9 +33,13 @@ class _LMDBViewTxn:
     def __init__(self, views: LMDBViews, txn: Any) -> None:
         self._views = views
         self._txn = txn
-        self._verdicts: list[tuple[bytes, bytes]] = []  # written with the tracking position
+        self._log = LMDBTxnOps(views.backend, txn)
+        self._verdicts: list[tuple[bytes, bytes]] = []  # written by `flush`, in one putmulti
+        self._tracking: int | None = None
 
     def tracking(self) -> int:
+        if self._tracking is not None:
+            return self._tracking
         value = self._txn.get(_TRACKING, db=self._views.meta_db)
         return 0 if value is None else int.from_bytes(value, "big")
 
@@ -58,10 +62,10 @@ class _LMDBViewTxn:
         return None if value is None else bytes(value)
 
     def size(self) -> int:
-        return self._views.backend.recorder.max_notification_id_txn(self._txn) or 0
+        return self._log.size()
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
-        return self._views.backend.recorder.iter_stored_txn(self._txn, start, stop)
+        return self._log.read_stored(start, stop)
 
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)
@@ -74,12 +78,17 @@ class _LMDBViewTxn:
         self._verdicts.append((position.to_bytes(8, "big"), data))
 
     def set_tracking(self, position: int) -> None:
-        """Record the tracking position, and the verdicts buffered since the last one."""
+        self._tracking = position
+
+    def flush(self) -> None:
+        """Write the verdicts buffered (in one `putmulti`) and the tracking position."""
         if self._verdicts:
             cursor = self._txn.cursor(db=self._views.verdicts_db)
             cursor.putmulti(self._verdicts)
             self._verdicts = []
-        self._txn.put(_TRACKING, position.to_bytes(8, "big"), db=self._views.meta_db)
+        if self._tracking is not None:
+            self._txn.put(_TRACKING, self._tracking.to_bytes(8, "big"), db=self._views.meta_db)
+            self._tracking = None
 
 
 def _key(projection: str, subject: str) -> bytes:
@@ -97,19 +106,21 @@ class LMDBViews:
 
     def catch_up_chunk(self, limit: int) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""
-        result: tuple[int, int] = self.backend.recorder.write_retrying(
-            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit)
+        return self.backend.transaction(
+            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit), what="catch up the views"
         )
-        return result
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""
-        with self.backend.recorder.read() as txn:
+        with self.backend.snapshot(what="read the views") as txn:
             yield _LMDBViewTxn(self, txn)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
-        return _LMDBViewTxn(self, ops.raw)
+        own = ops.own()
+        if not isinstance(own, LMDBTxnOps):
+            raise TypeError(f"LMDB views cannot be read through {type(own).__name__}")
+        return _LMDBViewTxn(self, own.raw)
 
     def reset(self) -> None:
         """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
@@ -118,4 +129,4 @@ class LMDBViews:
             for db in (self.state_db, self.verdicts_db, self.meta_db):
                 txn.drop(db, delete=False)
 
-        self.backend.recorder.write_retrying(drop)
+        self.backend.transaction(drop, what="reset the views")

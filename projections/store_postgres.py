@@ -29,7 +29,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
-from ledger.postgres import Cursor, PostgresBackend, copy_binary, pack_int8_bytea
+from ledger.postgres import Cursor, PostgresBackend, PostgresTxnOps, copy_binary, pack_int8_bytea
 from projections.state import BY_NAME, SHARED_KEYS
 from projections.views import ViewTxn, catch_up_txn
 
@@ -55,7 +55,7 @@ class _PgViewTxn:
     """`ViewTxn` over one PostgreSQL transaction.
 
     Reads go to the database (states of a page's subjects are loaded together); writes are
-    buffered and written by `flush`, which the catch-up calls before its commit.
+    buffered and written by `flush`, which `catch_up_txn` calls last, before the commit.
     """
 
     def __init__(self, views: PostgresViews, curs: Cursor, *, lock: str = "") -> None:
@@ -208,9 +208,7 @@ class PostgresViews:
 
         def body(curs: Cursor) -> tuple[int, int]:
             txn = _PgViewTxn(self, curs, lock="UPDATE")
-            result = catch_up_txn(txn, limit)
-            txn.flush()
-            return result
+            return catch_up_txn(txn, limit)
 
         return self.backend.transaction(body, what="catch up the views")
 
@@ -221,10 +219,10 @@ class PostgresViews:
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
-        curs = ops.raw
-        if not isinstance(curs, psycopg.Cursor):
-            raise TypeError("PostgresViews.over needs the ops of a PostgresBackend write")
-        return _PgViewTxn(self, curs, lock="SHARE")
+        own = ops.own()
+        if not isinstance(own, PostgresTxnOps):
+            raise TypeError(f"PostgreSQL views cannot be read through {type(own).__name__}")
+        return _PgViewTxn(self, own.cursor, lock="SHARE")
 
     def reset(self) -> None:
         """Drop every stored state, verdict and the tracking position (a rebuild follows)."""

@@ -27,6 +27,7 @@ __all__ = [
     "CHUNK",
     "StateCodec",
     "ViewReader",
+    "ViewStore",
     "ViewTxn",
     "catch_up_txn",
     "codec",
@@ -70,6 +71,28 @@ class ViewTxn(ViewReader, Protocol):
 
     def set_tracking(self, position: int) -> None:
         """Record the last folded position."""
+
+    def flush(self) -> None:
+        """Write whatever the transaction buffered (states, verdicts, tracking): `catch_up_txn`
+        calls it last, inside the transaction, before the backend commits."""
+
+
+class ViewStore(Protocol):
+    """The stored views beside one backend's log, in its own storage (`projections.store_lmdb`,
+    `projections.store_postgres`); `tests/contract.py` is what every view store must do."""
+
+    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` events beyond the tracking position in ONE transaction of the
+        backend (`catch_up_txn`); returns (tracking position, log size)."""
+
+    def reader(self) -> Iterator[ViewTxn]:
+        """A consistent read snapshot of the views (used as a generator-based context)."""
+
+    def over(self, ops: TxnOps) -> ViewTxn:
+        """The views as seen inside one of the ledger's write transactions (strict appends)."""
+
+    def reset(self) -> None:
+        """Drop every state, verdict and the tracking position (a rebuild follows)."""
 
 
 _verdicts_decoder: Final = msgspec.msgpack.Decoder(list[Verdict])
@@ -152,6 +175,7 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
         txn.save(projection, subject, None if state is None else encode(state))
     last = events[-1][0] if events else start - 1
     txn.set_tracking(last)
+    txn.flush()
     return last, size
 
 

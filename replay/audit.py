@@ -94,7 +94,7 @@ def run_audit(
     trust = ledger.trust_policy()
     other = None
     if target >= workers.PARALLEL_FROM:
-        request = {"location": ledger.backend.location, "to": target}
+        request = {"location": ledger.location, "to": target}
         other = workers.start("audit", request)
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)

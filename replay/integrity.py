@@ -134,7 +134,7 @@ def _undecodable(position: int, stored: bytes) -> str:
 
 
 def _leaves(ledger: Ledger) -> Iterator[tuple[int, bytes]]:
-    yield from ledger.backend.read_leaves(1)
+    yield from ledger.read_leaves(1)
     while True:
         yield 0, b""
 
@@ -178,7 +178,7 @@ class _Digests:
         self._found: dict[int, bytes] = {}
         self._process: subprocess.Popen[bytes] | None = None
         if sizes and sizes[-1] >= workers.PARALLEL_FROM:
-            request = {"location": ledger.backend.location, "sizes": sizes}
+            request = {"location": ledger.location, "sizes": sizes}
             self._process = workers.start("digests", request)
 
     def collect(self) -> None:

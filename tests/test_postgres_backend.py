@@ -423,7 +423,7 @@ def test_a_precondition_after_a_background_copy_gets_a_drained_connection(
     log: Ledger, url: str
 ) -> None:
     """A big batch is COPY'd from a worker thread; a later request's precondition that takes
-    the connection (`ops.raw`) must see every earlier row, written and acknowledged."""
+    the connection (`ops.own()`) must see every earlier row, written and acknowledged."""
     big = [LeaseExpired(subject=f"r{i % 50}", id=f"big-{i}", at=T0) for i in range(6000)]
     table = sql.SQL("SELECT count(*) FROM {}.{}").format(
         sql.Identifier(pg.parse_url(url).schema), sql.Identifier(pg.EVENTS_TABLE)
@@ -431,9 +431,9 @@ def test_a_precondition_after_a_background_copy_gets_a_drained_connection(
     counted: list[int] = []
 
     def counts_rows(ops: TxnOps, events: object) -> None:
-        curs = ops.raw
-        assert isinstance(curs, psycopg.Cursor)
-        row = curs.execute(table).fetchone()
+        own = ops.own()
+        assert isinstance(own, pg.PostgresTxnOps)
+        row = own.cursor.execute(table).fetchone()
         assert row is not None
         counted.append(int(row[0]))
 
