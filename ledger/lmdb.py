@@ -33,7 +33,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 from uuid import UUID
 
 import lmdb
@@ -63,9 +63,6 @@ from ledger.lmdb_datastore import (
     LMDBMapFullError,
     LMDBMapGrownError,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "DEFAULT_MAP_SIZE",

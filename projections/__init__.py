@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from projections.api import KINDS, Views, status_document
 from projections.base import Outcome, Policy, Verdict
-from projections.state import PROJECTIONS, Change, Folder, digest, step
+from projections.state import PROJECTIONS, Folder, digest
 
 __all__ = [
     "KINDS",
     "PROJECTIONS",
-    "Change",
     "Folder",
     "Outcome",
     "Policy",
@@ -22,5 +21,4 @@ __all__ = [
     "Views",
     "digest",
     "status_document",
-    "step",
 ]

@@ -2,10 +2,9 @@
 
 `Folder` keeps every state in memory and folds events into it (`Folder.apply`: replay's hot
 path). Each event type is routed, once at import, straight to the fold each projection module
-has for it (the modules' ``FOLDS``). `step` is the same fold over states read through a
-``get(projection, subject)`` callable (memory or disk): it returns the `Change` for each
-projection, the state after the event (``None`` = remove the entry) and the verdict. `digest` is
-the SHA-256 of all states (SPEC §4, the checkpoint's projection digest).
+has for it (the modules' ``FOLDS``); `touched` names the states a fold reads, so that the stored
+views fold the same way over just those states. `digest` is the SHA-256 of all states (SPEC §4,
+the checkpoint's projection digest).
 
 Policy is itself a projection, folded first. For the event types a module lists in its
 ``READS_POLICY`` (detachment's keep-alive and health signals, recovery's crashes), the policy in
@@ -33,7 +32,6 @@ __all__ = [
     "PROJECTIONS",
     "SHARED_KEYS",
     "Applier",
-    "Change",
     "Folder",
     "Getter",
     "Projection",
@@ -42,7 +40,6 @@ __all__ = [
     "encode_state",
     "policy_for",
     "shared",
-    "step",
     "touched",
 ]
 
@@ -84,19 +81,6 @@ KINDS: Final[tuple[str, ...]] = tuple(name for name in BY_NAME if name != policy
 """The projections ``status`` shows, in its order (SPEC §5.3): all but the policy settings."""
 
 Getter: TypeAlias = Callable[[str, str], Any | None]
-
-
-class Change(NamedTuple):
-    """One projection's result for one event: the subject's state after it (None = remove).
-
-    When the event leaves the state as it was, `state` is the very object `get` returned, so a
-    stored view can skip the write with an ``is`` check.
-    """
-
-    projection: str
-    subject: str
-    state: Any | None
-    verdict: Verdict
 
 
 class _Route(NamedTuple):
@@ -161,27 +145,6 @@ def policy_for(get: Getter, subject: str) -> Policy:
     """The effective policy for `subject` from the policy states `get` returns."""
     own = None if subject == policy.ALL else get(policy.NAME, subject)
     return policy.combine(get(policy.NAME, policy.ALL), own)
-
-
-def step(get: Getter, event: Event) -> list[Change]:
-    """Fold `event` through every projection that handles it; states come from `get`.
-
-    Pure given `get`: nothing is written; the caller stores each `Change` (in memory, or in a
-    stored view's transaction). An event no projection handles gives an empty list.
-    """
-    routes = _ROUTES.get(type(event))
-    if routes is None:
-        return []
-    subject = event.subject
-    loaded = {key: state for key in touched(event) if (state := get(*key)) is not None}
-    folder = Folder({})  # the one fold (`Folder.apply`), over just the states `event` reads
-    for (name, key_subject), state in loaded.items():
-        folder.states[name][key_subject] = state
-    verdicts = folder.apply(event)
-    return [
-        Change(route.projection, subject, folder.states[route.projection].get(subject), verdict)
-        for route, verdict in zip(routes, verdicts, strict=True)
-    ]
 
 
 _digest_encoder: Final = msgspec.msgpack.Encoder(order="deterministic")
@@ -280,7 +243,7 @@ class Folder:
     def apply(self, event: Event) -> list[Verdict]:
         """Fold one event; returns its verdicts (one per projection that handles it).
 
-        `step` goes through here too: this is the one fold.
+        The stored views fold through here too (`projections.views`): this is the one fold.
         """
         return self.appliers.get(type(event), _unrouted)(event)
 

@@ -102,15 +102,6 @@ class Audit:
                 counts[name]["rejected"] += n
         return counts
 
-    @property
-    def signature_problems(self) -> int:
-        """Operator events audited as breaking the signing policy (pseudo-projection
-        ``signatures``)."""
-        names = {m.NAME for m in PROJECTIONS}
-        return sum(n for name, n in self.rejections.items() if name not in names) + sum(
-            n for verdict, n in self.tally.items() if verdict.projection not in names
-        )
-
 
 class FolderSource:
     """A replayed `Folder` as a `projections.api.StateSource` (for as-of ``status``)."""

@@ -348,7 +348,7 @@ def test_replay_verify_checkpoint_prove_and_keygen(run: Run, tmp_path: Path) -> 
     verify = run("verify", "--pub", "auditor.pub", "--json")
     assert verify.returncode == 0
     assert json.loads(verify.stdout) == {
-        "ok": True, "size": 2, "root": json.loads(verify.stdout)["root"],
+        "ok": True, "size": 2, "root": json.loads(cp.stdout)["root"],
         "first_bad_position": None, "detail": "2 events, 1 checkpoint(s) verified",
     }  # fmt: skip
     run("keygen", "mallory")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import pytest
 
 from ledger.events import (
@@ -274,10 +273,3 @@ def test_view_of_never_issued_broadcast() -> None:
     assert out["operation"] is None
     assert out["complete"] is False
     assert out["all_live_backends_acked"] is False
-
-
-def test_state_msgpack_round_trip() -> None:
-    for operation in (QUIESCE, ReleaseHandles(path_prefix="/p")):
-        state, _ = run([issue(*THREE, operation=operation), failed("a", "unsupported_operation")])
-        data = msgspec.msgpack.encode(state)
-        assert msgspec.msgpack.decode(data, type=broadcasts.STATE) == state

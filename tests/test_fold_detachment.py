@@ -10,7 +10,6 @@ signals; the four display strings), the SPEC §2.6 policy fields it reads
 
 from __future__ import annotations
 
-import msgspec
 import pytest
 
 from ledger.events import (
@@ -307,13 +306,3 @@ def test_view_keys_and_times() -> None:
         "healthy_since": "2024-01-01T00:00:00.002000Z",
         "keepalive_failures": 1,
     }
-
-
-def test_state_msgpack_round_trip() -> None:
-    for state in (
-        DetachmentState(True, DetachmentReason("storage_error", "x"), ts(1), ts(2), 1),
-        DetachmentState(True, DetachmentReason("keepalive_failure", consecutive_failures=3), ts(1)),
-        DetachmentState(keepalive_failures=2),
-    ):
-        data = msgspec.msgpack.encode(state)
-        assert msgspec.msgpack.decode(data, type=detachment.STATE) == state

@@ -69,8 +69,7 @@ def leave(at_ms: int = 1000, *, force: bool = False) -> ExitMaintenance:
 # ---------------------------------------------------------------- the successor table
 
 
-def test_spec_table_has_eight_arcs_and_six_states() -> None:
-    assert len(SPEC_ARCS) == 8
+def test_the_successor_table_covers_every_state() -> None:
     assert set(maintenance.SUCCESSORS) == set(MAINTENANCE_STATES)
 
 
@@ -310,10 +309,3 @@ def test_view_keys_and_rfc3339_times() -> None:
     assert out["steady_maintenance"] is False
     assert out["reason"] == "upgrade"
     assert msgspec.json.decode(msgspec.json.encode(out)) == out
-
-
-@pytest.mark.parametrize("name", MAINTENANCE_STATES[1:])
-def test_state_msgpack_round_trip(name: str) -> None:
-    state = MaintenanceState(name, ts(7), ts(9) if name == "EnteringMaintenance" else None, "r")  # type: ignore[arg-type]
-    data = msgspec.msgpack.encode(state)
-    assert msgspec.msgpack.decode(data, type=maintenance.STATE) == state

@@ -7,8 +7,6 @@ SPEC §3 verdicts, and the SPEC §5 membership ``status --json`` object.
 
 from __future__ import annotations
 
-import msgspec
-
 from ledger.events import MembershipObserved
 from projections import membership
 from projections.base import DEFAULT_POLICY, Verdict
@@ -126,10 +124,3 @@ def test_view_keys_and_last_delta() -> None:
         "joined": ["c"],
         "left": ["b"],
     }
-
-
-def test_state_msgpack_round_trip() -> None:
-    state, _ = fold(None, seen(1, "b", "a"))
-    state, _ = fold(state, seen(2, "c"))
-    data = msgspec.msgpack.encode(state)
-    assert msgspec.msgpack.decode(data, type=membership.STATE) == state

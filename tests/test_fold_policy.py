@@ -3,21 +3,19 @@
 Covers SPEC §2.6 (SetPolicy for ``*`` or one subject; the four fields and their defaults; zero
 durations meaning 1 ms; each policy honoured from its position in the log on, in replay too; a
 subject's own setting winning over ``*`` whatever the order), and SPEC §3 verdicts for SetPolicy
-(``applied``, or ``idempotent`` when it changes nothing). Also how `projections.state.step` reads
-the policy in force (``get("policy", "*")`` and ``get("policy", subject)``).
+(``applied``, or ``idempotent`` when it changes nothing). Also which policy states a fold reads
+(`projections.state.touched`: ``("policy", "*")`` and ``("policy", subject)``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from ledger.events import BackendCrashed, KeepAliveFailed, SetPolicy
 from projections import policy
 from projections.base import DEFAULT_POLICY, Policy, Verdict
 from projections.policy import PolicySettings
-from projections.state import Folder, step
+from projections.state import Folder, touched
 from tests.eventgen import ts
 
 APPLIED = Verdict("policy", "applied")
@@ -120,26 +118,22 @@ def test_subject_policy_tunes_recovery_of_that_backend_only() -> None:
     assert folder.states["recovery"]["other"].decision.retry_after_ms == 59_600
 
 
-def test_step_reads_policy_through_getter() -> None:
-    asked: list[tuple[str, str]] = []
-    settings = {"*": PolicySettings(keepalive_failure_threshold=1)}
-
-    def get(projection: str, subject: str) -> Any:
-        asked.append((projection, subject))
-        return settings.get(subject) if projection == "policy" else None
-
-    changes = step(get, KeepAliveFailed(subject="r1", at=ts(0)))
-    assert ("policy", "*") in asked
-    assert ("policy", "r1") in asked
-    assert ("detachment", "r1") in asked
-    assert [(c.projection, getattr(c.state, "detached", None)) for c in changes] == [
-        ("detachment", True)
+def test_a_keepalive_fold_reads_the_policy_for_all_and_its_own() -> None:
+    assert touched(KeepAliveFailed(subject="r1", at=ts(0))) == [
+        ("detachment", "r1"),
+        ("policy", "*"),
+        ("policy", "r1"),
     ]
+    folder = Folder({"policy": {"*": PolicySettings(keepalive_failure_threshold=1)}})
+    folder.apply(KeepAliveFailed(subject="r1", at=ts(0)))
+    assert folder.get("detachment", "r1").detached
 
 
 def test_set_policy_only_folds_into_policy() -> None:
-    changes = step(lambda p, s: None, set_policy("r1", recover_window_ms=3))
-    assert [(c.projection, c.subject, c.verdict) for c in changes] == [("policy", "r1", APPLIED)]
+    folder = Folder()
+    assert folder.apply(set_policy("r1", recover_window_ms=3)) == [APPLIED]
+    assert touched(set_policy("r1", recover_window_ms=3)) == [("policy", "r1")]
+    assert {name for name, table in folder.states.items() if table} == {"policy"}
 
 
 # ---------------------------------------------------------------- view and storage
@@ -152,8 +146,3 @@ def test_view_gives_settings_made_for_subject() -> None:
         "retry_backoff_ms": None,
         "budget_window_ms": None,
     }
-
-
-def test_state_msgpack_round_trip() -> None:
-    state = PolicySettings(0, 2, None, 70)
-    assert msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=policy.STATE) == state

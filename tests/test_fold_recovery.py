@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import msgspec
-
 from ledger.events import BackendCrashed, BackendRecovered, Event
 from projections import recovery
 from projections.base import DEFAULT_POLICY, Policy, Verdict
@@ -148,9 +146,3 @@ def test_view_refuse_decision() -> None:
         "reason": "backend_unavailable",
         "retry_after_ms": 5,
     }
-
-
-def test_state_msgpack_round_trip() -> None:
-    for state in (RecoveryState(ts(0), 1, RETRY), RecoveryState(ts(1), 3, refuse(9))):
-        data = msgspec.msgpack.encode(state)
-        assert msgspec.msgpack.decode(data, type=recovery.STATE) == state
