@@ -620,7 +620,8 @@ def run_child(module: str, args: Sequence[str]) -> dict[str, Any]:
         text=True,
         check=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

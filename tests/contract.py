@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -207,7 +207,7 @@ class LogBackendContract(ABC):
         backend = self.open_backend(target)
         backend.write([request(events("a", 1))])
         backend.close()
-        calls = {
+        calls: dict[str, Callable[[], object]] = {
             "size": backend.size,
             "get_meta": lambda: backend.get_meta("origin"),
             "put_meta": lambda: backend.put_meta("origin", b"x"),

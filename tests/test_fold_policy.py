@@ -126,7 +126,9 @@ def test_a_keepalive_fold_reads_the_policy_for_all_and_its_own() -> None:
     ]
     folder = Folder({"policy": {"*": PolicySettings(keepalive_failure_threshold=1)}})
     folder.apply(KeepAliveFailed(subject="r1", at=ts(0)))
-    assert folder.get("detachment", "r1").detached
+    state = folder.get("detachment", "r1")
+    assert state is not None
+    assert state.detached
 
 
 def test_set_policy_only_folds_into_policy() -> None:

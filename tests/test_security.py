@@ -383,8 +383,9 @@ def test_cli_trust_refuses_unsigned_and_accepts_signed(tmp_path: Path) -> None:
 
     with Ledger.open(ledger, create=False) as log:
         assert log.size() == 4
-        assert log.get(3).event.signature is not None
-        assert log.get(3).event.signature.key == "alice"
+        signature = log.get(3).event.signature
+        assert signature is not None
+        assert signature.key == "alice"
         assert verify(log).ok
     assert cli("verify", "--ledger", ledger).returncode == 0
     assert cli("replay", "--ledger", ledger).returncode == 0

@@ -164,7 +164,9 @@ def stored_state(record: bytes) -> bytes:
 def forged(record: bytes) -> bytes:
     """The stored bytes of the record's event, backdated by an hour (same type, same subject)."""
     stored = decode_record(stored_state(record))
-    event = msgspec.structs.replace(stored.event, at=stored.event.at - timedelta(hours=1))
+    at = stored.event.at
+    assert at is not None
+    event = msgspec.structs.replace(stored.event, at=at - timedelta(hours=1))
     return encode_record(event, stored.recorded_at)
 
 
