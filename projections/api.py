@@ -163,7 +163,7 @@ class Views:
         """Keep the views current until `stop()` is true (a long-running projection runner)."""
         while not stop():
             tracking = self.catch_up()
-            self.ledger.backend.wait_beyond(tracking, poll)
+            self.ledger.wait_for(tracking + 1, poll)
 
     @contextmanager
     def reader(self) -> Iterator[ViewTxn]:
