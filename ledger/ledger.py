@@ -108,7 +108,7 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     if text.startswith(("postgresql://", "postgres://")):
         from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional dependency
 
-        return PostgresBackend(text)
+        return PostgresBackend(text, create=create)
     from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415  keeps `import ledger` light
 
     return LMDBBackend(Path(text), sync=sync, create=create)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import random
+import re
 import struct
 import threading
 import time
@@ -59,7 +60,7 @@ from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
 from ledger.backend import AppendRequest, apply_requests
-from ledger.errors import BackendUnavailableError, StorageError
+from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -95,6 +96,7 @@ _ATTEMPTS: Final = 8
 _POLL: Final = 0.2
 _BACKGROUND_ROWS: Final = 4096
 _TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "55P03", "23505"})
+_MISSING_DATABASE: Final = re.compile(r'database "[^"]*" does not exist')
 _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 _DDL: Final = (
     'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
@@ -548,7 +550,9 @@ class PostgresTxnOps:
 class PostgresBackend:
     """The ledger in one PostgreSQL schema (SPEC §6, shared): see the module docstring."""
 
-    def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 6) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, pool_size: int = 2, max_overflow: int = 6
+    ) -> None:
         self.target = target = parse_url(url)
         self.url, self.schema, self.location = target.url, target.schema, url
         self.q = {name: self.sql(template) for name, template in _STATEMENTS.items()}
@@ -560,10 +564,27 @@ class PostgresBackend:
         try:
             conn = psycopg.connect(**target.connect_kwargs(), autocommit=True)
         except psycopg.Error as e:  # connect once, directly: an unreachable server fails fast
+            if _MISSING_DATABASE.search(str(e)):
+                raise LedgerNotFoundError(
+                    f"no ledger at {target.url}: database {target.dbname!r} does not exist"
+                    f" at {target.where}"
+                ) from e
             raise BackendUnavailableError(
                 f"cannot reach PostgreSQL at {target.where} (database {target.dbname!r}): "
                 f"{_first_line(e)}"
             ) from e
+        if not create:  # SPEC §5: reading never creates
+            try:
+                missing = not self._exists(conn, "meta")
+            except psycopg.Error as e:
+                conn.close()
+                raise self._error(e, "open the ledger") from e
+            if missing:
+                conn.close()
+                raise LedgerNotFoundError(
+                    f"no ledger at {target.url}: schema {target.schema!r} holds none"
+                    " (create one by appending to it)"
+                )
         try:
             self.datastore = PostgresDatastore(
                 target.dbname, target.host, target.port, target.user, target.password,
@@ -613,6 +634,12 @@ class PostgresBackend:
             return self._any[name][1], (joined,)
         return self._any[name][0], (values,)
 
+    def _exists(self, conn: psycopg.Connection[Any], table: str) -> bool:
+        """Whether this schema holds `table`."""
+        exists = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+        row = conn.cursor(row_factory=tuple_row).execute(exists, (self.schema, table)).fetchone()
+        return row == (True,)
+
     def ensure_tables(
         self, marker: str, statements: Sequence[Composed], conn: psycopg.Connection[Any]
     ) -> None:
@@ -622,10 +649,9 @@ class PostgresBackend:
         EXISTS`` is not safe against a concurrent creator. ``CREATE TYPE`` has no IF NOT
         EXISTS: it is skipped when the type exists.
         """
-        curs = conn.cursor(row_factory=tuple_row)
-        exists = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
-        if curs.execute(exists, (self.schema, marker)).fetchone() == (True,):
+        if self._exists(conn, marker):
             return
+        curs = conn.cursor(row_factory=tuple_row)
         with conn.transaction():
             curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ac:{self.schema}",))
             curs.execute(self.sql("CREATE SCHEMA IF NOT EXISTS {schema}"))

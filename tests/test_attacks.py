@@ -1,0 +1,120 @@
+"""The attack suite of issue 13 (and issue 12 item 2): an operator's worst day, each attack a test.
+
+Each test here failed on fa4645a and passes now. They run on both backends where the attack
+applies. Long forms (many rounds) are the soak in `tests/test_soak.py`, marked ``slow`` and left
+out of the default run (``pytest -m slow tests/test_soak.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import PG_URL, drop_pg_schema, fresh_pg_url, require_postgres
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def cli(
+    *args: str,
+    stdin: str | bytes | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`adminchain ARGS` as a subprocess; never a traceback, never a signal."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    full_env = dict(os.environ, ADMINCHAIN_ACTOR="alice", **(env or {}))
+    full_env.pop("ADMINCHAIN_LEDGER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "adminchain", *args],
+        input=data, capture_output=True, cwd=cwd, env=full_env, timeout=timeout, check=False,
+    )  # fmt: skip
+    result = subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode >= 0, f"killed by signal {-result.returncode}: {result.stderr}"
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The result failed with `status` and one ``error:`` line (a hint may follow)."""
+    assert result.returncode == status, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert all(line.startswith(("error:", "hint:")) for line in lines), result.stderr
+    return errors[0]
+
+
+def jsonl(*events: dict[str, object]) -> str:
+    return "".join(json.dumps(e) + "\n" for e in events)
+
+
+# ---------------------------------------------------------- issue 12.2: reading never creates
+
+READERS = [
+    ["status"],
+    ["status", "--as-of", "1"],
+    ["history", "node-1"],
+    ["log"],
+    ["replay"],
+    ["verify"],
+    ["prove", "1"],
+    ["checkpoint"],
+    ["trust", "list"],
+]
+
+
+def _schemas() -> set[str]:
+    base = PG_URL.split("?")[0]
+    with psycopg.connect(base, autocommit=True) as conn:
+        return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_reading_a_missing_lmdb_ledger_creates_nothing(tmp_path: Path, args: list[str]) -> None:
+    target = tmp_path / "no-such.lmdb"
+    line = one_error_line(cli(*args, "--ledger", str(target), cwd=tmp_path), 2)
+    assert "no ledger at" in line
+    assert not target.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_reading_a_mistyped_pg_schema_creates_nothing(tmp_path: Path, args: list[str]) -> None:
+    url = fresh_pg_url()
+    schema = url.rpartition("schema=")[2]
+    try:
+        line = one_error_line(cli(*args, "--ledger", url, cwd=tmp_path), 2)
+        assert "no ledger at" in line
+        assert schema not in _schemas()
+    finally:
+        drop_pg_schema(url)
+
+
+@pytest.mark.postgres
+def test_reading_a_mistyped_pg_database_says_no_ledger(tmp_path: Path) -> None:
+    require_postgres()
+    base = PG_URL.split("?")[0].rpartition("/")[0]
+    line = one_error_line(cli("verify", "--ledger", f"{base}/no_such_db_x9", cwd=tmp_path), 2)
+    assert "no ledger at" in line
+    assert "no_such_db_x9" in line
+
+
+def test_appending_creates_the_ledger(ledger_target: str, tmp_path: Path) -> None:
+    assert cli("verify", "--ledger", ledger_target, cwd=tmp_path).returncode == 2
+    event = {"type": "LeaseExpired", "subject": "r1"}
+    assert (
+        cli("append", "--ledger", ledger_target, stdin=jsonl(event), cwd=tmp_path).returncode == 0
+    )
+    assert cli("verify", "--ledger", ledger_target, cwd=tmp_path).returncode == 0
