@@ -16,6 +16,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol, cast
@@ -242,6 +243,10 @@ class LogBackend(Protocol):
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored (position, leaf hash) pairs from `start` on, in order: what verify compares."""
+
+    def read_snapshot(self) -> AbstractContextManager[LogBackend]:
+        """This backend's reads pinned to one consistent snapshot of what is committed now
+        (one read transaction), for as long as the block lasts; writes through it raise."""
 
     def get_meta(self, key: str) -> bytes | None:
         """A small ledger-wide setting (the origin, trusted operator keys), or None."""

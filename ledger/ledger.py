@@ -206,6 +206,14 @@ class Ledger:
 
     # ------------------------------------------------------------------ reading
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Ledger]:
+        """This ledger as committed now, read through one snapshot (one LMDB read transaction,
+        one PostgreSQL repeatable-read transaction) until the block ends: audits compare like
+        with like while others append. Appending to it raises `StorageError`."""
+        with self.backend.read_snapshot() as frozen:
+            yield Ledger(frozen)
+
     def size(self) -> int:
         """The number of events in the log (the position of the last one)."""
         return self.backend.size()
@@ -421,4 +429,3 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
-

@@ -18,6 +18,7 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -173,37 +174,34 @@ class LMDBBackend:
             raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
 
     def size(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        with self.recorder.read() as txn:
+            return _Reads(self, txn).size()
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         with self.recorder.read() as txn:
-            last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
-            yield from self.recorder.iter_stored_txn(txn, start, last)
+            yield from _Reads(self, txn).read_stored(start, stop)
 
     def positions_of(self, subject: str) -> list[int]:
         with self.recorder.read() as txn:
-            return self.recorder.notification_ids_txn(txn, subject)
+            return _Reads(self, txn).positions_of(subject)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         with self.recorder.read() as txn:
-            cursor = txn.cursor(db=self.merkle_db)
-            if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
-                return
-            for key, value in cursor:
-                if key[0] != 0:
-                    return
-                position = int.from_bytes(key[1:], "big") + 1
-                if stop is not None and position > stop:
-                    return
-                yield position, bytes(value)
+            yield from _Reads(self, txn).read_leaves(start, stop)
 
     def get_meta(self, key: str) -> bytes | None:
         with self.recorder.read() as txn:
-            value = txn.get(key.encode(), db=self.meta_db)
-        return None if value is None else bytes(value)
+            return _Reads(self, txn).get_meta(key)
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_Reads]:
+        """The committed log as of now, every read through ONE read transaction: what an audit
+        compares is one consistent state, whatever is appended meanwhile."""
+        with self.recorder.read() as txn:
+            yield _Reads(self, txn)
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         self.recorder.write_retrying(
@@ -221,13 +219,72 @@ class LMDBBackend:
 
     def checkpoints(self) -> list[tuple[int, str]]:
         with self.recorder.read() as txn:
-            return [
-                (int.from_bytes(k, "big"), bytes(v).decode())
-                for k, v in txn.cursor(db=self.checkpoints_db)
-            ]
+            return _Reads(self, txn).checkpoints()
 
     def close(self) -> None:
         self.datastore.close()
+
+
+class _Reads:
+    """The reading half of `LMDBBackend`, through one read transaction (see `read_snapshot`)."""
+
+    def __init__(self, backend: LMDBBackend, txn: Any) -> None:
+        self._backend, self._txn = backend, txn
+        self.url, self.location = backend.url, backend.location
+
+    def size(self) -> int:
+        return self._backend.recorder.max_notification_id_txn(self._txn) or 0
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        last = self.size() if stop is None else stop
+        return self._backend.recorder.iter_stored_txn(self._txn, start, last)
+
+    def positions_of(self, subject: str) -> list[int]:
+        return self._backend.recorder.notification_ids_txn(self._txn, subject)
+
+    def read_nodes(self) -> merkle.NodeStore:
+        return _Nodes(self._txn, self._backend.merkle_db)
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        cursor = self._txn.cursor(db=self._backend.merkle_db)
+        if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
+            return
+        for key, value in cursor:
+            if key[0] != 0:
+                return
+            position = int.from_bytes(key[1:], "big") + 1
+            if stop is not None and position > stop:
+                return
+            yield position, bytes(value)
+
+    def get_meta(self, key: str) -> bytes | None:
+        value = self._txn.get(key.encode(), db=self._backend.meta_db)
+        return None if value is None else bytes(value)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return [
+            (int.from_bytes(k, "big"), bytes(v).decode())
+            for k, v in self._txn.cursor(db=self._backend.checkpoints_db)
+        ]
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_Reads]:
+        yield self
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        return self._backend.wait_beyond(position, timeout)
+
+    def close(self) -> None:
+        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
 
 
 class _SnapshotNodes:

@@ -794,14 +794,19 @@ class PostgresBackend:
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
-        size, last = merkle.HASH_SIZE, start - 1  # a tile may straddle two pages: once only
-        for tile, data in self._paged(self.q["select_leaves"], start, stop, "read the leaves"):
-            first = int(tile) * TILE + 1
-            for offset in range(len(data) // size):
-                position = first + offset
-                if position > last and (stop is None or position <= stop):
-                    last = position
-                    yield position, bytes(data[offset * size : (offset + 1) * size])
+        rows = self._paged(self.q["select_leaves"], start, stop, "read the leaves")
+        return _leaves_of_tiles(rows, start, stop)
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_PgReads]:
+        """The committed log as of now, every read in ONE repeatable-read transaction: what an
+        audit compares is one consistent state, whatever is appended meanwhile."""
+        with self.snapshot(what="read the ledger") as curs:
+            reads = _PgReads(self, curs.connection.cursor(row_factory=tuple_row, binary=True))
+            try:
+                yield reads
+            except (psycopg.Error, PersistenceError) as e:
+                raise self._error(e, "read the ledger") from e
 
     def positions_of(self, subject: str) -> list[int]:
         def query(curs: Cursor) -> list[int]:
@@ -810,7 +815,7 @@ class PostgresBackend:
         return self._read(query, "read a subject's history")
 
     def read_nodes(self) -> merkle.NodeStore:
-        return _SnapshotNodes(self)
+        return _SnapshotNodes(self.read_node)
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
@@ -860,11 +865,89 @@ class PostgresBackend:
         return f"PostgresBackend({self.url!r})"
 
 
+def _leaves_of_tiles(
+    rows: Iterable[tuple[Any, ...]], start: int, stop: int | None
+) -> Iterator[tuple[int, bytes]]:
+    """(position, leaf hash) from ``(tile, hashes)`` rows of level 0, ascending; a tile may come
+    twice (it straddles two pages): its leaves are given once."""
+    size, last = merkle.HASH_SIZE, start - 1
+    for tile, data in rows:
+        first = int(tile) * TILE + 1
+        for offset in range(len(data) // size):
+            position = first + offset
+            if position > last and (stop is None or position <= stop):
+                last = position
+                yield position, bytes(data[offset * size : (offset + 1) * size])
+
+
+class _PgReads:
+    """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
+    transaction (see `PostgresBackend.read_snapshot`)."""
+
+    def __init__(self, backend: PostgresBackend, curs: Cursor) -> None:
+        self._backend, self._curs = backend, curs
+        self.url, self.location = backend.url, backend.location
+
+    def size(self) -> int:
+        return self._backend.recorder.last_position_txn(self._curs)
+
+    def _pages(self, statement: Composed, start: int, stop: int | None) -> Iterator[Any]:
+        last = self.size() if stop is None else stop
+        for low in range(max(start, 1), last + 1, PAGE):
+            yield from self._curs.execute(statement, (low, min(last, low + PAGE - 1))).fetchall()
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self._pages(self._backend.q["select_stored"], start, stop)
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return _leaves_of_tiles(self._pages(self._backend.q["select_leaves"], start, stop),
+                                start, stop)  # fmt: skip
+
+    def positions_of(self, subject: str) -> list[int]:
+        rows = self._curs.execute(self._backend.q["select_positions"], (subject,))
+        return [int(r[0]) for r in rows]
+
+    def read_nodes(self) -> merkle.NodeStore:
+        return _SnapshotNodes(self.read_node)
+
+    def read_node(self, level: int, index: int) -> bytes:
+        row = self._curs.execute(self._backend.q["select_tile"], (level, index // TILE)).fetchone()
+        return _node_of_tile(None if row is None else row[0], level, index)
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._curs.execute(self._backend.q["get_meta"], (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        rows = self._curs.execute(self._backend.q["checkpoints"]).fetchall()
+        return [(int(size), bytes(note).decode() if isinstance(note, bytes | memoryview)
+                 else str(note)) for size, note in rows]  # fmt: skip
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_PgReads]:
+        yield self
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        return self._backend.wait_beyond(position, timeout)
+
+    def close(self) -> None:
+        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
+
+
 class _SnapshotNodes:
     """Merkle nodes read outside a write, one short query each (nodes never change)."""
 
-    def __init__(self, backend: PostgresBackend) -> None:
-        self.get = backend.read_node
+    def __init__(self, read_node: Callable[[int, int], bytes]) -> None:
+        self.get = read_node
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")

@@ -257,20 +257,24 @@ def verify(
 ) -> VerifyResult:
     """Recompute every leaf, the tree and the projection digests; name the first bad position.
 
-    One pass in order checks each position's leaf, decoding and signatures, and each
+    Everything is read through one snapshot (`Ledger.snapshot`): a live ledger is verified as
+    it stood when verify began. One pass in order checks each position's leaf, decoding and
+    signatures, and each
     checkpoint's root; the checkpoints' projection digests are folded beside it (`_Digests`) and
     compared at the end, or when a later check fails (a digest that differs at an earlier
     checkpoint is then the first failure).
     """
-    checkpoints, problems = stored_checkpoints(ledger, verifiers)
-    size = ledger.size()
-    if problems:
-        return VerifyResult(False, size, merkle.Frontier().root().hex(), None, "; ".join(problems))
-    digests = _Digests(ledger, sorted(checkpoints))
-    try:
-        return _verify(ledger, checkpoints, digests, progress=progress, every=every, size=size)
-    finally:
-        digests.close()
+    with ledger.snapshot() as frozen:  # one consistent state, whatever is appended meanwhile
+        checkpoints, problems = stored_checkpoints(frozen, verifiers)
+        size = frozen.size()
+        if problems:
+            root = merkle.Frontier().root().hex()
+            return VerifyResult(False, size, root, None, "; ".join(problems))
+        digests = _Digests(frozen, sorted(checkpoints))
+        try:
+            return _verify(frozen, checkpoints, digests, progress=progress, every=every, size=size)
+        finally:
+            digests.close()
 
 
 def _verify(

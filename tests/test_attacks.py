@@ -7,16 +7,23 @@ out of the default run (``pytest -m slow tests/test_soak.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from ledger.events import KeepAliveFailed
+from ledger.ledger import Ledger
+from replay.audit import run_audit
+from replay.integrity import verify
 from tests.conftest import PG_URL, drop_pg_schema, fresh_pg_url, require_postgres
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -118,3 +125,98 @@ def test_appending_creates_the_ledger(ledger_target: str, tmp_path: Path) -> Non
         cli("append", "--ledger", ledger_target, stdin=jsonl(event), cwd=tmp_path).returncode == 0
     )
     assert cli("verify", "--ledger", ledger_target, cwd=tmp_path).returncode == 0
+
+
+# ------------------------------------------------------------------ 13.2: audits on a live ledger
+
+
+class StreamingAppender:
+    """`adminchain append --stream --json` in another process, fed events as fast as it takes
+    them (detachment changes every few events), acknowledgements collected."""
+
+    def __init__(self, target: str, cwd: Path) -> None:
+        env = dict(os.environ, ADMINCHAIN_ACTOR="loop")
+        env.pop("ADMINCHAIN_LEDGER", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "adminchain", "append", "--stream", "--json",
+             "--ledger", target],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+            env=env,
+        )  # fmt: skip
+        self.acknowledged: list[dict[str, object]] = []
+        self._stop = threading.Event()
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._feeder.start()
+        self._reader.start()
+
+    def _feed(self) -> None:
+        assert self.process.stdin is not None
+        n = 0
+        kinds = ["KeepAliveFailed", "KeepAliveFailed", "KeepAliveFailed", "HealthObserved"]
+        try:
+            while not self._stop.is_set():
+                event = {"type": kinds[n % 4], "subject": f"runner-{n % 5}", "id": f"s-{n}"}
+                if event["type"] == "HealthObserved":
+                    event["healthy"] = True
+                self.process.stdin.write(json.dumps(event).encode() + b"\n")
+                self.process.stdin.flush()
+                n += 1
+        except (BrokenPipeError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self.process.stdin.close()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.acknowledged.append(json.loads(line))
+
+    def wait_for(self, count: int) -> None:
+        """Until `count` events are acknowledged (the appender is really running)."""
+        while len(self.acknowledged) < count:
+            assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.01)
+
+    def stop(self) -> list[dict[str, object]]:
+        self._stop.set()
+        self._feeder.join()
+        self.process.wait(timeout=60)
+        self._reader.join()
+        assert self.process.stderr is not None
+        stderr = self.process.stderr.read().decode()
+        assert self.process.returncode == 0, stderr
+        return self.acknowledged
+
+
+def audit_live(target: str, cwd: Path, rounds: int) -> tuple[int, list[str]]:
+    """`rounds` of verify and replay while an appender streams; (acknowledged, false alarms).
+
+    Afterwards every acknowledged event is in the log, at its acknowledged position."""
+    alarms: list[str] = []
+    with Ledger.open(target) as log:
+        log.append(KeepAliveFailed(subject="runner-0", id="seed"))
+        appender = StreamingAppender(target, cwd)
+        try:
+            appender.wait_for(5)
+            for _ in range(rounds):
+                result = verify(log)
+                if not result.ok:
+                    alarms.append(f"verify: {result.detail}")
+                report = run_audit(log)
+                if report.diverged:
+                    alarms.append(f"replay diverged: {report.diverged} {report.differences}")
+        finally:
+            acknowledged = appender.stop()
+        for ack in acknowledged:
+            entry = log.get(int(ack["position"]))  # type: ignore[call-overload]
+            assert entry.event.id == ack["id"]
+        assert verify(log).ok
+    return len(acknowledged), alarms
+
+
+def test_audits_of_a_live_ledger_raise_no_false_alarm(ledger_target: str, tmp_path: Path) -> None:
+    acknowledged, alarms = audit_live(ledger_target, tmp_path, rounds=10)
+    assert alarms == []
+    assert acknowledged > 0
