@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, Protocol, cast
 
+import msgspec
+
 from ledger import merkle
-from ledger.codec import encode_record
-from ledger.errors import LedgerError
+from ledger.codec import encode_record, recorded_at_of
+from ledger.errors import LedgerError, StorageError
 from ledger.events import Event
 
 __all__ = [
@@ -89,6 +91,8 @@ class AppendRequest:
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    verbatim: bool = False
+    """Store `encoded` as given (a copy of another log): `recorded_at` is not raised."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
@@ -107,9 +111,15 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     `_Pending` for how a precondition still sees the requests before its own.
     """
     pending = _Pending(ops)
+    floor = _last_recorded_at(ops)
     for request in requests:
         request.encode()
         request.result, request.error = None, None
+        if floor is not None and request.recorded_at < floor and not request.verbatim:
+            # recorded_at never decreases along the log, whatever the appending host's clock
+            # says: the later of its clock and the previous event's (so `--as-of TIME` is exact)
+            request.recorded_at = floor
+            request.encoded = [encode_record(e, floor) for e in request.events]
         if request.precondition is not None:
             try:
                 request.precondition(pending, request.events)
@@ -117,7 +127,20 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
                 request.error = e
                 continue
         request.result = pending.add(request)
+        if floor is None or request.recorded_at > floor:
+            floor = request.recorded_at
     pending.flush()
+
+
+def _last_recorded_at(ops: TxnOps) -> datetime | None:
+    """The `recorded_at` of the log's last event, as this write transaction sees it."""
+    size = ops.size()
+    for _, stored in ops.read_stored(size, size) if size else ():
+        try:
+            return recorded_at_of(stored)
+        except msgspec.DecodeError as e:
+            raise StorageError(f"position {size}: stored event cannot be decoded ({e})") from e
+    return None
 
 
 class _Pending:

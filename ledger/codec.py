@@ -41,6 +41,7 @@ __all__ = [
     "leaf_bytes",
     "normalise",
     "record_decoder",
+    "recorded_at_of",
     "validate",
 ]
 
@@ -61,6 +62,15 @@ class StoredRecord(msgspec.Struct, frozen=True, array_like=True):
     event: Event
 
 
+class _RecordHead(msgspec.Struct, frozen=True, array_like=True):
+    """A stored record with its event left undecoded (for `recorded_at_of`)."""
+
+    version: int
+    recorded_at: datetime
+    event: msgspec.Raw
+
+
+_head_decoder: Final = msgspec.msgpack.Decoder(_RecordHead)
 _record_encoder: Final = msgspec.msgpack.Encoder()
 _msgpack_encoder: Final = _record_encoder
 _wire_msgpack_checker: Final = msgspec.msgpack.Decoder(WIRE_EVENT)
@@ -214,6 +224,11 @@ def decode_record(data: bytes) -> StoredRecord:
     """Decode stored bytes, without the wire constraints (the Merkle tree guards them); raises
     `msgspec.DecodeError` on corruption (callers translate)."""
     return record_decoder.decode(data)
+
+
+def recorded_at_of(data: bytes) -> datetime:
+    """The `recorded_at` of stored bytes, without decoding the event (`msgspec.DecodeError`)."""
+    return _head_decoder.decode(data).recorded_at
 
 
 def leaf_bytes(position: int, stored: bytes) -> bytes:

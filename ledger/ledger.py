@@ -162,7 +162,7 @@ class Ledger:
     def _append_batch(
         self, events: Sequence[Event], precondition: Precondition | None, *, validated: bool
     ) -> list[Appended]:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # recorded_at: raised to the previous event's if this is earlier
         checked = [
             event if validated else validate(event, line)
             for line, event in enumerate(events, start=1)
@@ -403,7 +403,10 @@ class Ledger:
 
     def _copy_batch(self, entries: list[Entry]) -> int:
         request = AppendRequest(
-            [e.event for e in entries], entries[0].recorded_at, encoded=[e.stored for e in entries]
+            [e.event for e in entries],
+            entries[0].recorded_at,
+            encoded=[e.stored for e in entries],
+            verbatim=True,
         )
         results = self._committer.submit(request)
         if [r.position for r in results] != [e.position for e in entries]:

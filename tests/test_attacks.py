@@ -15,15 +15,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from ledger.events import KeepAliveFailed
+from ledger.events import KeepAliveFailed, LeaseExpired
 from ledger.ledger import Ledger
 from replay.audit import run_audit
 from replay.integrity import verify
+from replay.rebuild import as_of, position_at
 from tests.conftest import PG_URL, drop_pg_schema, fresh_pg_url, require_postgres
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -220,3 +222,55 @@ def test_audits_of_a_live_ledger_raise_no_false_alarm(ledger_target: str, tmp_pa
     acknowledged, alarms = audit_live(ledger_target, tmp_path, rounds=10)
     assert alarms == []
     assert acknowledged > 0
+
+
+# ------------------------------------------------------------------ 13.3: time never runs back
+
+
+class SteppedClock(datetime):
+    """`datetime` whose `now` is a host clock an operator (or NTP) can step: two hosts take
+    turns (`hosts` offsets), each call a second later."""
+
+    ticks = 0
+    offsets: tuple[timedelta, ...] = (timedelta(0),)
+    base = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    @classmethod
+    def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+        cls.ticks += 1
+        return cls.base + timedelta(seconds=cls.ticks) + cls.offsets[cls.ticks % len(cls.offsets)]
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [(timedelta(0),), (timedelta(0), timedelta(minutes=-5))],
+    ids=["clock-stepped-back", "two-hosts-5min-apart"],
+)
+def test_recorded_at_never_decreases_and_as_of_is_exact(
+    ledger_target: str, monkeypatch: pytest.MonkeyPatch, offsets: tuple[timedelta, ...]
+) -> None:
+    monkeypatch.setattr(SteppedClock, "offsets", offsets)
+    monkeypatch.setattr("ledger.ledger.datetime", SteppedClock)
+    with Ledger.open(ledger_target) as log:
+        for n in range(13):
+            log.append_batch([LeaseExpired(subject=f"r{n % 3}", id=f"c-{n}-{k}") for k in (1, 2)])
+            if n == 6:
+                monkeypatch.setattr(SteppedClock, "base", SteppedClock.base - timedelta(hours=1))
+        times = [e.recorded_at for e in log.read()]
+        assert times == sorted(times)
+        probes = sorted({*times, times[0] - timedelta(hours=2), times[-1] + timedelta(hours=2)})
+        probes += [t - timedelta(microseconds=1) for t in times]
+        for when in probes:
+            expected = sum(1 for t in times if t <= when)
+            assert position_at(log, when) == expected
+            assert as_of(log, when=when)[1] == expected
+
+
+def test_a_copy_keeps_recorded_times_byte_for_byte(tmp_path: Path) -> None:
+    source, copy = tmp_path / "source.lmdb", tmp_path / "copy.lmdb"
+    with Ledger.open(source) as log:
+        log.append(LeaseExpired(subject="r", id="one"))
+        log.append(LeaseExpired(subject="r", id="two"))
+        with Ledger.open(copy) as dst:
+            dst.copy_from(log)
+            assert list(dst.read_stored()) == list(log.read_stored())
