@@ -359,3 +359,29 @@ def _show_trust(policy: Any, as_json: bool) -> None:
         )
         for key in data["keys"]:
             render.console.print(f"  {key}")
+
+
+@main.command()
+@ledger_options
+def repair(ledger: str, as_json: bool) -> None:
+    """Rebuild everything derived from the log: the indexes and the stored views.
+
+    The id index (idempotency), the subject index (history) and the stored states, verdicts and
+    tracking position are written again from the log. The log itself, its Merkle tree, the
+    checkpoints and the settings are left as they are: run it when `verify` names an index or a
+    stored view.
+
+    \b
+    Example:
+      adminchain verify || adminchain repair
+    """
+    from replay.derived import repair as repair_ledger  # noqa: PLC0415
+
+    done = repair_ledger(open_ledger(ledger, create=False))
+    if as_json:
+        emit_json({"indexed": done.indexed, "views_at": done.views_at})
+    else:
+        render.console.print(
+            f"rebuilt the indexes of {done.indexed} events and the stored views up to position "
+            f"{done.views_at}"
+        )

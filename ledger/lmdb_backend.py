@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import lmdb
 from eventsourcing.persistence import PersistenceError
 
 from ledger import merkle
-from ledger.backend import AppendRequest, apply_requests
+from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
 
 __all__ = ["LMDBBackend", "LMDBTxnOps", "subject_key"]
+
+T = TypeVar("T")
 
 _IDS: Final = b"ledger.ids"
 _MERKLE: Final = b"ledger.merkle"
@@ -196,6 +198,33 @@ class LMDBBackend:
         with self.recorder.read() as txn:
             return _Reads(self, txn).get_meta(key)
 
+    def index_check(self) -> IndexCheck:
+        return _index_check(self, self._scan_in_read)
+
+    def _scan_in_read(self, scan: Callable[[Any], Iterator[T]]) -> Iterator[T]:
+        with self.recorder.read() as txn:
+            yield from scan(txn)
+
+    def rebuild_indexes(self) -> int:
+        """Write the id index and the subject (sequence) index again from the log, in one write
+        transaction: nothing else changes."""
+
+        def rebuild(txn: Any) -> int:
+            count = self.recorder.rebuild_index_txn(txn)
+            txn.drop(self.ids_db, delete=False)
+            ids = []
+            for position, stored in self.recorder.iter_stored_txn(txn, 1, 1 << 63):
+                event_id = stored_event(position, stored).id or ""
+                ids.append((subject_key(event_id), position.to_bytes(8, "big")))
+            ids.sort()
+            txn.cursor(db=self.ids_db).putmulti(ids, overwrite=False)
+            return count
+
+        try:
+            return self.recorder.write_retrying(rebuild)
+        except PersistenceError as e:
+            raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
+
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_Reads]:
         """The committed log as of now, every read through ONE read transaction: what an audit
@@ -223,6 +252,29 @@ class LMDBBackend:
 
     def close(self) -> None:
         self.datastore.close()
+
+
+def _index_check(
+    backend: LMDBBackend, run: Callable[[Callable[[Any], Iterator[tuple[bytes, int]]]], Any]
+) -> IndexCheck:
+    """The id index and the subject (sequence) index of `backend`, each scanned by ``run(scan)``
+    (inside a transaction `run` provides)."""
+    recorder, ids_db = backend.recorder, backend.ids_db
+
+    def ids(txn: Any) -> Iterator[tuple[bytes, int]]:
+        for key, value in txn.cursor(db=ids_db):
+            yield bytes(key), int.from_bytes(value, "big")
+
+    return IndexCheck(
+        [
+            Index("id index", lambda e: subject_key(e.id or ""), lambda: run(ids), unique=True),
+            Index(
+                "subject index",
+                lambda e: recorder.sequence_prefix(e.subject),
+                lambda: run(recorder.index_entries_txn),
+            ),
+        ]
+    )
 
 
 class _Reads:
@@ -270,6 +322,12 @@ class _Reads:
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_Reads]:
         yield self
+
+    def index_check(self) -> IndexCheck:
+        return _index_check(self._backend, lambda scan: scan(self._txn))
+
+    def rebuild_indexes(self) -> int:
+        raise StorageError("a snapshot of the ledger is read-only")
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         raise StorageError("a snapshot of the ledger is read-only")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import random
 import re
 import struct
@@ -59,7 +60,7 @@ from psycopg.sql import SQL, Composable, Composed, Identifier
 from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
-from ledger.backend import AppendRequest, apply_requests
+from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 
 __all__ = [
@@ -91,6 +92,7 @@ partly filled. One row per 32 nodes keeps a big append's tree to a few thousand 
 PAGE: Final = 10_000
 """Rows fetched per query when reading the log: bounds memory for logs of any length."""
 
+_scans = itertools.count()
 _CONNECT_TIMEOUT: Final = 5
 _ATTEMPTS: Final = 8
 _POLL: Final = 0.2
@@ -132,6 +134,8 @@ _STATEMENTS: Final = {
     "put_checkpoint": "INSERT INTO {schema}.checkpoints (size, note) VALUES (%s, %s)"
     " ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
     "checkpoints": "SELECT size, note FROM {schema}.checkpoints ORDER BY size",
+    "scan_ids": "SELECT id, position FROM {schema}.ids",
+    "truncate_ids": "TRUNCATE {schema}.ids",
 }
 _ANY_STATEMENTS: Final = {  # {values}: an array parameter, or a newline-joined text (any_text)
     "select_ids": "SELECT id, position FROM {schema}.ids WHERE id = ANY({values})",
@@ -797,6 +801,31 @@ class PostgresBackend:
         rows = self._paged(self.q["select_leaves"], start, stop, "read the leaves")
         return _leaves_of_tiles(rows, start, stop)
 
+    def index_check(self) -> IndexCheck:
+        def scan() -> Iterator[tuple[bytes, int]]:
+            with self.snapshot(what="read the id index") as curs:
+                yield from _scan_ids(self, curs)
+
+        return _index_check(scan)
+
+    def rebuild_indexes(self) -> int:
+        """Write the id index again from the log, under the appenders' lock. (The subject index
+        is the events table's own primary key: PostgreSQL keeps it with the rows.)"""
+
+        def body(curs: Cursor) -> int:
+            self.recorder.lock(curs)
+            curs.execute(self.q["truncate_ids"])
+            rows = []
+            for page in self.pages_txn(curs, 1, self.recorder.last_position_txn(curs)):
+                for position, _subject, stored in page:
+                    event_id = stored_event(position, bytes(stored)).id or ""
+                    rows.append((event_id, position))
+            rows.sort()
+            copy_binary(curs, self.q["copy_ids"], (_pack_id(i, p) for i, p in rows))
+            return len(rows)
+
+        return self.transaction(body, what="rebuild the indexes")
+
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_PgReads]:
         """The committed log as of now, every read in ONE repeatable-read transaction: what an
@@ -880,6 +909,22 @@ def _leaves_of_tiles(
                 yield position, bytes(data[offset * size : (offset + 1) * size])
 
 
+def _scan_ids(backend: PostgresBackend, curs: Cursor) -> Iterator[tuple[bytes, int]]:
+    """(id, position) of every row of the id index, streamed inside `curs`'s transaction."""
+    name = f"adminchain_ids_{next(_scans)}"
+    with curs.connection.cursor(name, row_factory=tuple_row, binary=True) as server_side:
+        server_side.itersize = 10_000
+        server_side.execute(backend.q["scan_ids"])
+        for event_id, position in server_side:
+            yield str(event_id).encode(), int(position)
+
+
+def _index_check(scan: Callable[[], Iterable[tuple[bytes, int]]]) -> IndexCheck:
+    """The id index (the subject index is the events table's primary key, kept by PostgreSQL
+    with the very rows it indexes: right by construction)."""
+    return IndexCheck([Index("id index", lambda e: (e.id or "").encode(), scan, unique=True)])
+
+
 class _PgReads:
     """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
     transaction (see `PostgresBackend.read_snapshot`)."""
@@ -926,6 +971,12 @@ class _PgReads:
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_PgReads]:
         yield self
+
+    def index_check(self) -> IndexCheck:
+        return _index_check(lambda: _scan_ids(self._backend, self._curs))
+
+    def rebuild_indexes(self) -> int:
+        raise StorageError("a snapshot of the ledger is read-only")
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         raise StorageError("a snapshot of the ledger is read-only")

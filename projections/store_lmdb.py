@@ -57,6 +57,12 @@ class _LMDBViewTxn:
         value = self._txn.get(position.to_bytes(8, "big"), db=self._views.verdicts_db)
         return None if value is None else bytes(value)
 
+    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
+        cursor = self._txn.cursor(db=self._views.verdicts_db)
+        if cursor.set_range(max(start, 0).to_bytes(8, "big")):
+            for key, value in cursor:
+                yield int.from_bytes(key, "big"), bytes(value)
+
     def size(self) -> int:
         return self._views.backend.recorder.max_notification_id_txn(self._txn) or 0
 

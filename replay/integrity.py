@@ -18,12 +18,13 @@ import select
 import subprocess
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 
 import msgspec
 
 from ledger import merkle
+from ledger.backend import IndexCheck
 from ledger.codec import record_decoder
 from ledger.errors import ProofError, StorageError
 from ledger.events import Event
@@ -32,6 +33,7 @@ from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
 from replay import workers
+from replay.derived import derived_problem
 from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = [
@@ -259,9 +261,10 @@ def verify(
 
     Everything is read through one snapshot (`Ledger.snapshot`): a live ledger is verified as
     it stood when verify began. One pass in order checks each position's leaf, decoding and
-    signatures, and each
-    checkpoint's root; the checkpoints' projection digests are folded beside it (`_Digests`) and
-    compared at the end, or when a later check fails (a digest that differs at an earlier
+    signatures, and each checkpoint's root; the checkpoints' projection digests are folded
+    beside it (`_Digests`) and compared at the end, or when a later check fails (a digest that
+    differs at an earlier checkpoint is then the first failure). Then everything derived from
+    the log (the backend's indexes, the stored views) is checked against it (`replay.derived`).
     checkpoint is then the first failure).
     """
     with ledger.snapshot() as frozen:  # one consistent state, whatever is appended meanwhile
@@ -271,16 +274,24 @@ def verify(
             root = merkle.Frontier().root().hex()
             return VerifyResult(False, size, root, None, "; ".join(problems))
         digests = _Digests(frozen, sorted(checkpoints))
+        indexes = frozen.backend.index_check()
         try:
-            return _verify(frozen, checkpoints, digests, progress=progress, every=every, size=size)
+            outcome = _verify(
+                frozen, checkpoints, digests, indexes, progress=progress, every=every, size=size
+            )
         finally:
             digests.close()
+        if not outcome.ok:
+            return outcome
+        problem = derived_problem(ledger, frozen, indexes)
+        return outcome if problem is None else replace(outcome, ok=False, detail=problem)
 
 
 def _verify(
     ledger: Ledger,
     checkpoints: dict[int, Checkpoint],
     digests: _Digests,
+    indexes: IndexCheck,
     *,
     progress: Progress | None,
     every: int,
@@ -314,6 +325,7 @@ def _verify(
     expected = 1
     sha256 = hashlib.sha256
     push = frontier.push
+    index = indexes.add
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
@@ -339,6 +351,7 @@ def _verify(
                         f"{problem}",
                     )
             push(leaf)
+            index(position, event)
             expected += 1
         if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
             root = frontier.root()

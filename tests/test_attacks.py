@@ -14,10 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import lmdb
 import psycopg
 import pytest
 
@@ -274,3 +276,139 @@ def test_a_copy_keeps_recorded_times_byte_for_byte(tmp_path: Path) -> None:
         with Ledger.open(copy) as dst:
             dst.copy_from(log)
             assert list(dst.read_stored()) == list(log.read_stored())
+
+
+# ------------------------------------------------------------------ 13.1: nothing derived unchecked
+
+
+class Damage:
+    """Edits derived data behind the ledger's back, as a bit flip or a careless admin would."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.pg = target.startswith("postgresql://")
+
+    def sql(self, statement: str, *params: object) -> None:
+        base, _, schema = self.target.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.execute(statement, params)  # type: ignore[arg-type]
+
+    @contextlib.contextmanager
+    def lmdb(self) -> Iterator[tuple[Any, Callable[[bytes], Any]]]:
+        env = lmdb.open(self.target, max_dbs=64)
+        try:
+            with env.begin(write=True) as txn:
+                yield txn, lambda name: env.open_db(name, txn=txn, create=False)
+        finally:
+            env.close()
+
+    def drop_id(self, event_id: str) -> None:
+        if self.pg:
+            self.sql("DELETE FROM ids WHERE id = %s", event_id)
+            return
+        with self.lmdb() as (txn, db):
+            assert txn.delete(event_id.encode(), db=db(b"ledger.ids"))
+
+    def drop_subject_entry(self, position: int) -> None:
+        with self.lmdb() as (txn, db):
+            idx = db(b"stored_events.idx")
+            keys = [bytes(k) for k, v in txn.cursor(db=idx) if int.from_bytes(v, "big") == position]
+            assert len(keys) == 1
+            txn.delete(keys[0], db=idx)
+
+    def garble_verdicts(self, position: int) -> None:
+        if self.pg:
+            self.sql(
+                "UPDATE view_verdicts SET data = '\\xc1c1'::bytea WHERE position = %s", position
+            )
+            return
+        with self.lmdb() as (txn, db):
+            txn.put(position.to_bytes(8, "big"), b"\xc1\xc1", db=db(b"views.verdicts"))
+
+    def tracking_to(self, position: int) -> None:
+        if self.pg:
+            self.sql("UPDATE view_tracking SET position = %s", position)
+            return
+        with self.lmdb() as (txn, db):
+            txn.put(b"tracking", position.to_bytes(8, "big"), db=db(b"views.meta"))
+
+
+def small_ledger(target: str) -> None:
+    events = [
+        {"type": "EnterMaintenance", "subject": "node-1", "actor": "alice", "id": "e-1"},
+        {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-2"},
+        {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-3"},
+        {"type": "ExitMaintenance", "subject": "node-1", "actor": "alice", "id": "e-4"},
+        {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-5"},
+    ]
+    assert cli("append", "--ledger", target, stdin=jsonl(*events)).returncode == 0
+    assert cli("catch-up", "--ledger", target).returncode == 0
+    assert cli("verify", "--ledger", target).returncode == 0
+
+
+def verify_names(target: str, words: str) -> None:
+    result = cli("verify", "--json", "--ledger", target)
+    assert result.returncode == 1, result.stdout + result.stderr
+    detail = json.loads(result.stdout)["detail"]
+    assert words in detail, detail
+
+
+def repaired(target: str) -> None:
+    assert cli("repair", "--ledger", target).returncode == 0
+    result = cli("verify", "--json", "--ledger", target)
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_lost_id_index_entry_is_named_and_repaired(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    Damage(ledger_target).drop_id("e-3")
+    verify_names(ledger_target, "id index has no entry for position 3")
+    repaired(ledger_target)
+    again = cli("append", "--json", "--ledger", ledger_target, stdin=jsonl(
+        {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-3"}))  # fmt: skip
+    assert json.loads(again.stdout) == {"position": 3, "id": "e-3", "duplicate": True}
+
+
+def test_an_id_stored_twice_behind_a_lost_entry_is_named(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    Damage(ledger_target).drop_id("e-3")
+    event = {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-3"}
+    assert cli("append", "--ledger", ledger_target, stdin=jsonl(event)).returncode == 0
+    verify_names(ledger_target, "position 3 repeats the key of position 6")
+
+
+def test_a_lost_subject_index_entry_is_named_and_repaired(lmdb_target: str) -> None:
+    small_ledger(lmdb_target)
+    Damage(lmdb_target).drop_subject_entry(2)
+    verify_names(lmdb_target, "subject index has no entry for position 2")
+    repaired(lmdb_target)
+    history = json.loads(cli("history", "runner-1", "--json", "--ledger", lmdb_target).stdout)
+    assert [row["position"] for row in history] == [2, 3, 5]
+
+
+def test_a_damaged_stored_verdict_is_one_error_line_named_and_repaired(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    Damage(ledger_target).garble_verdicts(4)
+    line = one_error_line(cli("history", "node-1", "--ledger", ledger_target), 1)
+    assert "cannot be decoded" in line
+    assert "repair" in line
+    verify_names(ledger_target, "verdicts of position 4 differ")
+    repaired(ledger_target)
+    assert cli("history", "node-1", "--ledger", ledger_target).returncode == 0
+
+
+def test_views_beyond_the_log_are_named_and_repaired(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    Damage(ledger_target).tracking_to(9)
+    verify_names(ledger_target, "views are at position 9, beyond the log's end (5)")
+    repaired(ledger_target)
+
+
+def test_repair_touches_nothing_but_what_is_derived(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    with Ledger.open(ledger_target, create=False) as log:
+        before = (list(log.read_stored()), log.root(), log.checkpoints(), log.origin())
+    repaired(ledger_target)
+    with Ledger.open(ledger_target, create=False) as log:
+        assert (list(log.read_stored()), log.root(), log.checkpoints(), log.origin()) == before
