@@ -9,6 +9,7 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -135,7 +136,11 @@ def parse_duration(text: str) -> timedelta | None:
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    except OverflowError:
+        detail = f"{text!r} is too long a duration (at most {timedelta.max.days} days)"
+        raise UsageError(detail) from None
 
 
 def parse_time(text: str, option: str) -> datetime:
@@ -155,7 +160,10 @@ def parse_deadline(text: str, now: datetime) -> datetime:
     """A deadline: an RFC 3339 time, or a duration from now (`30m`, `2h`)."""
     duration = parse_duration(text)
     if duration is not None:
-        return now + duration
+        try:
+            return now + duration
+        except OverflowError:
+            raise UsageError(f"--deadline: {text!r} from now is after the year 9999") from None
     return parse_time(text, "--deadline")
 
 
@@ -169,9 +177,19 @@ def parse_as_of(text: str | None, option: str = "--as-of") -> tuple[int | None, 
 
 
 def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines of a binary stream, without their line ending."""
-    for raw in stream:
-        yield raw.rstrip(b"\r\n")
+    """Lines of a binary stream, without their line ending (an endless line is refused)."""
+    from ledger.codec import read_lines as bounded  # noqa: PLC0415
+
+    return bounded(stream)
+
+
+def write_file(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    """Write a text file with exactly `mode`, whatever the umask (a public key, a checkpoint
+    or a proof is readable by all and writable by its owner only; a private key is 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), mode)
+        handle.write(text)
 
 
 def open_ledger(target: str, *, create: bool = True) -> Any:

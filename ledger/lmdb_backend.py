@@ -19,7 +19,9 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -27,7 +29,7 @@ from typing import Any, Final, TypeVar
 import lmdb
 from eventsourcing.persistence import PersistenceError
 
-from ledger import merkle
+from ledger import lmdb_files, merkle
 from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore
@@ -139,21 +141,61 @@ class LMDBBackend:
         self, path: Path, *, sync: bool = True, create: bool = True, map_size: int = INITIAL_MAP
     ) -> None:
         data = path / "data.mdb"
+        lmdb_files.check_directory(path, create=create)
         if not create and not data.exists():
             raise LedgerNotFoundError(f"no ledger at {path} (create one by appending to it)")
         if data.exists() and data.stat().st_size == 0:
             raise BackendUnavailableError(f"{data} is empty: not a ledger (truncated?)")
+        fresh = not data.exists()
+        if fresh:
+            lmdb_files.check_space(path)
+        made = [p for p in (path, *path.parents) if not p.exists()]
         self.url = self.location = str(path)
+        self._pages_checked = False
         try:
             self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
         except (lmdb.Error, PersistenceError) as e:
-            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
-        self._check_not_truncated(data)
-        self.recorder = LMDBApplicationRecorder(self.datastore)
-        self.ids_db = self.datastore.db(_IDS)
-        self.merkle_db = self.datastore.db(_MERKLE)
-        self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
-        self.meta_db = self.datastore.db(_META)
+            if fresh:
+                _remove_made(path, made)
+            raise BackendUnavailableError(
+                f"cannot open the ledger at {path}: {e}{lmdb_files.disk_note(path)}"
+            ) from e
+        try:
+            self._check_not_truncated(data)
+            self.recorder = LMDBApplicationRecorder(self.datastore)
+            self.ids_db = self.datastore.db(_IDS)
+            self.merkle_db = self.datastore.db(_MERKLE)
+            self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
+            self.meta_db = self.datastore.db(_META)
+        except (lmdb.Error, PersistenceError) as e:
+            self.datastore.close()
+            if fresh:
+                _remove_made(path, made)
+            raise self._failure(e, "opened") from e
+        except BaseException:
+            self.datastore.close()
+            raise
+
+    def _failure(self, error: BaseException, what: str) -> StorageError:
+        """A storage error of this ledger, said plainly (a full disk named as one)."""
+        note = lmdb_files.disk_note(Path(self.url))
+        if "Input/output error" in str(error) and note:
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return StorageError(f"the ledger at {self.url} could not be {what}: {error}{note}")
+
+    def check_pages(self) -> None:
+        """Refuse a data file with a zeroed page (LMDB would abort on reaching it); once."""
+        if self._pages_checked:
+            return
+        env = self.datastore.env
+        data = Path(self.url) / "data.mdb"
+        page = lmdb_files.zeroed_page(data, env.info()["last_pgno"] + 1, env.stat()["psize"])
+        if page is not None:
+            raise StorageError(
+                f"{data} is damaged: page {page} (bytes {page * env.stat()['psize']}…) is all "
+                "zeros; restore it from a backup or a copy"
+            )
+        self._pages_checked = True
 
     def _check_not_truncated(self, data: Path) -> None:
         """Refuse a data file shorter than the pages LMDB says it holds: reading past its end
@@ -161,7 +203,6 @@ class LMDBBackend:
         env = self.datastore.env
         needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
         if data.exists() and data.stat().st_size < needed:
-            self.datastore.close()
             raise BackendUnavailableError(
                 f"{data} is truncated ({data.stat().st_size} bytes, LMDB needs {needed}): "
                 "restore it from a backup or a copy"
@@ -173,37 +214,64 @@ class LMDBBackend:
                 lambda txn: apply_requests(LMDBTxnOps(self, txn), requests)
             )
         except PersistenceError as e:
-            raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
+            raise self._failure(e, "written") from e
+
+    @contextlib.contextmanager
+    def _reads(self, what: str = "read") -> Iterator[_Reads]:
+        """One read transaction; damage LMDB reports (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) comes
+        out as a `StorageError`."""
+        try:
+            with self.recorder.read() as txn:
+                yield _Reads(self, txn)
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, what) from e
+
+    @contextlib.contextmanager
+    def read_txn(self) -> Iterator[Any]:
+        """One read transaction of this ledger (for the stored views beside it), damage as a
+        `StorageError`."""
+        with self._reads() as reads:
+            yield reads.txn
 
     def size(self) -> int:
-        with self.recorder.read() as txn:
-            return _Reads(self, txn).size()
+        with self._reads() as reads:
+            return reads.size()
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.recorder.read() as txn:
-            yield from _Reads(self, txn).read_stored(start, stop)
+        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
+            self.check_pages()
+        with self._reads() as reads:
+            yield from reads.read_stored(start, stop)
 
     def positions_of(self, subject: str) -> list[int]:
-        with self.recorder.read() as txn:
-            return _Reads(self, txn).positions_of(subject)
+        with self._reads() as reads:
+            return reads.positions_of(subject)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.recorder.read() as txn:
-            yield from _Reads(self, txn).read_leaves(start, stop)
+        with self._reads() as reads:
+            yield from reads.read_leaves(start, stop)
 
     def get_meta(self, key: str) -> bytes | None:
-        with self.recorder.read() as txn:
-            return _Reads(self, txn).get_meta(key)
+        with self._reads() as reads:
+            return reads.get_meta(key)
+
+    def write_txn(self, fn: Callable[[Any], T]) -> T:
+        """``fn(txn)`` in one write transaction of this ledger (for the stored views beside
+        it), storage failures as `StorageError`."""
+        try:
+            return self.recorder.write_retrying(fn)
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, "written") from e
 
     def index_check(self) -> IndexCheck:
         return _index_check(self, self._scan_in_read)
 
     def _scan_in_read(self, scan: Callable[[Any], Iterator[T]]) -> Iterator[T]:
-        with self.recorder.read() as txn:
-            yield from scan(txn)
+        with self._reads() as reads:
+            yield from scan(reads.txn)
 
     def rebuild_indexes(self) -> int:
         """Write the id index and the subject (sequence) index again from the log, in one write
@@ -220,22 +288,18 @@ class LMDBBackend:
             txn.cursor(db=self.ids_db).putmulti(ids, overwrite=False)
             return count
 
-        try:
-            return self.recorder.write_retrying(rebuild)
-        except PersistenceError as e:
-            raise StorageError(f"the ledger at {self.url} could not be written: {e}") from e
+        return self.write_txn(rebuild)
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_Reads]:
         """The committed log as of now, every read through ONE read transaction: what an audit
         compares is one consistent state, whatever is appended meanwhile."""
-        with self.recorder.read() as txn:
-            yield _Reads(self, txn)
+        self.check_pages()
+        with self._reads() as reads:
+            yield reads
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
-        self.recorder.write_retrying(
-            lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
-        )
+        self.write_txn(lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace))
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self.recorder.wait_beyond(position, timeout)
@@ -244,14 +308,24 @@ class LMDBBackend:
         def put(txn: Any) -> None:
             txn.put(size.to_bytes(8, "big"), note.encode(), db=self.checkpoints_db)
 
-        self.recorder.write_retrying(put)
+        self.write_txn(put)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        with self.recorder.read() as txn:
-            return _Reads(self, txn).checkpoints()
+        with self._reads() as reads:
+            return reads.checkpoints()
 
     def close(self) -> None:
         self.datastore.close()
+
+
+def _remove_made(path: Path, made: list[Path]) -> None:
+    """Remove a ledger directory this process just made (and the parents it made)."""
+    for name in ("data.mdb", "lock.mdb"):
+        with contextlib.suppress(OSError):
+            (path / name).unlink()
+    for directory in made:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _index_check(
@@ -283,6 +357,11 @@ class _Reads:
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
         self._backend, self._txn = backend, txn
         self.url, self.location = backend.url, backend.location
+
+    @property
+    def txn(self) -> Any:
+        """The read transaction."""
+        return self._txn
 
     def size(self) -> int:
         return self._backend.recorder.max_notification_id_txn(self._txn) or 0
@@ -355,7 +434,7 @@ class _SnapshotNodes:
         self._backend = backend
 
     def get(self, level: int, index: int) -> bytes:
-        with self._backend.recorder.read() as txn:
+        with self._backend.read_txn() as txn:
             value = txn.get(_node_key(level, index), db=self._backend.merkle_db)
         if value is None:
             raise KeyError((level, index))

@@ -103,14 +103,11 @@ class LMDBViews:
 
     def catch_up_chunk(self, limit: int) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""
-        result: tuple[int, int] = self.backend.recorder.write_retrying(
-            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit)
-        )
-        return result
+        return self.backend.write_txn(lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit))
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""
-        with self.backend.recorder.read() as txn:
+        with self.backend.read_txn() as txn:
             yield _LMDBViewTxn(self, txn)
 
     def over(self, ops: TxnOps) -> ViewTxn:
@@ -124,4 +121,4 @@ class LMDBViews:
             for db in (self.state_db, self.verdicts_db, self.meta_db):
                 txn.drop(db, delete=False)
 
-        self.backend.recorder.write_retrying(drop)
+        self.backend.write_txn(drop)
