@@ -168,32 +168,54 @@ class LMDBBackend:
             self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
             self.meta_db = self.datastore.db(_META)
         except (lmdb.Error, PersistenceError) as e:
+            failure = self._failure(e, "opened")
             self.datastore.close()
             if fresh:
                 _remove_made(path, made)
-            raise self._failure(e, "opened") from e
+            raise failure from e
         except BaseException:
             self.datastore.close()
             raise
 
     def _failure(self, error: BaseException, what: str) -> StorageError:
-        """A storage error of this ledger, said plainly (a full disk named as one)."""
+        """A storage error of this ledger, said plainly: a full disk named as one, a damaged
+        file with the zeroed page if there is one."""
+        if isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
+            code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
+        ):
+            zeroed = self._zeroed_page()
+            return StorageError(
+                f"the ledger at {self.url} is damaged ({error})"
+                + (f"; {zeroed}" if zeroed else "")
+                + ": restore it from a backup or a copy"
+            )
         note = lmdb_files.disk_note(Path(self.url))
         if "Input/output error" in str(error) and note:
             error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return StorageError(f"the ledger at {self.url} could not be {what}: {error}{note}")
 
+    def _zeroed_page(self) -> str | None:
+        """Which page of data.mdb is all zeros, said as a sentence (None: none is)."""
+        try:
+            env = self.datastore.env
+            page_size, pages = env.stat()["psize"], env.info()["last_pgno"] + 1
+            data = Path(self.url) / "data.mdb"
+            page = lmdb_files.zeroed_page(data, pages, page_size)
+        except (lmdb.Error, PersistenceError, OSError, ValueError):
+            return None
+        if page is None:
+            return None
+        return f"page {page} of {data} (bytes {page * page_size}…) is all zeros"
+
     def check_pages(self) -> None:
         """Refuse a data file with a zeroed page (LMDB would abort on reaching it); once."""
         if self._pages_checked:
             return
-        env = self.datastore.env
-        data = Path(self.url) / "data.mdb"
-        page = lmdb_files.zeroed_page(data, env.info()["last_pgno"] + 1, env.stat()["psize"])
-        if page is not None:
+        zeroed = self._zeroed_page()
+        if zeroed is not None:
             raise StorageError(
-                f"{data} is damaged: page {page} (bytes {page * env.stat()['psize']}…) is all "
-                "zeros; restore it from a backup or a copy"
+                f"the ledger at {self.url} is damaged: {zeroed}: restore it from a backup or a "
+                "copy"
             )
         self._pages_checked = True
 

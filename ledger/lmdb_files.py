@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import resource
 from pathlib import Path
 from typing import Final
 
@@ -40,10 +41,19 @@ def free_bytes(path: Path) -> int | None:
 
 
 def disk_note(path: Path) -> str:
-    """``" (the disk is full: N bytes free)"`` when the disk holding `path` is (nearly) full."""
+    """Why a write to the ledger at `path` may have failed, when one of these is why: ``" (the
+    disk is full: N bytes free)"``, or the process's file size limit is reached."""
     free = free_bytes(path)
     if free is not None and free < LOW_SPACE:
         return f" (the disk holding {path} is full: {free} bytes free)"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        try:
+            used = (path / "data.mdb").stat().st_size
+        except OSError:
+            used = 0
+        if used + LOW_SPACE > limit:
+            return f" (the file size limit of this process, {limit} bytes, is reached: full)"
     return ""
 
 
