@@ -331,6 +331,8 @@ class LogBackend(Protocol):
     """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it."""
 
     url: str
+    read_only: bool
+    """Opened for reading only (an archived ledger): writes raise `StorageError`."""
     location: str
     """What `ledger.ledger.open_backend` needs to open this ledger again, from another process
     (a path, or the URL with its password: unlike `url`, not for messages)."""

@@ -152,8 +152,11 @@ class LMDBBackend:
         made = [p for p in (path, *path.parents) if not p.exists()]
         self.url = self.location = str(path)
         self._pages_checked = False
+        self.read_only = not create and not _writable(path)
         try:
-            self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
+            self.datastore = LMDBDatastore.open(
+                path, sync=sync, map_size=map_size, readonly=self.read_only
+            )
         except (lmdb.Error, PersistenceError) as e:
             if fresh:
                 _remove_made(path, made)
@@ -214,8 +217,7 @@ class LMDBBackend:
         zeroed = self._zeroed_page()
         if zeroed is not None:
             raise StorageError(
-                f"the ledger at {self.url} is damaged: {zeroed}: restore it from a backup or a "
-                "copy"
+                f"the ledger at {self.url} is damaged: {zeroed}: restore it from a backup or a copy"
             )
         self._pages_checked = True
 
@@ -231,6 +233,8 @@ class LMDBBackend:
             )
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
+        if self.read_only:
+            raise self._read_only()
         try:
             self.recorder.write_retrying(
                 lambda txn: apply_requests(LMDBTxnOps(self, txn), requests)
@@ -280,9 +284,24 @@ class LMDBBackend:
         with self._reads() as reads:
             return reads.get_meta(key)
 
+    def table(self, name: bytes) -> Any:
+        """A named table of this ledger's environment (for the stored views beside the log)."""
+        try:
+            return self.datastore.db(name)
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, "opened") from e
+
+    def _read_only(self) -> StorageError:
+        return StorageError(
+            f"the ledger at {self.url} is read-only (its files or file system): it can be "
+            "verified, read and replayed, not written"
+        )
+
     def write_txn(self, fn: Callable[[Any], T]) -> T:
         """``fn(txn)`` in one write transaction of this ledger (for the stored views beside
         it), storage failures as `StorageError`."""
+        if self.read_only:
+            raise self._read_only()
         try:
             return self.recorder.write_retrying(fn)
         except (lmdb.Error, PersistenceError) as e:
@@ -340,6 +359,15 @@ class LMDBBackend:
         self.datastore.close()
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write the ledger's directory and files (else it is opened
+    read-only: an archive, a read-only mount)."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return False
+    files = [path / "data.mdb", path / "lock.mdb"]
+    return os.access(path, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
+
+
 def _remove_made(path: Path, made: list[Path]) -> None:
     """Remove a ledger directory this process just made (and the parents it made)."""
     for name in ("data.mdb", "lock.mdb"):
@@ -375,6 +403,8 @@ def _index_check(
 
 class _Reads:
     """The reading half of `LMDBBackend`, through one read transaction (see `read_snapshot`)."""
+
+    read_only = True
 
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
         self._backend, self._txn = backend, txn

@@ -559,6 +559,7 @@ class PostgresBackend:
     ) -> None:
         self.target = target = parse_url(url)
         self.url, self.schema, self.location = target.url, target.schema, url
+        self.read_only = False
         self.q = {name: self.sql(template) for name, template in _STATEMENTS.items()}
         array, joined = SQL("%s"), SQL("string_to_array(%s, E'\\n')")
         self._any = {
@@ -928,6 +929,8 @@ def _index_check(scan: Callable[[], Iterable[tuple[bytes, int]]]) -> IndexCheck:
 class _PgReads:
     """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
     transaction (see `PostgresBackend.read_snapshot`)."""
+
+    read_only = True
 
     def __init__(self, backend: PostgresBackend, curs: Cursor) -> None:
         self._backend, self._curs = backend, curs

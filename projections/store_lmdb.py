@@ -97,9 +97,9 @@ class LMDBViews:
 
     def __init__(self, backend: LMDBBackend) -> None:
         self.backend = backend
-        self.state_db = backend.datastore.db(_STATE)
-        self.verdicts_db = backend.datastore.db(_VERDICTS)
-        self.meta_db = backend.datastore.db(_META)
+        self.state_db = backend.table(_STATE)
+        self.verdicts_db = backend.table(_VERDICTS)
+        self.meta_db = backend.table(_META)
 
     def catch_up_chunk(self, limit: int) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""

@@ -412,3 +412,59 @@ def test_repair_touches_nothing_but_what_is_derived(ledger_target: str) -> None:
     repaired(ledger_target)
     with Ledger.open(ledger_target, create=False) as log:
         assert (list(log.read_stored()), log.root(), log.checkpoints(), log.origin()) == before
+
+
+# ------------------------------------------------------------------ 13.6: read-only archives
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """`directory` read-only: a read-only bind mount for root (whom permissions do not stop),
+    files without write permission for anyone else."""
+    if os.getuid() == 0:
+        mount = ["mount", "--bind", str(directory), str(directory)]
+        if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+            pytest.skip("cannot bind-mount here")
+        try:
+            remount = ["mount", "-o", "remount,ro,bind", str(directory)]
+            subprocess.run(remount, capture_output=True, check=True)
+            yield
+        finally:
+            subprocess.run(["umount", str(directory)], capture_output=True, check=False)
+        return
+    paths = [*directory.rglob("*"), directory]
+    for path in paths:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        yield
+    finally:
+        for path in paths:
+            path.chmod(0o700)
+
+
+def test_an_archived_read_only_ledger_can_be_audited(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    target = archive / "ledger.lmdb"
+    small_ledger(str(target))
+    more = {"type": "KeepAliveFailed", "subject": "runner-2", "id": "e-6"}
+    assert cli("append", "--ledger", str(target), stdin=jsonl(more)).returncode == 0  # views lag
+    ledger = ["--ledger", str(target)]
+    with read_only(archive):
+        with pytest.raises(OSError, match=r"Read-only|Permission"):
+            (target / "probe").write_text("x")
+        verified = cli("verify", "--json", *ledger)
+        assert verified.returncode == 0, verified.stderr
+        assert json.loads(verified.stdout)["size"] == 6
+        log = cli("log", "--json", *ledger)
+        assert [json.loads(line)["position"] for line in log.stdout.splitlines()] == list(
+            range(1, 7)
+        )
+        as_of = cli("status", "--as-of", "3", "--json", *ledger)
+        assert as_of.returncode == 0, as_of.stderr
+        replayed = cli("replay", "--json", *ledger)
+        assert replayed.returncode == 0, replayed.stderr
+        assert json.loads(replayed.stdout)["diverged"] == []
+        refused = cli("maintenance", "enter", "node-9", *ledger)
+        assert "read-only" in one_error_line(refused, 1).lower()
+    assert cli("verify", *ledger).returncode == 0
