@@ -60,7 +60,14 @@ from psycopg.sql import SQL, Composable, Composed, Identifier
 from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
-from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
+from ledger.backend import (
+    Appended,
+    AppendRequest,
+    Index,
+    IndexCheck,
+    apply_requests,
+    stored_event,
+)
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 
 __all__ = [
@@ -740,11 +747,21 @@ class PostgresBackend:
         # Big batches COPY in a worker thread. A precondition's queries are safe: whatever
         # gives it the connection or reads through it waits for the COPYs first.
         background = rows >= _BACKGROUND_ROWS
+        # What the last attempt that reached COMMIT decided for each request. If the answer to
+        # COMMIT is lost (the connection cut right after it), the retry finds out whether that
+        # attempt committed (its new ids are stored at its positions) and, if so, answers as it
+        # would have: its first-time events are not duplicates, its minted ids no conflict.
+        decided: list[tuple[list[Appended] | None, BaseException | None]] | None = None
 
         def body(curs: Cursor) -> None:
+            nonlocal decided
             self.recorder.lock(curs)
             ops = PostgresTxnOps(self, curs, background=background)
             try:
+                if decided is not None and _committed(ops, decided):
+                    for request, (result, error) in zip(requests, decided, strict=True):
+                        request.result, request.error = result, error
+                    return
                 ops.prefetch_ids(event_ids)
                 apply_requests(ops, requests)
                 ops.flush()
@@ -752,6 +769,7 @@ class PostgresBackend:
                 ops.close()
             if ops.appended:
                 self.recorder.notify(curs)
+            decided = [(r.result, r.error) for r in requests]  # COMMIT comes next
 
         self.transaction(body, what="append")
 
@@ -893,6 +911,18 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
+
+
+def _committed(
+    ops: PostgresTxnOps, decided: list[tuple[list[Appended] | None, BaseException | None]]
+) -> bool:
+    """Whether an earlier attempt whose outcome was `decided` committed (under the lock, so the
+    answer cannot change): its first new event is stored at the position it was given."""
+    for result, _ in decided:
+        for appended in result or ():
+            if not appended.duplicate:
+                return ops.lookup_id(appended.id) == appended.position
+    return False  # it wrote nothing: running it again is the same
 
 
 def _leaves_of_tiles(

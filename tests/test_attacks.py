@@ -468,3 +468,49 @@ def test_an_archived_read_only_ledger_can_be_audited(tmp_path: Path) -> None:
         refused = cli("maintenance", "enter", "node-9", *ledger)
         assert "read-only" in one_error_line(refused, 1).lower()
     assert cli("verify", *ledger).returncode == 0
+
+
+# ------------------------------------------------------------------ 13.4: commit uncertainty
+
+
+class LostCommitAnswer:
+    """The next write transaction commits on the server, then its connection is cut before
+    the answer reaches the appender (as a network failure right after COMMIT would)."""
+
+    def __init__(self, backend: Any) -> None:
+        self._original = backend.datastore.get_connection
+        self.armed = self.cuts = 0
+        backend.datastore.get_connection = self._get_connection
+
+    @contextlib.contextmanager
+    def _get_connection(self) -> Iterator[Any]:
+        armed, self.armed = self.armed, 0  # an append's first connection is its write's
+        with self._original() as conn:
+            yield conn
+        if armed:
+            self.cuts += 1
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.postgres
+def test_a_retry_after_a_lost_commit_answer_is_answered_as_the_first_attempt() -> None:
+    url = fresh_pg_url()
+    try:
+        with Ledger.open(url) as log:
+            cut = LostCommitAnswer(log.backend)
+            cut.armed = 1
+            given = log.append(LeaseExpired(subject="r1", id="sent-1"))
+            assert given.duplicate is False
+            cut.armed = 1
+            minted = log.append(LeaseExpired(subject="r1"))  # the ledger mints its id
+            assert (minted.position, minted.duplicate) == (2, False)
+            cut.armed = 1
+            mixed = log.append_batch(
+                [LeaseExpired(subject="r2", id="sent-1"), LeaseExpired(subject="r2", id="new")]
+            )
+            assert [(a.position, a.duplicate) for a in mixed] == [(1, True), (3, False)]
+            assert cut.cuts == 3
+            assert log.size() == 3  # nothing stored twice
+            assert verify(log).ok
+    finally:
+        drop_pg_schema(url)
