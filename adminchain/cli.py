@@ -199,6 +199,18 @@ def open_ledger(target: str, *, create: bool = True) -> Any:
     return Ledger.open(target, create=create)
 
 
+OUTAGE_PATIENCE = 600.0
+"""Seconds of backend outage a long-running command (``append --stream``, ``catch-up
+--follow``) rides out, saying so on stderr, before it gives up."""
+
+
+def long_running(ledger: Any) -> None:
+    """Make `ledger` ride out outages of its backend (PostgreSQL) for `OUTAGE_PATIENCE`."""
+    ride_out = getattr(ledger.backend, "ride_out", None)
+    if ride_out is not None:
+        ride_out(OUTAGE_PATIENCE, lambda message: click.echo(f"warning: {message}", err=True))
+
+
 def open_views(target: str, *, create: bool = False) -> Any:
     """The ledger named by ``--ledger`` with its stored projections."""
     from projections.api import Views  # noqa: PLC0415

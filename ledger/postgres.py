@@ -101,6 +101,10 @@ PAGE: Final = 10_000
 
 _scans = itertools.count()
 _CONNECT_TIMEOUT: Final = 5
+_MAX_BACKOFF: Final = 5.0
+_BUSY_WAIT: Final = 300.0
+"""Seconds any command waits for a connection slot of a server that has none free (too many
+clients): they free up as other commands finish."""
 _ATTEMPTS: Final = 8
 _POLL: Final = 0.2
 _BACKGROUND_ROWS: Final = 4096
@@ -215,13 +219,19 @@ def _psycopg_error(error: BaseException) -> BaseException:
     return error if seen is None else seen
 
 
-def _kind(error: BaseException) -> Literal["transient", "unavailable", "fatal", "gave up"]:
-    """How to treat a failure: retry the transaction, report the server down, or give up.
+def _kind(
+    error: BaseException,
+) -> Literal["transient", "busy", "unavailable", "fatal", "gave up"]:
+    """How to treat a failure: retry the transaction, wait for a connection slot, report the
+    server down, or give up.
 
     "gave up": the pool already waited its whole connect timeout; retrying would wait again.
+    "busy": the server has no connection slot free ("too many clients"): wait for one.
     """
     root = _psycopg_error(error)
     sqlstate = getattr(root, "sqlstate", None)
+    if sqlstate == "53300" or "too many clients" in str(root):
+        return "busy"
     if isinstance(root, psycopg_pool.PoolTimeout):
         return "gave up"
     if sqlstate in _TRANSIENT_STATES:
@@ -562,7 +572,7 @@ class PostgresBackend:
     """The ledger in one PostgreSQL schema (SPEC §6, shared): see the module docstring."""
 
     def __init__(
-        self, url: str, *, create: bool = True, pool_size: int = 2, max_overflow: int = 6
+        self, url: str, *, create: bool = True, pool_size: int = 1, max_overflow: int = 7
     ) -> None:
         self.target = target = parse_url(url)
         self.url, self.schema, self.location = target.url, target.schema, url
@@ -574,7 +584,7 @@ class PostgresBackend:
             for name, template in _ANY_STATEMENTS.items()
         }
         try:
-            conn = psycopg.connect(**target.connect_kwargs(), autocommit=True)
+            conn = self._connect()
         except psycopg.Error as e:  # connect once, directly: an unreachable server fails fast
             if _MISSING_DATABASE.search(str(e)):
                 raise LedgerNotFoundError(
@@ -623,6 +633,26 @@ class PostgresBackend:
         self._listener = _Listener(self)
 
     # ------------------------------------------------------------------ SQL and setup
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A direct connection, waiting (with backoff) while the server has no slot free."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return psycopg.connect(**self.target.connect_kwargs(), autocommit=True)
+            except psycopg.Error as e:
+                attempt += 1
+                if _kind(e) != "busy" or time.monotonic() - started >= _BUSY_WAIT:
+                    raise
+                time.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt) * (0.5 + random.random()))
+
+    def busy(self) -> bool:
+        """Whether the server is up but has no connection slot free (probed directly)."""
+        try:
+            psycopg.connect(**self.target.connect_kwargs(), autocommit=True).close()
+        except psycopg.Error as e:
+            return _kind(e) == "busy"
+        return True  # a slot is free now: the pool may get one too
 
     def sql(self, template: str, **fields: Composable) -> Composed:
         """`template` with ``{schema}`` and ``{events}`` filled in as quoted identifiers (and
@@ -681,12 +711,26 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection (autocommit), its errors translated."""
+        """A pooled connection (autocommit), its errors translated; getting one is retried as
+        a read is (see `_Retry`)."""
+        retry = _Retry(self, what)
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                conn = stack.enter_context(self.datastore.get_connection())
+                conn.execute("SELECT 1")  # a pooled connection the server dropped fails here
+            except (psycopg.Error, PersistenceError) as e:
+                with contextlib.suppress(psycopg.Error, PersistenceError):
+                    stack.close()
+                retry.after(e)
+                continue
+            break
         try:
-            with self.datastore.get_connection() as conn:
+            with stack:
                 yield conn
         except (psycopg.Error, PersistenceError) as e:
             raise self._error(e, what) from e
+        retry.done()
 
     def transaction(self, body: Callable[[Cursor], T], *, what: str = "write") -> T:
         """Run `body` in one READ COMMITTED transaction, re-run whole on transient failures.
@@ -694,16 +738,16 @@ class PostgresBackend:
         psycopg and eventsourcing errors come out as `StorageError` (or
         `BackendUnavailableError` when the server cannot be reached) naming host:port.
         """
-        attempt = 0
+        retry = _Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn, conn.transaction():
-                    return body(conn.cursor(row_factory=tuple_row))
+                    result = body(conn.cursor(row_factory=tuple_row))
             except (psycopg.Error, PersistenceError) as e:
-                attempt += 1
-                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
-                    raise self._error(e, what) from e
-                time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                retry.after(e)
+                continue
+            retry.done()
+            return result
 
     @contextlib.contextmanager
     def snapshot(self, *, what: str = "read") -> Iterator[Cursor]:
@@ -715,16 +759,28 @@ class PostgresBackend:
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
-        attempt = 0
+        retry = _Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn:
-                    return body(conn.cursor(row_factory=tuple_row, binary=True))
+                    result = body(conn.cursor(row_factory=tuple_row, binary=True))
             except (psycopg.Error, PersistenceError) as e:
-                attempt += 1
-                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
-                    raise self._error(e, what) from e
-                time.sleep(0.01 * attempt)
+                retry.after(e)
+                continue
+            retry.done()
+            return result
+
+    def ride_out(self, seconds: float, report: Callable[[str], None] | None = None) -> None:
+        """For long-running processes (a stream appender, a follower, a server): ride out an
+        outage of the server (a restart, a cut network, too many clients) of up to `seconds`,
+        retrying with backoff and saying so through `report` (once a failure, then every few
+        seconds, and once it is back)."""
+        self.patience, self.report = seconds, report
+
+    patience: float = 0.0
+    """Seconds of outage `transaction` and reads ride out (see `ride_out`); 0: give up after
+    a few quick retries, as a one-shot command should."""
+    report: Callable[[str], None] | None = None
 
     def _error(self, error: BaseException, what: str) -> StorageError:
         detail = _first_line(error)
@@ -911,6 +967,45 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
+
+
+class _Retry:
+    """When to run a failed transaction or read again, and how long to wait first.
+
+    Transient conflicts (serialisation, deadlock) are retried a few times, quickly. An
+    unreachable server is retried a few times too, or, with the backend's `patience`, for that
+    many seconds with backoff up to `_MAX_BACKOFF`, reported as it goes. Anything else fails
+    at once. Gives up by raising the translated error."""
+
+    def __init__(self, backend: PostgresBackend, what: str) -> None:
+        self._backend, self._what = backend, what
+        self._attempt = 0
+        self._started = time.monotonic()
+        self._reported = 0.0
+
+    def after(self, error: BaseException) -> None:
+        backend, self._attempt = self._backend, self._attempt + 1
+        kind = _kind(error)
+        if kind == "gave up" and backend.busy():  # the pool timed out waiting for a free slot
+            kind = "busy"
+        waited = time.monotonic() - self._started
+        patient = (kind in {"unavailable", "gave up"} and waited < backend.patience) or (
+            kind == "busy" and waited < max(backend.patience, _BUSY_WAIT)
+        )
+        if kind == "fatal" or (not patient and (self._attempt >= _ATTEMPTS or kind == "gave up")):
+            raise backend._error(error, self._what) from error
+        delay = min(_MAX_BACKOFF if patient else 1.0, 0.02 * 2**self._attempt)
+        if patient and backend.report is not None and time.monotonic() - self._reported >= 5:
+            self._reported = time.monotonic()
+            backend.report(
+                f"PostgreSQL at {backend.target.where} is unreachable ({_first_line(error)}); "
+                f"retrying for up to {backend.patience - waited:.0f} s more"
+            )
+        time.sleep(delay * (0.5 + random.random()))
+
+    def done(self) -> None:
+        if self._reported and self._backend.report is not None:
+            self._backend.report(f"PostgreSQL at {self._backend.target.where} is back")
 
 
 def _committed(

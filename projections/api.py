@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from ledger.backend import Precondition
-from ledger.errors import UsageError
+from ledger.errors import BackendUnavailableError, UsageError
 from ledger.ledger import Ledger
 from projections.base import Verdict
 from projections.state import PROJECTIONS
@@ -162,10 +162,22 @@ class Views:
             self.ledger.wait_for(position, max(0.0, deadline - time.monotonic()))
 
     def follow(self, *, poll: float = 0.5, stop: Callable[[], bool] = lambda: False) -> None:
-        """Keep the views current until `stop()` is true (a long-running projection runner)."""
+        """Keep the views current until `stop()` is true (a long-running projection runner).
+
+        An outage of the backend is ridden out for as long as the backend's ``patience`` (see
+        `ledger.postgres.PostgresBackend.ride_out`): a chunk cut off midway is folded again
+        (its tracking moves with it, so nothing is folded twice)."""
+        down_since: float | None = None
         while not stop():
-            tracking = self.catch_up()
-            self.ledger.backend.wait_beyond(tracking, poll)
+            try:
+                tracking = self.catch_up()
+                self.ledger.backend.wait_beyond(tracking, poll)
+                down_since = None
+            except BackendUnavailableError:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since >= getattr(self.ledger.backend, "patience", 0):
+                    raise
+                time.sleep(poll)
 
     @contextmanager
     def reader(self) -> Iterator[ViewTxn]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +27,7 @@ import pytest
 
 from ledger.events import KeepAliveFailed, LeaseExpired
 from ledger.ledger import Ledger
+from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import verify
 from replay.rebuild import as_of, position_at
@@ -512,5 +515,173 @@ def test_a_retry_after_a_lost_commit_answer_is_answered_as_the_first_attempt() -
             assert cut.cuts == 3
             assert log.size() == 3  # nothing stored twice
             assert verify(log).ok
+    finally:
+        drop_pg_schema(url)
+
+
+# ------------------------------------------------------------------ 13.7: outages, many clients
+
+
+class Outage:
+    """A TCP proxy in front of PostgreSQL that an attack can take down (every connection cut,
+    new ones refused) and bring back: a restart or a network outage, without touching the
+    server the other tests share."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._up = threading.Event()
+        self._up.set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._up.is_set():
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def down(self) -> None:
+        self._up.clear()
+        with self._lock:
+            cut, self._open = self._open, []
+        for s in cut:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def up(self) -> None:
+        self._up.set()
+
+    def close(self) -> None:
+        self.down()
+        self._listener.close()
+
+    def url(self, url: str) -> str:
+        return url.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}")
+
+
+def ride_out_outage(seconds: float, events: int) -> tuple[int, str, str]:
+    """A stream appender and a follower through a proxy that is down `seconds` in the middle:
+    (acknowledged events, the appender's stderr, the follower's stderr)."""
+    url = fresh_pg_url()
+    proxy = Outage(("127.0.0.1", 5432))
+    target = proxy.url(url)
+    env = dict(os.environ, ADMINCHAIN_ACTOR="loop")
+    env.pop("ADMINCHAIN_LEDGER", None)
+    command = [sys.executable, "-m", "adminchain"]
+    try:
+        assert (
+            cli("append", "--ledger", url, stdin=jsonl(dict(KA_EVENT, id="first"))).returncode == 0
+        )
+        appender = subprocess.Popen(
+            [*command, "append", "--stream", "--json", "--ledger", target], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        follower = subprocess.Popen(
+            [*command, "catch-up", "--follow", "--poll", "0.2", "--ledger", target], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        assert appender.stdin is not None
+        assert appender.stdout is not None
+        acknowledged = []
+        for n in range(events):
+            if n == events // 2:
+                proxy.down()
+                time.sleep(seconds)  # the outage itself: the processes must wait it out
+                proxy.up()
+            appender.stdin.write(json.dumps(dict(KA_EVENT, id=f"o-{n}")).encode() + b"\n")
+            appender.stdin.flush()
+            acknowledged.append(json.loads(appender.stdout.readline()))
+        appender.stdin.close()
+        assert appender.wait(timeout=120) == 0
+        with Ledger.open(url, create=False) as log:
+            views = Views(log)
+            deadline = time.monotonic() + 120
+            while views.tracking() < log.size() and time.monotonic() < deadline:
+                time.sleep(0.2)  # the follower catches up
+            assert views.tracking() == log.size()
+            for ack in acknowledged:
+                assert log.get(int(ack["position"])).event.id == ack["id"]
+            assert log.size() == events + 1
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(timeout=60) == 0
+        assert appender.stderr is not None
+        assert follower.stderr is not None
+        return len(acknowledged), appender.stderr.read().decode(), follower.stderr.read().decode()
+    finally:
+        proxy.close()
+        drop_pg_schema(url)
+
+
+KA_EVENT = {"type": "KeepAliveFailed", "subject": "runner-1"}
+
+
+@pytest.mark.postgres
+def test_long_running_processes_ride_out_a_postgres_outage() -> None:
+    """Down for 8 s (the old appender gave up after about 5 s): nothing lost, said on stderr."""
+    require_postgres()
+    acknowledged, appender, follower = ride_out_outage(8, 20)
+    assert acknowledged == 20
+    assert "unreachable" in appender
+    assert "retrying" in appender
+    assert "is back" in appender
+    assert "Traceback" not in appender + follower
+
+
+@pytest.mark.postgres
+def test_sixty_concurrent_appenders_share_pooled_connections(tmp_path: Path) -> None:
+    """60 appender processes at once, more than the server's connection slots allow at one
+    time: they queue for them (retrying with backoff) instead of failing."""
+    require_postgres()
+    url = fresh_pg_url()
+    try:
+        assert cli("append", "--ledger", url, stdin=jsonl(dict(KA_EVENT, id="x"))).returncode == 0
+        env = dict(os.environ, ADMINCHAIN_ACTOR="loop")
+        env.pop("ADMINCHAIN_LEDGER", None)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "adminchain", "append", "--json", "--ledger", url],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(60)
+        ]
+        outcomes = [
+            p.communicate(jsonl(dict(KA_EVENT, id=f"p-{n}")).encode(), timeout=300)
+            for n, p in enumerate(processes)
+        ]
+        failures = [
+            err.decode() for p, (_, err) in zip(processes, outcomes, strict=True) if p.returncode
+        ]
+        assert failures == []
+        with Ledger.open(url, create=False) as log:
+            assert log.size() == 61
     finally:
         drop_pg_schema(url)
