@@ -9,6 +9,7 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -136,7 +137,11 @@ def parse_duration(text: str) -> timedelta | None:
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
-    return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    try:
+        return timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
+    except OverflowError:
+        detail = f"{text!r} is too long a duration (at most {timedelta.max.days} days)"
+        raise UsageError(detail) from None
 
 
 def parse_time(text: str, option: str) -> datetime:
@@ -156,7 +161,10 @@ def parse_deadline(text: str, now: datetime) -> datetime:
     """A deadline: an RFC 3339 time, or a duration from now (`30m`, `2h`)."""
     duration = parse_duration(text)
     if duration is not None:
-        return now + duration
+        try:
+            return now + duration
+        except OverflowError:
+            raise UsageError(f"--deadline: {text!r} from now is after the year 9999") from None
     return parse_time(text, "--deadline")
 
 
@@ -170,9 +178,19 @@ def parse_as_of(text: str | None, option: str = "--as-of") -> tuple[int | None, 
 
 
 def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines of a binary stream, without their line ending."""
-    for raw in stream:
-        yield raw.rstrip(b"\r\n")
+    """Lines of a binary stream, without their line ending (an endless line is refused)."""
+    from ledger.codec import read_lines as bounded  # noqa: PLC0415
+
+    return bounded(stream)
+
+
+def write_file(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
+    """Write a text file with exactly `mode`, whatever the umask (a public key, a checkpoint
+    or a proof is readable by all and writable by its owner only; a private key is 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), mode)
+        handle.write(text)
 
 
 def open_ledger(target: str, *, create: bool = True) -> Any:
@@ -180,6 +198,18 @@ def open_ledger(target: str, *, create: bool = True) -> Any:
     from ledger.ledger import Ledger  # noqa: PLC0415
 
     return Ledger.open(target, create=create)
+
+
+OUTAGE_PATIENCE = 600.0
+"""Seconds of backend outage a long-running command (``append --stream``, ``catch-up
+--follow``) rides out, saying so on stderr, before it gives up."""
+
+
+def long_running(ledger: Any) -> None:
+    """Make `ledger` ride out outages of its backend (PostgreSQL) for `OUTAGE_PATIENCE`."""
+    ride_out = getattr(ledger.backend, "ride_out", None)
+    if ride_out is not None:
+        ride_out(OUTAGE_PATIENCE, lambda message: click.echo(f"warning: {message}", err=True))
 
 
 def open_views(target: str, *, create: bool = False) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from adminchain.cli import (
     open_ledger,
     open_views,
     parse_as_of,
+    write_file,
 )
 from ledger.errors import UsageError
 
@@ -150,7 +150,7 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
     signer = signer_from(key_path)
     checkpoint_, note = make_checkpoint(open_views(ledger), signer)
     if out:
-        Path(out).write_text(note, encoding="utf-8")
+        write_file(out, note)
     if as_json:
         emit_json(
             {
@@ -191,11 +191,8 @@ def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
         if path.exists() and not force:
             raise UsageError(f"{path} exists; use --force to overwrite it")
     signer, verifier = generate_key(name)
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(signer + "\n")
-    os.chmod(private, 0o600)
-    public.write_text(verifier + "\n", encoding="utf-8")
+    write_file(private, signer + "\n", 0o600)
+    write_file(public, verifier + "\n")
     if as_json:
         emit_json(
             {
@@ -278,7 +275,7 @@ def prove(
         assert old_size is not None
         text = prove_consistency(log, old_size, new_size)
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        write_file(out, text)
         if as_json:
             emit_json({"file": out, "kind": "inclusion" if position else "consistency"})
         else:
@@ -359,3 +356,29 @@ def _show_trust(policy: Any, as_json: bool) -> None:
         )
         for key in data["keys"]:
             render.console.print(f"  {key}")
+
+
+@main.command()
+@ledger_options
+def repair(ledger: str, as_json: bool) -> None:
+    """Rebuild everything derived from the log: the indexes and the stored views.
+
+    The id index (idempotency), the subject index (history) and the stored states, verdicts and
+    tracking position are written again from the log. The log itself, its Merkle tree, the
+    checkpoints and the settings are left as they are: run it when `verify` names an index or a
+    stored view.
+
+    \b
+    Example:
+      adminchain verify || adminchain repair
+    """
+    from replay.derived import repair as repair_ledger  # noqa: PLC0415
+
+    done = repair_ledger(open_ledger(ledger, create=False))
+    if as_json:
+        emit_json({"indexed": done.indexed, "views_at": done.views_at})
+    else:
+        render.console.print(
+            f"rebuilt the indexes of {done.indexed} events and the stored views up to position "
+            f"{done.views_at}"
+        )

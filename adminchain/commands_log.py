@@ -11,6 +11,7 @@ from adminchain import render
 from adminchain.cli import (
     emit_json,
     ledger_options,
+    long_running,
     main,
     open_ledger,
     open_views,
@@ -63,6 +64,7 @@ def append(
     log = views.ledger
     precondition = views.strict() if strict else None
     if stream:
+        long_running(log)
         for number, raw in enumerate(read_lines(file), start=1):
             if not raw.strip():
                 continue
@@ -246,6 +248,7 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
     with render.progress_bar("catching up", views.ledger.size(), enabled=not as_json) as update:
         tracking = views.catch_up(update)
     if follow:
+        long_running(views.ledger)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a runner normally
             views.follow(poll=poll, stop=lambda: stopping)
         tracking = views.tracking()

@@ -14,24 +14,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
+
+import msgspec
 
 from ledger import merkle
-from ledger.codec import encode_record, leaf_hashes
-from ledger.errors import LedgerError
+from ledger.codec import decode_record, encode_record, leaf_hashes, recorded_at_of
+from ledger.errors import LedgerError, StorageError
 from ledger.events import Event
 
 __all__ = [
     "AppendRequest",
     "Appended",
     "GroupCommitter",
+    "Index",
+    "IndexCheck",
     "LogBackend",
     "Precondition",
     "TxnOps",
     "apply_requests",
+    "stored_event",
 ]
 
 
@@ -88,6 +94,8 @@ class AppendRequest:
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    verbatim: bool = False
+    """Store `encoded` as given (a copy of another log): `recorded_at` is not raised."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
@@ -106,9 +114,15 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     `_Pending` for how a precondition still sees the requests before its own.
     """
     pending = _Pending(ops)
+    floor = _last_recorded_at(ops)
     for request in requests:
         request.encode()
         request.result, request.error = None, None
+        if floor is not None and request.recorded_at < floor and not request.verbatim:
+            # recorded_at never decreases along the log, whatever the appending host's clock
+            # says: the later of its clock and the previous event's (so `--as-of TIME` is exact)
+            request.recorded_at = floor
+            request.encoded = [encode_record(e, floor) for e in request.events]
         if request.precondition is not None:
             try:
                 request.precondition(pending, request.events)
@@ -116,7 +130,28 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
                 request.error = e
                 continue
         request.result = pending.add(request)
+        if floor is None or request.recorded_at > floor:
+            floor = request.recorded_at
     pending.flush()
+
+
+def stored_event(position: int, stored: bytes) -> Event:
+    """The event of stored bytes; corruption surfaces as a `StorageError` naming the position."""
+    try:
+        return decode_record(stored).event
+    except msgspec.DecodeError as e:
+        raise StorageError(f"position {position}: stored event cannot be decoded ({e})") from e
+
+
+def _last_recorded_at(ops: TxnOps) -> datetime | None:
+    """The `recorded_at` of the log's last event, as this write transaction sees it."""
+    size = ops.size()
+    for _, stored in ops.read_stored(size, size) if size else ():
+        try:
+            return recorded_at_of(stored)
+        except msgspec.DecodeError as e:
+            raise StorageError(f"position {size}: stored event cannot be decoded ({e})") from e
+    return None
 
 
 class _Pending:
@@ -208,6 +243,82 @@ class _Pending:
         merkle.append_leaves(self._ops.nodes(), size, leaves)
 
 
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An index a backend keeps beside the log: the key it stores for an event, and a scan of
+    its (key, position) entries. Derived from the log, so `IndexCheck` can check it."""
+
+    name: str
+    key: Callable[[Event], bytes]
+    scan: Callable[[], Iterable[tuple[bytes, int]]]
+    unique: bool = False
+    """One entry per key (the id index): an event whose key another holds is a repeat."""
+
+
+_MODULUS: Final = 1 << 64
+
+
+class IndexCheck:
+    """Checks a backend's indexes against the log, in one pass over the log and one scan each.
+
+    `add` is called for every event of the log in order (verify does, as it decodes them); it
+    sums a hash of each (key, position) the index must hold. `problem` scans each index and sums
+    what it holds the same way: equal counts and sums mean the index is exactly what the log
+    implies (a multiset hash, O(1) memory). When they differ, a second look names the entry.
+    The hash is Python's own, keyed afresh in every process (SipHash): both sums are made here,
+    and nobody outside can aim damage at a collision.
+    """
+
+    def __init__(self, indexes: Sequence[Index]) -> None:
+        self._indexes = indexes
+        self._keys = [index.key for index in indexes]
+        self._sums = [0] * len(indexes)
+        self._count = 0
+
+    def add(self, position: int, event: Event) -> None:
+        """Account for the event at `position` (every position, in order)."""
+        self._count += 1
+        sums = self._sums
+        for i, key in enumerate(self._keys):
+            sums[i] += hash((key(event), position))
+
+    def problem(self, event_at: Callable[[int], Event]) -> str | None:
+        """What is wrong with the first index that does not match the log (None: all match)."""
+        size = self._count
+        for index, expected in zip(self._indexes, self._sums, strict=True):
+            count, total = 0, 0
+            for key, position in index.scan():
+                if not 1 <= position <= size:
+                    return f"the {index.name} names position {position}, beyond the log ({size})"
+                count += 1
+                total += hash((key, position))
+            if count != size or total % _MODULUS != expected % _MODULUS:
+                return self._locate(index, event_at, size)
+        return None
+
+    @staticmethod
+    def _locate(index: Index, event_at: Callable[[int], Event], size: int) -> str:
+        seen = bytearray(size + 1)
+        holder: dict[bytes, int] = {}
+        for key, position in index.scan():
+            if seen[position]:
+                return f"the {index.name} has two entries for position {position}"
+            seen[position] = 1
+            holder[key] = position
+            if index.key(event_at(position)) != key:
+                return f"the {index.name} entry for position {position} names another event"
+        missing = seen.find(0, 1)
+        if missing > 0:
+            other = holder.get(index.key(event_at(missing))) if index.unique else None
+            if other is not None:  # the key is there, for another position
+                return (
+                    f"the event at position {missing} repeats the key of position {other} in "
+                    f"the {index.name} (stored twice)"
+                )
+            return f"the {index.name} has no entry for position {missing}"
+        return f"the {index.name} does not match the log"  # pragma: no cover  (a hash collision)
+
+
 class LogBackend(Protocol):
     """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it.
 
@@ -222,6 +333,8 @@ class LogBackend(Protocol):
         views that live beside this log (`ledger` knows nothing of projections)."""
 
     url: str
+    read_only: bool
+    """Opened for reading only (an archived ledger): writes raise `StorageError`."""
     location: str
     """What `ledger.ledger.open_backend` needs to open this ledger again, from another process
     (a path, or the URL with its password: unlike `url`, not for messages)."""
@@ -244,6 +357,16 @@ class LogBackend(Protocol):
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored (position, leaf hash) pairs from `start` on, in order: what verify compares."""
+
+    def index_check(self) -> IndexCheck:
+        """A check of every index this backend keeps beside the log (see `IndexCheck`)."""
+
+    def rebuild_indexes(self) -> int:
+        """Rebuild every index from the log (and nothing else); returns the events indexed."""
+
+    def read_snapshot(self) -> AbstractContextManager[LogBackend]:
+        """This backend's reads pinned to one consistent snapshot of what is committed now
+        (one read transaction), for as long as the block lasts; writes through it raise."""
 
     def get_meta(self, key: str) -> bytes | None:
         """A small ledger-wide setting (the origin, trusted operator keys), or None."""

@@ -17,10 +17,11 @@ and the Merkle tree, not the decoder, guards what is stored. It still checks the
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import msgspec
 
@@ -43,7 +44,9 @@ __all__ = [
     "leaf_bytes",
     "leaf_hashes",
     "normalise",
+    "read_lines",
     "record_decoder",
+    "recorded_at_of",
     "validate",
 ]
 
@@ -64,6 +67,15 @@ class StoredRecord(msgspec.Struct, frozen=True, array_like=True):
     event: Event
 
 
+class _RecordHead(msgspec.Struct, frozen=True, array_like=True):
+    """A stored record with its event left undecoded (for `recorded_at_of`)."""
+
+    version: int
+    recorded_at: datetime
+    event: msgspec.Raw
+
+
+_head_decoder: Final = msgspec.msgpack.Decoder(_RecordHead)
 _record_encoder: Final = msgspec.msgpack.Encoder()
 _msgpack_encoder: Final = _record_encoder
 _wire_msgpack_checker: Final = msgspec.msgpack.Decoder(WIRE_EVENT)
@@ -116,11 +128,88 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
         except UnicodeEncodeError as e:
             detail = f"not valid UTF-8 (character {e.start + 1} is an unpaired surrogate)"
             raise InvalidEventError(detail, line=line) from e
+    _precheck(data, line)
     try:
         _wire_checker.decode(data)
         return normalise(_json_decoder.decode(data), line)
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
+    except RecursionError as e:
+        raise InvalidEventError("values nested too deep", line=line) from e
+
+
+_BOM: Final = b"\xef\xbb\xbf"
+_KEY: Final = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
+_SUBSECOND: Final = re.compile(rb"\d:\d\d\.\d{7}")
+_SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
+_TOO_PRECISE: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7,}")
+
+
+def _precheck(data: bytes, line: int | None) -> None:
+    """What msgspec would accept silently, refused (issue 13.8): a byte order mark, a key given
+    twice in one object (msgspec keeps the last), a time finer than a microsecond (msgspec
+    rounds it), a lone UTF-16 surrogate escape (not a character). Cheap scans find the lines
+    that may hold one; only those are parsed again (`_exact_check`) to name the field."""
+    if data.startswith(_BOM):
+        raise InvalidEventError(
+            "the line starts with a byte order mark (U+FEFF): write UTF-8 without one", line=line
+        )
+    keys = _KEY.findall(data)
+    if len(set(keys)) != len(keys) or _SUBSECOND.search(data) or _SURROGATE.search(data):
+        _exact_check(data, line)
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object's members in order, duplicates kept."""
+
+
+def _exact_check(data: bytes, line: int | None) -> None:
+    try:
+        document = json.loads(data, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return  # malformed or too deep: msgspec says so, with its own message
+    _walk(document, "", line)
+
+
+def _walk(value: Any, path: str, line: int | None) -> None:
+    if isinstance(value, _Pairs):
+        seen: set[str] = set()
+        for key, member in value:
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                raise InvalidEventError("the key is given twice in one object", line=line,
+                                        field=where)  # fmt: skip
+            seen.add(key)
+            _walk(member, where, line)
+    elif isinstance(value, list):
+        for number, item in enumerate(value):
+            _walk(item, f"{path}[{number}]", line)
+    elif isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            detail = "a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character"
+            raise InvalidEventError(detail, line=line, field=path or None) from e
+        if _TOO_PRECISE.match(value):
+            raise InvalidEventError(
+                "times are kept to the microsecond: this one has more digits (nanoseconds)",
+                line=line, field=path or None,
+            )  # fmt: skip
+
+
+def read_lines(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """Lines of a binary stream without their line ending, each read at most `limit` bytes
+    ahead: an endless line is refused (`InvalidEventError` naming it) without being held."""
+    number = 0
+    while True:
+        raw = stream.readline(limit + 2)
+        if not raw:
+            return
+        number += 1
+        line = raw.rstrip(b"\r\n")
+        if len(line) > limit:
+            raise InvalidEventError(f"line longer than {limit} bytes", line=number)
+        yield line
 
 
 def validate(event: Event, line: int | None = None) -> Event:
@@ -148,7 +237,8 @@ def _unencodable_field(event: Event) -> str | None:
     for info in msgspec.structs.fields(event):
         try:
             _json_encoder.encode(getattr(event, info.name))
-        except (TypeError, ValueError):
+            _msgpack_encoder.encode(getattr(event, info.name))
+        except (TypeError, ValueError, OverflowError):
             return info.encode_name
     return None
 
@@ -217,6 +307,11 @@ def decode_record(data: bytes) -> StoredRecord:
     """Decode stored bytes, without the wire constraints (the Merkle tree guards them); raises
     `msgspec.DecodeError` on corruption (callers translate)."""
     return record_decoder.decode(data)
+
+
+def recorded_at_of(data: bytes) -> datetime:
+    """The `recorded_at` of stored bytes, without decoding the event (`msgspec.DecodeError`)."""
+    return _head_decoder.decode(data).recorded_at
 
 
 def leaf_bytes(position: int, stored: bytes) -> bytes:

@@ -109,7 +109,7 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     if text.startswith(("postgresql://", "postgres://")):
         from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional dependency
 
-        return PostgresBackend(text)
+        return PostgresBackend(text, create=create)
     from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415  keeps `import ledger` light
 
     return LMDBBackend(Path(text), sync=sync, create=create)
@@ -169,7 +169,7 @@ class Ledger:
     def _append_batch(
         self, events: Sequence[Event], precondition: Precondition | None, *, validated: bool
     ) -> list[Appended]:
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # recorded_at: raised to the previous event's if this is earlier
         checked = [
             event if validated else validate(event, line)
             for line, event in enumerate(events, start=1)
@@ -212,6 +212,14 @@ class Ledger:
         return event
 
     # ------------------------------------------------------------------ reading
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Ledger]:
+        """This ledger as committed now, read through one snapshot (one LMDB read transaction,
+        one PostgreSQL repeatable-read transaction) until the block ends: audits compare like
+        with like while others append. Appending to it raises `StorageError`."""
+        with self.backend.read_snapshot() as frozen:
+            yield Ledger(frozen)
 
     def size(self) -> int:
         """The number of events in the log (the position of the last one)."""
@@ -407,7 +415,10 @@ class Ledger:
 
     def _copy_batch(self, entries: list[Entry]) -> int:
         request = AppendRequest(
-            [e.event for e in entries], entries[0].recorded_at, encoded=[e.stored for e in entries]
+            [e.event for e in entries],
+            entries[0].recorded_at,
+            encoded=[e.stored for e in entries],
+            verbatim=True,
         )
         results = self._committer.submit(request)
         if [r.position for r in results] != [e.position for e in entries]:
@@ -433,4 +444,3 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
-

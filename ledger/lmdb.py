@@ -392,6 +392,30 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
             seen.add((oid, version))
         return rows[0][0], rows[0][1]  # stored before: putmulti does not say which
 
+    @staticmethod
+    def sequence_prefix(originator_id: str) -> bytes:
+        """The key prefix of `originator_id`'s entries in the sequence index."""
+        return _text_key(originator_id)
+
+    def index_entries_txn(self, txn: lmdb.Transaction[bytes]) -> Iterator[tuple[bytes, int]]:
+        """(sequence prefix, notification id) of every sequence index entry, in key order."""
+        for key, nid in txn.cursor(db=self.datastore.db(self._idx_name)):
+            yield bytes(key[:-8]), int.from_bytes(nid, "big")
+
+    def rebuild_index_txn(self, txn: lmdb.Transaction[bytes]) -> int:
+        """Write the sequence index again from the log's records (in the caller's write
+        transaction); returns the number of entries."""
+        idx = self.datastore.db(self._idx_name)
+        txn.drop(idx, delete=False)
+        entries = []
+        for nid, record in self._log_items(txn, 1, None):
+            _, version, topic_at, _ = _split(record)
+            oid = record[_RECORD.size : topic_at].decode()
+            entries.append((_text_key(oid) + _version_key(version), nid.to_bytes(8, "big")))
+        entries.sort()
+        txn.cursor(db=idx).putmulti(entries, append=True)
+        return len(entries)
+
     def last_version_txn(self, txn: lmdb.Transaction[bytes], originator_id: str) -> int | None:
         """The highest version stored for `originator_id` as seen by `txn`, or None."""
         prefix = _text_key(originator_id)

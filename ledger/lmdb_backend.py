@@ -19,16 +19,18 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import lmdb
 from eventsourcing.persistence import PersistenceError
 
-from ledger import merkle
-from ledger.backend import AppendRequest, apply_requests
+from ledger import lmdb_files, merkle
+from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
 
@@ -147,22 +149,97 @@ class LMDBBackend:
         self, path: Path, *, sync: bool = True, create: bool = True, map_size: int = INITIAL_MAP
     ) -> None:
         data = path / "data.mdb"
+        lmdb_files.check_directory(path, create=create)
         if not create and not data.exists():
             raise LedgerNotFoundError(f"no ledger at {path} (create one by appending to it)")
         if data.exists() and data.stat().st_size == 0:
             raise BackendUnavailableError(f"{data} is empty: not a ledger (truncated?)")
+        fresh = not data.exists()
+        if fresh:
+            lmdb_files.check_space(path)
+        made = [p for p in (path, *path.parents) if not p.exists()]
         self.url = self.location = str(path)
+        self._pages_checked = False
+        self.read_only = not create and not _writable(path)
         try:
-            self.datastore = LMDBDatastore.open(path, sync=sync, map_size=map_size)
+            self.datastore = LMDBDatastore.open(
+                path, sync=sync, map_size=map_size, readonly=self.read_only
+            )
         except (lmdb.Error, PersistenceError) as e:
-            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
-        self._check_not_truncated(data)
-        self.recorder = LMDBApplicationRecorder(self.datastore)
-        self.ids_db = self.datastore.db(_IDS)
-        self.merkle_db = self.datastore.db(_MERKLE)
-        self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
-        self.meta_db = self.datastore.db(_META)
+            if fresh:
+                _remove_made(path, made)
+            raise BackendUnavailableError(
+                f"cannot open the ledger at {path}: {e}{lmdb_files.disk_note(path)}"
+            ) from e
+        try:
+            self._check_not_truncated(data)
+            self.recorder = LMDBApplicationRecorder(self.datastore)
+            self.ids_db = self.datastore.db(_IDS)
+            self.merkle_db = self.datastore.db(_MERKLE)
+            self.checkpoints_db = self.datastore.db(_CHECKPOINTS)
+            self.meta_db = self.datastore.db(_META)
+        except (lmdb.Error, PersistenceError) as e:
+            failure = self._failure(e, "be opened")
+            self.datastore.close()
+            if fresh:
+                _remove_made(path, made)
+            raise failure from e
+        except BaseException:
+            self.datastore.close()
+            raise
         self._check_format(path, write=create)
+
+    def _failure(self, error: BaseException, what: str) -> StorageError:
+        """A storage error of this ledger, said plainly: a full disk named as one, a damaged
+        file with the zeroed page if there is one."""
+        if isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
+            code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
+        ):
+            zeroed = self._zeroed_page()
+            return StorageError(
+                f"the ledger at {self.url} is damaged ({error})"
+                + (f"; {zeroed}" if zeroed else "")
+                + ": restore it from a backup or a copy"
+            )
+        note = lmdb_files.disk_note(Path(self.url))
+        if "Input/output error" in str(error) and note:
+            error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return StorageError(f"the ledger at {self.url} could not {what}: {error}{note}")
+
+    def _zeroed_page(self) -> str | None:
+        """Which page of data.mdb is all zeros, said as a sentence (None: none is)."""
+        try:
+            env = self.datastore.env
+            page_size, pages = env.stat()["psize"], env.info()["last_pgno"] + 1
+            data = Path(self.url) / "data.mdb"
+            page = lmdb_files.zeroed_page(data, pages, page_size)
+        except (lmdb.Error, PersistenceError, OSError, ValueError):
+            return None
+        if page is None:
+            return None
+        return f"page {page} of {data} (bytes {page * page_size}…) is all zeros"
+
+    def check_pages(self) -> None:
+        """Refuse a data file with a zeroed page (LMDB would abort on reaching it); once."""
+        if self._pages_checked:
+            return
+        zeroed = self._zeroed_page()
+        if zeroed is not None:
+            raise StorageError(
+                f"the ledger at {self.url} is damaged: {zeroed}: restore it from a backup or a copy"
+            )
+        self._pages_checked = True
+
+    def _check_not_truncated(self, data: Path) -> None:
+        """Refuse a data file shorter than the pages LMDB says it holds: reading past its end
+        would kill the process with SIGBUS instead of raising."""
+        env = self.datastore.env
+        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if data.exists() and data.stat().st_size < needed:
+            raise BackendUnavailableError(
+                f"{data} is truncated ({data.stat().st_size} bytes, LMDB needs {needed}): "
+                "restore it from a backup or a copy"
+            )
 
     def _check_format(self, path: Path, *, write: bool) -> None:
         """Refuse a layout this version does not know; mark an unmarked ledger (layout 1) when
@@ -171,12 +248,12 @@ class LMDBBackend:
         try:
             with self.recorder.read() as txn:
                 found = txn.get(key, db=self.meta_db)
-            if found is None and write:
+            if found is None and write and not self.read_only:
                 self.recorder.write_retrying(
                     lambda txn: txn.put(key, FORMAT, db=self.meta_db, overwrite=False)
                 )
                 return
-        except PersistenceError as e:
+        except (lmdb.Error, PersistenceError) as e:
             self.datastore.close()
             raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
         if found is not None and bytes(found) != FORMAT:
@@ -186,75 +263,112 @@ class LMDBBackend:
                 f"not {FORMAT.decode()}: it was written by another version of adminchain"
             )
 
-    def _check_not_truncated(self, data: Path) -> None:
-        """Refuse a data file shorter than the pages LMDB says it holds: reading past its end
-        would kill the process with SIGBUS instead of raising."""
-        env = self.datastore.env
-        needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-        if data.exists() and data.stat().st_size < needed:
-            self.datastore.close()
-            raise BackendUnavailableError(
-                f"{data} is truncated ({data.stat().st_size} bytes, LMDB needs {needed}): "
-                "restore it from a backup or a copy"
-            )
-
-    @contextmanager
+    @contextlib.contextmanager
     def _translated(self, what: str) -> Iterator[None]:
-        """eventsourcing's errors (a closed environment: `InterfaceError`) as `StorageError`."""
+        """eventsourcing's and LMDB's errors (a closed environment, a damaged or full file)
+        as `StorageError` (see `_failure`)."""
         try:
             yield
-        except PersistenceError as e:
-            raise StorageError(f"the ledger at {self.url} could not {what}: {e}") from e
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, what) from e
 
     def transaction(self, body: Callable[[Any], T], *, what: str = "be written") -> T:
         """`body(txn)` in one durable write transaction (run again whole if the map grows), for
         tables beside the log's (the stored views): `LMDBTxnOps(self, txn)` reads the log."""
+        if self.read_only:
+            raise self._read_only()
         with self._translated(what):
             result: T = self.recorder.write_retrying(body)
         return result
 
-    @contextmanager
+    @contextlib.contextmanager
     def snapshot(self, *, what: str = "be read") -> Iterator[Any]:
         """One read transaction: a consistent snapshot of every table."""
-        with self._translated(what), self.recorder.read() as txn:
-            yield txn
+        with self._reads(what) as reads:
+            yield reads.txn
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         self.transaction(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
 
+    @contextlib.contextmanager
+    def _reads(self, what: str = "be read") -> Iterator[_Reads]:
+        """One read transaction; damage LMDB reports (MDB_CORRUPTED, MDB_PAGE_NOTFOUND) comes
+        out as a `StorageError`."""
+        try:
+            with self.recorder.read() as txn:
+                yield _Reads(self, txn)
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, what) from e
+
     def size(self) -> int:
-        with self._translated("be read"):
-            return self.recorder.max_notification_id() or 0
+        with self._reads() as reads:
+            return reads.size()
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.snapshot() as txn:
-            last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
-            yield from self.recorder.iter_stored_txn(txn, start, last)
+        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
+            self.check_pages()
+        with self._reads() as reads:
+            yield from reads.read_stored(start, stop)
 
     def positions_of(self, subject: str) -> list[int]:
-        with self.snapshot() as txn:
-            return self.recorder.notification_ids_txn(txn, subject)
+        with self._reads() as reads:
+            return reads.positions_of(subject)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        with self.snapshot() as txn:
-            cursor = txn.cursor(db=self.merkle_db)
-            if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
-                return
-            for key, value in cursor:
-                if key[0] != 0:
-                    return
-                position = int.from_bytes(key[1:], "big") + 1
-                if stop is not None and position > stop:
-                    return
-                yield position, bytes(value)
+        with self._reads() as reads:
+            yield from reads.read_leaves(start, stop)
 
     def get_meta(self, key: str) -> bytes | None:
-        with self.snapshot() as txn:
-            value = txn.get(key.encode(), db=self.meta_db)
-        return None if value is None else bytes(value)
+        with self._reads() as reads:
+            return reads.get_meta(key)
+
+    def table(self, name: bytes) -> Any:
+        """A named table of this ledger's environment (for the stored views beside the log)."""
+        try:
+            return self.datastore.db(name)
+        except (lmdb.Error, PersistenceError) as e:
+            raise self._failure(e, "be opened") from e
+
+    def _read_only(self) -> StorageError:
+        return StorageError(
+            f"the ledger at {self.url} is read-only (its files or file system): it can be "
+            "verified, read and replayed, not written"
+        )
+
+    def index_check(self) -> IndexCheck:
+        return _index_check(self, self._scan_in_read)
+
+    def _scan_in_read(self, scan: Callable[[Any], Iterator[T]]) -> Iterator[T]:
+        with self._reads() as reads:
+            yield from scan(reads.txn)
+
+    def rebuild_indexes(self) -> int:
+        """Write the id index and the subject (sequence) index again from the log, in one write
+        transaction: nothing else changes."""
+
+        def rebuild(txn: Any) -> int:
+            count = self.recorder.rebuild_index_txn(txn)
+            txn.drop(self.ids_db, delete=False)
+            ids = []
+            for position, stored in self.recorder.iter_stored_txn(txn, 1, 1 << 63):
+                event_id = stored_event(position, stored).id or ""
+                ids.append((subject_key(event_id), position.to_bytes(8, "big")))
+            ids.sort()
+            txn.cursor(db=self.ids_db).putmulti(ids, overwrite=False)
+            return count
+
+        return self.transaction(rebuild)
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_Reads]:
+        """The committed log as of now, every read through ONE read transaction: what an audit
+        compares is one consistent state, whatever is appended meanwhile."""
+        self.check_pages()
+        with self._reads() as reads:
+            yield reads
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         if key == FORMAT_KEY:
@@ -274,14 +388,129 @@ class LMDBBackend:
         self.transaction(put)
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        with self.snapshot() as txn:
-            return [
-                (int.from_bytes(k, "big"), bytes(v).decode())
-                for k, v in txn.cursor(db=self.checkpoints_db)
-            ]
+        with self._reads() as reads:
+            return reads.checkpoints()
 
     def close(self) -> None:
         self.datastore.close()
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the ledger's directory and files (else it is opened
+    read-only: an archive, a read-only mount)."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return False
+    files = [path / "data.mdb", path / "lock.mdb"]
+    return os.access(path, os.W_OK) and all(os.access(f, os.W_OK) for f in files if f.exists())
+
+
+def _remove_made(path: Path, made: list[Path]) -> None:
+    """Remove a ledger directory this process just made (and the parents it made)."""
+    for name in ("data.mdb", "lock.mdb"):
+        with contextlib.suppress(OSError):
+            (path / name).unlink()
+    for directory in made:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _index_check(
+    backend: LMDBBackend, run: Callable[[Callable[[Any], Iterator[tuple[bytes, int]]]], Any]
+) -> IndexCheck:
+    """The id index and the subject (sequence) index of `backend`, each scanned by ``run(scan)``
+    (inside a transaction `run` provides)."""
+    recorder, ids_db = backend.recorder, backend.ids_db
+
+    def ids(txn: Any) -> Iterator[tuple[bytes, int]]:
+        for key, value in txn.cursor(db=ids_db):
+            yield bytes(key), int.from_bytes(value, "big")
+
+    return IndexCheck(
+        [
+            Index("id index", lambda e: subject_key(e.id or ""), lambda: run(ids), unique=True),
+            Index(
+                "subject index",
+                lambda e: recorder.sequence_prefix(e.subject),
+                lambda: run(recorder.index_entries_txn),
+            ),
+        ]
+    )
+
+
+class _Reads:
+    """The reading half of `LMDBBackend`, through one read transaction (see `read_snapshot`)."""
+
+    read_only = True
+    kind: Final = "lmdb"
+
+    def __init__(self, backend: LMDBBackend, txn: Any) -> None:
+        self._backend, self._txn = backend, txn
+        self.url, self.location = backend.url, backend.location
+
+    @property
+    def txn(self) -> Any:
+        """The read transaction."""
+        return self._txn
+
+    def size(self) -> int:
+        return self._backend.recorder.max_notification_id_txn(self._txn) or 0
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        last = self.size() if stop is None else stop
+        return self._backend.recorder.iter_stored_txn(self._txn, start, last)
+
+    def positions_of(self, subject: str) -> list[int]:
+        return self._backend.recorder.notification_ids_txn(self._txn, subject)
+
+    def read_nodes(self) -> merkle.NodeStore:
+        return _Nodes(self._txn, self._backend.merkle_db)
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        cursor = self._txn.cursor(db=self._backend.merkle_db)
+        if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
+            return
+        for key, value in cursor:
+            if key[0] != 0:
+                return
+            position = int.from_bytes(key[1:], "big") + 1
+            if stop is not None and position > stop:
+                return
+            yield position, bytes(value)
+
+    def get_meta(self, key: str) -> bytes | None:
+        value = self._txn.get(key.encode(), db=self._backend.meta_db)
+        return None if value is None else bytes(value)
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        return [
+            (int.from_bytes(k, "big"), bytes(v).decode())
+            for k, v in self._txn.cursor(db=self._backend.checkpoints_db)
+        ]
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_Reads]:
+        yield self
+
+    def index_check(self) -> IndexCheck:
+        return _index_check(self._backend, lambda scan: scan(self._txn))
+
+    def rebuild_indexes(self) -> int:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        return self._backend.wait_beyond(position, timeout)
+
+    def close(self) -> None:
+        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
 
 
 class _SnapshotNodes:

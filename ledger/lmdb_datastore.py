@@ -171,10 +171,12 @@ class LMDBDatastore:
         sync: bool = True,
         max_dbs: int = 64,
         max_readers: int = 126,
+        readonly: bool = False,
     ) -> None:
         """Open the environment; use `open` instead, which shares it."""
         self.path = os.path.realpath(path)
         self.sync = sync
+        self.readonly = readonly
         self.max_map_size = max(max_map_size, map_size)
         self._refs = 0
         self._write_lock = threading.Lock()
@@ -186,17 +188,22 @@ class LMDBDatastore:
         self._listeners_lock = threading.Lock()
         files = [os.path.join(self.path, f) for f in ("data.mdb", "lock.mdb")]
         try:
-            if not os.path.isdir(self.path):
-                os.makedirs(self.path, mode=0o700, exist_ok=True)
-                os.chmod(self.path, 0o700)
-            fresh = [f for f in files if not os.path.exists(f)]
-            env = lmdb.open(
-                self.path, map_size=-(-map_size // _PAGE) * _PAGE, max_dbs=max_dbs,
-                max_readers=max_readers, sync=sync, mode=0o600,
-            )  # fmt: skip
-            for f in fresh:
-                os.chmod(f, 0o600)
-            env.reader_check()  # free reader slots left by crashed processes
+            if readonly:  # an archive: read-only files or mount, no writer beside it (no lock)
+                env = lmdb.open(
+                    self.path, max_dbs=max_dbs, readonly=True, lock=False, create=False,
+                )  # fmt: skip
+            else:
+                if not os.path.isdir(self.path):
+                    os.makedirs(self.path, mode=0o700, exist_ok=True)
+                    os.chmod(self.path, 0o700)
+                fresh = [f for f in files if not os.path.exists(f)]
+                env = lmdb.open(
+                    self.path, map_size=-(-map_size // _PAGE) * _PAGE, max_dbs=max_dbs,
+                    max_readers=max_readers, sync=sync, mode=0o600,
+                )  # fmt: skip
+                for f in fresh:
+                    os.chmod(f, 0o600)
+                env.reader_check()  # free reader slots left by crashed processes
         except (lmdb.Error, OSError) as e:
             raise OperationalError(f"cannot open LMDB environment {self.path}: {e}") from e
         self._env: lmdb.Environment | None = env
@@ -212,6 +219,7 @@ class LMDBDatastore:
         sync: bool = True,
         max_dbs: int = 64,
         max_readers: int = 126,
+        readonly: bool = False,
     ) -> LMDBDatastore:
         """The process's datastore for `path`, opened on first use; counts a reference.
 
@@ -225,7 +233,7 @@ class LMDBDatastore:
             if datastore is None:
                 datastore = cls(
                     path, map_size=map_size, max_map_size=max_map_size, sync=sync,
-                    max_dbs=max_dbs, max_readers=max_readers,
+                    max_dbs=max_dbs, max_readers=max_readers, readonly=readonly,
                 )  # fmt: skip
                 _REGISTRY[key] = datastore
             elif datastore.sync != sync:
@@ -270,6 +278,13 @@ class LMDBDatastore:
             raise ProgrammingError(f"open table {name!r} before starting a write transaction")
         with self._dbs_lock:
             handle = self._dbs.get((name, dupsort))
+            if handle is None and self.readonly:
+                try:
+                    handle = self.env.open_db(name, create=False, dupsort=dupsort)
+                except lmdb.NotFoundError as e:
+                    raise OperationalError(f"LMDB environment {self.path} has no table {name!r}"
+                                           " and is read-only") from e  # fmt: skip
+                self._dbs[(name, dupsort)] = handle
             if handle is None:
                 env = self.env
                 handle = self.write_retrying(

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import random
+import re
 import struct
 import threading
 import time
@@ -58,8 +60,15 @@ from psycopg.sql import SQL, Composable, Composed, Identifier
 from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
-from ledger.backend import AppendRequest, apply_requests
-from ledger.errors import BackendUnavailableError, StorageError
+from ledger.backend import (
+    Appended,
+    AppendRequest,
+    Index,
+    IndexCheck,
+    apply_requests,
+    stored_event,
+)
+from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -90,11 +99,17 @@ partly filled. One row per 32 nodes keeps a big append's tree to a few thousand 
 PAGE: Final = 10_000
 """Rows fetched per query when reading the log: bounds memory for logs of any length."""
 
+_scans = itertools.count()
 _CONNECT_TIMEOUT: Final = 5
+_MAX_BACKOFF: Final = 5.0
+_BUSY_WAIT: Final = 300.0
+"""Seconds any command waits for a connection slot of a server that has none free (too many
+clients): they free up as other commands finish."""
 _ATTEMPTS: Final = 8
 _POLL: Final = 0.2
 _BACKGROUND_ROWS: Final = 4096
 _TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "55P03", "23505"})
+_MISSING_DATABASE: Final = re.compile(r'database "[^"]*" does not exist')
 _UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 _DDL: Final = (
     'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
@@ -130,6 +145,8 @@ _STATEMENTS: Final = {
     "put_checkpoint": "INSERT INTO {schema}.checkpoints (size, note) VALUES (%s, %s)"
     " ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
     "checkpoints": "SELECT size, note FROM {schema}.checkpoints ORDER BY size",
+    "scan_ids": "SELECT id, position FROM {schema}.ids",
+    "truncate_ids": "TRUNCATE {schema}.ids",
 }
 _ANY_STATEMENTS: Final = {  # {values}: an array parameter, or a newline-joined text (any_text)
     "select_ids": "SELECT id, position FROM {schema}.ids WHERE id = ANY({values})",
@@ -202,13 +219,19 @@ def _psycopg_error(error: BaseException) -> BaseException:
     return error if seen is None else seen
 
 
-def _kind(error: BaseException) -> Literal["transient", "unavailable", "fatal", "gave up"]:
-    """How to treat a failure: retry the transaction, report the server down, or give up.
+def _kind(
+    error: BaseException,
+) -> Literal["transient", "busy", "unavailable", "fatal", "gave up"]:
+    """How to treat a failure: retry the transaction, wait for a connection slot, report the
+    server down, or give up.
 
     "gave up": the pool already waited its whole connect timeout; retrying would wait again.
+    "busy": the server has no connection slot free ("too many clients"): wait for one.
     """
     root = _psycopg_error(error)
     sqlstate = getattr(root, "sqlstate", None)
+    if sqlstate == "53300" or "too many clients" in str(root):
+        return "busy"
     if isinstance(root, psycopg_pool.PoolTimeout):
         return "gave up"
     if sqlstate in _TRANSIENT_STATES:
@@ -550,9 +573,12 @@ class PostgresBackend:
 
     kind: Final = "postgres"
 
-    def __init__(self, url: str, *, pool_size: int = 2, max_overflow: int = 6) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, pool_size: int = 1, max_overflow: int = 7
+    ) -> None:
         self.target = target = parse_url(url)
         self.url, self.schema, self.location = target.url, target.schema, url
+        self.read_only = False
         self.q = {name: self.sql(template) for name, template in _STATEMENTS.items()}
         array, joined = SQL("%s"), SQL("string_to_array(%s, E'\\n')")
         self._any = {
@@ -560,12 +586,29 @@ class PostgresBackend:
             for name, template in _ANY_STATEMENTS.items()
         }
         try:
-            conn = psycopg.connect(**target.connect_kwargs(), autocommit=True)
+            conn = self._connect()
         except psycopg.Error as e:  # connect once, directly: an unreachable server fails fast
+            if _MISSING_DATABASE.search(str(e)):
+                raise LedgerNotFoundError(
+                    f"no ledger at {target.url}: database {target.dbname!r} does not exist"
+                    f" at {target.where}"
+                ) from e
             raise BackendUnavailableError(
                 f"cannot reach PostgreSQL at {target.where} (database {target.dbname!r}): "
                 f"{_first_line(e)}"
             ) from e
+        if not create:  # SPEC §5: reading never creates
+            try:
+                missing = not self._exists(conn, "meta")
+            except psycopg.Error as e:
+                conn.close()
+                raise self._error(e, "open the ledger") from e
+            if missing:
+                conn.close()
+                raise LedgerNotFoundError(
+                    f"no ledger at {target.url}: schema {target.schema!r} holds none"
+                    " (create one by appending to it)"
+                )
         try:
             self.datastore = PostgresDatastore(
                 target.dbname, target.host, target.port, target.user, target.password,
@@ -593,6 +636,26 @@ class PostgresBackend:
 
     # ------------------------------------------------------------------ SQL and setup
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        """A direct connection, waiting (with backoff) while the server has no slot free."""
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                return psycopg.connect(**self.target.connect_kwargs(), autocommit=True)
+            except psycopg.Error as e:
+                attempt += 1
+                if _kind(e) != "busy" or time.monotonic() - started >= _BUSY_WAIT:
+                    raise
+                time.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt) * (0.5 + random.random()))
+
+    def busy(self) -> bool:
+        """Whether the server is up but has no connection slot free (probed directly)."""
+        try:
+            psycopg.connect(**self.target.connect_kwargs(), autocommit=True).close()
+        except psycopg.Error as e:
+            return _kind(e) == "busy"
+        return True  # a slot is free now: the pool may get one too
+
     def sql(self, template: str, **fields: Composable) -> Composed:
         """`template` with ``{schema}`` and ``{events}`` filled in as quoted identifiers (and
         ``{tile}``, if used, as `TILE`)."""
@@ -615,6 +678,12 @@ class PostgresBackend:
             return self._any[name][1], (joined,)
         return self._any[name][0], (values,)
 
+    def _exists(self, conn: psycopg.Connection[Any], table: str) -> bool:
+        """Whether this schema holds `table`."""
+        exists = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
+        row = conn.cursor(row_factory=tuple_row).execute(exists, (self.schema, table)).fetchone()
+        return row == (True,)
+
     def ensure_tables(
         self, marker: str, statements: Sequence[Composed], conn: psycopg.Connection[Any]
     ) -> None:
@@ -624,10 +693,9 @@ class PostgresBackend:
         EXISTS`` is not safe against a concurrent creator. ``CREATE TYPE`` has no IF NOT
         EXISTS: it is skipped when the type exists.
         """
-        curs = conn.cursor(row_factory=tuple_row)
-        exists = "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL"
-        if curs.execute(exists, (self.schema, marker)).fetchone() == (True,):
+        if self._exists(conn, marker):
             return
+        curs = conn.cursor(row_factory=tuple_row)
         with conn.transaction():
             curs.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ac:{self.schema}",))
             curs.execute(self.sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
@@ -645,12 +713,26 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection (autocommit), its errors translated."""
+        """A pooled connection (autocommit), its errors translated; getting one is retried as
+        a read is (see `_Retry`)."""
+        retry = _Retry(self, what)
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                conn = stack.enter_context(self.datastore.get_connection())
+                conn.execute("SELECT 1")  # a pooled connection the server dropped fails here
+            except (psycopg.Error, PersistenceError) as e:
+                with contextlib.suppress(psycopg.Error, PersistenceError):
+                    stack.close()
+                retry.after(e)
+                continue
+            break
         try:
-            with self.datastore.get_connection() as conn:
+            with stack:
                 yield conn
         except (psycopg.Error, PersistenceError) as e:
             raise self._error(e, what) from e
+        retry.done()
 
     def transaction(self, body: Callable[[Cursor], T], *, what: str = "write") -> T:
         """Run `body` in one READ COMMITTED transaction, re-run whole on transient failures.
@@ -658,16 +740,16 @@ class PostgresBackend:
         psycopg and eventsourcing errors come out as `StorageError` (or
         `BackendUnavailableError` when the server cannot be reached) naming host:port.
         """
-        attempt = 0
+        retry = _Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn, conn.transaction():
-                    return body(conn.cursor(row_factory=tuple_row))
+                    result = body(conn.cursor(row_factory=tuple_row))
             except (psycopg.Error, PersistenceError) as e:
-                attempt += 1
-                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
-                    raise self._error(e, what) from e
-                time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+                retry.after(e)
+                continue
+            retry.done()
+            return result
 
     @contextlib.contextmanager
     def snapshot(self, *, what: str = "read") -> Iterator[Cursor]:
@@ -679,16 +761,28 @@ class PostgresBackend:
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
-        attempt = 0
+        retry = _Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn:
-                    return body(conn.cursor(row_factory=tuple_row, binary=True))
+                    result = body(conn.cursor(row_factory=tuple_row, binary=True))
             except (psycopg.Error, PersistenceError) as e:
-                attempt += 1
-                if attempt >= _ATTEMPTS or _kind(e) in {"fatal", "gave up"}:
-                    raise self._error(e, what) from e
-                time.sleep(0.01 * attempt)
+                retry.after(e)
+                continue
+            retry.done()
+            return result
+
+    def ride_out(self, seconds: float, report: Callable[[str], None] | None = None) -> None:
+        """For long-running processes (a stream appender, a follower, a server): ride out an
+        outage of the server (a restart, a cut network, too many clients) of up to `seconds`,
+        retrying with backoff and saying so through `report` (once a failure, then every few
+        seconds, and once it is back)."""
+        self.patience, self.report = seconds, report
+
+    patience: float = 0.0
+    """Seconds of outage `transaction` and reads ride out (see `ride_out`); 0: give up after
+    a few quick retries, as a one-shot command should."""
+    report: Callable[[str], None] | None = None
 
     def _error(self, error: BaseException, what: str) -> StorageError:
         detail = _first_line(error)
@@ -711,11 +805,21 @@ class PostgresBackend:
         # Big batches COPY in a worker thread. A precondition's queries are safe: whatever
         # gives it the connection or reads through it waits for the COPYs first.
         background = rows >= _BACKGROUND_ROWS
+        # What the last attempt that reached COMMIT decided for each request. If the answer to
+        # COMMIT is lost (the connection cut right after it), the retry finds out whether that
+        # attempt committed (its new ids are stored at its positions) and, if so, answers as it
+        # would have: its first-time events are not duplicates, its minted ids no conflict.
+        decided: list[tuple[list[Appended] | None, BaseException | None]] | None = None
 
         def body(curs: Cursor) -> None:
+            nonlocal decided
             self.recorder.lock(curs)
             ops = PostgresTxnOps(self, curs, background=background)
             try:
+                if decided is not None and _committed(ops, decided):
+                    for request, (result, error) in zip(requests, decided, strict=True):
+                        request.result, request.error = result, error
+                    return
                 ops.prefetch_ids(event_ids)
                 apply_requests(ops, requests)
                 ops.flush()
@@ -723,6 +827,7 @@ class PostgresBackend:
                 ops.close()
             if ops.appended:
                 self.recorder.notify(curs)
+            decided = [(r.result, r.error) for r in requests]  # COMMIT comes next
 
         self.transaction(body, what="append")
 
@@ -770,14 +875,44 @@ class PostgresBackend:
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
-        size, last = merkle.HASH_SIZE, start - 1  # a tile may straddle two pages: once only
-        for tile, data in self._paged(self.q["select_leaves"], start, stop, "read the leaves"):
-            first = int(tile) * TILE + 1
-            for offset in range(len(data) // size):
-                position = first + offset
-                if position > last and (stop is None or position <= stop):
-                    last = position
-                    yield position, bytes(data[offset * size : (offset + 1) * size])
+        rows = self._paged(self.q["select_leaves"], start, stop, "read the leaves")
+        return _leaves_of_tiles(rows, start, stop)
+
+    def index_check(self) -> IndexCheck:
+        def scan() -> Iterator[tuple[bytes, int]]:
+            with self.snapshot(what="read the id index") as curs:
+                yield from _scan_ids(self, curs)
+
+        return _index_check(scan)
+
+    def rebuild_indexes(self) -> int:
+        """Write the id index again from the log, under the appenders' lock. (The subject index
+        is the events table's own primary key: PostgreSQL keeps it with the rows.)"""
+
+        def body(curs: Cursor) -> int:
+            self.recorder.lock(curs)
+            curs.execute(self.q["truncate_ids"])
+            rows = []
+            for page in self.pages_txn(curs, 1, self.recorder.last_position_txn(curs)):
+                for position, _subject, stored in page:
+                    event_id = stored_event(position, bytes(stored)).id or ""
+                    rows.append((event_id, position))
+            rows.sort()
+            copy_binary(curs, self.q["copy_ids"], (_pack_id(i, p) for i, p in rows))
+            return len(rows)
+
+        return self.transaction(body, what="rebuild the indexes")
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_PgReads]:
+        """The committed log as of now, every read in ONE repeatable-read transaction: what an
+        audit compares is one consistent state, whatever is appended meanwhile."""
+        with self.snapshot(what="read the ledger") as curs:
+            reads = _PgReads(self, curs.connection.cursor(row_factory=tuple_row, binary=True))
+            try:
+                yield reads
+            except (psycopg.Error, PersistenceError) as e:
+                raise self._error(e, "read the ledger") from e
 
     def positions_of(self, subject: str) -> list[int]:
         def query(curs: Cursor) -> list[int]:
@@ -786,7 +921,7 @@ class PostgresBackend:
         return self._read(query, "read a subject's history")
 
     def read_nodes(self) -> merkle.NodeStore:
-        return _SnapshotNodes(self)
+        return _SnapshotNodes(self.read_node)
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
@@ -836,11 +971,165 @@ class PostgresBackend:
         return f"PostgresBackend({self.url!r})"
 
 
+class _Retry:
+    """When to run a failed transaction or read again, and how long to wait first.
+
+    Transient conflicts (serialisation, deadlock) are retried a few times, quickly. An
+    unreachable server is retried a few times too, or, with the backend's `patience`, for that
+    many seconds with backoff up to `_MAX_BACKOFF`, reported as it goes. Anything else fails
+    at once. Gives up by raising the translated error."""
+
+    def __init__(self, backend: PostgresBackend, what: str) -> None:
+        self._backend, self._what = backend, what
+        self._attempt = 0
+        self._started = time.monotonic()
+        self._reported = 0.0
+
+    def after(self, error: BaseException) -> None:
+        backend, self._attempt = self._backend, self._attempt + 1
+        kind = _kind(error)
+        if kind == "gave up" and backend.busy():  # the pool timed out waiting for a free slot
+            kind = "busy"
+        waited = time.monotonic() - self._started
+        patient = (kind in {"unavailable", "gave up"} and waited < backend.patience) or (
+            kind == "busy" and waited < max(backend.patience, _BUSY_WAIT)
+        )
+        if kind == "fatal" or (not patient and (self._attempt >= _ATTEMPTS or kind == "gave up")):
+            raise backend._error(error, self._what) from error
+        delay = min(_MAX_BACKOFF if patient else 1.0, 0.02 * 2**self._attempt)
+        if patient and backend.report is not None and time.monotonic() - self._reported >= 5:
+            self._reported = time.monotonic()
+            backend.report(
+                f"PostgreSQL at {backend.target.where} is unreachable ({_first_line(error)}); "
+                f"retrying for up to {backend.patience - waited:.0f} s more"
+            )
+        time.sleep(delay * (0.5 + random.random()))
+
+    def done(self) -> None:
+        if self._reported and self._backend.report is not None:
+            self._backend.report(f"PostgreSQL at {self._backend.target.where} is back")
+
+
+def _committed(
+    ops: PostgresTxnOps, decided: list[tuple[list[Appended] | None, BaseException | None]]
+) -> bool:
+    """Whether an earlier attempt whose outcome was `decided` committed (under the lock, so the
+    answer cannot change): its first new event is stored at the position it was given."""
+    for result, _ in decided:
+        for appended in result or ():
+            if not appended.duplicate:
+                return ops.lookup_id(appended.id) == appended.position
+    return False  # it wrote nothing: running it again is the same
+
+
+def _leaves_of_tiles(
+    rows: Iterable[tuple[Any, ...]], start: int, stop: int | None
+) -> Iterator[tuple[int, bytes]]:
+    """(position, leaf hash) from ``(tile, hashes)`` rows of level 0, ascending; a tile may come
+    twice (it straddles two pages): its leaves are given once."""
+    size, last = merkle.HASH_SIZE, start - 1
+    for tile, data in rows:
+        first = int(tile) * TILE + 1
+        for offset in range(len(data) // size):
+            position = first + offset
+            if position > last and (stop is None or position <= stop):
+                last = position
+                yield position, bytes(data[offset * size : (offset + 1) * size])
+
+
+def _scan_ids(backend: PostgresBackend, curs: Cursor) -> Iterator[tuple[bytes, int]]:
+    """(id, position) of every row of the id index, streamed inside `curs`'s transaction."""
+    name = f"adminchain_ids_{next(_scans)}"
+    with curs.connection.cursor(name, row_factory=tuple_row, binary=True) as server_side:
+        server_side.itersize = 10_000
+        server_side.execute(backend.q["scan_ids"])
+        for event_id, position in server_side:
+            yield str(event_id).encode(), int(position)
+
+
+def _index_check(scan: Callable[[], Iterable[tuple[bytes, int]]]) -> IndexCheck:
+    """The id index (the subject index is the events table's primary key, kept by PostgreSQL
+    with the very rows it indexes: right by construction)."""
+    return IndexCheck([Index("id index", lambda e: (e.id or "").encode(), scan, unique=True)])
+
+
+class _PgReads:
+    """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
+    transaction (see `PostgresBackend.read_snapshot`)."""
+
+    read_only = True
+    kind: Final = "postgres"
+
+    def __init__(self, backend: PostgresBackend, curs: Cursor) -> None:
+        self._backend, self._curs = backend, curs
+        self.url, self.location = backend.url, backend.location
+
+    def size(self) -> int:
+        return self._backend.recorder.last_position_txn(self._curs)
+
+    def _pages(self, statement: Composed, start: int, stop: int | None) -> Iterator[Any]:
+        last = self.size() if stop is None else stop
+        for low in range(max(start, 1), last + 1, PAGE):
+            yield from self._curs.execute(statement, (low, min(last, low + PAGE - 1))).fetchall()
+
+    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return self._pages(self._backend.q["select_stored"], start, stop)
+
+    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        return _leaves_of_tiles(self._pages(self._backend.q["select_leaves"], start, stop),
+                                start, stop)  # fmt: skip
+
+    def positions_of(self, subject: str) -> list[int]:
+        rows = self._curs.execute(self._backend.q["select_positions"], (subject,))
+        return [int(r[0]) for r in rows]
+
+    def read_nodes(self) -> merkle.NodeStore:
+        return _SnapshotNodes(self.read_node)
+
+    def read_node(self, level: int, index: int) -> bytes:
+        row = self._curs.execute(self._backend.q["select_tile"], (level, index // TILE)).fetchone()
+        return _node_of_tile(None if row is None else row[0], level, index)
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._curs.execute(self._backend.q["get_meta"], (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        rows = self._curs.execute(self._backend.q["checkpoints"]).fetchall()
+        return [(int(size), bytes(note).decode() if isinstance(note, bytes | memoryview)
+                 else str(note)) for size, note in rows]  # fmt: skip
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[_PgReads]:
+        yield self
+
+    def index_check(self) -> IndexCheck:
+        return _index_check(lambda: _scan_ids(self._backend, self._curs))
+
+    def rebuild_indexes(self) -> int:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        raise StorageError("a snapshot of the ledger is read-only")
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        return self._backend.wait_beyond(position, timeout)
+
+    def close(self) -> None:
+        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
+
+
 class _SnapshotNodes:
     """Merkle nodes read outside a write, one short query each (nodes never change)."""
 
-    def __init__(self, backend: PostgresBackend) -> None:
-        self.get = backend.read_node
+    def __init__(self, read_node: Callable[[int, int], bytes]) -> None:
+        self.get = read_node
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")

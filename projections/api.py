@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from ledger.backend import LogBackend, Precondition
-from ledger.errors import UsageError
+from ledger.errors import BackendUnavailableError, UsageError
 from ledger.ledger import Ledger
 from projections.base import Verdict
 from projections.state import BY_NAME, KINDS, PROJECTIONS
@@ -160,10 +160,22 @@ class Views:
             self.ledger.wait_for(position, max(0.0, deadline - time.monotonic()))
 
     def follow(self, *, poll: float = 0.5, stop: Callable[[], bool] = lambda: False) -> None:
-        """Keep the views current until `stop()` is true (a long-running projection runner)."""
+        """Keep the views current until `stop()` is true (a long-running projection runner).
+
+        An outage of the backend is ridden out for as long as the backend's ``patience`` (see
+        `ledger.postgres.PostgresBackend.ride_out`): a chunk cut off midway is folded again
+        (its tracking moves with it, so nothing is folded twice)."""
+        down_since: float | None = None
         while not stop():
-            tracking = self.catch_up()
-            self.ledger.wait_for(tracking + 1, poll)
+            try:
+                tracking = self.catch_up()
+                self.ledger.wait_for(tracking + 1, poll)
+                down_since = None
+            except BackendUnavailableError:
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since >= getattr(self.ledger.backend, "patience", 0):
+                    raise
+                time.sleep(poll)
 
     @contextmanager
     def reader(self) -> Iterator[ViewTxn]:
@@ -187,9 +199,21 @@ class Views:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every stored state, by projection and subject (for divergence checks)."""
         self.catch_up()
+        states = self.tracked_states()[1]
+        assert states is not None
+        return states
+
+    def tracked_states(
+        self, *, with_states: bool = True
+    ) -> tuple[int, dict[str, dict[str, Any]] | None]:
+        """The tracking position and (`with_states`) every stored state, read in ONE snapshot,
+        without catching up: the states are exactly the fold of the log up to that position."""
         with self.reader() as reader:
+            tracking = reader.tracking()
+            if not with_states:
+                return tracking, None
             source = _ReaderSource(reader)
-            return {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+            return tracking, {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
 
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""

@@ -61,6 +61,12 @@ class _LMDBViewTxn:
         value = self._txn.get(position.to_bytes(8, "big"), db=self._views.verdicts_db)
         return None if value is None else bytes(value)
 
+    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
+        cursor = self._txn.cursor(db=self._views.verdicts_db)
+        if cursor.set_range(max(start, 0).to_bytes(8, "big")):
+            for key, value in cursor:
+                yield int.from_bytes(key, "big"), bytes(value)
+
     def size(self) -> int:
         return self._log.size()
 
@@ -100,9 +106,9 @@ class LMDBViews:
 
     def __init__(self, backend: LMDBBackend) -> None:
         self.backend = backend
-        self.state_db = backend.datastore.db(_STATE)
-        self.verdicts_db = backend.datastore.db(_VERDICTS)
-        self.meta_db = backend.datastore.db(_META)
+        self.state_db = backend.table(_STATE)
+        self.verdicts_db = backend.table(_VERDICTS)
+        self.meta_db = backend.table(_META)
 
     def catch_up_chunk(self, limit: int) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""

@@ -120,6 +120,14 @@ class _PgViewTxn:
         row = self._curs.execute(self._views.select_verdicts, (position,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
+        name = f"adminchain_verdicts_{next(_cursor_names)}"
+        with self._curs.connection.cursor(name, row_factory=tuple_row, binary=True) as rows:
+            rows.itersize = 10_000
+            rows.execute(self._views.scan_verdicts, (start,))
+            for position, data in rows:
+                yield int(position), bytes(data)
+
     def size(self) -> int:
         return self._views.backend.recorder.last_position_txn(self._curs)
 
@@ -190,6 +198,10 @@ class PostgresViews:
             "SELECT subject, state FROM {schema}.view_state WHERE projection = %s ORDER BY subject"
         )
         self.select_verdicts = sql("SELECT data FROM {schema}.view_verdicts WHERE position = %s")
+        self.scan_verdicts = sql(
+            "SELECT position, data FROM {schema}.view_verdicts WHERE position >= %s"
+            " ORDER BY position"
+        )
         self.upsert_states = sql(
             "INSERT INTO {schema}.view_state (projection, subject, state)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"

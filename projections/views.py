@@ -18,7 +18,7 @@ import msgspec
 
 from ledger.backend import TxnOps
 from ledger.codec import decode_record
-from ledger.errors import StrictRefusedError
+from ledger.errors import StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections.base import Verdict
 from projections.state import Folder, decode_state, encode_state, touched
@@ -52,6 +52,9 @@ class ViewReader(Protocol):
 
     def verdicts(self, position: int) -> bytes | None:
         """The encoded verdicts recorded for one position."""
+
+    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
+        """Every (position, encoded verdicts) recorded from `start` on, by position."""
 
 
 class ViewTxn(ViewReader, Protocol):
@@ -106,12 +109,22 @@ class StateCodec:
         return encode_state(value)
 
     def decode_state(self, projection: str, data: bytes) -> Any:
-        """Decode one stored state of `projection`."""
-        return decode_state(projection, data)
+        """Decode one stored state of `projection` (`StorageError` if it is damaged)."""
+        try:
+            return decode_state(projection, data)
+        except msgspec.DecodeError as e:
+            raise StorageError(
+                f"a stored {projection} state cannot be decoded ({e}): run `adminchain repair`"
+            ) from e
 
     def decode_verdicts(self, data: bytes) -> list[Verdict]:
-        """Decode the verdicts of one position."""
-        return _verdicts_decoder.decode(data)
+        """Decode the verdicts of one position (`StorageError` if they are damaged)."""
+        try:
+            return _verdicts_decoder.decode(data)
+        except msgspec.DecodeError as e:
+            raise StorageError(
+                f"stored verdicts cannot be decoded ({e}): run `adminchain repair`"
+            ) from e
 
 
 codec: Final = StateCodec()

@@ -1,7 +1,8 @@
 """The audit report (SPEC §5 ``replay``): rebuild, count verdicts, list refusals, find divergence.
 
-The stored views are caught up first; when the replay covers the whole log, each projection's
-rebuilt state is compared with its stored state (by digest, then subject by subject for the
+The stored views are caught up first, then their states and tracking position are read in one
+snapshot; the log is rebuilt to that position, and each projection's rebuilt state is compared
+with its stored state (by digest, then subject by subject for the
 message), and every projection that differs is named in ``diverged``. A replay to an earlier
 position (``--to``) cannot be compared with views that are further on, so it reports no
 divergence.
@@ -89,7 +90,11 @@ def run_audit(
     half the subjects (`Part`), and the halves are merged here: the same report, sooner.
     """
     views = Views(ledger)
-    tracking = views.catch_up()
+    if not ledger.backend.read_only:  # an archive is audited against the views it holds
+        views.catch_up()
+    # The stored states and the position they were folded to, from ONE snapshot: the rebuild
+    # to that position is then compared like with like, however far others catch up meanwhile.
+    tracking, stored = views.tracked_states(with_states=to is None)
     target = to if to is not None else tracking
     trust = ledger.trust_policy()
     other = None
@@ -116,7 +121,11 @@ def run_audit(
     diverged: list[str] = []
     differences: dict[str, list[str]] = {}
     if compared:
-        diverged, differences = diverged_projections(folder, views.states())
+        if stored is None:  # --to named the views' position: compare if they are still there
+            now, stored = views.tracked_states()
+            compared = now == tracking
+        if compared and stored is not None:
+            diverged, differences = diverged_projections(folder, stored)
     return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
 
 

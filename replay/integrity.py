@@ -17,12 +17,13 @@ import select
 import subprocess
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 
 import msgspec
 
 from ledger import merkle
+from ledger.backend import IndexCheck
 from ledger.codec import leaf_hashes, record_decoder
 from ledger.errors import ProofError, StorageError
 from ledger.events import Event
@@ -31,6 +32,7 @@ from ledger.notes import Checkpoint, Signer, Verifier
 from projections.api import Views
 from projections.state import Folder, digest
 from replay import workers
+from replay.derived import derived_problem
 from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = [
@@ -256,26 +258,39 @@ def verify(
 ) -> VerifyResult:
     """Recompute every leaf, the tree and the projection digests; name the first bad position.
 
-    One pass in order checks each position's leaf, decoding and signatures, and each
-    checkpoint's root; the checkpoints' projection digests are folded beside it (`_Digests`) and
-    compared at the end, or when a later check fails (a digest that differs at an earlier
+    Everything is read through one snapshot (`Ledger.snapshot`): a live ledger is verified as
+    it stood when verify began. One pass in order checks each position's leaf, decoding and
+    signatures, and each checkpoint's root; the checkpoints' projection digests are folded
+    beside it (`_Digests`) and compared at the end, or when a later check fails (a digest that
+    differs at an earlier checkpoint is then the first failure). Then everything derived from
+    the log (the backend's indexes, the stored views) is checked against it (`replay.derived`).
     checkpoint is then the first failure).
     """
-    checkpoints, problems = stored_checkpoints(ledger, verifiers)
-    size = ledger.size()
-    if problems:
-        return VerifyResult(False, size, merkle.Frontier().root().hex(), None, "; ".join(problems))
-    digests = _Digests(ledger, sorted(checkpoints))
-    try:
-        return _verify(ledger, checkpoints, digests, progress=progress, every=every, size=size)
-    finally:
-        digests.close()
+    with ledger.snapshot() as frozen:  # one consistent state, whatever is appended meanwhile
+        checkpoints, problems = stored_checkpoints(frozen, verifiers)
+        size = frozen.size()
+        if problems:
+            root = merkle.Frontier().root().hex()
+            return VerifyResult(False, size, root, None, "; ".join(problems))
+        digests = _Digests(frozen, sorted(checkpoints))
+        indexes = frozen.backend.index_check()
+        try:
+            outcome = _verify(
+                frozen, checkpoints, digests, indexes, progress=progress, every=every, size=size
+            )
+        finally:
+            digests.close()
+        if not outcome.ok:
+            return outcome
+        problem = derived_problem(ledger, frozen, indexes)
+        return outcome if problem is None else replace(outcome, ok=False, detail=problem)
 
 
 def _verify(
     ledger: Ledger,
     checkpoints: dict[int, Checkpoint],
     digests: _Digests,
+    indexes: IndexCheck,
     *,
     progress: Progress | None,
     every: int,
@@ -308,6 +323,7 @@ def _verify(
     good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
     push = frontier.push
+    index = indexes.add
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
@@ -331,6 +347,7 @@ def _verify(
                         f"{problem}",
                     )
             push(leaf)
+            index(position, event)
             expected += 1
         if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
             root = frontier.root()

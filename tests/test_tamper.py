@@ -580,7 +580,10 @@ def test_stored_view_edited_behind_the_ledgers_back_diverges(victim: tuple[Path,
         report = run_audit(log)
         assert report.diverged == ["maintenance"]
         assert report.differences["maintenance"] == ["node-1"]
-        assert verify(log).ok  # the log itself is intact: only the stored view was edited
+        result = verify(log)  # the log itself is intact: verify names the stored view
+        assert not result.ok
+        assert result.first_bad_position is None
+        assert "maintenance state of 'node-1'" in result.detail
     proc = cli("replay", "--json", "--ledger", str(path))
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["diverged"] == ["maintenance"]

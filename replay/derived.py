@@ -1,0 +1,104 @@
+"""Everything derived from the log, checked against it (`derived_problem`) and rebuilt (`repair`).
+
+Derived: the backend's indexes (the id index that idempotency relies on, the subject index that
+``history`` reads: see `ledger.backend.IndexCheck`) and the stored views (every subject's state,
+every position's verdicts, the tracking position). `verify` calls `derived_problem` once the log
+itself has verified; `repair` rebuilds all of it from the log and touches nothing else (not the
+log, not the Merkle tree, not the checkpoints, not the settings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ledger.backend import IndexCheck
+from ledger.ledger import Ledger
+from projections.api import Views
+from projections.state import PROJECTIONS, Folder
+from projections.views import codec
+from replay.rebuild import decode_chunk, read_chunks
+
+__all__ = ["Repaired", "derived_problem", "repair"]
+
+REPAIR_HINT = "run `adminchain repair` to rebuild it from the log"
+
+
+def derived_problem(ledger: Ledger, frozen: Ledger, indexes: IndexCheck) -> str | None:
+    """What is wrong with the indexes (given every event of `frozen` through `indexes.add`) or
+    the stored views of `ledger`; None when everything derived matches the log."""
+    problem = indexes.problem(lambda position: frozen.get(position).event)
+    if problem is None:
+        problem = views_problem(ledger)
+    return None if problem is None else f"{problem}: {REPAIR_HINT}"
+
+
+def views_problem(ledger: Ledger) -> str | None:
+    """Fold the log to the views' tracking position and compare every verdict and every state
+    with what is stored, in one snapshot of the views. None when they match."""
+    views = Views(ledger)
+    with views.reader() as reader:
+        tracking, size = reader.tracking(), reader.size()
+        if tracking > size:
+            return f"the stored views are at position {tracking}, beyond the log's end ({size})"
+        verdicts = _Stored(reader.verdicts_from(1))
+        folder = Folder()
+        apply = folder.apply
+        for chunk in read_chunks(ledger, 1, tracking):
+            for (position, _), event in zip(chunk, decode_chunk(chunk), strict=True):
+                problem = verdicts.compare(position, codec.encode(apply(event)))
+                if problem is not None:
+                    return problem
+        problem = verdicts.beyond(tracking)
+        if problem is not None:
+            return problem
+        for module in PROJECTIONS:
+            name = module.NAME
+            mine = {s: codec.encode(state) for s, state in folder.states.get(name, {}).items()}
+            for subject, data in reader.scan(name):
+                if mine.pop(subject, None) != data:
+                    return f"the stored {name} state of {subject!r} differs from the log's"
+            if mine:
+                return f"the stored {name} state of {min(mine)!r} is missing"
+    return None
+
+
+class _Stored:
+    """The stored verdicts, read in position order beside the fold."""
+
+    def __init__(self, rows: Iterator[tuple[int, bytes]]) -> None:
+        self._rows = rows
+        self._next = next(rows, None)
+
+    def compare(self, position: int, expected: bytes) -> str | None:
+        row = self._next
+        if row is None or row[0] > position:
+            return f"the stored verdicts of position {position} are missing"
+        if row[0] < position:
+            return f"stored verdicts for position {row[0]} do not belong to any event"
+        self._next = next(self._rows, None)
+        if row[1] != expected:
+            return f"the stored verdicts of position {position} differ from the log's"
+        return None
+
+    def beyond(self, tracking: int) -> str | None:
+        if self._next is not None:
+            return (
+                f"stored verdicts for position {self._next[0]} lie beyond the views' position "
+                f"({tracking})"
+            )
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Repaired:
+    """What `repair` rebuilt."""
+
+    indexed: int
+    views_at: int
+
+
+def repair(ledger: Ledger) -> Repaired:
+    """Rebuild the indexes and the stored views from the log; nothing else changes."""
+    indexed = ledger.backend.rebuild_indexes()
+    return Repaired(indexed, Views(ledger).rebuild())
