@@ -25,7 +25,7 @@ from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
 from ledger.events import Event, SetPolicy
 from ledger.ledger import Ledger
-from ledger.signing import TrustPolicy
+from ledger.trust import TrustFold
 from projections import policy
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder
@@ -191,14 +191,15 @@ def rebuild(
     audit: Audit | None = None,
     progress: Progress | None = None,
     every: int = 50_000,
-    trust: TrustPolicy | None = None,
     part: Part | None = None,
 ) -> tuple[Folder, int]:
     """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
-    With `trust`, operator events that break the signing policy are audited as rejected by
-    the pseudo-projection ``signatures`` (they are still folded: the log is what it is). With
-    `part`, only that part of the subjects is folded and audited (see `Part`).
+    With `audit`, operator events that break the trust rule (SPEC-server §8: signed by a key
+    trusted at their position, from the log's own trust events; `ledger.trust.TrustFold`) are
+    audited as rejected by the pseudo-projection ``signatures`` (they are still folded: the log
+    is what it is). With `part`, only that part of the subjects is folded and audited (see
+    `Part`); the trust events are followed in every part, whatever their subject.
     """
     size = ledger.size()
     if to is None:
@@ -207,7 +208,7 @@ def rebuild(
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
     folder = Folder()
     appliers = folder.appliers
-    problem = trust.problem if trust is not None and audit is not None else None
+    trust = TrustFold() if audit is not None else None
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
@@ -219,6 +220,9 @@ def rebuild(
             missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
             raise StorageError(f"position {missing} is missing from the log")
         for position, event in enumerate(decode_chunk(chunk), first):
+            why = None
+            if trust is not None and type(event) in trust.watched:
+                why = trust.step(event, position)
             if keep is not None and not (counted := keep(event)):
                 if counted is None:  # a setting for every subject: folded, counted elsewhere
                     appliers[type(event)](event)
@@ -228,7 +232,7 @@ def rebuild(
                     reject(position, event, verdict)
                 else:
                     tally[verdict] = tally_get(verdict, 0) + 1
-            if problem is not None and (why := problem(event, position)) is not None:
+            if why is not None:
                 reject(position, event, Verdict("signatures", "rejected", why))
         if progress is not None and (last + len(chunk)) // every != last // every:
             progress(last + len(chunk), to)
