@@ -298,7 +298,7 @@ def check_append(
     positions = _new_positions(ops, events) if changes else []
     if changes:
         fold = fold.copy()
-    for line, (event, stored) in enumerate(zip(given, events, strict=True), start=1):
+    for line, event in enumerate(given, start=1):
         problem = fold.problem(event)
         if problem is not None:
             if event.id is not None and ops.lookup_id(event.id) is not None:
@@ -311,7 +311,7 @@ def check_append(
             refusal = fold.refusal(event)
             if refusal is not None:
                 raise SignatureError(refusal, line=line, field="subject")
-            fold.apply(stored, position)
+            fold.apply(event, position)
     if not changes:
         return None
     record = fold.encode()

@@ -233,7 +233,7 @@ def test_the_append_check_reads_the_trust_record_not_the_log(log: Ledger) -> Non
     seen: list[bytes | None] = []
 
     def spy(ops: TxnOps, events: Any) -> None:
-        record = check_append(_NoScan(ops), events, events)  # type: ignore[arg-type]
+        record = check_append(_NoScan(ops), events, events)
         seen.append(ops.get_meta(TRUST_HISTORY_KEY))
         assert record is not None
         record()
