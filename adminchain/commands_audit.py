@@ -423,6 +423,23 @@ def trust_list(as_of: str | None, ledger: str, as_json: bool) -> None:
     _show_trust(log.trusted_keys(position), as_json)
 
 
+@trust.command("rebuild")
+@ledger_options
+def trust_rebuild(ledger: str, as_json: bool) -> None:
+    """Rewrite the trust record appends are checked against, from the log's trust events.
+
+    Needed only if `verify` says the record differs from the log (it is kept in step by every
+    append; a change behind the ledger's back can break that).
+
+    \b
+    Example:
+      adminchain trust rebuild
+    """
+    from ledger.trust import rebuild_record  # noqa: PLC0415
+
+    _show_trust(rebuild_record(open_ledger(ledger, create=False)), as_json)
+
+
 def _show_trust(trusted: Any, as_json: bool) -> None:
     if as_json:
         emit_json(trusted.to_json())

@@ -28,6 +28,7 @@ import getpass
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -50,6 +51,8 @@ __all__ = [
     "TrustedKey",
     "check_append",
     "migrate_legacy_policy",
+    "rebuild_record",
+    "record_mismatch",
     "revoke_key",
     "trust_key",
     "trusted_keys",
@@ -322,6 +325,47 @@ def recorded_changes(ledger: Ledger) -> list[TrustChange]:
     """The trust changes recorded beside the log (the derived record)."""
     data = ledger.backend.get_meta(TRUST_HISTORY_KEY)
     return _changes_decoder.decode(data) if data else []
+
+
+def record_mismatch(ledger: Ledger, from_log: Sequence[TrustChange], size: int) -> str | None:
+    """Why the derived record differs from the trust changes folded from the log's first `size`
+    events (None: it does not). Appends are checked against the record, so it must not."""
+    recorded = [c for c in recorded_changes(ledger) if c.position <= size]
+    if recorded == list(from_log):
+        return None
+    for mine, theirs in zip(recorded, from_log, strict=False):
+        if mine != theirs:
+            at = min(mine.position, theirs.position)
+            break
+    else:
+        longer = recorded if len(recorded) > len(from_log) else from_log
+        at = longer[min(len(recorded), len(from_log))].position
+    return (
+        f"the trust record kept beside the log (appends are checked against it) differs from "
+        f"the log's trust events at position {at}: `adminchain trust rebuild` rewrites it from "
+        "the log"
+    )
+
+
+def rebuild_record(ledger: Ledger) -> TrustSet:
+    """Rewrite the derived record from the log's trust events, under the write lock (so no
+    append slips in between); returns the trust set now."""
+    from ledger.backend import AppendRequest  # noqa: PLC0415
+    from ledger.codec import record_decoder  # noqa: PLC0415
+
+    def fold(ops: TxnOps, events: Sequence[Event]) -> None:
+        trust = TrustFold()
+        for position, stored in ops.read_stored(1, ops.size()):
+            event = record_decoder.decode(stored).event
+            if type(event) in trust.watched:
+                trust.step(event, position)
+        ops.put_meta(TRUST_HISTORY_KEY, trust.encode())
+
+    request = AppendRequest([], datetime.now(UTC), fold)
+    ledger.backend.write([request])
+    if request.error is not None:
+        raise request.error
+    return trusted_keys(ledger)
 
 
 def trusted_keys(ledger: Ledger, at_position: int | None = None) -> TrustSet:

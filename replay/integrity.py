@@ -29,7 +29,7 @@ from ledger.errors import ProofError, StorageError
 from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
-from ledger.trust import TrustFold, problem_detail
+from ledger.trust import TrustFold, problem_detail, record_mismatch
 from projections.api import Views
 from projections.state import Folder, digest
 from replay import workers
@@ -424,6 +424,12 @@ def _verify(
         return result(
             good_until + 1, "the stored tree's inner nodes differ from the recomputed tree"
         )
+    mismatch = record_mismatch(ledger, trust.changes, expected - 1)
+    if mismatch is not None:
+        outcome = result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
+        if not outcome.ok:  # a checkpoint's digest differs: that comes first
+            return outcome
+        return VerifyResult(False, size, outcome.root, None, mismatch, outcome.checkpoints_checked)
     return result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
 
 

@@ -39,7 +39,7 @@ from ledger.events import (
 from ledger.ledger import TRUST_HISTORY_KEY, Ledger
 from ledger.notes import Signer
 from ledger.signing import OperatorKey
-from ledger.trust import check_append
+from ledger.trust import check_append, rebuild_record
 from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import verify
@@ -262,13 +262,23 @@ def test_a_trust_key_forced_into_the_log_is_named_by_verify_and_replay(log: Ledg
     assert signature_flags(log) == [(4, "unsigned"), (5, "unsigned"), (6, "unknown_key")]
 
 
-def test_verify_needs_nothing_but_the_log(log: Ledger) -> None:
-    """The derived record is not what verify judges by: wiping it changes nothing."""
-    log.trust(vkey("bob"), signer=KEYS["alice", 0])
+def test_verify_judges_by_the_log_and_flags_a_record_out_of_step(log: Ledger) -> None:
+    """The derived record is not what verify judges events by (replay flags nothing once it is
+    wiped), but appends are checked against it: verify says when it differs from the log, and
+    `rebuild_record` rewrites it from the log."""
+    log.trust(vkey("bob"), signer=KEYS["alice", 0])  # 3
     log.append(signed(op(1), "bob"))
-    log.backend.put_meta(TRUST_HISTORY_KEY, b"")
-    assert verify(log).ok
+    log.backend.put_meta(TRUST_HISTORY_KEY, b"")  # behind the ledger's back
     assert signature_flags(log) == []
+    result = verify(log)
+    assert not result.ok
+    assert result.first_bad_position is None
+    assert "trust record" in result.detail
+    assert "position 2" in result.detail
+    assert [k.name for k in rebuild_record(log).keys] == ["alice", "bob"]
+    assert verify(log).ok
+    with pytest.raises(SignatureError):  # enforced again
+        log.append(op(2))
 
 
 def test_projections_tolerate_trust_events(log: Ledger) -> None:
@@ -385,6 +395,7 @@ def test_verify_accepts_exactly_the_events_signed_by_a_key_trusted_at_their_posi
     with Ledger.open(tmp_path_factory.mktemp("prop") / "l.lmdb") as ledger:
         assert force(ledger, events) == list(range(1, len(events) + 1))
         assert [p for p, _ in signature_flags(ledger)] == bad
+        rebuild_record(ledger)  # forced in: the record beside the log did not follow
         result = verify(ledger)
         assert result.ok == (not bad), result.detail
         assert result.first_bad_position == (bad[0] if bad else None)
@@ -475,5 +486,8 @@ def test_cli_trust_add_remove_list_as_of(tmp_path: Path) -> None:
     assert "revoked: alice (at 3)" in future.stdout
     assert cli("verify", cwd=tmp_path, env=env).returncode == 0
     assert cli("replay", cwd=tmp_path, env=env).returncode == 0
+    rebuilt = cli("trust", "rebuild", "--json", cwd=tmp_path, env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout) == now
     history = json.loads(cli("history", "alice", "--json", cwd=tmp_path, env=env).stdout)
     assert [h["type"] for h in history] == ["TrustKey", "RevokeKey"]
