@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,6 +214,59 @@ def test_the_trust_record_moves_with_the_batch_that_changes_it(log: Ledger) -> N
     with pytest.raises(SignatureError):
         log.append_batch(refused)
     assert [k.name for k in log.trusted_keys().keys] == ["alice", "bob"]
+
+
+def test_only_one_of_two_concurrent_first_trust_keys_is_stored(ledger_target: str) -> None:
+    """Appenders racing to be the unsigned first TrustKey (in one group commit or not): the
+    trust record is read and written under the write lock, so exactly one wins."""
+    with Ledger.open(ledger_target) as ledger:
+        barrier = threading.Barrier(4)
+        outcomes: list[str] = []
+
+        def first(name: str) -> None:
+            barrier.wait()
+            try:
+                ledger.append(TrustKey(subject=name, actor="root", key=vkey(name)))
+                outcomes.append("stored")
+            except SignatureError:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=first, args=(n,)) for n in ("alice", "bob", "carol")]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == ["refused", "refused", "stored"]
+        assert ledger.size() == 1
+        assert len(ledger.trusted_keys().keys) == 1
+        assert verify(ledger).ok
+
+
+def test_a_trust_change_is_seen_by_the_next_request_of_the_same_transaction(
+    ledger_target: str,
+) -> None:
+    """Group commit writes several requests in one transaction: the second must see the trust
+    record the first changed (the transaction's settings are read once, then kept current)."""
+
+    def guard(ops: TxnOps, events: Any) -> None:
+        record = check_append(ops, events, events)
+        if record is not None:
+            record()
+
+    with Ledger.open(ledger_target) as ledger:
+        now = datetime.now(UTC)
+        requests = [
+            AppendRequest(
+                [TrustKey(subject=n, actor="root", key=vkey(n), id=f"t-{n}", at=now)], now, guard
+            )
+            for n in ("alice", "bob")
+        ]
+        ledger.backend.write(requests)
+        assert requests[0].error is None
+        assert isinstance(requests[1].error, SignatureError)
+        assert ledger.size() == 1
+        assert [k.name for k in ledger.trusted_keys().keys] == ["alice"]
 
 
 class _NoScan:
