@@ -23,7 +23,7 @@ import msgspec
 
 from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
-from ledger.events import Event, SetPolicy
+from ledger.events import TRUST_EVENTS, Event, SetPolicy
 from ledger.ledger import Ledger
 from ledger.trust import TrustFold
 from projections import policy
@@ -221,12 +221,14 @@ def rebuild(
             raise StorageError(f"position {missing} is missing from the log")
         for position, event in enumerate(decode_chunk(chunk), first):
             why = None
-            if trust is not None and type(event) in trust.watched:
-                why = trust.step(event, position)
             if keep is not None and not (counted := keep(event)):
                 if counted is None:  # a setting for every subject: folded, counted elsewhere
                     appliers[type(event)](event)
+                if trust is not None and type(event) in TRUST_EVENTS:
+                    trust.step(event, position)  # every part follows the trust set
                 continue
+            if trust is not None and type(event) in trust.watched:
+                why = trust.step(event, position)
             for verdict in appliers[type(event)](event):
                 if verdict.verdict == "rejected":
                     reject(position, event, verdict)

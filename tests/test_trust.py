@@ -44,6 +44,7 @@ from ledger.trust import check_append, rebuild_record
 from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import verify
+from replay.rebuild import Audit, Part, rebuild
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 
@@ -333,6 +334,30 @@ def test_verify_judges_by_the_log_and_flags_a_record_out_of_step(log: Ledger) ->
     assert verify(log).ok
     with pytest.raises(SignatureError):  # enforced again
         log.append(op(2))
+
+
+def test_replay_in_parts_flags_what_the_whole_replay_flags(log: Ledger) -> None:
+    """A long replay folds half the subjects in each of two processes (`Part`): both follow
+    every trust event, whatever its subject, and each flags its own subjects' events."""
+    for n, name in enumerate(("bob", "carol")):
+        log.trust(vkey(name), signer=KEYS["alice", 0])
+        log.append_batch([signed(op(10 * n + i, actor=name), name) for i in range(6)])
+    log.untrust("bob", signer=KEYS["carol", 0])
+    force(log, [signed(op(100 + i, actor="bob"), "bob") for i in range(6)])  # after revocation
+    force(log, [op(200 + i) for i in range(6)])  # unsigned
+    whole = Audit()
+    rebuild(log, audit=whole)
+    halves = [Audit(), Audit()]
+    for number, audit in enumerate(halves):
+        rebuild(log, audit=audit, part=Part(number, 2))
+    flagged = sorted(
+        (r.position, r.reason) for a in halves for r in a.rejected if r.projection == "signatures"
+    )
+    assert flagged == [
+        (r.position, r.reason) for r in whole.rejected if r.projection == "signatures"
+    ]
+    assert len(flagged) == 12
+    assert all(len([r for r in a.rejected if r.projection == "signatures"]) for a in halves)
 
 
 def test_projections_tolerate_trust_events(log: Ledger) -> None:
