@@ -469,6 +469,35 @@ def migration_events(keys: Sequence[str], tag: str) -> list[Event]:
     return events
 
 
+def legacy_check(ledger: Ledger, policy: TrustPolicy, size: int) -> str:
+    """Judge the operator events the legacy policy covered (positions `policy.since` to `size`)
+    by it, once, at the migration: the log's own trust starts after them, so this is the last
+    time they are checked against those keys. What it found, for the migration's notice."""
+    from ledger.codec import record_decoder  # noqa: PLC0415
+
+    verifiers = {(v.name, v.key_id): v for v in (Verifier.parse(k) for k in policy.keys)}
+    checked, broken = 0, []
+    for position, stored in ledger.read_stored(policy.since, size):
+        event = record_decoder.decode(stored).event
+        if isinstance(event, OPERATOR_EVENTS):
+            checked += 1
+            problem = signature_problem(event, verifiers)
+            if problem is not None:
+                broken.append(f"{position} ({problem})")
+    if not checked:
+        return "it covered no operator event yet"
+    if not broken:
+        return (
+            f"the {checked} operator event(s) it covered (positions {policy.since}-{size}) were "
+            "checked against it once more: all signed by its keys"
+        )
+    return (
+        f"of the {checked} operator event(s) it covered (positions {policy.since}-{size}), "
+        f"these break it: {', '.join(broken[:10])}{' …' if len(broken) > 10 else ''} "
+        "(`verify` on an earlier version names the first)"
+    )
+
+
 def migrate_legacy_policy(ledger: Ledger) -> str | None:
     """Move a trust policy kept as metadata (earlier versions) into the log, once; returns what
     was done, for the caller to say (None: nothing to do)."""
@@ -479,6 +508,7 @@ def migrate_legacy_policy(ledger: Ledger) -> str | None:
     notice = None
     if policy is not None and not recorded_changes(ledger):
         tag = "trust-migration-" + hashlib.sha256(data).hexdigest()[:16]
+        checked = legacy_check(ledger, policy, ledger.size())
         events = migration_events(policy.keys, tag)
         appended = ledger.append_batch(events)
         first, last = appended[0].position, appended[-1].position
@@ -493,7 +523,7 @@ def migrate_legacy_policy(ledger: Ledger) -> str | None:
             f"trust moved into the log: the trusted operator keys kept as a setting ({names}; "
             f"signatures required since position {policy.since}) are now TrustKey events at "
             f"positions {first}-{last}{via}; events before position {first} predate the "
-            "log's trust and are not judged by it"
+            f"log's trust and are not judged by it; {checked}"
         )
     ledger.backend.put_meta(MIGRATED_KEY, data)
     ledger.backend.put_meta(TRUST_KEY, b"")

@@ -75,6 +75,8 @@ def test_the_legacy_ledger_verifies_and_migrates_on_first_open(legacy: Path) -> 
         assert "trust moved into the log" in notice
         assert "alice, bob" in notice
         assert "positions 7-10" in notice
+        assert "the 3 operator event(s) it covered (positions 2-6)" in notice
+        assert "all signed by its keys" in notice
         assert log.size() == 10
         assert log.root(6).hex() == OLD_ROOT_6  # the old log is a prefix, untouched
         events = [log.get(p).event for p in range(7, 11)]
@@ -170,6 +172,21 @@ def test_a_legacy_policy_migrates_on_every_backend(ledger_target: str, count: in
             event = operator.sign(Detach(subject="r1", actor=operator.signer.name))
             assert not log.append(event).duplicate
         assert migrate_legacy_policy(log) is None  # done: nothing more to do
+
+
+def test_the_migration_names_events_that_broke_the_legacy_policy(lmdb_target: str) -> None:
+    """The last check of the legacy era: its operator events against its keys, said once."""
+    alice = OperatorKey(Signer.generate("alice"))
+    policy = TrustPolicy(2, (alice.signer.verifier.encode(),))
+    with Ledger.open(lmdb_target) as log:
+        log.append(Detach(subject="r0", actor="bob"))  # 1: before the policy
+        log.append(alice.sign(Detach(subject="r1", actor="alice")))  # 2
+        log.append(Detach(subject="r2", actor="mallory"))  # 3: unsigned (forced, say)
+        log.backend.put_meta(TRUST_KEY, policy.encode())
+    with Ledger.open(lmdb_target) as log:
+        (notice,) = log.notices
+        assert "of the 2 operator event(s) it covered (positions 2-3)" in notice
+        assert "these break it: 3 (unsigned)" in notice
 
 
 def test_a_migration_interrupted_after_its_events_only_clears_the_setting(lmdb_target: str) -> None:
