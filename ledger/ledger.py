@@ -424,3 +424,4 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
+
