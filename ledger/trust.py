@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
-from ledger.errors import SignatureError, UsageError
+from ledger.errors import SignatureError, StorageError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, RevokeKey, TrustKey
 from ledger.ledger import TRUST_HISTORY_KEY, TRUST_KEY
 from ledger.notes import Signer, Verifier
@@ -249,13 +249,23 @@ def problem_detail(event: Event, position: int, problem: Problem) -> str:
 _cache: dict[bytes, TrustFold] = {}
 
 
+def _decode_changes(data: bytes) -> list[TrustChange]:
+    try:
+        return _changes_decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise StorageError(
+            f"the trust record beside the log cannot be read ({e}): `adminchain trust rebuild` "
+            "rewrites it from the log"
+        ) from e
+
+
 def _fold_of(data: bytes | None) -> TrustFold:
     """The fold after the recorded changes (shared: never mutate it; `copy` first)."""
     if not data:
         return _EMPTY
     fold = _cache.get(data)
     if fold is None:
-        fold = TrustFold.of_changes(_changes_decoder.decode(data))
+        fold = TrustFold.of_changes(_decode_changes(data))
         if len(_cache) >= 16:
             _cache.clear()
         _cache[data] = fold
@@ -324,7 +334,7 @@ def check_append(
 def recorded_changes(ledger: Ledger) -> list[TrustChange]:
     """The trust changes recorded beside the log (the derived record)."""
     data = ledger.backend.get_meta(TRUST_HISTORY_KEY)
-    return _changes_decoder.decode(data) if data else []
+    return _decode_changes(data) if data else []
 
 
 def record_mismatch(ledger: Ledger, from_log: Sequence[TrustChange], size: int) -> str | None:
@@ -356,7 +366,11 @@ def rebuild_record(ledger: Ledger) -> TrustSet:
     def fold(ops: TxnOps, events: Sequence[Event]) -> None:
         trust = TrustFold()
         for position, stored in ops.read_stored(1, ops.size()):
-            event = record_decoder.decode(stored).event
+            try:
+                event = record_decoder.decode(stored).event
+            except msgspec.DecodeError as e:
+                detail = f"position {position} cannot be decoded ({e}): see `adminchain verify`"
+                raise StorageError(detail) from e
             if type(event) in trust.watched:
                 trust.step(event, position)
         ops.put_meta(TRUST_HISTORY_KEY, trust.encode())

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from ledger.backend import AppendRequest, TxnOps
 from ledger.codec import decode_line
-from ledger.errors import InvalidEventError, SignatureError
+from ledger.errors import InvalidEventError, SignatureError, StorageError
 from ledger.events import (
     Detach,
     EnterMaintenance,
@@ -268,6 +268,16 @@ def test_a_trust_change_is_seen_by_the_next_request_of_the_same_transaction(
         assert isinstance(requests[1].error, SignatureError)
         assert ledger.size() == 1
         assert [k.name for k in ledger.trusted_keys().keys] == ["alice"]
+
+
+def test_a_garbled_trust_record_is_a_clear_error_and_rebuild_repairs_it(log: Ledger) -> None:
+    log.backend.put_meta(TRUST_HISTORY_KEY, b"\xff garbage")
+    with pytest.raises(StorageError, match="trust rebuild"):
+        log.append(signed(op(1), "alice"))
+    with pytest.raises(StorageError, match="trust record"):
+        log.trusted_keys()
+    assert [k.name for k in rebuild_record(log).keys] == ["alice"]
+    assert log.append(signed(op(1), "alice")).position == 3
 
 
 class _NoScan:
