@@ -197,7 +197,10 @@ def open_ledger(target: str, *, create: bool = True) -> Any:
     """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast)."""
     from ledger.ledger import Ledger  # noqa: PLC0415
 
-    return Ledger.open(target, create=create)
+    log = Ledger.open(target, create=create)
+    for notice in log.notices:  # e.g. the one-time move of trust into the log (SPEC-server §8)
+        click.secho(f"note: {notice}", err=True, fg="yellow")
+    return log
 
 
 OUTAGE_PATIENCE = 600.0

@@ -22,6 +22,11 @@ from adminchain.cli import (
 from ledger.errors import UsageError
 
 
+def warn(message: str) -> None:
+    """A warning on stderr (stdout stays for the output, and for --json)."""
+    click.secho(f"warning: {message}", err=True, fg="yellow")
+
+
 def read_key_file(path: str, what: str) -> str:
     """The one key string a key file holds."""
     try:
@@ -143,12 +148,14 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
 
     \b
     Example:
-      adminchain keygen auditor && adminchain checkpoint --key auditor.key --out cp.txt
+      adminchain keygen --log && adminchain checkpoint --key log.key --out cp.txt
     """
-    from replay.integrity import make_checkpoint  # noqa: PLC0415
+    from replay.integrity import key_name_warning, make_checkpoint  # noqa: PLC0415
 
     signer = signer_from(key_path)
     checkpoint_, note = make_checkpoint(open_views(ledger), signer)
+    if signer is not None and (warning := key_name_warning(signer, checkpoint_.origin)):
+        warn(warning)
     if out:
         write_file(out, note)
     if as_json:
@@ -167,24 +174,40 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option(
+    "--log",
+    "for_log",
+    is_flag=True,
+    help="The log's own checkpoint key: named after the ledger's origin (default file: log.key).",
+)
 @click.option(
     "--out", "prefix", help="File prefix (default: NAME): writes PREFIX.key and PREFIX.pub."
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
-def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
+@ledger_options
+def keygen(
+    name: str | None, for_log: bool, prefix: str | None, force: bool, ledger: str, as_json: bool
+) -> None:
     """Make an Ed25519 key pair NAME: PREFIX.key (private, 0600) and PREFIX.pub.
 
     The same keys sign checkpoints (`checkpoint --key`) and operator events (`--sign-key`);
     give the .pub file to auditors (`verify --pub`) or trust it (`adminchain trust add`).
+    With --log (and no NAME), the key is the log's own: named after the origin of the ledger
+    (--ledger), as C2SP tlog-checkpoint asks of a log's checkpoint key.
 
     \b
-    Example:
+    Examples:
       adminchain keygen alice
+      adminchain keygen --log && adminchain checkpoint --key log.key
     """
     from ledger.notes import generate_key  # noqa: PLC0415
 
+    if for_log == (name is not None):
+        raise UsageError("give a key NAME, or --log for the ledger's own checkpoint key")
+    if name is None:
+        name = open_ledger(ledger, create=False).origin()
+        prefix = prefix or "log"
     base = Path(prefix or name)
     private, public = base.with_name(base.name + ".key"), base.with_name(base.name + ".pub")
     for path in (private, public):
@@ -270,7 +293,7 @@ def prove(
         raise UsageError("give a POSITION, or --consistency OLD_SIZE, or --verify FILE")
     log = open_ledger(ledger, create=False)
     if position is not None:
-        text = prove_inclusion(log, position, signer_from(key_path))
+        text = prove_inclusion(log, position, signer_from(key_path), notice=warn)
     else:
         assert old_size is not None
         text = prove_consistency(log, old_size, new_size)
@@ -286,76 +309,154 @@ def prove(
         click.echo(text, nl=False)
 
 
+sign_key_option = click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False),
+    envvar="ADMINCHAIN_SIGN_KEY",
+    help="Sign with this operator key file: a key trusted now (only a ledger's first TrustKey "
+    "may be unsigned) [env: ADMINCHAIN_SIGN_KEY].",
+)
+actor_option = click.option(
+    "--actor",
+    envvar="ADMINCHAIN_ACTOR",
+    help="Who is doing this (default: the login name; with --sign-key, the key's name).",
+)
+
+
+def _operator_key(path: str | None) -> Any:
+    if path is None:
+        return None
+    from ledger.signing import OperatorKey  # noqa: PLC0415
+
+    return OperatorKey.load(path)
+
+
 @main.group()
 def trust() -> None:
-    """Require signed operator events: manage the ledger's trusted operator keys.
+    """Which operator keys are trusted: recorded in the log (TrustKey, RevokeKey events).
 
-    Once a key is trusted, every operator event appended must be signed by a trusted key
-    (`--sign-key`); unsigned or wrongly signed ones are refused (exit 2, nothing stored), and
-    `replay` / `verify` flag any that got into the log from that point on.
+    Once a key is trusted, every operator event must be signed by a key trusted at its position
+    (`--sign-key`), trust changes included; unsigned or wrongly signed ones are refused (exit 2,
+    nothing stored), and `replay` / `verify` flag any that got into the log. A revoked key signs
+    nothing after its revocation; what it signed before stays valid.
 
     \b
     Example:
       adminchain keygen alice && adminchain trust add alice.pub
-      adminchain maintenance enter node-7 --sign-key alice.key
+      adminchain keygen bob && adminchain trust add bob.pub --sign-key alice.key
+      adminchain maintenance enter node-7 --sign-key bob.key
+      adminchain trust list --as-of 2
     """
 
 
 @trust.command("add")
 @click.argument("public_key_file", type=click.Path(exists=True, dir_okay=False))
+@sign_key_option
+@actor_option
 @ledger_options
-def trust_add(public_key_file: str, ledger: str, as_json: bool) -> None:
-    """Trust the operator public key in PUBLIC_KEY_FILE.
+def trust_add(
+    public_key_file: str, sign_key: str | None, actor: str | None, ledger: str, as_json: bool
+) -> None:
+    """Trust the operator public key in PUBLIC_KEY_FILE (appends a TrustKey).
+
+    The ledger's first TrustKey may be unsigned; every later one must be signed by a trusted
+    key. Trusting a name again with a new key rotates it.
 
     \b
     Example:
       adminchain trust add alice.pub
+      adminchain trust add bob.pub --sign-key alice.key
     """
-    policy = open_ledger(ledger).trust(read_key_file(public_key_file, "public key"))
-    _show_trust(policy, as_json)
+    key = read_key_file(public_key_file, "public key")
+    trusted = open_ledger(ledger).trust(key, signer=_operator_key(sign_key), actor=actor)
+    _show_trust(trusted, as_json)
 
 
 @trust.command("remove")
 @click.argument("name")
+@click.option("--reason", help="Why the key is revoked (recorded in the event).")
+@sign_key_option
+@actor_option
 @ledger_options
-def trust_remove(name: str, ledger: str, as_json: bool) -> None:
-    """Stop trusting the operator key(s) called NAME.
+def trust_remove(
+    name: str,
+    reason: str | None,
+    sign_key: str | None,
+    actor: str | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
+    """Revoke the operator key called NAME (appends a RevokeKey, signed by a trusted key).
+
+    The key signs nothing from here on; the events it signed before stay valid.
 
     \b
     Example:
-      adminchain trust remove alice
+      adminchain trust remove bob --sign-key alice.key --reason "left the team"
     """
-    _show_trust(open_ledger(ledger, create=False).untrust(name), as_json)
+    trusted = open_ledger(ledger, create=False).untrust(
+        name, signer=_operator_key(sign_key), actor=actor, reason=reason
+    )
+    _show_trust(trusted, as_json)
 
 
 @trust.command("list")
+@click.option("--as-of", metavar="POSITION|TIME", help="The keys trusted at a position or time.")
 @ledger_options
-def trust_list(ledger: str, as_json: bool) -> None:
-    """List the trusted operator keys.
+def trust_list(as_of: str | None, ledger: str, as_json: bool) -> None:
+    """List the operator keys trusted now (or at --as-of), from the log's trust events.
 
     \b
     Example:
       adminchain trust list --json
+      adminchain trust list --as-of 2026-11-25T09:00:00Z
     """
-    _show_trust(open_ledger(ledger, create=False).trust_policy(), as_json)
+    from replay.rebuild import position_at  # noqa: PLC0415
+
+    log = open_ledger(ledger, create=False)
+    position, when = parse_as_of(as_of)
+    if when is not None:
+        position = position_at(log, when)
+    _show_trust(log.trusted_keys(position), as_json)
 
 
-def _show_trust(policy: Any, as_json: bool) -> None:
-    data = (
-        {"since": policy.since, "keys": list(policy.keys)}
-        if policy
-        else {"since": None, "keys": []}
-    )
+@trust.command("rebuild")
+@ledger_options
+def trust_rebuild(ledger: str, as_json: bool) -> None:
+    """Rewrite the trust record appends are checked against, from the log's trust events.
+
+    Needed only if `verify` says the record differs from the log (it is kept in step by every
+    append; a change behind the ledger's back can break that).
+
+    \b
+    Example:
+      adminchain trust rebuild
+    """
+    from ledger.trust import rebuild_record  # noqa: PLC0415
+
+    _show_trust(rebuild_record(open_ledger(ledger, create=False)), as_json)
+
+
+def _show_trust(trusted: Any, as_json: bool) -> None:
     if as_json:
-        emit_json(data)
-    elif not data["keys"]:
-        render.console.print("no trusted operator keys: signatures are not required")
-    else:
+        emit_json(trusted.to_json())
+        return
+    if trusted.required_since is None:
         render.console.print(
-            f"operator events must be signed from position {data['since']} on, by:"
+            f"no trusted operator keys at position {trusted.as_of}: signatures are not required"
         )
-        for key in data["keys"]:
-            render.console.print(f"  {key}")
+        return
+    render.console.print(
+        f"at position {trusted.as_of}: operator events must be signed (trust in the log since "
+        f"position {trusted.required_since}), by:"
+    )
+    for key in trusted.keys:
+        by = f", by {key.actor}" if key.actor else ""
+        render.console.print(f"  {key.key}  (trusted at {key.since}{by})")
+    if not trusted.keys:
+        render.console.print("  no key: every trusted key was revoked")
+    for name, position in trusted.revoked:
+        render.console.print(f"  revoked: {name} (at {position})")
 
 
 @main.command()

@@ -97,7 +97,9 @@ def _checkpoint_at_the_end(ledger: Any) -> None:
 
     folder, size = rebuild(ledger)
     checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), folder.digest())
-    integrity.stored_checkpoints = lambda *_: ({size: checkpoint}, [])
+    integrity.stored_checkpoints = lambda *_: integrity.StoredCheckpoints(
+        {size: checkpoint}, [], ()
+    )
 
 
 def run(mode: str, target: Path) -> dict[str, Any]:

@@ -76,6 +76,10 @@ class TxnOps(Protocol):
     def get_meta(self, key: str) -> bytes | None:
         """A ledger-wide setting (see `LogBackend.get_meta`) as seen by this transaction."""
 
+    def put_meta(self, key: str, value: bytes) -> None:
+        """Set a ledger-wide setting within this transaction (derived records kept in step with
+        the log, such as the trust record of `ledger.trust`)."""
+
 
 Precondition = Callable[[TxnOps, Sequence[Event]], None]
 """Called under the write lock before a request's events are written; raises to refuse them."""
@@ -197,10 +201,14 @@ class _Pending:
         return self._ops.read_stored(start, stop)
 
     def get_meta(self, key: str) -> bytes | None:
-        # Settings change only in transactions of their own: read each once per transaction.
+        # Read each setting once per transaction; `put_meta` keeps the copy current.
         if key not in self._meta:
             self._meta[key] = self._ops.get_meta(key)
         return self._meta[key]
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._meta[key] = value
+        self._ops.put_meta(key, value)
 
     def add(self, request: AppendRequest) -> list[Appended]:
         """Queue a request's new events; a repeated id (stored, pending, or earlier in the same

@@ -97,7 +97,7 @@ def _located(
         message = message[: match.start()]
     field: str | None = path or None
     name: str | None = None
-    if message.startswith("`") and "is required" in message:  # ours: "`reason` is required …"
+    if message.startswith("`") and "`" in message[1:]:  # ours: "`reason` is required …"
         name = message[1 : message.index("`", 1)]
     elif message.startswith(("Object missing required field", "Object contains unknown field")):
         name = message[message.index("`") + 1 : message.rindex("`")]  # names may hold backticks

@@ -30,6 +30,7 @@ __all__ = [
     "LOOP_EVENTS",
     "MAINTENANCE_STATES",
     "OPERATOR_EVENTS",
+    "TRUST_EVENTS",
     "WIRE_EVENT",
     "BackendCrashed",
     "BackendRecovered",
@@ -50,10 +51,12 @@ __all__ = [
     "Operation",
     "Quiesce",
     "ReleaseHandles",
+    "RevokeKey",
     "SetPolicy",
     "Signature",
     "StorageFailed",
     "Target",
+    "TrustKey",
     "WireOnly",
     "event_types",
     "wire_type",
@@ -193,6 +196,36 @@ class IssueBroadcast(_OperatorEvent, frozen=True, kw_only=True, tag=True):
     ack_timeout_ms: Millis = 5000
 
 
+# ---------------------------------------------------------------- trust (SPEC-server §8)
+
+
+class TrustKey(_OperatorEvent, frozen=True, kw_only=True, tag=True):
+    """Trust an operator key from this position on (subject: the key's name); a new key for a
+    name already trusted replaces the old one (rotation). Judged by `ledger.trust`."""
+
+    key: Annotated[str, _wire(min_length=1, max_length=512)]
+
+    def _wire_post_init(self) -> None:  # the mirror's __post_init__: wire only
+        from ledger.errors import UsageError  # noqa: PLC0415
+        from ledger.notes import Verifier  # noqa: PLC0415  cryptography loads only if used
+
+        try:
+            name = Verifier.parse(self.key).name
+        except UsageError as e:
+            msg = f"`key` is not a public key in Go note verifier format ({e})"
+            raise ValueError(msg) from None
+        if name != self.subject:
+            msg = f"`key` is named {name!r}: the subject must be the key's name"
+            raise ValueError(msg)
+
+
+class RevokeKey(_OperatorEvent, frozen=True, kw_only=True, tag=True):
+    """Stop trusting the operator key called `subject`: it signs nothing after this position;
+    what it signed before stays valid."""
+
+    reason: Text | None = None
+
+
 # ---------------------------------------------------------------- loop events
 
 
@@ -268,6 +301,8 @@ Event: TypeAlias = (
     | Detach
     | SetPolicy
     | IssueBroadcast
+    | TrustKey
+    | RevokeKey
     | MaintenanceObserved
     | StorageFailed
     | LeaseExpired
@@ -287,7 +322,11 @@ OPERATOR_EVENTS: Final[tuple[type[Event], ...]] = (
     Detach,
     SetPolicy,
     IssueBroadcast,
+    TrustKey,
+    RevokeKey,
 )
+TRUST_EVENTS: Final[tuple[type[Event], ...]] = (TrustKey, RevokeKey)
+"""The operator events that change which keys are trusted (SPEC-server §8, `ledger.trust`)."""
 LOOP_EVENTS: Final[tuple[type[Event], ...]] = (
     MaintenanceObserved,
     StorageFailed,

@@ -41,10 +41,15 @@ from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageE
 from ledger.events import Event
 
 if TYPE_CHECKING:
-    from ledger.signing import TrustPolicy
+    from ledger.signing import OperatorKey
+    from ledger.trust import TrustSet
 
 TRUST_KEY = "trusted_operator_keys"
-"""The ledger setting that holds the trust policy (`ledger.signing.TrustPolicy`)."""
+"""The ledger setting where earlier versions kept the trust policy (`ledger.signing.TrustPolicy`);
+moved into the log on first open (`ledger.trust.migrate_legacy_policy`)."""
+TRUST_HISTORY_KEY = "trust_history"
+"""The ledger setting holding the trust changes applied so far, derived from the log's `TrustKey`
+and `RevokeKey` events in the transaction that appends them (`ledger.trust`)."""
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 
@@ -121,6 +126,13 @@ class Ledger:
     def __init__(self, backend: LogBackend) -> None:
         self.backend = backend
         self._committer = GroupCommitter(backend.write)
+        self.notices: list[str] = []
+        """What opening did that the user should hear about (the trust migration)."""
+        if backend.get_meta(TRUST_KEY):  # a policy of an earlier version: into the log, once
+            from ledger.trust import migrate_legacy_policy  # noqa: PLC0415
+
+            if (notice := migrate_legacy_policy(self)) is not None:
+                self.notices.append(notice)
 
     @classmethod
     def open(
@@ -183,17 +195,15 @@ class Ledger:
             return []
 
         def guarded(ops: TxnOps, events: Sequence[Event]) -> None:
-            # The trust policy as of this very transaction: no trust change committed by any
+            # The trust set as of this very transaction: no trust change committed by any
             # process before this append can be missed, at the cost of one get.
-            data = ops.get_meta(TRUST_KEY)
-            if data is not None:
-                from ledger.signing import TrustPolicy  # noqa: PLC0415  loads only if used
+            from ledger.trust import check_append  # noqa: PLC0415
 
-                trust = TrustPolicy.decode(data)
-                if trust is not None:
-                    trust.check(checked)
+            record = check_append(ops, checked, events)
             if precondition is not None:
                 precondition(ops, events)
+            if record is not None:  # last: a refused batch changes no trust
+                record()
 
         request = AppendRequest(prepared, now, guarded, minted=frozenset(minted))
         return self._committer.submit(request)
@@ -317,42 +327,35 @@ class Ledger:
             raise UsageError(f"size {size} is beyond the log (it has {current} events)")
         return size
 
-    def trust_policy(self) -> TrustPolicy | None:
-        """The trusted operator keys, if this ledger requires signed operator events."""
-        data = self.backend.get_meta(TRUST_KEY)
-        if data is None:
-            return None
-        from ledger.signing import TrustPolicy  # noqa: PLC0415  cryptography loads only if used
+    def trusted_keys(self, at_position: int | None = None) -> TrustSet:
+        """The operator keys trusted at `at_position` (default: now), from the log's trust
+        events (SPEC-server §8; `ledger.trust`)."""
+        from ledger.trust import trusted_keys  # noqa: PLC0415  cryptography loads only if used
 
-        return TrustPolicy.decode(data)
+        return trusted_keys(self, at_position)
 
-    def trust(self, verifier_key: str) -> TrustPolicy:
-        """Trust an operator public key; from now on operator events must be signed."""
-        from ledger.notes import Verifier  # noqa: PLC0415
-        from ledger.signing import TrustPolicy  # noqa: PLC0415
+    def trust(
+        self, verifier_key: str, *, signer: OperatorKey | None = None, actor: str | None = None
+    ) -> TrustSet:
+        """Append a `TrustKey` for an operator public key, signed by `signer` (a key trusted
+        now; only the ledger's first `TrustKey` may be unsigned). Returns the trust set after."""
+        from ledger.trust import trust_key  # noqa: PLC0415
 
-        Verifier.parse(verifier_key)  # refuse a malformed key before storing it
-        current = self.trust_policy()
-        keys = tuple(k for k in (current.keys if current else ()) if k != verifier_key)
-        since = current.since if current else self.size() + 1
-        policy = TrustPolicy(since, (*keys, verifier_key))
-        self.backend.put_meta(TRUST_KEY, policy.encode())
-        return policy
+        return trust_key(self, verifier_key, signer=signer, actor=actor)
 
-    def untrust(self, name: str) -> TrustPolicy | None:
-        """Stop trusting every key called `name`; with no key left, signatures are optional."""
-        from ledger.notes import Verifier  # noqa: PLC0415
-        from ledger.signing import TrustPolicy  # noqa: PLC0415
+    def untrust(
+        self,
+        name: str,
+        *,
+        signer: OperatorKey | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> TrustSet:
+        """Append a `RevokeKey` for the key called `name`, signed by `signer` (a key trusted
+        now): it signs nothing from here on; what it signed before stays valid."""
+        from ledger.trust import revoke_key  # noqa: PLC0415
 
-        current = self.trust_policy()
-        if current is None:
-            raise UsageError("this ledger trusts no operator keys")
-        keys = tuple(k for k in current.keys if Verifier.parse(k).name != name)
-        if len(keys) == len(current.keys):
-            raise UsageError(f"no trusted key is named {name!r}")
-        policy = TrustPolicy(current.since, keys)
-        self.backend.put_meta(TRUST_KEY, policy.encode())
-        return TrustPolicy.decode(policy.encode())
+        return revoke_key(self, name, signer=signer, actor=actor, reason=reason)
 
     def origin(self) -> str:
         """The checkpoint origin of this log: unique per ledger, made on first use and kept."""
@@ -384,13 +387,13 @@ class Ledger:
         """Copy `source`'s log into this one byte for byte: same positions, same root.
 
         This ledger must be empty or hold a prefix of `source` (then the copy resumes). The
-        origin, the trust policy and the checkpoints come along, so old checkpoints and proofs
+        origin, the trust record and the checkpoints come along, so old checkpoints and proofs
         stay valid against the copy. Returns the new size.
         """
         size, total = self.size(), source.size()
         if size > total or (size and self.root(size) != source.root(size)):
             raise UsageError(f"{self.url} is not a prefix of {source.url}: cannot copy into it")
-        for key in ("origin", TRUST_KEY):
+        for key in ("origin", TRUST_KEY, TRUST_HISTORY_KEY):
             value = source.backend.get_meta(key)
             if value is not None and self.backend.get_meta(key) != value:
                 self.backend.put_meta(key, value)

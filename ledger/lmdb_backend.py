@@ -136,6 +136,9 @@ class LMDBTxnOps:
         value = self.raw.get(key.encode(), db=self._backend.meta_db)
         return None if value is None else bytes(value)
 
+    def put_meta(self, key: str, value: bytes) -> None:
+        self.raw.put(key.encode(), value, db=self._backend.meta_db)
+
 
 class LMDBBackend:
     """The ledger in an LMDB environment directory (SPEC §6, embedded).

@@ -499,6 +499,11 @@ class Checkpoint:
         (no key required), signatures are not checked, and a bare body is accepted too.
         """
         if verifier_keys is not None:
+            if "\n\n" not in _as_text(text, "checkpoint"):
+                raise ProofError(
+                    "it is unsigned: it carries no signature to check against the given "
+                    "key(s) (sign checkpoints with a key: `checkpoint --key`, `prove --key`)"
+                )
             return cls.parse(open_note(text, verifier_keys))
         text = _as_text(text, "checkpoint")
         return cls.parse(parse_note(text).body if "\n\n" in text else text)

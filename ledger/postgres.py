@@ -555,6 +555,10 @@ class PostgresTxnOps:
         row = self.cursor.execute(self._backend.q["get_meta"], (key,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._copier.drain()
+        self.cursor.execute(self._backend.q["put_meta"], (key, value))
+
     def flush(self) -> None:
         """Write the buffered Merkle rows and wait for every COPY (before commit)."""
         self._nodes.flush()

@@ -1,8 +1,8 @@
 """Signed operator events: Ed25519 signatures over an event's canonical bytes.
 
-A ledger can be given trusted operator keys (`TrustPolicy`, kept in the ledger itself). From the
-position where trust was first configured on, every operator event must carry a `signature` by a
-trusted key over `ledger.codec.canonical_bytes(event)` — the wire form without the signature,
+Which keys are trusted, and from which position, is recorded in the log itself (`TrustKey`,
+`RevokeKey`; `ledger.trust`, SPEC-server §8). A signed operator event carries a `signature` by
+a trusted key over `ledger.codec.canonical_bytes(event)` — the wire form without the signature,
 keys sorted, times in UTC. Such an event must also carry its own `id` and `at` (the ledger would
 otherwise fill them in after signing, and the signature would no longer match).
 
@@ -10,6 +10,9 @@ Keys use the same Go note format as checkpoint keys (`ledger.notes`); the signat
 the key name and base64(4-byte key ID || Ed25519 signature), as a signed-note line does. The
 key's name is the operator's: a signed event's `actor` must be that name, so the audit trail's
 "who" is attested, not just claimed.
+
+`TrustPolicy` is how earlier versions kept trust: a ledger setting beside the log. It is read
+only to move such a policy into the log (`ledger.trust.migrate_legacy_policy`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -25,15 +28,17 @@ from typing import Final, Literal
 import msgspec
 
 from ledger.codec import canonical_bytes
-from ledger.errors import SignatureError, UsageError
+from ledger.errors import UsageError
 from ledger.events import OPERATOR_EVENTS, Event, Signature
 from ledger.ledger import TRUST_KEY
 from ledger.notes import Signer, Verifier
 
-__all__ = ["TRUST_KEY", "OperatorKey", "Problem", "TrustPolicy", "signature_problem"]
+__all__ = ["DETAIL", "TRUST_KEY", "OperatorKey", "Problem", "TrustPolicy", "signature_problem"]
 
 
-Problem = Literal["unsigned", "unknown_key", "bad_signature", "unsigned_fields", "actor_mismatch"]
+Problem = Literal[
+    "unsigned", "unknown_key", "bad_signature", "unsigned_fields", "actor_mismatch", "bad_key"
+]
 
 
 class OperatorKey:
@@ -93,13 +98,14 @@ def signature_problem(event: Event, verifiers: dict[tuple[str, int], Verifier]) 
     return None if event.actor == signature.key else "actor_mismatch"
 
 
-_DETAIL: Final[dict[str, str]] = {
+DETAIL: Final[dict[str, str]] = {
     "unsigned": "operator events must be signed by a trusted operator key (--sign-key)",
     "unsigned_fields": "a signed operator event must carry its own `id` and `at`",
-    "unknown_key": "signed by a key this ledger does not trust",
+    "unknown_key": "signed by a key this ledger does not trust at this position",
     "bad_signature": "the signature does not match the event",
     "actor_mismatch": "the `actor` must be the name of the key that signs (an operator signs as "
     "themselves)",
+    "bad_key": "the `key` is not a verifier key named after the subject",
 }
 
 
@@ -110,15 +116,11 @@ class _PolicyDoc(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class TrustPolicy:
-    """The trusted operator keys and the position from which they are required."""
+    """The trusted operator keys as earlier versions kept them (a ledger setting), and the
+    position from which they were required."""
 
     since: int
     keys: tuple[str, ...]
-    _verifiers: dict[tuple[str, int], Verifier] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        parsed = (Verifier.parse(k) for k in self.keys)
-        object.__setattr__(self, "_verifiers", {(v.name, v.key_id): v for v in parsed})
 
     @classmethod
     def decode(cls, data: bytes | None) -> TrustPolicy | None:
@@ -130,26 +132,3 @@ class TrustPolicy:
 
     def encode(self) -> bytes:
         return msgspec.json.encode(_PolicyDoc(self.since, list(self.keys)))
-
-    def verifiers(self) -> dict[tuple[str, int], Verifier]:
-        """The trusted keys by (name, key ID)."""
-        return self._verifiers
-
-    def problem(self, event: Event, position: int | None = None) -> Problem | None:
-        """Why this event breaks the policy (None: it complies or is not covered)."""
-        if not isinstance(event, OPERATOR_EVENTS):
-            return None
-        if position is not None and position < self.since:
-            return None
-        return signature_problem(event, self.verifiers())
-
-    def check(self, events: list[Event]) -> None:
-        """Refuse a batch with an operator event that breaks the policy (nothing is stored)."""
-        verifiers = self.verifiers()
-        for line, event in enumerate(events, start=1):
-            if isinstance(event, OPERATOR_EVENTS):
-                problem = signature_problem(event, verifiers)
-                if problem is not None:
-                    raise SignatureError(
-                        f"{problem}: {_DETAIL[problem]}", line=line, field="signature"
-                    )

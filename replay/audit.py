@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 
 from ledger.ledger import Ledger
-from ledger.signing import TrustPolicy
 from projections.api import Views
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_state
@@ -96,7 +95,6 @@ def run_audit(
     # to that position is then compared like with like, however far others catch up meanwhile.
     tracking, stored = views.tracked_states(with_states=to is None)
     target = to if to is not None else tracking
-    trust = ledger.trust_policy()
     other = None
     if target >= workers.PARALLEL_FROM:
         request = {"location": ledger.location, "to": target}
@@ -104,11 +102,9 @@ def run_audit(
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
-        folder, position = rebuild(
-            ledger, target, audit=audit, progress=progress, trust=trust, part=mine
-        )
+        folder, position = rebuild(ledger, target, audit=audit, progress=progress, part=mine)
         if other is not None:
-            _merge(folder, audit, _other_half(ledger, target, trust, other))
+            _merge(folder, audit, _other_half(ledger, target, other))
             audit.rejected.sort(key=lambda r: r.position)
             if on_rejected is not None:
                 for item in audit.rejected:
@@ -138,10 +134,10 @@ class _Half(msgspec.Struct, array_like=True):
     states: dict[str, list[tuple[str, bytes]]]
 
 
-def _second_half(ledger: Ledger, target: int, trust: TrustPolicy | None) -> _Half:
+def _second_half(ledger: Ledger, target: int) -> _Half:
     """Part 1 of 2 of the subjects folded to `target` and audited, as the worker sends it."""
     audit = Audit()
-    folder, _ = rebuild(ledger, target, audit=audit, trust=trust, part=Part(1, 2))
+    folder, _ = rebuild(ledger, target, audit=audit, part=Part(1, 2))
     return _Half(
         list(audit.tally.items()),
         audit.rejections,
@@ -153,15 +149,13 @@ def _second_half(ledger: Ledger, target: int, trust: TrustPolicy | None) -> _Hal
     )
 
 
-def _other_half(
-    ledger: Ledger, target: int, trust: TrustPolicy | None, process: subprocess.Popen[bytes]
-) -> _Half:
+def _other_half(ledger: Ledger, target: int, process: subprocess.Popen[bytes]) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
     assert process.stdout is not None
     try:
         return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
     except (msgspec.DecodeError, OSError):
-        return _second_half(ledger, target, trust)
+        return _second_half(ledger, target)
 
 
 def _merge(folder: Folder, audit: Audit, half: _Half) -> None:
@@ -183,6 +177,6 @@ def work() -> None:
     stdout (nothing on a failure: the parent folds that half itself)."""
     request = workers.request()
     with Ledger.open(request["location"], create=False) as ledger:
-        half = msgspec.msgpack.encode(_second_half(ledger, request["to"], ledger.trust_policy()))
+        half = msgspec.msgpack.encode(_second_half(ledger, request["to"]))
     sys.stdout.buffer.write(half)
     sys.stdout.buffer.flush()

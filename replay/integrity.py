@@ -29,6 +29,7 @@ from ledger.errors import ProofError, StorageError
 from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
+from ledger.trust import TrustFold, problem_detail, record_mismatch
 from projections.api import Views
 from projections.state import Folder, digest
 from replay import workers
@@ -36,8 +37,11 @@ from replay.derived import derived_problem
 from replay.rebuild import Progress, decode_chunk, read_chunks
 
 __all__ = [
+    "StoredCheckpoints",
     "VerifyResult",
     "checkpoint_digests",
+    "is_signed",
+    "key_name_warning",
     "make_checkpoint",
     "stored_checkpoints",
     "verify",
@@ -54,26 +58,53 @@ class VerifyResult:
     first_bad_position: int | None
     detail: str
     checkpoints_checked: int = 0
+    unsigned_checkpoints: tuple[int, ...] = ()
+    """With verifier keys: the sizes of the stored checkpoints that carry no signature (their
+    roots are checked like the others', but no key vouches for them)."""
 
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "ok": self.ok,
             "size": self.size,
             "root": self.root,
             "first_bad_position": self.first_bad_position,
             "detail": self.detail,
         }
+        if self.unsigned_checkpoints:  # only then: SPEC §5's object otherwise
+            data["unsigned_checkpoints"] = list(self.unsigned_checkpoints)
+        return data
+
+
+def is_signed(note: str) -> bool:
+    """Whether a checkpoint note carries signature lines (a bare body does not)."""
+    return "\n\n" in note
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoints:
+    """The ledger's stored checkpoints that open, by size; the problems of those that do not;
+    and the sizes of those that carry no signature."""
+
+    found: dict[int, Checkpoint]
+    problems: list[str]
+    unsigned: tuple[int, ...]
 
 
 def stored_checkpoints(
     ledger: Ledger, verifiers: list[Verifier] | None = None
-) -> tuple[dict[int, Checkpoint], list[str]]:
-    """The ledger's stored checkpoints by size, and a problem for each that does not open."""
+) -> StoredCheckpoints:
+    """The ledger's stored checkpoints. With `verifiers`, a signed checkpoint must verify with
+    one of them; an unsigned one is read as a plain checkpoint and listed as unsigned (never
+    reported as malformed: it is what ``checkpoint`` without ``--key`` records)."""
     found: dict[int, Checkpoint] = {}
     problems: list[str] = []
+    unsigned: list[int] = []
     for size, note in ledger.checkpoints():
+        signed = is_signed(note)
+        if not signed:
+            unsigned.append(size)
         try:
-            checkpoint = Checkpoint.open(note, verifiers or None)
+            checkpoint = Checkpoint.open(note, (verifiers or None) if signed else None)
         except ProofError as e:
             problems.append(f"checkpoint of size {size}: {e}")
             continue
@@ -81,7 +112,19 @@ def stored_checkpoints(
             problems.append(f"checkpoint stored under size {size} says size {checkpoint.size}")
             continue
         found[size] = checkpoint
-    return found, problems
+    return StoredCheckpoints(found, problems, tuple(unsigned))
+
+
+def key_name_warning(signer: Signer, origin: str) -> str | None:
+    """A warning when a checkpoint key's name is not the log's origin (C2SP tlog-checkpoint:
+    they SHOULD match; `adminchain keygen --log` makes such a key), or None."""
+    if signer.name == origin:
+        return None
+    return (
+        f"the checkpoint is signed by the key {signer.name!r}, but the log's origin is "
+        f"{origin!r}: C2SP tlog-checkpoint says a log's key SHOULD be named after its origin "
+        "(make one with `adminchain keygen --log`)"
+    )
 
 
 def _parts(
@@ -267,23 +310,37 @@ def verify(
     checkpoint is then the first failure).
     """
     with ledger.snapshot() as frozen:  # one consistent state, whatever is appended meanwhile
-        checkpoints, problems = stored_checkpoints(frozen, verifiers)
+        stored = stored_checkpoints(frozen, verifiers)
+        checkpoints = stored.found
         size = frozen.size()
-        if problems:
-            root = merkle.Frontier().root().hex()
-            return VerifyResult(False, size, root, None, "; ".join(problems))
         digests = _Digests(frozen, sorted(checkpoints))
         indexes = frozen.backend.index_check()
         try:
-            outcome = _verify(
+            result = _verify(
                 frozen, checkpoints, digests, indexes, progress=progress, every=every, size=size
             )
         finally:
             digests.close()
-        if not outcome.ok:
-            return outcome
-        problem = derived_problem(ledger, frozen, indexes)
-        return outcome if problem is None else replace(outcome, ok=False, detail=problem)
+        if result.ok:
+            problem = derived_problem(ledger, frozen, indexes)
+            if problem is not None:
+                result = replace(result, ok=False, detail=problem)
+    unsigned = stored.unsigned if verifiers else ()
+    detail = result.detail
+    if unsigned:
+        sizes = ", ".join(str(s) for s in unsigned)
+        detail += f"; unsigned checkpoint(s), vouched for by no key: size {sizes}"
+    if stored.problems:  # the log itself was checked all the same: its real root is reported
+        detail = "; ".join(stored.problems) + "; " + detail
+    return VerifyResult(
+        result.ok and not stored.problems,
+        result.size,
+        result.root,
+        result.first_bad_position,
+        detail,
+        result.checkpoints_checked,
+        unsigned,
+    )
 
 
 def _verify(
@@ -299,7 +356,7 @@ def _verify(
     sizes = sorted(checkpoints)
     frontier = merkle.Frontier()
     leaves = _leaves(ledger)
-    trust = ledger.trust_policy()
+    trust = TrustFold()  # the keys trusted at each position, from the log alone
     passed: list[_Passed] = []  # checkpoints whose root matched, in order
 
     def result(bad: int | None, detail: str) -> VerifyResult:
@@ -338,14 +395,10 @@ def _verify(
                 return result(position, _leaf_mismatch(position, stored_position))
             if event is None:
                 return result(position, _undecodable(position, stored))
-            if trust is not None:
-                problem = trust.problem(event, position)
+            if type(event) in trust.watched:
+                problem = trust.step(event, position)
                 if problem is not None:
-                    return result(
-                        position,
-                        f"the operator event at position {position} breaks the signing policy: "
-                        f"{problem}",
-                    )
+                    return result(position, problem_detail(event, position, problem))
             push(leaf)
             index(position, event)
             expected += 1
@@ -383,11 +436,20 @@ def _verify(
         return result(
             good_until + 1, "the stored tree's inner nodes differ from the recomputed tree"
         )
+    mismatch = record_mismatch(ledger, trust.changes, expected - 1)
+    if mismatch is not None:
+        outcome = result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
+        if not outcome.ok:  # a checkpoint's digest differs: that comes first
+            return outcome
+        return VerifyResult(False, size, outcome.root, None, mismatch, outcome.checkpoints_checked)
     return result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
 
 
-def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpoint, str]:
-    """A checkpoint of the log at the size the stored views have reached, stored in the ledger."""
+def make_checkpoint(
+    views: Views, signer: Signer | None = None, *, store: bool = True
+) -> tuple[Checkpoint, str]:
+    """A checkpoint of the log at the size the stored views have reached, stored in the ledger
+    (unless `store` is False). See `key_name_warning` for the signer's name."""
     views.catch_up()
     ledger = views.ledger
     with views.reader() as reader:
@@ -395,7 +457,8 @@ def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpo
         states = {name: dict(rows) for name, rows in _decoded(reader).items()}
     checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), digest(states))
     note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
-    ledger.put_checkpoint(size, note)
+    if store:
+        ledger.put_checkpoint(size, note)
     return checkpoint, note
 
 

@@ -1,12 +1,16 @@
 """Proof files an auditor can check offline (SPEC §4): inclusion of one event, consistency of
 two checkpoints. The file formats are `ledger.proofs`; this module picks the checkpoints.
 
-An inclusion proof is made against the newest stored checkpoint that covers the position; if
-none does, a new checkpoint is recorded first (signed when a signer is given).
+An inclusion proof is made against the newest signed stored checkpoint that covers the
+position. If none does: with a signer, a new signed checkpoint is recorded; without one, the
+newest unsigned stored checkpoint that covers it, or else a fresh unsigned checkpoint that is
+NOT stored (a proof never changes what the ledger holds without being asked to). Each of these
+is said through `notice`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.errors import NotFoundError, ProofError, UsageError
@@ -23,7 +27,7 @@ from ledger.proofs import (
     verify_inclusion_proof,
 )
 from projections.api import Views
-from replay.integrity import make_checkpoint
+from replay.integrity import is_signed, key_name_warning, make_checkpoint
 
 __all__ = ["Proven", "prove_consistency", "prove_inclusion", "verify_proof_file"]
 
@@ -32,23 +36,54 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
-def prove_inclusion(ledger: Ledger, position: int, signer: Signer | None = None) -> str:
-    """The tlog-proof file for the event at `position`."""
+def prove_inclusion(
+    ledger: Ledger,
+    position: int,
+    signer: Signer | None = None,
+    *,
+    notice: Callable[[str], None] | None = None,
+) -> str:
+    """The tlog-proof file for the event at `position` (see the module's docstring for the
+    checkpoint it leads to; `notice` hears what was recorded, or why the proof is unsigned)."""
     size = ledger.size()
     if not 1 <= position <= size:
         raise UsageError(f"position {position} is not in the log (it has {size} events)")
+    say = notice if notice is not None else _silent
     notes = _checkpoint_notes(ledger)
     covering = [s for s in notes if s >= position]
-    if covering:
-        checkpoint_size = max(covering)
+    signed = [s for s in covering if is_signed(notes[s])]
+    if signed:
+        checkpoint_size = max(signed)
         note = notes[checkpoint_size]
-    else:
+    elif signer is not None:
         checkpoint, note = make_checkpoint(Views(ledger), signer)
         checkpoint_size = checkpoint.size
+        say(f"recorded a new checkpoint of size {checkpoint_size}, signed by {signer.name}")
+        if (warning := key_name_warning(signer, checkpoint.origin)) is not None:
+            say(warning)
+    elif covering:
+        checkpoint_size = max(covering)
+        note = notes[checkpoint_size]
+        say(
+            f"the proof leads to the stored checkpoint of size {checkpoint_size}, which is "
+            "unsigned: `prove --verify --pub` cannot check it (give --key to sign a new one)"
+        )
+    else:
+        checkpoint, note = make_checkpoint(Views(ledger), None, store=False)
+        checkpoint_size = checkpoint.size
+        say(
+            f"no stored checkpoint covers position {position}: the proof carries an unsigned "
+            f"checkpoint of size {checkpoint_size}, not stored in the ledger; "
+            "`prove --verify --pub` cannot check it (give --key to sign and record one)"
+        )
     stored = ledger.get(position).stored
     return make_inclusion_proof(
         position, stored, ledger.inclusion_proof(position, checkpoint_size), note
     )
+
+
+def _silent(message: str) -> None:
+    """A `notice` that says nothing."""
 
 
 def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None) -> str:

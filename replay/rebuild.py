@@ -23,9 +23,9 @@ import msgspec
 
 from ledger.codec import record_decoder
 from ledger.errors import StorageError, UsageError
-from ledger.events import Event
+from ledger.events import TRUST_EVENTS, Event
 from ledger.ledger import Ledger
-from ledger.signing import TrustPolicy
+from ledger.trust import TrustFold
 from projections.base import Verdict
 from projections.state import PROJECTIONS, Folder, shared
 
@@ -181,14 +181,15 @@ def rebuild(
     audit: Audit | None = None,
     progress: Progress | None = None,
     every: int = 50_000,
-    trust: TrustPolicy | None = None,
     part: Part | None = None,
 ) -> tuple[Folder, int]:
     """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
-    With `trust`, operator events that break the signing policy are audited as rejected by
-    the pseudo-projection ``signatures`` (they are still folded: the log is what it is). With
-    `part`, only that part of the subjects is folded and audited (see `Part`).
+    With `audit`, operator events that break the trust rule (SPEC-server §8: signed by a key
+    trusted at their position, from the log's own trust events; `ledger.trust.TrustFold`) are
+    audited as rejected by the pseudo-projection ``signatures`` (they are still folded: the log
+    is what it is). With `part`, only that part of the subjects is folded and audited (see
+    `Part`); the trust events are followed in every part, whatever their subject.
     """
     size = ledger.size()
     if to is None:
@@ -197,7 +198,7 @@ def rebuild(
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
     folder = Folder()
     appliers = folder.appliers
-    problem = trust.problem if trust is not None and audit is not None else None
+    trust = TrustFold() if audit is not None else None
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
@@ -209,16 +210,21 @@ def rebuild(
             missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
             raise StorageError(f"position {missing} is missing from the log")
         for position, event in enumerate(decode_chunk(chunk), first):
+            why = None
             if keep is not None and not (counted := keep(event)):
                 if counted is None:  # a setting for every subject: folded, counted elsewhere
                     appliers[type(event)](event)
+                if trust is not None and type(event) in TRUST_EVENTS:
+                    trust.step(event, position)  # every part follows the trust set
                 continue
+            if trust is not None and type(event) in trust.watched:
+                why = trust.step(event, position)
             for verdict in appliers[type(event)](event):
                 if verdict.verdict == "rejected":
                     reject(position, event, verdict)
                 else:
                     tally[verdict] = tally_get(verdict, 0) + 1
-            if problem is not None and (why := problem(event, position)) is not None:
+            if why is not None:
                 reject(position, event, Verdict("signatures", "rejected", why))
         if progress is not None and (last + len(chunk)) // every != last // every:
             progress(last + len(chunk), to)

@@ -379,10 +379,14 @@ def test_trust_requires_signed_operator_events(run: Run) -> None:
     assert run("detach", "r1", "--sign-key", "alice.key").returncode == 0
     assert run("append", stdin=jsonl({"type": "LeaseExpired", "subject": "r2"})).returncode == 0
     listed = json.loads(run("trust", "list", "--json").stdout)
-    assert listed["since"] == 1
-    assert listed["keys"][0].startswith("alice+")
-    assert run("trust", "remove", "alice").returncode == 0
-    assert run("detach", "r3").returncode == 0
+    assert listed["required_since"] == 1
+    assert listed["keys"][0]["key"].startswith("alice+")
+    assert run("trust", "remove", "alice").returncode == 2  # unsigned, and the last key
+    run("keygen", "bob")
+    assert run("trust", "add", "bob.pub", "--sign-key", "alice.key").returncode == 0
+    assert run("trust", "remove", "alice", "--sign-key", "bob.key").returncode == 0
+    assert run("detach", "r3", "--sign-key", "alice.key").returncode == 2  # revoked
+    assert run("detach", "r3", "--sign-key", "bob.key", "--actor", "bob").returncode == 0
 
 
 def test_copy_keeps_positions_and_root(run: Run, tmp_path: Path) -> None:

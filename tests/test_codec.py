@@ -178,6 +178,7 @@ def test_document_errors_name_the_real_line_counting_blank_lines() -> None:
 def test_every_event_type_is_in_the_catalogue() -> None:
     assert set(event_types()) == {
         "EnterMaintenance", "ExitMaintenance", "Detach", "SetPolicy", "IssueBroadcast",
+        "TrustKey", "RevokeKey",
         "MaintenanceObserved", "StorageFailed", "LeaseExpired", "KeepAliveFailed", "HealthObserved",
         "BackendCrashed", "BackendRecovered", "MembershipObserved", "BroadcastAcked",
         "BroadcastTimedOut", "BroadcastFailed",

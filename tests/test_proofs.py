@@ -133,7 +133,7 @@ def test_cosigned_checkpoint_names_every_known_signer() -> None:
 def test_unsigned_only_when_no_key_is_required() -> None:
     unsigned = inclusion(2, 5, checkpoint(5).to_body())
     assert verify_inclusion_proof(unsigned, None).signed_by == ()
-    with pytest.raises(ProofError, match="checkpoint: malformed note"):
+    with pytest.raises(ProofError, match="checkpoint: it is unsigned"):
         verify_inclusion_proof(unsigned, VKEY)
     assert verify_inclusion_proof(inclusion(2, 5), None).signed_by == ()
 
@@ -230,7 +230,7 @@ def test_mixed_signed_and_unsigned() -> None:
     for notes in [(old.to_body(), new.sign(SKEY)), (old.sign(SKEY), new.to_body())]:
         text = make_consistency_proof(*notes, proof)
         assert verify_consistency_proof(text, None).new == new
-        with pytest.raises(ProofError, match="malformed note: no blank line"):
+        with pytest.raises(ProofError, match="checkpoint: it is unsigned"):
             verify_consistency_proof(text, VKEY)
 
 

@@ -150,12 +150,13 @@ def alice() -> OperatorKey:
 
 @pytest.fixture
 def trusted(ledger_target: str, alice: OperatorKey) -> Iterator[Ledger]:
-    """A ledger with a few events, then alice's key trusted."""
+    """A ledger with a few events, then alice's key trusted (the first TrustKey, at 5)."""
     with Ledger.open(ledger_target) as log:
         log.append_batch([KeepAliveFailed(subject=f"r{i}") for i in range(3)])
         log.append(Detach(subject="runner-early", actor="bob"))  # before trust: unsigned is fine
-        policy = log.trust(alice.signer.verifier.encode())
-        assert policy.since == 5
+        trusted = log.trust(alice.signer.verifier.encode())
+        assert trusted.required_since == 5
+        assert [k.name for k in trusted.keys] == ["alice"]
         yield log
 
 
@@ -249,14 +250,14 @@ def test_correctly_signed_operator_events_are_accepted(trusted: Ledger, alice: O
         ),
     ]
     results = trusted.append_batch(events)
-    assert [r.position for r in results] == list(range(5, 10))
+    assert [r.position for r in results] == list(range(6, 11))
     assert not any(r.duplicate for r in results)
-    stored = [e.event for e in trusted.read(5)]
+    stored = [e.event for e in trusted.read(6)]
     assert [e.signature for e in stored] == [e.signature for e in events]
     again = trusted.append(events[0])  # a replayed signed event is a duplicate, not a new one
     assert again.duplicate
-    assert again.position == 5
-    assert trusted.size() == 9
+    assert again.position == 6
+    assert trusted.size() == 10
     result = verify(trusted)
     assert result.ok, result.detail
 
@@ -265,14 +266,15 @@ def test_a_second_trusted_key_is_accepted_and_untrusting_it_refuses_it(
     trusted: Ledger, alice: OperatorKey
 ) -> None:
     carol = OperatorKey(Signer.generate("carol"))
-    trusted.trust(carol.signer.verifier.encode())
+    trusted.trust(carol.signer.verifier.encode(), signer=alice)  # 6
     as_carol = {n: msgspec.structs.replace(operator_event(n), actor="carol") for n in (7, 9)}
-    assert trusted.append(carol.sign(as_carol[7])).position == 5
-    assert trusted.append(alice.sign(operator_event(8))).position == 6
-    trusted.untrust("carol")
+    assert trusted.append(carol.sign(as_carol[7])).position == 7
+    assert trusted.append(alice.sign(operator_event(8))).position == 8
+    trusted.untrust("carol", signer=alice)  # 9
     with pytest.raises(SignatureError, match="unknown_key"):
         trusted.append(carol.sign(as_carol[9]))
-    assert trusted.size() == 6
+    assert trusted.size() == 9
+    assert verify(trusted).ok  # what carol signed before her revocation stays valid
 
 
 def test_loop_events_need_no_signature(trusted: Ledger) -> None:
@@ -282,7 +284,7 @@ def test_loop_events_need_no_signature(trusted: Ledger) -> None:
         MaintenanceObserved(subject="node-1", state="EnteringMaintenance"),
     ]
     results = trusted.append_batch(loops)
-    assert [r.position for r in results] == [5, 6, 7]
+    assert [r.position for r in results] == [6, 7, 8]
 
 
 def _sneak_in(log: Ledger, events: list[Event]) -> list[int]:
@@ -302,24 +304,24 @@ def _sneak_in(log: Ledger, events: list[Event]) -> list[int]:
 def test_unsigned_operator_event_written_behind_the_facade_is_flagged(
     trusted: Ledger, alice: OperatorKey
 ) -> None:
-    trusted.append(alice.sign(operator_event(1)))  # 5: signed, fine
-    trusted.append(KeepAliveFailed(subject="r1"))  # 6: loop, fine
-    (sneaked,) = _sneak_in(trusted, [Detach(subject="runner-x", actor="mallory")])  # 7
-    (forged,) = _sneak_in(  # 8: signed by a key the ledger does not trust
+    trusted.append(alice.sign(operator_event(1)))  # 6: signed, fine
+    trusted.append(KeepAliveFailed(subject="r1"))  # 7: loop, fine
+    (sneaked,) = _sneak_in(trusted, [Detach(subject="runner-x", actor="mallory")])  # 8
+    (forged,) = _sneak_in(  # 9: signed by a key the ledger does not trust
         trusted, [OperatorKey(Signer.generate("mallory")).sign(operator_event(2))]
     )
-    trusted.append(alice.sign(operator_event(3)))  # 9
-    assert (sneaked, forged) == (7, 8)
+    trusted.append(alice.sign(operator_event(3)))  # 10
+    assert (sneaked, forged) == (8, 9)
 
     report = run_audit(trusted)
     flagged = [(r.position, r.reason) for r in report.rejected if r.projection == "signatures"]
-    assert flagged == [(7, "unsigned"), (8, "unknown_key")]
+    assert flagged == [(8, "unsigned"), (9, "unknown_key")]
     assert all(r.position != 4 for r in report.rejected if r.projection == "signatures")
     assert report.diverged == []
 
     result = verify(trusted)
     assert not result.ok
-    assert result.first_bad_position == 7
+    assert result.first_bad_position == 8
     assert "signing policy" in result.detail
 
 
@@ -333,7 +335,7 @@ def test_unsigned_events_from_before_trust_are_not_flagged(ledger_target: str) -
         assert [r for r in report.rejected if r.projection == "signatures"] == []
         result = verify(log)
         assert result.ok, result.detail
-        assert result.size == 4
+        assert result.size == 5
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -347,9 +349,9 @@ def test_cli_trust_refuses_unsigned_and_accepts_signed(tmp_path: Path) -> None:
     assert seeded.returncode == 0, seeded.stderr
     added = cli("trust", "add", "alice.pub", "--json", "--ledger", ledger, cwd=tmp_path)
     assert added.returncode == 0, added.stderr
-    policy = json.loads(added.stdout)
-    assert policy["since"] == 2
-    assert policy["keys"] == [(tmp_path / "alice.pub").read_text().strip()]
+    trusted = json.loads(added.stdout)
+    assert trusted["required_since"] == 2
+    assert [k["key"] for k in trusted["keys"]] == [(tmp_path / "alice.pub").read_text().strip()]
 
     unsigned = json.dumps({"type": "Detach", "subject": "runner-a", "actor": "alice"}).encode()
     loop = json.dumps({"type": "LeaseExpired", "subject": "runner-a"}).encode()
@@ -373,17 +375,17 @@ def test_cli_trust_refuses_unsigned_and_accepts_signed(tmp_path: Path) -> None:
         cwd=tmp_path, stdin=loop + b"\n" + unsigned + b"\n",
     )  # fmt: skip
     assert signed.returncode == 0, signed.stderr
-    assert [json.loads(x)["position"] for x in signed.stdout.splitlines()] == [2, 3]
+    assert [json.loads(x)["position"] for x in signed.stdout.splitlines()] == [3, 4]
     entered = cli(
         "maintenance", "enter", "node-7", "--sign-key", "alice.key", "--json", "--ledger", ledger,
         cwd=tmp_path,
     )  # fmt: skip
     assert entered.returncode == 0, entered.stderr
-    assert json.loads(entered.stdout)["position"] == 4
+    assert json.loads(entered.stdout)["position"] == 5
 
     with Ledger.open(ledger, create=False) as log:
-        assert log.size() == 4
-        signature = log.get(3).event.signature
+        assert log.size() == 5
+        signature = log.get(4).event.signature
         assert signature is not None
         assert signature.key == "alice"
         assert verify(log).ok
