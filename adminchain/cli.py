@@ -9,9 +9,14 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import getpass
+import importlib
 import re
+import signal
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
@@ -19,6 +24,7 @@ import click
 import msgspec
 
 from ledger.errors import (
+    BackendUnavailableError,
     InvalidEventError,
     LedgerError,
     NotFoundError,
@@ -27,12 +33,14 @@ from ledger.errors import (
     UsageError,
 )
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as shells report a process ended by SIGINT (128 + 2)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 _json = msgspec.json.Encoder()
@@ -48,13 +56,103 @@ def exit_status(error: LedgerError) -> int:
 
 
 _HINTS: dict[type[LedgerError], str] = {
-    InvalidEventError: "fix that line and append again; nothing was stored",
-    StrictRefusedError: "see `adminchain status` and `adminchain history`; nothing was stored",
+    InvalidEventError: "fix that line and append again",
+    StrictRefusedError: "see `adminchain status` and `adminchain history`",
     ProofError: "the file does not verify: it was altered, or the key is not the signer's",
 }
+_NOTHING_STORED_HINTS = (InvalidEventError, StrictRefusedError)
+"""Errors whose hint says what was stored: nothing, or what earlier lines stored (`STORED`)."""
 
 
-class AdminGroup(click.Group):
+@dataclass(slots=True)
+class StoredSoFar:
+    """What this process has appended so far: the one truth every message about it is built on
+    (an error after some lines of ``--stream`` were stored, Ctrl-C)."""
+
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+
+    def note(self, results: Iterable[Any]) -> None:
+        """Count the new (non-duplicate) events among append results."""
+        for result in results:
+            if result.duplicate:
+                continue
+            self.count += 1
+            position = result.position
+            self.first = position if self.first is None else min(self.first, position)
+            self.last = position if self.last is None else max(self.last, position)
+
+    def describe(self) -> str:
+        """``nothing was stored`` or ``N events (positions a-b) were stored``."""
+        if self.count == 0:
+            return "nothing was stored"
+        if self.count == 1:
+            return f"1 event (position {self.first}) was stored"
+        return f"{self.count} events (positions {self.first}-{self.last}) were stored"
+
+
+STORED = StoredSoFar()
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back while a write is in flight, then raise it once the write has returned
+    (and its results were noted in `STORED`): a message about what was stored is then true."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if not pending:
+            click.echo("interrupt: finishing the write in progress…", err=True)
+        pending.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported only when a command is used (as click's
+    documentation shows): ``--help`` and ``status`` do not pay for the audit or demo imports.
+
+    `lazy` maps a command name to (module, one-line help); the module registers the command on
+    `main` when imported. A new command module adds its names to `LAZY_COMMANDS`.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            importlib.import_module(self.lazy[cmd_name][0])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is not None:
+                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+            elif name in self.lazy:
+                limit = formatter.width - 6 - len(name)
+                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class AdminGroup(LazyGroup):
     """The one place library errors become messages and exit statuses — never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -63,9 +161,17 @@ class AdminGroup(click.Group):
         except LedgerError as e:
             click.secho(f"error: {e}", err=True, fg="red")
             hint = next((h for cls, h in _HINTS.items() if isinstance(e, cls)), "")
+            if isinstance(e, _NOTHING_STORED_HINTS):
+                stored = STORED.describe()
+                if STORED.count:
+                    stored += " before it; nothing after it was"
+                hint = f"{hint}; {stored}" if hint else stored
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: {STORED.describe()}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
             click.secho(f"error: {e.strerror or e}{where}", err=True, fg="red")
@@ -81,18 +187,42 @@ def emit_json(value: object) -> None:
     sys.stdout.flush()
 
 
+DEFAULT_LEDGER = "./adminchain.lmdb"
+_LEDGER_HELP = (
+    "Ledger directory (embedded LMDB), postgresql:// URL or http(s):// server URL "
+    "[env: ADMINCHAIN_LEDGER]."
+)
+_JSON_HELP = "Machine-readable output on stdout, nothing else."
+
+
+def _global_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option (SPEC §5): given after the command it wins; else the value given before
+    the command name (`adminchain --ledger L status`); else the environment or the default."""
+    assert param.name is not None
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+        return value
+    given = ctx.find_root().params.get(param.name)
+    return value if given is None or given is False else given
+
+
+def json_option(func: F) -> F:
+    """`--json`, before or after the command name."""
+    return click.option("--json", "as_json", is_flag=True, callback=_global_value, help=_JSON_HELP)(
+        func
+    )
+
+
 def ledger_options(func: F) -> F:
-    """`--ledger` and `--json`, taken by every command."""
-    func = click.option(
-        "--json", "as_json", is_flag=True, help="Machine-readable output on stdout, nothing else."
-    )(func)
+    """`--ledger` and `--json`, taken by every command (and by `adminchain` itself)."""
+    func = json_option(func)
     return click.option(
         "--ledger",
         envvar="ADMINCHAIN_LEDGER",
-        default="./adminchain.lmdb",
+        default=DEFAULT_LEDGER,
         show_default=True,
         metavar="PATH|URL",
-        help="Ledger directory (embedded LMDB) or postgresql:// URL [env: ADMINCHAIN_LEDGER].",
+        callback=_global_value,
+        help=_LEDGER_HELP,
     )(func)
 
 
@@ -175,10 +305,21 @@ def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def open_ledger(target: str, *, create: bool = True) -> Any:
-    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast)."""
+    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast).
+
+    The one place the CLI opens a ledger: a remote ``http(s)://`` ledger plugs in here.
+    """
     from ledger.ledger import Ledger  # noqa: PLC0415
 
-    return Ledger.open(target, create=create)
+    try:
+        return Ledger.open(target, create=create)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith(("psycopg", "eventsourcing.postgres")):
+            raise
+        raise BackendUnavailableError(
+            "PostgreSQL support is not installed (no module named "
+            f"{e.name!r}); install it with: pip install 'adminchain[postgres]'"
+        ) from e
 
 
 def open_views(target: str, *, create: bool = False) -> Any:
@@ -188,9 +329,99 @@ def open_views(target: str, *, create: bool = False) -> Any:
     return Views(open_ledger(target, create=create))
 
 
-@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (the module that registers it, its help's first sentence; a test checks they match)
+    "append": (
+        "adminchain.commands_log",
+        "Append JSON Lines events from FILE (or stdin) as one atomic batch.",
+    ),
+    "broadcast": (
+        "adminchain.commands_ops",
+        "Issue lifecycle broadcasts to backends.",
+    ),
+    "catch-up": (
+        "adminchain.commands_log",
+        "Bring the stored projections up to the end of the log (a projection runner).",
+    ),
+    "checkpoint": (
+        "adminchain.commands_audit",
+        "Record a checkpoint: tree size, root and projection digest, signed with --key.",
+    ),
+    "copy": (
+        "adminchain.commands_log",
+        "Copy the ledger at SOURCE into DESTINATION byte for byte: same positions, same root.",
+    ),
+    "demo": (
+        "adminchain.demo",
+        "Play a guided scenario on a fresh embedded ledger, narrated step by step.",
+    ),
+    "detach": (
+        "adminchain.commands_ops",
+        "Detach RUNNER by hand (reason: manual detachment).",
+    ),
+    "history": (
+        "adminchain.commands_status",
+        "Each event about SUBJECT with the verdict of every projection that folded it.",
+    ),
+    "keygen": (
+        "adminchain.commands_audit",
+        "Make an Ed25519 key pair NAME: PREFIX.key (private, 0600) and PREFIX.pub.",
+    ),
+    "log": (
+        "adminchain.commands_log",
+        "Print the log itself, for export and audit.",
+    ),
+    "maintenance": (
+        "adminchain.commands_ops",
+        "Put a node into maintenance, or take it out.",
+    ),
+    "policy": (
+        "adminchain.commands_ops",
+        "Tune the projections, for one subject or for all (`*`).",
+    ),
+    "prove": (
+        "adminchain.commands_audit",
+        "Write a self-contained proof that the event at POSITION is in the log.",
+    ),
+    "replay": (
+        "adminchain.commands_audit",
+        "Rebuild every projection from the log and print the audit.",
+    ),
+    "status": (
+        "adminchain.commands_status",
+        "Show projection state: KIND is maintenance, detachment, recovery, membership, "
+        "broadcasts or policy.",
+    ),
+    "trust": (
+        "adminchain.commands_audit",
+        "Require signed operator events: manage the ledger's trusted operator keys.",
+    ),
+    "verify": (
+        "adminchain.commands_audit",
+        "Recompute every leaf, the tree and the projection digests; name the first bad position.",
+    ),
+}
+
+
+@click.group(
+    cls=AdminGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Environment:
+  ADMINCHAIN_LEDGER     the ledger, as --ledger (default ./adminchain.lmdb)
+  ADMINCHAIN_TOKEN      the bearer token for an http(s):// server ledger
+  ADMINCHAIN_SIGN_KEY   an operator key file that signs operator events (--sign-key)
+  ADMINCHAIN_ACTOR      who is acting (--actor; default: the login name)
+  ADMINCHAIN_CHECKPOINT_KEY  the key that signs checkpoints (--key)
+\b
+Global options (--ledger, --json) work before the command name and after it.
+Shell completion: eval "$(_ADMINCHAIN_COMPLETE=bash_source adminchain)" (see README).""",
+)
+@click.option("--ledger", metavar="PATH|URL", help=_LEDGER_HELP + " Default: ./adminchain.lmdb.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @click.version_option(package_name="adminchain")
-def main() -> None:
+def main(ledger: str | None, as_json: bool) -> None:
     """adminchain: an event-sourced, tamper-evident admin ledger for clusters.
 
     Operators and control loops append events; projections fold them into the state that
@@ -204,6 +435,3 @@ def main() -> None:
       adminchain status maintenance node-7
       adminchain verify
     """
-
-
-from adminchain import commands_audit, commands_log, commands_ops, demo  # noqa: E402, F401  registers commands
