@@ -46,8 +46,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 _json = msgspec.json.Encoder()
 
 
+class StreamErrorsError(LedgerError):
+    """``append --stream`` went on past bad lines (or, with --strict, refused ones): the exit
+    status says so — 2 if any line was bad, else 3 — once every other line was appended."""
+
+    def __init__(self, bad: list[int], refused: list[int]) -> None:
+        self.bad = bad
+        self.refused = refused
+        parts = [
+            f"{what} {'line' if len(numbers) == 1 else 'lines'} {_numbers(numbers)}"
+            for what, numbers in (("bad", bad), ("refused (--strict)", refused))
+            if numbers
+        ]
+        count = len(bad) + len(refused)
+        super().__init__(f"{count} input line{'s' * (count != 1)} not stored: {'; '.join(parts)}")
+
+
+def _numbers(numbers: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, numbers[:shown]))
+    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
+
+
 def exit_status(error: LedgerError) -> int:
     """The exit status SPEC §5 gives to a library error."""
+    if isinstance(error, StreamErrorsError):
+        return EXIT_USAGE if error.bad else EXIT_REFUSED
     if isinstance(error, InvalidEventError | UsageError | NotFoundError):
         return EXIT_USAGE
     if isinstance(error, StrictRefusedError):
@@ -60,7 +83,7 @@ _HINTS: dict[type[LedgerError], str] = {
     StrictRefusedError: "see `adminchain status` and `adminchain history`",
     ProofError: "the file does not verify: it was altered, or the key is not the signer's",
 }
-_NOTHING_STORED_HINTS = (InvalidEventError, StrictRefusedError)
+_NOTHING_STORED_HINTS = (InvalidEventError, StrictRefusedError, StreamErrorsError)
 """Errors whose hint says what was stored: nothing, or what earlier lines stored (`STORED`)."""
 
 
@@ -140,13 +163,15 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
-        for name in self.list_commands(ctx):
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        for name in names:
             command = self.commands.get(name)
             if command is not None:
-                rows.append((name, command.get_short_help_str(formatter.width - 6 - len(name))))
+                rows.append((name, command.get_short_help_str(limit)))
             elif name in self.lazy:
-                limit = formatter.width - 6 - len(name)
-                rows.append((name, click.utils.make_default_short_help(self.lazy[name][1], limit)))
+                text = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
+                rows.append((name, text))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -162,10 +187,9 @@ class AdminGroup(LazyGroup):
             click.secho(f"error: {e}", err=True, fg="red")
             hint = next((h for cls, h in _HINTS.items() if isinstance(e, cls)), "")
             if isinstance(e, _NOTHING_STORED_HINTS):
-                stored = STORED.describe()
-                if STORED.count:
-                    stored += " before it; nothing after it was"
-                hint = f"{hint}; {stored}" if hint else stored
+                if STORED.count and isinstance(e, InvalidEventError | StrictRefusedError):
+                    hint = "fix that line, then append it and the lines after it"
+                hint = f"{hint}; {STORED.describe()}" if hint else STORED.describe()
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))
@@ -327,6 +351,36 @@ def open_views(target: str, *, create: bool = False) -> Any:
     from projections.api import Views  # noqa: PLC0415
 
     return Views(open_ledger(target, create=create))
+
+
+def _known_subjects(ctx: click.Context, incomplete: str) -> list[str]:
+    """Subjects of the ledger the command line names, for shell completion (never creates)."""
+    target = ctx.params.get("ledger") or ctx.find_root().params.get("ledger")
+    try:
+        views = open_views(str(target or DEFAULT_LEDGER))
+        return [s for s in views.subjects() if s.startswith(incomplete)]
+    except Exception:  # noqa: BLE001  completion must never fail loudly
+        return []
+
+
+def complete_subject(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of a SUBJECT (NODE, RUNNER, …): the subjects the ledger knows."""
+    from click.shell_completion import CompletionItem  # noqa: PLC0415
+
+    return [CompletionItem(s) for s in _known_subjects(ctx, incomplete)]
+
+
+def complete_kind_or_subject(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of ``status KIND``: the kinds, then the subjects the ledger knows."""
+    from click.shell_completion import CompletionItem  # noqa: PLC0415
+
+    kinds = ("maintenance", "detachment", "recovery", "membership", "broadcasts", "policy")
+    items = [CompletionItem(k, help="kind") for k in kinds if k.startswith(incomplete)]
+    return items + [CompletionItem(s) for s in _known_subjects(ctx, incomplete)]
 
 
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {

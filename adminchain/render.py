@@ -138,31 +138,141 @@ def append_json(result: Any) -> bytes:
     )
 
 
-def append_line(result: Any, line: int) -> None:
-    """One streamed append result."""
-    note = " [dim](duplicate: already stored)[/]" if result.duplicate else ""
-    console.print(f"line {line}: position {result.position} id {result.id}{note}")
+def append_line(outcome: Any, line: int) -> None:
+    """One streamed append result, with the verdicts when a projection refused it."""
+    note = " [dim](duplicate: already stored)[/]" if outcome.duplicate else ""
+    console.print(f"line {line}: position {outcome.position} id {outcome.id}{note}")
+    for v in [] if outcome.duplicate else outcome.rejected:
+        detail = f" ({v['detail']})" if v.get("detail") else ""
+        console.print(f"[yellow]  refused by {v['projection']}: {v['reason']}{detail}[/]")
 
 
-def operator_result(
-    event: Any, result: Any, verdicts: list[dict[str, Any]], *, strict: bool
-) -> None:
-    """What an operator shortcut did: where it was recorded and what the projections made of it."""
+def line_error(error: Any, as_json: bool) -> None:
+    """One bad line of ``append --stream``: its own result (JSON on stdout with --json, else a
+    message on stderr), and the stream goes on."""
+    if as_json:
+        data = {"line": error.line, "error": str(error), "field": getattr(error, "field", None)}
+        write_lines([_json.encode(data) + b"\n"])
+    else:
+        errors.print(f"[red]error: {error}[/] (not stored; the stream goes on)")
+
+
+_FIXES: Final = {
+    "needs_force": ("needs --force", 'needs "force": true'),
+    "invalid_successor": ("not a next state of the current one: see `adminchain history {s}`",) * 2,
+    "stale": ("older than the detachment it would undo: see `adminchain history {s}`",) * 2,
+    "duplicate": ("issue it under a new broadcast id",) * 2,
+    "unknown_target": ("see `adminchain status broadcasts` for its targets",) * 2,
+    "late": ("that backend has already answered: see `adminchain history {s}`",) * 2,
+}
+
+
+def fix_for(reason: str | None, subject: str, *, shortcut: bool) -> str:
+    """What to do about a rejection (``needs --force``), for a shortcut or an ``append`` line."""
+    fixes = _FIXES.get(reason or "")
+    if fixes is None:
+        return f"see `adminchain history {subject}`"
+    return fixes[0 if shortcut else 1].replace("{s}", subject)
+
+
+def state_phrase(projection: str, view: dict[str, Any]) -> str:
+    """A subject's state in one projection, in a few words (from its ``status`` JSON)."""
+    if projection == "maintenance":
+        return str(view["state"])
+    if projection == "detachment":
+        return "detached" if view["detached"] else "attached"
+    if projection == "recovery":
+        decision = view["decision"]
+        if not decision:
+            return "no decision"
+        return f"{decision['kind']} after {decision['retry_after_ms']} ms"
+    if projection == "broadcasts":
+        pending = ", ".join(view["pending"])
+        if view["all_live_backends_acked"]:
+            return "all live backends acked"
+        return "complete" if view["complete"] else f"waiting for {pending or 'nothing'}"
+    if projection == "membership":
+        return "peers " + (", ".join(view["peers"]) or "none")
+    if projection == "policy":
+        return "settings " + (", ".join(f"{k}={v}" for k, v in view.items() if v is not None))
+    return ""
+
+
+def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = False) -> None:
+    """What an operator shortcut did (or, `dry_run`, would do): where it was recorded, what the
+    projections made of it, the resulting state and, for a rejection, the fix."""
     what = f"{type(event).__name__} {event.subject}"
-    if result.duplicate:
-        console.print(f"[dim]{what}: id {result.id} is already at position {result.position}[/]")
+    subject = event.subject
+    if outcome.duplicate:
+        where = f"already at position {outcome.position}" if outcome.position else "a repeat"
+        console.print(f"[dim]{what}: id {outcome.id} is {where}; nothing new is recorded[/]")
         return
-    console.print(f"recorded {what} at position {result.position} (id {result.id})")
-    for v in verdicts:
+    if dry_run:
+        console.print(f"dry run: {what} (nothing was appended)")
+    else:
+        console.print(f"recorded {what} at position {outcome.position} (id {outcome.id})")
+    for v in outcome.verdicts:
         style = VERDICT_STYLES[v["verdict"]]
+        verb = "would be " if dry_run else ""
         reason = f": {v['reason']}" if v.get("reason") else ""
         detail = f" ({v['detail']})" if v.get("detail") else ""
-        console.print(Text(f"  {v['projection']}: {v['verdict']}{reason}{detail}", style=style))
-    if any(v["verdict"] == "rejected" for v in verdicts) and not strict:
+        console.print(
+            Text(f"  {v['projection']}: {verb}{v['verdict']}{reason}{detail}", style=style)
+        )
+        view = outcome.states.get(v["projection"])
+        if view is None:
+            continue
+        state = state_phrase(v["projection"], view)
+        if v["verdict"] == "rejected":
+            stays = "would stay" if dry_run else "stays"
+            fix = fix_for(v.get("reason"), subject, shortcut=True)
+            console.print(f"  {subject} {stays} {state}; {fix}")
+        else:
+            becomes = "would be" if dry_run else "is now"
+            console.print(f"  {subject} {becomes} {state}")
+    if outcome.rejected and not strict and not dry_run:
         console.print(
             "  [yellow]the event is in the log, but the projection refused it; "
             "--strict refuses such commands before they are recorded[/]"
         )
+
+
+def outcome_json(outcome: Any, *, dry_run: bool = False) -> bytes:
+    """One ``append --json`` line with its verdicts (and ``"dry_run": true`` in a dry run)."""
+    data = outcome.to_json()
+    if dry_run:
+        data["dry_run"] = True
+    return _json.encode(data) + b"\n"
+
+
+def refusals(
+    events: list[Any], lines: list[int], outcomes: Iterable[Any], *, dry_run: bool = False
+) -> None:
+    """Print each event the projections refused (or would refuse), with the fix."""
+    for event, line, outcome in zip(events, lines, outcomes, strict=True):
+        if outcome.duplicate or not outcome.rejected:
+            continue
+        where = "" if dry_run else f" (position {outcome.position})"
+        for v in outcome.rejected:
+            detail = f" ({v['detail']})" if v.get("detail") else ""
+            fix = fix_for(v.get("reason"), event.subject, shortcut=False)
+            verb = "would be refused" if dry_run else "refused"
+            console.print(
+                f"[yellow]line {line}{where}: {type(event).__name__} {event.subject} {verb} by "
+                f"{v['projection']}: {v['reason']}{detail}; {fix}[/]"
+            )
+
+
+def dry_run_summary(outcomes: list[Any]) -> None:
+    """What a dry run of ``append`` found."""
+    fresh = sum(1 for o in outcomes if not o.duplicate)
+    refused = sum(1 for o in outcomes if not o.duplicate and o.rejected)
+    dups = len(outcomes) - fresh
+    console.print(
+        f"dry run: {fresh} new event{'s' * (fresh != 1)} would be appended "
+        f"({refused} refused by a projection), {dups} duplicate{'s' * (dups != 1)}; "
+        "nothing was appended"
+    )
 
 
 def append_summary(results: list[Any]) -> None:
@@ -355,7 +465,13 @@ def history_timeline(subject: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print(f"no events about {subject!r}")
         return
-    console.print(Text(f"history of {subject}", style="bold underline"))
+    history_rows(subject, rows, header=True)
+
+
+def history_rows(subject: str, rows: list[dict[str, Any]], *, header: bool) -> None:
+    """Rows of the timeline (for ``history --follow``, a few at a time)."""
+    if header:
+        console.print(Text(f"history of {subject}", style="bold underline"))
     for row in rows:
         verdicts = row["verdicts"]
         refused = [v for v in verdicts if v["verdict"] == "rejected"]

@@ -213,10 +213,25 @@ class Views:
     def status(
         self, kind: str | None = None, subject: str | None = None, now: datetime | None = None
     ) -> dict[str, dict[str, Any]]:
-        """The current ``status`` document (SPEC §5), after catching up."""
+        """The current ``status`` document (SPEC §5), after catching up. A SUBJECT alone with
+        history but back in its default state shows that state where its events were folded."""
         self.catch_up()
         with self.reader() as reader:
-            return status_document(_ReaderSource(reader), kind, subject, now)
+            document = status_document(_ReaderSource(reader), kind, subject, now)
+        if subject is not None and kind is None and not any(document.values()):
+            from projections.query import with_known_defaults  # noqa: PLC0415
+
+            document = with_known_defaults(document, subject, self.folded_by(subject), now)
+        return document
+
+    def policy(self, subject: str | None = None) -> dict[str, Any]:
+        """``status policy``: the effective policy per subject and for ``*``
+        (`projections.query.policy_document`), after catching up."""
+        from projections.query import policy_document  # noqa: PLC0415
+
+        self.catch_up()
+        with self.reader() as reader:
+            return policy_document(_ReaderSource(reader), subject)
 
     def state(self, projection: str, subject: str) -> Any | None:
         """One subject's current state struct (None: the default state)."""

@@ -168,14 +168,14 @@ def with_known_defaults(
 
 def policy_document(source: StateSource, subject: str | None = None) -> dict[str, Any]:
     """``status policy``: per subject with settings of its own (and ``*``, always), the
-    effective policy and the settings made for it; with `subject`, that subject only."""
+    effective policy and the settings made for it; with `subject`, that subject (and ``*``)."""
     star = source.state(policy.NAME, policy.ALL)
     if subject is None:
         owned = dict(source.subjects(policy.NAME))
         subjects = sorted(set(owned) | {policy.ALL})
     else:
         owned = {subject: source.state(policy.NAME, subject)}
-        subjects = [subject]
+        subjects = sorted({policy.ALL, subject})
     rows: dict[str, Any] = {}
     for name in subjects:
         own = star if name == policy.ALL else owned.get(name)
