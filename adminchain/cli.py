@@ -194,7 +194,8 @@ class AdminGroup(LazyGroup):
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))
         except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: {STORED.describe()}", err=True)
+            how = " after " if STORED.count else ": "
+            click.echo(f"\ninterrupted{how}{STORED.describe()}", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""

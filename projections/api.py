@@ -353,7 +353,7 @@ class Views:
                 Outcome(
                     result.original,
                     given.id,
-                    result.original is not None,
+                    result.duplicate,
                     [_verdict_json(v) for v in result.verdicts],
                     states,
                 )

@@ -172,8 +172,10 @@ class Folded(NamedTuple):
     """One event of a batch folded on top of the current state (see `fold_on_top`)."""
 
     event: Event
+    duplicate: bool
+    """Its `id` is already in the log, or earlier in the batch: it would not be stored again."""
     original: int | None
-    """The position of the event with the same `id` already in the log (a duplicate), else None."""
+    """The position of the event with the same `id` already in the log, else None."""
     verdicts: list[Verdict]
     """The verdicts it gets (for a duplicate: those its original got, if known)."""
     states: dict[tuple[str, str], Any]
@@ -204,17 +206,17 @@ def fold_on_top(
     for event in events:
         if event.id is not None and event.id in seen:
             earlier = seen[event.id]
-            folded.append(Folded(event, earlier.original, earlier.verdicts, earlier.states))
+            folded.append(Folded(event, True, earlier.original, earlier.verdicts, earlier.states))
             continue
         original = None if event.id is None else ops.lookup_id(event.id)
         if original is not None:
             raw = reader.verdicts(original)
             verdicts = codec.decode_verdicts(raw) if raw is not None else recent.get(original, [])
-            result = Folded(event, original, verdicts, {})
+            result = Folded(event, True, original, verdicts, {})
         else:
             verdicts = apply(event)
             after = {key: states[key[0]].get(key[1]) for key in touched(event)}
-            result = Folded(event, None, verdicts, after)
+            result = Folded(event, False, None, verdicts, after)
         folded.append(result)
         if event.id is not None:
             seen[event.id] = result
@@ -233,7 +235,7 @@ def strict_precondition(
 
     def check(ops: TxnOps, events: Sequence[Event]) -> None:
         for line, result in enumerate(fold_on_top(ops, views_over, events), start=1):
-            if result.original is not None or not isinstance(result.event, OPERATOR_EVENTS):
+            if result.duplicate or not isinstance(result.event, OPERATOR_EVENTS):
                 continue
             for verdict in result.verdicts:
                 if verdict.verdict == "rejected":
