@@ -8,7 +8,6 @@ With ``--json``, stdout carries only the machine-readable output.
 
 from __future__ import annotations
 
-import getpass
 import importlib
 import re
 import signal
@@ -16,7 +15,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
@@ -87,14 +85,16 @@ _NOTHING_STORED_HINTS = (InvalidEventError, StrictRefusedError, StreamErrorsErro
 """Errors whose hint says what was stored: nothing, or what earlier lines stored (`STORED`)."""
 
 
-@dataclass(slots=True)
 class StoredSoFar:
     """What this process has appended so far: the one truth every message about it is built on
     (an error after some lines of ``--stream`` were stored, Ctrl-C)."""
 
-    count: int = 0
-    first: int | None = None
-    last: int | None = None
+    __slots__ = ("count", "first", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
 
     def note(self, results: Iterable[Any]) -> None:
         """Count the new (non-duplicate) events among append results."""
@@ -252,6 +252,8 @@ def ledger_options(func: F) -> F:
 
 
 def _login() -> str:
+    import getpass  # noqa: PLC0415  only for operator commands
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -17,7 +17,7 @@ import click
 from rich.panel import Panel
 from rich.text import Text
 
-from adminchain import render
+from adminchain import plain, render
 from adminchain.cli import emit_json, main
 from ledger.events import (
     BackendCrashed,
@@ -91,7 +91,7 @@ class Narrator:
 
     def show(self, views: Views, kind: str, subject: str, now: datetime) -> None:
         if not self.quiet:
-            render.status_tables(views.status(kind, subject, now=now), now)
+            plain.document_tables(views.status(kind, subject, now=now), now)
 
 
 @contextmanager

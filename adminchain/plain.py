@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-__all__ = ["Table", "policy_tables", "status_tables", "when"]
+__all__ = ["Table", "document_tables", "policy_tables", "status_tables", "when"]
 
 _ANSI: Final = {
     "green": "32",
@@ -241,6 +241,13 @@ def status_tables(report: Any, now: datetime, out: TextIO | None = None) -> bool
         out.write("\n".join(chunks) + "\n")
         out.flush()
     return shown
+
+
+def document_tables(document: dict[str, dict[str, Any]], now: datetime) -> None:
+    """A whole ``status`` document (no filter), as `status_tables` prints it."""
+    from projections.query import StatusFilter, status_report  # noqa: PLC0415
+
+    status_tables(status_report(document, StatusFilter()), now)
 
 
 def _ms(value: int) -> str:

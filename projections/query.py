@@ -9,7 +9,6 @@ server answers with the same call.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -56,6 +55,7 @@ class StatusFilter:
     """A subject glob."""
     limit: int | None = None
     """At most this many rows per projection (after filtering; the counts cover every match)."""
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_lower = {name.lower(): name for name in MAINTENANCE_STATES}
@@ -68,6 +68,10 @@ class StatusFilter:
                 )
             states.append(by_lower[name.lower()])
         object.__setattr__(self, "states", tuple(states))
+        if self.pattern is not None:
+            import fnmatch  # noqa: PLC0415  only with a glob
+
+            object.__setattr__(self, "_regex", re.compile(fnmatch.translate(self.pattern)))
         if self.limit is not None and self.limit < 0:
             raise UsageError(f"--limit: {self.limit} is negative")
 
@@ -90,7 +94,7 @@ class StatusFilter:
 
     def keeps(self, projection: str, subject: str, view: dict[str, Any]) -> bool:
         """Whether one row passes every filter."""
-        if self.pattern is not None and not fnmatch.fnmatchcase(subject, self.pattern):
+        if self._regex is not None and self._regex.match(subject) is None:
             return False
         if projection == "maintenance":
             if self.states and view["state"] not in self.states:
