@@ -13,6 +13,7 @@ from adminchain import render
 from adminchain.cli import (
     EXIT_FAILED,
     emit_json,
+    json_option,
     ledger_options,
     main,
     open_ledger,
@@ -172,7 +173,7 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
     "--out", "prefix", help="File prefix (default: NAME): writes PREFIX.key and PREFIX.pub."
 )
 @click.option("--force", is_flag=True, help="Overwrite existing key files.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@json_option
 def keygen(name: str, prefix: str | None, force: bool, as_json: bool) -> None:
     """Make an Ed25519 key pair NAME: PREFIX.key (private, 0600) and PREFIX.pub.
 

@@ -12,6 +12,7 @@ from adminchain.cli import (
     StreamErrorsError,
     emit_json,
     interrupts_deferred,
+    json_option,
     ledger_options,
     main,
     open_ledger,
@@ -184,7 +185,7 @@ def log_command(start: int, stop: int | None, ledger: str, as_json: bool) -> Non
 @main.command()
 @click.argument("source", metavar="SOURCE")
 @click.argument("destination", metavar="DESTINATION")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@json_option
 def copy(source: str, destination: str, as_json: bool) -> None:
     """Copy the ledger at SOURCE into DESTINATION byte for byte: same positions, same root.
 

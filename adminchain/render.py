@@ -146,7 +146,11 @@ def line_error(error: Any, as_json: bool) -> None:
         data = {"line": error.line, "error": str(error), "field": getattr(error, "field", None)}
         write_lines([_json.encode(data) + b"\n"])
     else:
-        errors.print(f"[red]error: {error}[/] (not stored; the stream goes on)")
+        errors.print(
+            Text(f"error: {error}", style="red"),
+            Text("(not stored; the stream goes on)"),
+            soft_wrap=True,
+        )
 
 
 _FIXES: Final = {
@@ -186,7 +190,7 @@ def state_phrase(projection: str, view: dict[str, Any]) -> str:
     if projection == "membership":
         return "peers " + (", ".join(view["peers"]) or "none")
     if projection == "policy":
-        return "settings " + (", ".join(f"{k}={v}" for k, v in view.items() if v is not None))
+        return ", ".join(f"{k}={v}" for k, v in view.items() if v is not None)
     return ""
 
 
@@ -215,7 +219,11 @@ def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = F
         if view is None:
             continue
         state = state_phrase(v["projection"], view)
-        if v["verdict"] == "rejected":
+        if v["projection"] == "policy":
+            console.print(
+                f"  the policy for {subject} {'would set' if dry_run else 'sets'} {state}"
+            )
+        elif v["verdict"] == "rejected":
             stays = "would stay" if dry_run else "stays"
             fix = fix_for(v.get("reason"), subject, shortcut=True)
             console.print(f"  {subject} {stays} {state}; {fix}")
