@@ -190,6 +190,8 @@ class AdminGroup(LazyGroup):
                 if STORED.count and isinstance(e, InvalidEventError | StrictRefusedError):
                     hint = "fix that line, then append it and the lines after it"
                 hint = f"{hint}; {STORED.describe()}" if hint else STORED.describe()
+            elif STORED.count:  # e.g. a storage error in the middle of --stream
+                hint = f"{hint}; {STORED.describe()}" if hint else STORED.describe()
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))

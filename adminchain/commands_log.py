@@ -141,21 +141,20 @@ def _stream(
             event = decode_line(raw, number)
             if signer is not None:
                 event = signer.sign_if_operator(event)
-            with interrupts_deferred():
+            with interrupts_deferred():  # a stored event's result is printed before Ctrl-C ends
                 result = views.ledger.append(event, precondition=precondition, validated=True)
                 STORED.note([result])
+                (outcome,) = views.outcomes([result])
+                if as_json:
+                    render.write_lines([render.outcome_json(outcome)])
+                else:
+                    render.append_line(outcome, number)
         except (InvalidEventError, StrictRefusedError) as e:
             located = e.at_line(number)
             if stop:
                 raise located from e
             (refused if isinstance(e, StrictRefusedError) else bad).append(number)
             render.line_error(located, as_json)
-            continue
-        (outcome,) = views.outcomes([result])
-        if as_json:
-            render.write_lines([render.outcome_json(outcome)])
-        else:
-            render.append_line(outcome, number)
     if bad or refused:
         raise StreamErrorsError(bad, refused)
 

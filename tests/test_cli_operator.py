@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from adminchain.cli import LAZY_COMMANDS, main
 from tests.test_cli import Run, jsonl, run  # noqa: F401  `run`: test_cli's fixture
 
 
@@ -89,6 +88,8 @@ def test_top_level_help_names_the_global_options_and_environment(run: Run) -> No
 
 
 def test_every_command_is_listed_lazily_with_its_own_help() -> None:
+    from adminchain.cli import LAZY_COMMANDS, main  # noqa: PLC0415
+
     for module in {m for m, _ in LAZY_COMMANDS.values()}:
         importlib.import_module(module)
     assert set(main.commands) == set(LAZY_COMMANDS), "add new commands to cli.LAZY_COMMANDS"
