@@ -9,12 +9,13 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
@@ -118,6 +119,30 @@ class StoredSoFar:
 STORED = StoredSoFar()
 
 
+class _Interrupt:
+    """Whether Ctrl-C was pressed. Python can lose the KeyboardInterrupt of a SIGINT (raised
+    inside a weakref callback or a destructor, it is only printed as "Exception ignored"), so
+    the signal is also recorded here, and `check_interrupt` raises it again where it is safe."""
+
+    seen = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed during this command (even if its exception was lost)."""
+    return _Interrupt.seen
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (call it between units of work)."""
+    if _Interrupt.seen:
+        raise KeyboardInterrupt
+
+
 @contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C back while a write is in flight, then raise it once the write has returned
@@ -131,6 +156,7 @@ def interrupts_deferred() -> Iterator[None]:
         if not pending:
             click.echo("interrupt: finishing the write in progress…", err=True)
         pending.append(signum)
+        _Interrupt.seen = True
 
     previous = signal.signal(signal.SIGINT, hold)
     try:
@@ -139,6 +165,43 @@ def interrupts_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if pending:
         raise KeyboardInterrupt
+
+
+@contextmanager
+def until_interrupted() -> Iterator[None]:
+    """For commands that run until Ctrl-C (``status --watch``, ``history --follow``): Ctrl-C
+    ends the block normally (exit 0)."""
+    with suppress(KeyboardInterrupt):
+        yield
+    _Interrupt.seen = False
+
+
+def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[bytes]:
+    """Lines of a binary stream as they arrive (for ``--stream``), checking for Ctrl-C at least
+    every `poll` seconds while waiting, so that an interrupt is never left unanswered."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        yield from read_lines(stream)
+        return
+    import select  # noqa: PLC0415
+
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], poll)
+        check_interrupt()
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r")
+            check_interrupt()
+    if pending:
+        yield pending.rstrip(b"\r")
 
 
 class LazyGroup(click.Group):
@@ -181,8 +244,12 @@ class AdminGroup(LazyGroup):
     """The one place library errors become messages and exit statuses — never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            check_interrupt()  # Ctrl-C whose exception Python lost on the way
         except LedgerError as e:
             click.secho(f"error: {e}", err=True, fg="red")
             hint = next((h for cls, h in _HINTS.items() if isinstance(e, cls)), "")
@@ -206,6 +273,7 @@ class AdminGroup(LazyGroup):
         except TimeoutError as e:
             click.secho(f"error: {e}", err=True, fg="red")
             ctx.exit(EXIT_FAILED)
+        return result
 
 
 def emit_json(value: object) -> None:

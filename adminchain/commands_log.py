@@ -18,6 +18,7 @@ from adminchain.cli import (
     open_ledger,
     open_views,
     read_lines,
+    read_lines_interruptibly,
 )
 from ledger.codec import decode_line
 from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
@@ -134,7 +135,7 @@ def _stream(
     bad: list[int] = []
     refused: list[int] = []
     precondition = views.strict() if strict else None
-    for number, raw in enumerate(read_lines(file), start=1):
+    for number, raw in enumerate(read_lines_interruptibly(file), start=1):
         if not raw.strip():
             continue
         try:

@@ -14,11 +14,13 @@ from adminchain.cli import (
     complete_kind_or_subject,
     complete_subject,
     emit_json,
+    interrupted,
     ledger_options,
     main,
     open_views,
     parse_as_of,
     parse_time,
+    until_interrupted,
 )
 
 
@@ -182,13 +184,11 @@ def _watch(views: Any, show: Any, interval: float, as_json: bool) -> None:
     """Show, then show again each time the log grows (Ctrl-C ends it, exit 0). On a terminal
     the screen is redrawn; a pipe gets one document (or table set) per change."""
     redraw = not as_json and sys.stdout.isatty()
-    try:
+    with until_interrupted():
         start = views.ledger.size()
         _frame(show, start, redraw, as_json)
-        for size in views.changes(start, poll=interval):
+        for size in views.changes(start, poll=interval, stop=interrupted):
             _frame(show, size, redraw, as_json)
-    except KeyboardInterrupt:
-        return
 
 
 def _frame(show: Any, size: int, redraw: bool, as_json: bool) -> None:
@@ -235,13 +235,11 @@ def history(subject: str, follow: bool, interval: float, ledger: str, as_json: b
         else:
             render.history_timeline(subject, rows)
         return
-    try:
+    with until_interrupted():
         last = _history_rows(subject, rows, as_json, header=True)
-        for size in views.changes(max(start, last), poll=interval):
+        for size in views.changes(max(start, last), poll=interval, stop=interrupted):
             fresh = views.history_after(subject, last)
             last = max(last, _history_rows(subject, fresh, as_json, header=False), size)
-    except KeyboardInterrupt:
-        return
 
 
 def _history_rows(subject: str, rows: list[dict[str, Any]], as_json: bool, *, header: bool) -> int:

@@ -376,11 +376,14 @@ class Views:
         entries = self.ledger.history(subject)
         return projections_of(e.event for e in entries if up_to is None or e.position <= up_to)
 
-    def changes(self, after: int, *, poll: float = 1.0) -> Iterator[int]:
-        """The log's size each time it grows beyond `after` (blocks in between): what a live
-        view (``status --watch``, ``history --follow``) waits on."""
+    def changes(
+        self, after: int, *, poll: float = 1.0, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[int]:
+        """The log's size each time it grows beyond `after` (blocks in between, checking `stop`
+        at least every `poll` seconds): what a live view (``status --watch``,
+        ``history --follow``) waits on."""
         size = after
-        while True:
+        while not stop():
             self.ledger.backend.wait_beyond(size, poll)
             now = self.ledger.size()
             if now > size:
