@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
 import click
-import msgspec
 
 from ledger.errors import (
     BackendUnavailableError,
@@ -42,7 +41,6 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C, as shells report a process ended by SIGINT (128 + 2)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
-_json = msgspec.json.Encoder()
 
 
 class StreamErrorsError(LedgerError):
@@ -278,7 +276,9 @@ class AdminGroup(LazyGroup):
 
 def emit_json(value: object) -> None:
     """Write one JSON document (and a newline) to stdout."""
-    sys.stdout.buffer.write(_json.encode(value) + b"\n")
+    import msgspec  # noqa: PLC0415  loaded by the ledger anyway; not needed for --help
+
+    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
     sys.stdout.flush()
 
 
@@ -367,8 +367,10 @@ def parse_duration(text: str) -> timedelta | None:
 
 def parse_time(text: str, option: str) -> datetime:
     """An RFC 3339 time (a time zone is required) as an aware UTC datetime."""
+    import msgspec  # noqa: PLC0415
+
     try:
-        value = msgspec.json.decode(_json.encode(text), type=datetime)
+        value = msgspec.json.decode(msgspec.json.encode(text), type=datetime)
     except msgspec.ValidationError:
         raise UsageError(
             f"{option}: {text!r} is not an RFC 3339 time (e.g. 2026-11-25T14:00:00Z)"
