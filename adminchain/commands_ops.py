@@ -28,7 +28,7 @@ from adminchain.cli import (
     parse_deadline,
     parse_duration,
 )
-from ledger.errors import UsageError
+from ledger.errors import StrictRefusedError, UsageError
 from ledger.events import (
     Detach,
     EnterMaintenance,
@@ -67,12 +67,17 @@ class _Operator:
                 event = msgspec.structs.replace(event, actor=key.signer.name)
             event = key.sign_if_operator(event)
         views = open_views(self.ledger, create=not self.dry_run)
-        if self.dry_run:
-            (outcome,) = views.dry_run([event], strict=self.strict)
-        else:
-            with interrupts_deferred():
-                (outcome,) = views.append_with_verdicts([event], strict=self.strict, states=True)
-                STORED.note([outcome])
+        try:
+            if self.dry_run:
+                (outcome,) = views.dry_run([event], strict=self.strict)
+            else:
+                with interrupts_deferred():
+                    (outcome,) = views.append_with_verdicts(
+                        [event], strict=self.strict, states=True
+                    )
+                    STORED.note([outcome])
+        except StrictRefusedError as e:
+            raise e.at_line(None) from e  # one event, no input lines: no "line 1"
         if self.as_json:
             data = outcome.to_json()
             if self.dry_run:
