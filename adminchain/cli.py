@@ -8,18 +8,22 @@ With ``--json``, stdout carries only the machine-readable output.
 
 from __future__ import annotations
 
-import getpass
+import importlib
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any, TypeVar
 
 import click
-import msgspec
 
+from ledger.defaults import DEFAULT_LEDGER
 from ledger.errors import (
+    BackendUnavailableError,
     InvalidEventError,
     LedgerError,
     NotFoundError,
@@ -27,21 +31,44 @@ from ledger.errors import (
     StrictRefusedError,
     UsageError,
 )
-from ledger.ledger import DEFAULT_LEDGER
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C, as shells report a process ended by SIGINT (128 + 2)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
-_json = msgspec.json.Encoder()
+
+
+class StreamErrorsError(LedgerError):
+    """``append --stream`` went on past bad lines (or, with --strict, refused ones): the exit
+    status says so — 2 if any line was bad, else 3 — once every other line was appended."""
+
+    def __init__(self, bad: list[int], refused: list[int]) -> None:
+        self.bad = bad
+        self.refused = refused
+        parts = [
+            f"{what} {'line' if len(numbers) == 1 else 'lines'} {_numbers(numbers)}"
+            for what, numbers in (("bad", bad), ("refused (--strict)", refused))
+            if numbers
+        ]
+        count = len(bad) + len(refused)
+        super().__init__(f"{count} input line{'s' * (count != 1)} not stored: {'; '.join(parts)}")
+
+
+def _numbers(numbers: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, numbers[:shown]))
+    return text + (f" and {len(numbers) - shown} more" if len(numbers) > shown else "")
 
 
 def exit_status(error: LedgerError) -> int:
     """The exit status SPEC §5 gives to a library error."""
+    if isinstance(error, StreamErrorsError):
+        return EXIT_USAGE if error.bad else EXIT_REFUSED
     if isinstance(error, InvalidEventError | UsageError | NotFoundError):
         return EXIT_USAGE
     if isinstance(error, StrictRefusedError):
@@ -50,24 +77,194 @@ def exit_status(error: LedgerError) -> int:
 
 
 _HINTS: dict[type[LedgerError], str] = {
-    InvalidEventError: "fix that line and append again; nothing was stored",
-    StrictRefusedError: "see `adminchain status` and `adminchain history`; nothing was stored",
+    InvalidEventError: "fix that line and append again",
+    StrictRefusedError: "see `adminchain status` and `adminchain history`",
     ProofError: "the file does not verify: it was altered, or the key is not the signer's",
 }
+_NOTHING_STORED_HINTS = (InvalidEventError, StrictRefusedError, StreamErrorsError)
+"""Errors whose hint says what was stored: nothing, or what earlier lines stored (`STORED`)."""
 
 
-class AdminGroup(click.Group):
+class StoredSoFar:
+    """What this process has appended so far: the one truth every message about it is built on
+    (an error after some lines of ``--stream`` were stored, Ctrl-C)."""
+
+    __slots__ = ("count", "first", "last")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self.last: int | None = None
+
+    def note(self, results: Iterable[Any]) -> None:
+        """Count the new (non-duplicate) events among append results."""
+        for result in results:
+            if result.duplicate:
+                continue
+            self.count += 1
+            position = result.position
+            self.first = position if self.first is None else min(self.first, position)
+            self.last = position if self.last is None else max(self.last, position)
+
+    def describe(self) -> str:
+        """``nothing was stored`` or ``N events (positions a-b) were stored``."""
+        if self.count == 0:
+            return "nothing was stored"
+        if self.count == 1:
+            return f"1 event (position {self.first}) was stored"
+        return f"{self.count} events (positions {self.first}-{self.last}) were stored"
+
+
+STORED = StoredSoFar()
+
+
+class _Interrupt:
+    """Whether Ctrl-C was pressed. Python can lose the KeyboardInterrupt of a SIGINT (raised
+    inside a weakref callback or a destructor, it is only printed as "Exception ignored"), so
+    the signal is also recorded here, and `check_interrupt` raises it again where it is safe."""
+
+    seen = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed during this command (even if its exception was lost)."""
+    return _Interrupt.seen
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (call it between units of work)."""
+    if _Interrupt.seen:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back while a write is in flight, then raise it once the write has returned
+    (and its results were noted in `STORED`): a message about what was stored is then true."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if not pending:
+            click.echo("interrupt: finishing the write in progress…", err=True)
+        pending.append(signum)
+        _Interrupt.seen = True
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def until_interrupted() -> Iterator[None]:
+    """For commands that run until Ctrl-C (``status --watch``, ``history --follow``): Ctrl-C
+    ends the block normally (exit 0)."""
+    with suppress(KeyboardInterrupt):
+        yield
+    _Interrupt.seen = False
+
+
+def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[bytes]:
+    """Lines of a binary stream as they arrive (for ``--stream``), checking for Ctrl-C at least
+    every `poll` seconds while waiting, so that an interrupt is never left unanswered."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        yield from read_lines(stream)
+        return
+    import select  # noqa: PLC0415
+
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], poll)
+        check_interrupt()
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r")
+            check_interrupt()
+    if pending:
+        yield pending.rstrip(b"\r")
+
+
+class LazyGroup(click.Group):
+    """A group whose commands live in modules imported only when a command is used (as click's
+    documentation shows): ``--help`` and ``status`` do not pay for the audit or demo imports.
+
+    `lazy` maps a command name to (module, one-line help); the module registers the command on
+    `main` when imported. A new command module adds its names to `LAZY_COMMANDS`.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            importlib.import_module(self.lazy[cmd_name][0])
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        for name in names:
+            command = self.commands.get(name)
+            if command is not None:
+                rows.append((name, command.get_short_help_str(limit)))
+            elif name in self.lazy:
+                text = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
+                rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class AdminGroup(LazyGroup):
     """The one place library errors become messages and exit statuses — never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            check_interrupt()  # Ctrl-C whose exception Python lost on the way
         except LedgerError as e:
             click.secho(f"error: {e}", err=True, fg="red")
             hint = next((h for cls, h in _HINTS.items() if isinstance(e, cls)), "")
+            if isinstance(e, _NOTHING_STORED_HINTS):
+                if STORED.count and isinstance(e, InvalidEventError | StrictRefusedError):
+                    hint = "fix that line, then append it and the lines after it"
+                hint = f"{hint}; {STORED.describe()}" if hint else STORED.describe()
+            elif STORED.count:  # e.g. a storage error in the middle of --stream
+                hint = f"{hint}; {STORED.describe()}" if hint else STORED.describe()
             if hint:
                 click.echo(f"hint: {hint}", err=True)
             ctx.exit(exit_status(e))
+        except KeyboardInterrupt:
+            how = " after " if STORED.count else ": "
+            click.echo(f"\ninterrupted{how}{STORED.describe()}", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except OSError as e:
             where = f" ({e.filename})" if e.filename else ""
             click.secho(f"error: {e.strerror or e}{where}", err=True, fg="red")
@@ -75,30 +272,58 @@ class AdminGroup(click.Group):
         except TimeoutError as e:
             click.secho(f"error: {e}", err=True, fg="red")
             ctx.exit(EXIT_FAILED)
+        return result
 
 
 def emit_json(value: object) -> None:
     """Write one JSON document (and a newline) to stdout."""
-    sys.stdout.buffer.write(_json.encode(value) + b"\n")
+    import msgspec  # noqa: PLC0415  loaded by the ledger anyway; not needed for --help
+
+    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
     sys.stdout.flush()
 
 
+_LEDGER_HELP = (
+    "Ledger directory (embedded LMDB), postgresql:// URL or http(s):// server URL "
+    "[env: ADMINCHAIN_LEDGER]."
+)
+_JSON_HELP = "Machine-readable output on stdout, nothing else."
+
+
+def _global_value(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option (SPEC §5): given after the command it wins; else the value given before
+    the command name (`adminchain --ledger L status`); else the environment or the default."""
+    assert param.name is not None
+    if ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE:
+        return value
+    given = ctx.find_root().params.get(param.name)
+    return value if given is None or given is False else given
+
+
+def json_option(func: F) -> F:
+    """`--json`, before or after the command name."""
+    return click.option("--json", "as_json", is_flag=True, callback=_global_value, help=_JSON_HELP)(
+        func
+    )
+
+
 def ledger_options(func: F) -> F:
-    """`--ledger` and `--json`, taken by every command."""
-    func = click.option(
-        "--json", "as_json", is_flag=True, help="Machine-readable output on stdout, nothing else."
-    )(func)
+    """`--ledger` and `--json`, taken by every command (and by `adminchain` itself)."""
+    func = json_option(func)
     return click.option(
         "--ledger",
         envvar="ADMINCHAIN_LEDGER",
         default=DEFAULT_LEDGER,
         show_default=True,
         metavar="PATH|URL",
-        help="Ledger directory (embedded LMDB) or postgresql:// URL [env: ADMINCHAIN_LEDGER].",
+        callback=_global_value,
+        help=_LEDGER_HELP,
     )(func)
 
 
 def _login() -> str:
+    import getpass  # noqa: PLC0415  only for operator commands
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -146,8 +371,10 @@ def parse_duration(text: str) -> timedelta | None:
 
 def parse_time(text: str, option: str) -> datetime:
     """An RFC 3339 time (a time zone is required) as an aware UTC datetime."""
+    import msgspec  # noqa: PLC0415
+
     try:
-        value = msgspec.json.decode(_json.encode(text), type=datetime)
+        value = msgspec.json.decode(msgspec.json.encode(text), type=datetime)
     except msgspec.ValidationError:
         raise UsageError(
             f"{option}: {text!r} is not an RFC 3339 time (e.g. 2026-11-25T14:00:00Z)"
@@ -194,10 +421,21 @@ def write_file(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> No
 
 
 def open_ledger(target: str, *, create: bool = True) -> Any:
-    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast)."""
+    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast).
+
+    The one place the CLI opens a ledger: a remote ``http(s)://`` ledger plugs in here.
+    """
     from ledger.ledger import Ledger  # noqa: PLC0415
 
-    log = Ledger.open(target, create=create)
+    try:
+        log = Ledger.open(target, create=create)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith(("psycopg", "eventsourcing.postgres")):
+            raise
+        raise BackendUnavailableError(
+            "PostgreSQL support is not installed (no module named "
+            f"{e.name!r}); install it with: pip install 'adminchain[postgres]'"
+        ) from e
     for notice in log.notices:  # e.g. the one-time move of trust into the log (SPEC-server §8)
         click.secho(f"note: {notice}", err=True, fg="yellow")
     return log
@@ -222,9 +460,129 @@ def open_views(target: str, *, create: bool = False) -> Any:
     return Views(open_ledger(target, create=create))
 
 
-@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _known_subjects(ctx: click.Context, incomplete: str) -> list[str]:
+    """Subjects of the ledger the command line names, for shell completion (never creates)."""
+    target = ctx.params.get("ledger") or ctx.find_root().params.get("ledger")
+    try:
+        views = open_views(str(target or DEFAULT_LEDGER))
+        return [s for s in views.subjects() if s.startswith(incomplete)]
+    except Exception:  # noqa: BLE001  completion must never fail loudly
+        return []
+
+
+def complete_subject(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of a SUBJECT (NODE, RUNNER, …): the subjects the ledger knows."""
+    from click.shell_completion import CompletionItem  # noqa: PLC0415
+
+    return [CompletionItem(s) for s in _known_subjects(ctx, incomplete)]
+
+
+def complete_kind_or_subject(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """Shell completion of ``status KIND``: the kinds, then the subjects the ledger knows."""
+    from click.shell_completion import CompletionItem  # noqa: PLC0415
+
+    kinds = ("maintenance", "detachment", "recovery", "membership", "broadcasts", "policy")
+    items = [CompletionItem(k, help="kind") for k in kinds if k.startswith(incomplete)]
+    return items + [CompletionItem(s) for s in _known_subjects(ctx, incomplete)]
+
+
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (the module that registers it, its help's first sentence; a test checks they match)
+    "append": (
+        "adminchain.commands_log",
+        "Append JSON Lines events from FILE (or stdin) as one atomic batch.",
+    ),
+    "broadcast": (
+        "adminchain.commands_ops",
+        "Issue lifecycle broadcasts to backends.",
+    ),
+    "catch-up": (
+        "adminchain.commands_log",
+        "Bring the stored projections up to the end of the log (a projection runner).",
+    ),
+    "checkpoint": (
+        "adminchain.commands_audit",
+        "Record a checkpoint: tree size, root and projection digest, signed with --key.",
+    ),
+    "copy": (
+        "adminchain.commands_log",
+        "Copy the ledger at SOURCE into DESTINATION byte for byte: same positions, same root.",
+    ),
+    "demo": (
+        "adminchain.demo",
+        "Play a guided scenario on a fresh embedded ledger, narrated step by step.",
+    ),
+    "detach": (
+        "adminchain.commands_ops",
+        "Detach RUNNER by hand (reason: manual detachment).",
+    ),
+    "history": (
+        "adminchain.commands_status",
+        "Each event about SUBJECT with the verdict of every projection that folded it.",
+    ),
+    "keygen": (
+        "adminchain.commands_audit",
+        "Make an Ed25519 key pair NAME: PREFIX.key (private, 0600) and PREFIX.pub.",
+    ),
+    "log": (
+        "adminchain.commands_log",
+        "Print the log itself, for export and audit.",
+    ),
+    "maintenance": (
+        "adminchain.commands_ops",
+        "Put a node into maintenance, or take it out.",
+    ),
+    "policy": (
+        "adminchain.commands_ops",
+        "Tune the projections, for one subject or for all (`*`).",
+    ),
+    "prove": (
+        "adminchain.commands_audit",
+        "Write a self-contained proof that the event at POSITION is in the log.",
+    ),
+    "replay": (
+        "adminchain.commands_audit",
+        "Rebuild every projection from the log and print the audit.",
+    ),
+    "status": (
+        "adminchain.commands_status",
+        "Show projection state: KIND is maintenance, detachment, recovery, membership, "
+        "broadcasts or policy.",
+    ),
+    "trust": (
+        "adminchain.commands_audit",
+        "Require signed operator events: manage the ledger's trusted operator keys.",
+    ),
+    "verify": (
+        "adminchain.commands_audit",
+        "Recompute every leaf, the tree and the projection digests; name the first bad position.",
+    ),
+}
+
+
+@click.group(
+    cls=AdminGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="""\b
+Environment:
+  ADMINCHAIN_LEDGER     the ledger, as --ledger (default ./adminchain.lmdb)
+  ADMINCHAIN_TOKEN      the bearer token for an http(s):// server ledger
+  ADMINCHAIN_SIGN_KEY   an operator key file that signs operator events (--sign-key)
+  ADMINCHAIN_ACTOR      who is acting (--actor; default: the login name)
+  ADMINCHAIN_CHECKPOINT_KEY  the key that signs checkpoints (--key)
+\b
+Global options (--ledger, --json) work before the command name and after it.
+Shell completion: eval "$(_ADMINCHAIN_COMPLETE=bash_source adminchain)" (see README).""",
+)
+@click.option("--ledger", metavar="PATH|URL", help=_LEDGER_HELP + " Default: ./adminchain.lmdb.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 @click.version_option(package_name="adminchain")
-def main() -> None:
+def main(ledger: str | None, as_json: bool) -> None:
     """adminchain: an event-sourced, tamper-evident admin ledger for clusters.
 
     Operators and control loops append events; projections fold them into the state that
@@ -238,6 +596,3 @@ def main() -> None:
       adminchain status maintenance node-7
       adminchain verify
     """
-
-
-from adminchain import commands_audit, commands_log, commands_ops, demo  # noqa: E402, F401  registers commands

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import IO, Any
 
 import click
 
 from adminchain import render
 from adminchain.cli import (
+    STORED,
+    StreamErrorsError,
     emit_json,
+    interrupts_deferred,
+    json_option,
     ledger_options,
     long_running,
     main,
     open_ledger,
     open_views,
-    parse_as_of,
-    parse_time,
     read_lines,
+    read_lines_interruptibly,
 )
 from ledger.codec import decode_line
-from ledger.errors import StrictRefusedError
+from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
 
 
 def _signer(sign_key: str | None) -> Any:
@@ -35,7 +37,15 @@ def _signer(sign_key: str | None) -> Any:
 @click.argument("file", type=click.File("rb"), default="-", required=False)
 @click.option("--stream", is_flag=True, help="Append line by line; print each result once durable.")
 @click.option(
+    "--stop-on-error",
+    is_flag=True,
+    help="With --stream: stop at the first bad line (the lines before it stay stored).",
+)
+@click.option(
     "--strict", is_flag=True, help="Refuse (exit 3) operator events the projections reject."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the verdicts the events would get; append nothing."
 )
 @click.option(
     "--sign-key",
@@ -45,37 +55,44 @@ def _signer(sign_key: str | None) -> Any:
 )
 @ledger_options
 def append(
-    file: IO[bytes], stream: bool, strict: bool, sign_key: str | None, ledger: str, as_json: bool
+    file: IO[bytes],
+    stream: bool,
+    stop_on_error: bool,
+    strict: bool,
+    dry_run: bool,
+    sign_key: str | None,
+    ledger: str,
+    as_json: bool,
 ) -> None:
     """Append JSON Lines events from FILE (or stdin) as one atomic batch.
 
     Every line is validated first; one bad line rejects the whole batch (exit 2, the line and the
     field named, nothing stored). An event whose `id` is already in the log is reported with its
-    original position and "duplicate": true. With --stream, lines are appended one by one as they
-    are read, and each result is printed only once that event is durable.
+    original position and "duplicate": true. Each result carries the projections' verdicts; a
+    refused event is named with the fix. --dry-run prints the verdicts the events would get
+    (folded in order on the current state) and appends nothing.
+
+    With --stream, lines are appended one by one as they are read, and each result is printed
+    only once that event is durable. A bad line gets its own error result (with --json:
+    {"line", "error", "field"}) and the stream goes on; the exit status is then 2 (3 if the
+    only errors were --strict refusals). --stop-on-error stops at the first one instead.
 
     \b
     Example:
       echo '{"type":"LeaseExpired","subject":"runner-a","id":"e-1"}' | adminchain append
       adminchain append events.jsonl --json
+      adminchain append events.jsonl --dry-run --strict
+      tail -F observations.jsonl | adminchain append --stream --json
     """
     signer = _signer(sign_key)
-    views = open_views(ledger, create=True)
-    log = views.ledger
-    precondition = views.strict() if strict else None
+    if stream and dry_run:
+        raise UsageError("--dry-run folds the whole input at once: drop --stream")
+    if stop_on_error and not stream:
+        raise UsageError("--stop-on-error is for --stream (a batch always stops at a bad line)")
+    views = open_views(ledger, create=not dry_run)
     if stream:
-        long_running(log)
-        for number, raw in enumerate(read_lines(file), start=1):
-            if not raw.strip():
-                continue
-            event = decode_line(raw, number)
-            if signer is not None:
-                event = signer.sign_if_operator(event)
-            try:
-                result = log.append(event, precondition=precondition, validated=True)
-            except StrictRefusedError as e:
-                raise e.at_line(number) from e
-            _print_result(result, number, as_json)
+        long_running(views.ledger)
+        _stream(views, file, signer, strict=strict, stop=stop_on_error, as_json=as_json)
         return
     lines: list[int] = []
     events = []
@@ -86,20 +103,63 @@ def append(
                 events.append(signer.sign_if_operator(event) if signer is not None else event)
                 lines.append(number)
     try:
-        results = log.append_batch(events, precondition=precondition, validated=True)
+        if dry_run:
+            outcomes = views.dry_run(events, strict=strict, validated=True)
+        else:
+            precondition = views.strict() if strict else None
+            with interrupts_deferred():
+                results = views.ledger.append_batch(
+                    events, precondition=precondition, validated=True
+                )
+                STORED.note(results)
     except StrictRefusedError as e:
         raise e.at_line(lines[e.line - 1] if e.line else None) from e
-    if as_json:
-        render.write_lines(render.append_json(r) for r in results)
-    else:
-        render.append_summary(results)
+    if dry_run:
+        if as_json:
+            render.write_lines(render.outcome_json(o, dry_run=True) for o in outcomes)
+        else:
+            render.refusals(events, lines, outcomes, dry_run=True)
+            render.dry_run_summary(outcomes)
+        return
+    with render.progress_bar("folding", None, enabled=not as_json) as update:
+        done = views.outcomes(results, progress=update)
+        if as_json:
+            render.write_lines(render.outcome_json(o) for o in done)
+        else:
+            render.append_summary(results)
+            render.refusals(events, lines, done)
 
 
-def _print_result(result: Any, line: int, as_json: bool) -> None:
-    if as_json:
-        render.write_lines([render.append_json(result)])
-    else:
-        render.append_line(result, line)
+def _stream(
+    views: Any, file: IO[bytes], signer: Any, *, strict: bool, stop: bool, as_json: bool
+) -> None:
+    """``append --stream``: each line appended once read; a bad line gets its own result."""
+    bad: list[int] = []
+    refused: list[int] = []
+    precondition = views.strict() if strict else None
+    for number, raw in enumerate(read_lines_interruptibly(file), start=1):
+        if not raw.strip():
+            continue
+        try:
+            event = decode_line(raw, number)
+            if signer is not None:
+                event = signer.sign_if_operator(event)
+            with interrupts_deferred():  # a stored event's result is printed before Ctrl-C ends
+                result = views.ledger.append(event, precondition=precondition, validated=True)
+                STORED.note([result])
+                (outcome,) = views.outcomes([result])
+                if as_json:
+                    render.write_lines([render.outcome_json(outcome)])
+                else:
+                    render.append_line(outcome, number)
+        except (InvalidEventError, StrictRefusedError) as e:
+            located = e.at_line(number)
+            if stop:
+                raise located from e
+            (refused if isinstance(e, StrictRefusedError) else bad).append(number)
+            render.line_error(located, as_json)
+    if bad or refused:
+        raise StreamErrorsError(bad, refused)
 
 
 @main.command("log")
@@ -125,76 +185,9 @@ def log_command(start: int, stop: int | None, ledger: str, as_json: bool) -> Non
 
 
 @main.command()
-@click.argument("kind", required=False)
-@click.argument("subject", required=False)
-@click.option(
-    "--as-of", metavar="POSITION|TIME", help="The state at a position or a recorded time."
-)
-@click.option("--now", metavar="TIME", help="The time for deadline_overdue (default: the clock).")
-@ledger_options
-def status(
-    kind: str | None,
-    subject: str | None,
-    as_of: str | None,
-    now: str | None,
-    ledger: str,
-    as_json: bool,
-) -> None:
-    """Show projection state: KIND is maintenance, detachment, recovery, membership or broadcasts.
-
-    With SUBJECT (a node, runner, backend key, cluster or broadcast id), only that subject. A lone
-    argument that is not a KIND is taken as a SUBJECT.
-
-    \b
-    Examples:
-      adminchain status
-      adminchain status maintenance node-7
-      adminchain status node-7 --as-of 120
-      adminchain status maintenance --now 2026-11-25T15:00:00Z --json
-    """
-    from projections.api import KINDS, status_document  # noqa: PLC0415
-    from replay.rebuild import FolderSource  # noqa: PLC0415
-    from replay.rebuild import as_of as replay_as_of  # noqa: PLC0415
-
-    if kind is not None and subject is None and kind not in KINDS:
-        kind, subject = None, kind
-    moment = parse_time(now, "--now") if now else datetime.now(UTC)
-    position, when = parse_as_of(as_of)
-    views = open_views(ledger)
-    if position is None and when is None:
-        document = views.status(kind, subject, moment)
-    else:
-        folder, _ = replay_as_of(views.ledger, position, when)
-        document = status_document(FolderSource(folder), kind, subject, moment)
-    if as_json:
-        emit_json(document)
-    else:
-        render.status_tables(document, moment)
-
-
-@main.command()
-@click.argument("subject")
-@ledger_options
-def history(subject: str, ledger: str, as_json: bool) -> None:
-    """Each event about SUBJECT with the verdict of every projection that folded it.
-
-    Refused events are marked with their reason: this is the audit trail of one subject.
-
-    \b
-    Example:
-      adminchain history node-7
-    """
-    rows = open_views(ledger).history(subject)
-    if as_json:
-        emit_json(rows)
-    else:
-        render.history_timeline(subject, rows)
-
-
-@main.command()
 @click.argument("source", metavar="SOURCE")
 @click.argument("destination", metavar="DESTINATION")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@json_option
 def copy(source: str, destination: str, as_json: bool) -> None:
     """Copy the ledger at SOURCE into DESTINATION byte for byte: same positions, same root.
 

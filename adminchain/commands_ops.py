@@ -17,7 +17,10 @@ import msgspec
 
 from adminchain import render
 from adminchain.cli import (
+    STORED,
+    complete_subject,
     emit_json,
+    interrupts_deferred,
     ledger_options,
     main,
     open_views,
@@ -25,7 +28,7 @@ from adminchain.cli import (
     parse_deadline,
     parse_duration,
 )
-from ledger.errors import UsageError
+from ledger.errors import StrictRefusedError, UsageError
 from ledger.events import (
     Detach,
     EnterMaintenance,
@@ -47,12 +50,14 @@ class _Operator:
     event_id: str | None
     actor: str
     strict: bool
+    dry_run: bool
     sign_key: str | None
     ledger: str
     as_json: bool
 
     def append(self, event: Event) -> None:
-        """Sign (with ``--sign-key``), append and print `event` as ``append`` does."""
+        """Sign (with ``--sign-key``), append (or with ``--dry-run``, only fold) and print
+        `event` as ``append`` does, with its verdicts (SPEC §5)."""
         if self.sign_key is not None:
             from ledger.signing import OperatorKey  # noqa: PLC0415
 
@@ -61,19 +66,30 @@ class _Operator:
             if source is click.core.ParameterSource.DEFAULT:  # no --actor: sign as its owner
                 event = msgspec.structs.replace(event, actor=key.signer.name)
             event = key.sign_if_operator(event)
-        views = open_views(self.ledger, create=True)
-        precondition = views.strict() if self.strict else None
-        result = views.ledger.append(event, precondition=precondition)
+        views = open_views(self.ledger, create=not self.dry_run)
+        try:
+            if self.dry_run:
+                (outcome,) = views.dry_run([event], strict=self.strict)
+            else:
+                with interrupts_deferred():
+                    (outcome,) = views.append_with_verdicts(
+                        [event], strict=self.strict, states=True
+                    )
+                    STORED.note([outcome])
+        except StrictRefusedError as e:
+            raise e.at_line(None) from e  # one event, no input lines: no "line 1"
         if self.as_json:
-            emit_json({"position": result.position, "id": result.id, "duplicate": result.duplicate})
+            data = outcome.to_json()
+            if self.dry_run:
+                data["dry_run"] = True
+            emit_json(data)
         else:
-            verdicts = views.verdicts(result.position)
-            render.operator_result(event, result, verdicts, strict=self.strict)
+            render.operator_result(event, outcome, strict=self.strict, dry_run=self.dry_run)
 
 
 def _operator_command(func: Callable[..., None]) -> Callable[..., None]:
-    """`--id`, `--actor`, `--strict`, `--sign-key`, `--ledger` and `--json`, handed to the
-    shortcut as one `_Operator` (its first argument)."""
+    """`--id`, `--actor`, `--strict`, `--dry-run`, `--sign-key`, `--ledger` and `--json`,
+    handed to the shortcut as one `_Operator` (its first argument)."""
 
     @functools.wraps(func)
     def command(
@@ -81,13 +97,17 @@ def _operator_command(func: Callable[..., None]) -> Callable[..., None]:
         event_id: str | None,
         actor: str,
         strict: bool,
+        dry_run: bool,
         sign_key: str | None,
         ledger: str,
         as_json: bool,
         **arguments: Any,
     ) -> None:
-        func(_Operator(event_id, actor, strict, sign_key, ledger, as_json), **arguments)
+        func(_Operator(event_id, actor, strict, dry_run, sign_key, ledger, as_json), **arguments)
 
+    command = click.option(
+        "--dry-run", is_flag=True, help="Print the verdicts it would get; record nothing."
+    )(command)
     return click.option("--id", "event_id", help="Idempotency key (default: a new UUID).")(
         operator_options(ledger_options(command))
     )
@@ -105,7 +125,7 @@ def maintenance() -> None:
 
 
 @maintenance.command("enter")
-@click.argument("node")
+@click.argument("node", shell_complete=complete_subject)
 @click.option("--reason", help="Why, for the audit trail.")
 @click.option("--deadline", metavar="TIME|DURATION", help="When draining must be done (e.g. 30m).")
 @_operator_command
@@ -134,7 +154,7 @@ def maintenance_enter(
 
 
 @maintenance.command("exit")
-@click.argument("node")
+@click.argument("node", shell_complete=complete_subject)
 @click.option("--force", is_flag=True, help="Exit even from DrainFailed.")
 @_operator_command
 def maintenance_exit(
@@ -153,7 +173,7 @@ def maintenance_exit(
 
 
 @main.command()
-@click.argument("runner")
+@click.argument("runner", shell_complete=complete_subject)
 @click.option("--reason", help="Why, for the audit trail.")
 @_operator_command
 def detach(

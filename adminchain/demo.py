@@ -17,8 +17,8 @@ import click
 from rich.panel import Panel
 from rich.text import Text
 
-from adminchain import render
-from adminchain.cli import emit_json, main
+from adminchain import plain, render
+from adminchain.cli import emit_json, json_option, main
 from ledger.events import (
     BackendCrashed,
     BroadcastAcked,
@@ -91,7 +91,7 @@ class Narrator:
 
     def show(self, views: Views, kind: str, subject: str, now: datetime) -> None:
         if not self.quiet:
-            render.status_tables(views.status(kind, subject, now=now), now)
+            plain.document_tables(views.status(kind, subject, now=now), now)
 
 
 @contextmanager
@@ -261,9 +261,7 @@ def run_demo(path: Path, *, quiet: bool = False) -> dict[str, Any]:
 @click.option(
     "--keep", metavar="DIR", help="Keep the demo ledger in DIR (default: a temporary folder)."
 )
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print a machine-readable summary instead of the story."
-)
+@json_option
 def demo(keep: str | None, as_json: bool) -> None:
     """Play a guided scenario on a fresh embedded ledger, narrated step by step.
 

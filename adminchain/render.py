@@ -35,14 +35,6 @@ if not console.is_terminal:  # piped: never crop a column or wrap a line to 80
 errors = Console(stderr=True, highlight=False)
 _json = msgspec.json.Encoder()
 
-STATE_STYLES: Final = {
-    "Active": "green",
-    "EnteringMaintenance": "yellow",
-    "Maintenance": "blue",
-    "ExitingMaintenance": "cyan",
-    "DrainFailed": "bold red",
-    "Recovery": "magenta",
-}
 VERDICT_STYLES: Final = {"applied": "green", "idempotent": "dim", "rejected": "bold red"}
 
 
@@ -138,31 +130,149 @@ def append_json(result: Any) -> bytes:
     )
 
 
-def append_line(result: Any, line: int) -> None:
-    """One streamed append result."""
-    note = " [dim](duplicate: already stored)[/]" if result.duplicate else ""
-    console.print(f"line {line}: position {result.position} id {result.id}{note}")
+def append_line(outcome: Any, line: int) -> None:
+    """One streamed append result, with the verdicts when a projection refused it."""
+    note = " [dim](duplicate: already stored)[/]" if outcome.duplicate else ""
+    console.print(f"line {line}: position {outcome.position} id {outcome.id}{note}")
+    for v in [] if outcome.duplicate else outcome.rejected:
+        detail = f" ({v['detail']})" if v.get("detail") else ""
+        console.print(f"[yellow]  refused by {v['projection']}: {v['reason']}{detail}[/]")
 
 
-def operator_result(
-    event: Any, result: Any, verdicts: list[dict[str, Any]], *, strict: bool
-) -> None:
-    """What an operator shortcut did: where it was recorded and what the projections made of it."""
+def line_error(error: Any, as_json: bool) -> None:
+    """One bad line of ``append --stream``: its own result (JSON on stdout with --json, else a
+    message on stderr), and the stream goes on."""
+    if as_json:
+        data = {"line": error.line, "error": str(error), "field": getattr(error, "field", None)}
+        write_lines([_json.encode(data) + b"\n"])
+    else:
+        errors.print(
+            Text(f"error: {error}", style="red"),
+            Text("(not stored; the stream goes on)"),
+            soft_wrap=True,
+        )
+
+
+_FIXES: Final = {
+    "needs_force": ("needs --force", 'needs "force": true'),
+    "invalid_successor": ("not a next state of the current one: see `adminchain history {s}`",) * 2,
+    "stale": ("older than the detachment it would undo: see `adminchain history {s}`",) * 2,
+    "duplicate": ("issue it under a new broadcast id",) * 2,
+    "unknown_target": ("see `adminchain status broadcasts` for its targets",) * 2,
+    "late": ("that backend has already answered: see `adminchain history {s}`",) * 2,
+}
+
+
+def fix_for(reason: str | None, subject: str, *, shortcut: bool) -> str:
+    """What to do about a rejection (``needs --force``), for a shortcut or an ``append`` line."""
+    fixes = _FIXES.get(reason or "")
+    if fixes is None:
+        return f"see `adminchain history {subject}`"
+    return fixes[0 if shortcut else 1].replace("{s}", subject)
+
+
+def state_phrase(projection: str, view: dict[str, Any]) -> str:
+    """A subject's state in one projection, in a few words (from its ``status`` JSON)."""
+    if projection == "maintenance":
+        return str(view["state"])
+    if projection == "detachment":
+        return "detached" if view["detached"] else "attached"
+    if projection == "recovery":
+        decision = view["decision"]
+        if not decision:
+            return "no decision"
+        return f"{decision['kind']} after {decision['retry_after_ms']} ms"
+    if projection == "broadcasts":
+        pending = ", ".join(view["pending"])
+        if view["all_live_backends_acked"]:
+            return "all live backends acked"
+        return "complete" if view["complete"] else f"waiting for {pending or 'nothing'}"
+    if projection == "membership":
+        return "peers " + (", ".join(view["peers"]) or "none")
+    if projection == "policy":
+        return ", ".join(f"{k}={v}" for k, v in view.items() if v is not None)
+    return ""
+
+
+def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = False) -> None:
+    """What an operator shortcut did (or, `dry_run`, would do): where it was recorded, what the
+    projections made of it, the resulting state and, for a rejection, the fix."""
     what = f"{type(event).__name__} {event.subject}"
-    if result.duplicate:
-        console.print(f"[dim]{what}: id {result.id} is already at position {result.position}[/]")
+    subject = event.subject
+    if outcome.duplicate:
+        where = f"already at position {outcome.position}" if outcome.position else "a repeat"
+        console.print(f"[dim]{what}: id {outcome.id} is {where}; nothing new is recorded[/]")
         return
-    console.print(f"recorded {what} at position {result.position} (id {result.id})")
-    for v in verdicts:
+    if dry_run:
+        console.print(f"dry run: {what} (nothing was appended)")
+    else:
+        console.print(f"recorded {what} at position {outcome.position} (id {outcome.id})")
+    for v in outcome.verdicts:
         style = VERDICT_STYLES[v["verdict"]]
+        verb = "would be " if dry_run else ""
         reason = f": {v['reason']}" if v.get("reason") else ""
         detail = f" ({v['detail']})" if v.get("detail") else ""
-        console.print(Text(f"  {v['projection']}: {v['verdict']}{reason}{detail}", style=style))
-    if any(v["verdict"] == "rejected" for v in verdicts) and not strict:
+        console.print(
+            Text(f"  {v['projection']}: {verb}{v['verdict']}{reason}{detail}", style=style)
+        )
+        view = outcome.states.get(v["projection"])
+        if view is None:
+            continue
+        state = state_phrase(v["projection"], view)
+        if v["projection"] == "policy":
+            console.print(
+                f"  the policy for {subject} {'would set' if dry_run else 'sets'} {state}"
+            )
+        elif v["verdict"] == "rejected":
+            stays = "would stay" if dry_run else "stays"
+            fix = fix_for(v.get("reason"), subject, shortcut=True)
+            console.print(f"  {subject} {stays} {state}; {fix}")
+        else:
+            becomes = "would be" if dry_run else "is now"
+            console.print(f"  {subject} {becomes} {state}")
+    if outcome.rejected and not strict and not dry_run:
         console.print(
             "  [yellow]the event is in the log, but the projection refused it; "
             "--strict refuses such commands before they are recorded[/]"
         )
+
+
+def outcome_json(outcome: Any, *, dry_run: bool = False) -> bytes:
+    """One ``append --json`` line with its verdicts (and ``"dry_run": true`` in a dry run)."""
+    data = outcome.to_json()
+    if dry_run:
+        data["dry_run"] = True
+    return _json.encode(data) + b"\n"
+
+
+def refusals(
+    events: list[Any], lines: list[int], outcomes: Iterable[Any], *, dry_run: bool = False
+) -> None:
+    """Print each event the projections refused (or would refuse), with the fix."""
+    for event, line, outcome in zip(events, lines, outcomes, strict=True):
+        if outcome.duplicate or not outcome.rejected:
+            continue
+        where = "" if dry_run else f" (position {outcome.position})"
+        for v in outcome.rejected:
+            detail = f" ({v['detail']})" if v.get("detail") else ""
+            fix = fix_for(v.get("reason"), event.subject, shortcut=False)
+            verb = "would be refused" if dry_run else "refused"
+            console.print(
+                f"[yellow]line {line}{where}: {type(event).__name__} {event.subject} {verb} by "
+                f"{v['projection']}: {v['reason']}{detail}; {fix}[/]"
+            )
+
+
+def dry_run_summary(outcomes: list[Any]) -> None:
+    """What a dry run of ``append`` found."""
+    fresh = sum(1 for o in outcomes if not o.duplicate)
+    refused = sum(1 for o in outcomes if not o.duplicate and o.rejected)
+    dups = len(outcomes) - fresh
+    console.print(
+        f"dry run: {fresh} new event{'s' * (fresh != 1)} would be appended "
+        f"({refused} refused by a projection), {dups} duplicate{'s' * (dups != 1)}; "
+        "nothing was appended"
+    )
 
 
 def append_summary(results: list[Any]) -> None:
@@ -229,133 +339,18 @@ def log_table(entries: Iterable[Any]) -> None:
 # ------------------------------------------------------------------------ status and history
 
 
-def status_tables(document: dict[str, dict[str, Any]], now: datetime) -> None:
-    """The ``status`` document as one table per projection."""
-    shown = False
-    for name, subjects in document.items():
-        if not subjects:
-            continue
-        shown = True
-        console.print(Text(name, style="bold underline"))
-        console.print(_STATUS_TABLES[name](subjects, now))
-    if not shown:
-        kinds = ", ".join(_STATUS_TABLES)
-        console.print(f"nothing is known about that yet (kinds are: {kinds})")
-
-
-def _maintenance(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table("node", "state", "since", "deadline", "reason", box=None)
-    for node, s in rows.items():
-        state = Text(s["state"], style=STATE_STYLES.get(s["state"], ""))
-        deadline = _when(s["deadline"])
-        if s["deadline_overdue"]:
-            deadline += " [bold red](overdue)[/]"
-        since = f"{_when(s['since'])} ({_age(s['since'], now)})" if s["since"] else "—"
-        table.add_row(node, state, since, deadline, s["reason"] or "")
-    return table
-
-
-def _detachment(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table(
-        "runner", "state", "reason", "detached at", "healthy since", "keep-alive failures", box=None
-    )
-    for runner, s in rows.items():
-        state = (
-            Text("detached", style="bold red") if s["detached"] else Text("attached", style="green")
-        )
-        reason = s["reason"]["display"] if s["reason"] else ""
-        table.add_row(
-            runner,
-            state,
-            reason,
-            _when(s["detached_at"]),
-            _when(s["healthy_since"]),
-            str(s["keepalive_failures"]),
-        )
-    return table
-
-
-def _recovery(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table(
-        "backend", "decision", "retry after", "crashes in window", "window started", box=None
-    )
-    for backend, s in rows.items():
-        decision = s["decision"] or {}
-        kind = decision.get("kind", "—")
-        style = "yellow" if kind == "retry" else "bold red" if kind == "refuse" else ""
-        label = kind if kind != "refuse" else f"refuse ({decision.get('reason')})"
-        table.add_row(
-            backend,
-            Text(label, style=style),
-            f"{decision.get('retry_after_ms', '—')} ms",
-            str(s["crashes_in_window"]),
-            _when(s["window_started_at"]),
-        )
-    return table
-
-
-def _membership(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table("cluster", "peers", "joined", "left", box=None)
-    for cluster, s in rows.items():
-        table.add_row(
-            cluster,
-            ", ".join(s["peers"]),
-            Text(", ".join(s["joined"]), style="green"),
-            Text(", ".join(s["left"]), style="red"),
-        )
-    return table
-
-
-def _broadcasts(rows: dict[str, Any], now: datetime) -> Table:
-    table = Table(
-        "broadcast",
-        "operation",
-        "acks",
-        "timeouts",
-        "failures",
-        "skipped (dead)",
-        "pending",
-        "done",
-        box=None,
-    )
-    for broadcast, s in rows.items():
-        op = s["operation"] or {}
-        operation = f"{op.get('kind')} {op.get('reason') or op.get('path_prefix') or ''}".strip()
-        done = (
-            Text("all acked", style="green")
-            if s["all_live_backends_acked"]
-            else Text("complete", style="yellow")
-            if s["complete"]
-            else Text("waiting", style="dim")
-        )
-        table.add_row(
-            broadcast,
-            operation,
-            ", ".join(s["acks"]),
-            ", ".join(f"{t['backend']} ({t['timeout_ms']} ms)" for t in s["timeouts"]),
-            ", ".join(f"{f['backend']} ({f['reason']})" for f in s["failures"]),
-            ", ".join(s["skipped_dead"]),
-            ", ".join(s["pending"]),
-            done,
-        )
-    return table
-
-
-_STATUS_TABLES: Final[dict[str, Callable[[dict[str, Any], datetime], Table]]] = {
-    "maintenance": _maintenance,
-    "detachment": _detachment,
-    "recovery": _recovery,
-    "membership": _membership,
-    "broadcasts": _broadcasts,
-}
-
-
 def history_timeline(subject: str, rows: list[dict[str, Any]]) -> None:
     """A subject's events as a timeline, refused ones visibly marked with their reason."""
     if not rows:
         console.print(f"no events about {subject!r}")
         return
-    console.print(Text(f"history of {subject}", style="bold underline"))
+    history_rows(subject, rows, header=True)
+
+
+def history_rows(subject: str, rows: list[dict[str, Any]], *, header: bool) -> None:
+    """Rows of the timeline (for ``history --follow``, a few at a time)."""
+    if header:
+        console.print(Text(f"history of {subject}", style="bold underline"))
     for row in rows:
         verdicts = row["verdicts"]
         refused = [v for v in verdicts if v["verdict"] == "rejected"]

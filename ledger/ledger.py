@@ -37,6 +37,7 @@ from ledger.backend import (
     TxnOps,
 )
 from ledger.codec import decode_record, validate
+from ledger.defaults import DEFAULT_LEDGER
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
 from ledger.events import Event
 
@@ -53,7 +54,6 @@ and `RevokeKey` events in the transaction that appends them (`ledger.trust`)."""
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 
-DEFAULT_LEDGER: Final = "./adminchain.lmdb"
 """Where a ledger is when none is named (SPEC §5.2): the embedded LMDB ledger in this folder."""
 
 

@@ -12,23 +12,34 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from ledger.backend import LogBackend, Precondition
+from ledger.backend import Appended, LogBackend, Precondition
 from ledger.errors import BackendUnavailableError, UsageError
+from ledger.events import Event
 from ledger.ledger import Ledger
 from projections.base import Verdict
 from projections.state import BY_NAME, KINDS, PROJECTIONS
-from projections.views import CHUNK, ViewReader, ViewStore, ViewTxn, codec, strict_precondition
+from projections.views import (
+    CHUNK,
+    DryRunAbortError,
+    ViewReader,
+    ViewStore,
+    ViewTxn,
+    codec,
+    dry_run_precondition,
+    strict_precondition,
+)
 
 if TYPE_CHECKING:
     from ledger.lmdb_backend import LMDBBackend
     from ledger.postgres import PostgresBackend
 
-__all__ = ["KINDS", "StateSource", "Views", "status_document"]
+__all__ = ["KINDS", "Outcome", "StateSource", "Views", "status_document"]
 
 
 
@@ -78,6 +89,34 @@ def _verdict_json(verdict: Verdict) -> dict[str, Any]:
     if verdict.detail:
         data["detail"] = verdict.detail
     return data
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one appended (or, in a dry run, would-be appended) event got: the ``append`` JSON
+    object plus its `verdicts` as in ``history`` (SPEC §5)."""
+
+    position: int | None
+    """Its position; None in a dry run for an event that would be new."""
+    id: str | None
+    duplicate: bool
+    verdicts: list[dict[str, Any]]
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Projection -> the subject's state (``status`` JSON) after it, when asked for."""
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"position", "id", "duplicate", "verdicts"}``."""
+        return {
+            "position": self.position,
+            "id": self.id,
+            "duplicate": self.duplicate,
+            "verdicts": self.verdicts,
+        }
+
+    @property
+    def rejected(self) -> list[dict[str, Any]]:
+        """The verdicts that refused it."""
+        return [v for v in self.verdicts if v["verdict"] == "rejected"]
 
 
 class _ReaderSource:
@@ -185,10 +224,25 @@ class Views:
     def status(
         self, kind: str | None = None, subject: str | None = None, now: datetime | None = None
     ) -> dict[str, dict[str, Any]]:
-        """The current ``status`` document (SPEC §5), after catching up."""
+        """The current ``status`` document (SPEC §5), after catching up. A SUBJECT alone with
+        history but back in its default state shows that state where its events were folded."""
         self.catch_up()
         with self.reader() as reader:
-            return status_document(_ReaderSource(reader), kind, subject, now)
+            document = status_document(_ReaderSource(reader), kind, subject, now)
+        if subject is not None and kind is None and not any(document.values()):
+            from projections.query import with_known_defaults  # noqa: PLC0415
+
+            document = with_known_defaults(document, subject, self.folded_by(subject), now)
+        return document
+
+    def policy(self, subject: str | None = None) -> dict[str, Any]:
+        """``status policy``: the effective policy per subject and for ``*``
+        (`projections.query.policy_document`), after catching up."""
+        from projections.query import policy_document  # noqa: PLC0415
+
+        self.catch_up()
+        with self.reader() as reader:
+            return policy_document(_ReaderSource(reader), subject)
 
     def state(self, projection: str, subject: str) -> Any | None:
         """One subject's current state struct (None: the default state)."""
@@ -241,6 +295,127 @@ class Views:
         with self.reader() as reader:
             raw = reader.verdicts(position)
         return [] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+
+    def append_with_verdicts(
+        self,
+        events: Sequence[Event],
+        *,
+        strict: bool = False,
+        validated: bool = False,
+        states: bool = False,
+    ) -> list[Outcome]:
+        """Append `events` as one atomic batch (strictly: `strict`) and report each one's
+        verdicts (SPEC §5: the shortcuts and ``append --json``); with `states`, also the
+        subject's state after it in each projection that judged it."""
+        precondition = self.strict() if strict else None
+        results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
+        return list(self.outcomes(results, events if states else None))
+
+    def outcomes(
+        self,
+        results: Sequence[Appended],
+        events: Sequence[Event] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[Outcome]:
+        """The verdicts of appended events, read once the views include them (after catching
+        up, with `progress`), in chunks; with `events` (the appended events, in order), the
+        subject's current state in each projection that judged it."""
+        if results:
+            self.catch_up(progress)
+        for start in range(0, len(results), CHUNK):
+            chunk = results[start : start + CHUNK]
+            with self.reader() as reader:
+                source = _ReaderSource(reader)
+                done = []
+                for index, result in enumerate(chunk, start=start):
+                    raw = reader.verdicts(result.position)
+                    verdicts = [] if raw is None else codec.decode_verdicts(raw)
+                    now_states: dict[str, dict[str, Any]] = {}
+                    if events is not None:
+                        subject = events[index].subject
+                        for v in verdicts:
+                            state = source.state(v.projection, subject)
+                            now_states[v.projection] = BY_NAME[v.projection].view(
+                                subject, state, None
+                            )
+                    done.append(
+                        Outcome(
+                            result.position,
+                            result.id,
+                            result.duplicate,
+                            [_verdict_json(v) for v in verdicts],
+                            now_states,
+                        )
+                    )
+            yield from done
+
+    def dry_run(
+        self, events: Sequence[Event], *, strict: bool = False, validated: bool = False
+    ) -> list[Outcome]:
+        """The verdicts `events` would get if appended now as one batch — folded in order on
+        top of the current state, under the write lock, exactly as a real append — appending
+        nothing (SPEC §5 ``--dry-run``). With `strict`, a refusal raises `StrictRefusedError`
+        as a strict append would. Validation, signatures and trust are checked as for real."""
+        self.catch_up()
+        check = dry_run_precondition(self.store.over, self.strict() if strict else None)
+        try:
+            self.ledger.append_batch(events, precondition=check, validated=validated)
+        except DryRunAbortError as done:
+            folded = done.folded
+        else:  # pragma: no cover  the precondition always raises
+            raise AssertionError("a dry run appended")
+        outcomes = []
+        for given, result in zip(events, folded, strict=True):
+            judged = {v.projection for v in result.verdicts}
+            states = {
+                projection: BY_NAME[projection].view(subject, state, None)
+                for (projection, subject), state in result.states.items()
+                if subject == given.subject and projection in judged
+            }
+            outcomes.append(
+                Outcome(
+                    result.original,
+                    given.id,
+                    result.duplicate,
+                    [_verdict_json(v) for v in result.verdicts],
+                    states,
+                )
+            )
+        return outcomes
+
+    def subjects(self) -> list[str]:
+        """Every subject the stored views hold a state for (for shell completion: no catch-up,
+        so it answers at once even right after a big append)."""
+        names: set[str] = set()
+        with self.reader() as reader:
+            for module in PROJECTIONS:
+                names.update(subject for subject, _ in reader.scan(module.NAME))
+        return sorted(names)
+
+    def folded_by(self, subject: str, up_to: int | None = None) -> set[str]:
+        """The projections that folded an event about `subject` (up to a position)."""
+        from projections.query import projections_of  # noqa: PLC0415
+
+        entries = self.ledger.history(subject)
+        return projections_of(e.event for e in entries if up_to is None or e.position <= up_to)
+
+    def changes(
+        self, after: int, *, poll: float = 1.0, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[int]:
+        """The log's size each time it grows beyond `after` (blocks in between, checking `stop`
+        at least every `poll` seconds): what a live view (``status --watch``,
+        ``history --follow``) waits on."""
+        size = after
+        while not stop():
+            self.ledger.backend.wait_beyond(size, poll)
+            now = self.ledger.size()
+            if now > size:
+                size = now
+                yield size
+
+    def history_after(self, subject: str, after: int) -> list[dict[str, Any]]:
+        """The ``history`` rows of `subject` beyond position `after`."""
+        return [row for row in self.history(subject) if row["position"] > after]
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

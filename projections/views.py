@@ -6,31 +6,36 @@ backend (`ViewTxn`). That is what makes the views exactly-once and resumable: a 
 commits the whole chunk with its tracking, or none of it, and the next catch-up starts again at
 the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.store_postgres`).
 
-`strict_precondition` is the check a strict append runs under the ledger's write lock.
+`strict_precondition` is the check a strict append runs under the ledger's write lock;
+`dry_run_precondition` folds a batch the same way and reports, appending nothing (SPEC §5).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
-from ledger.backend import TxnOps
+from ledger.backend import Precondition, TxnOps
 from ledger.codec import decode_record
-from ledger.errors import StorageError, StrictRefusedError
+from ledger.errors import LedgerError, StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections.base import Verdict
 from projections.state import Folder, decode_state, encode_state, touched
 
 __all__ = [
     "CHUNK",
+    "DryRunAbortError",
+    "Folded",
     "StateCodec",
     "ViewReader",
     "ViewStore",
     "ViewTxn",
     "catch_up_txn",
     "codec",
+    "dry_run_precondition",
+    "fold_on_top",
     "strict_precondition",
 ]
 
@@ -192,39 +197,104 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
     return last, size
 
 
+class DryRunAbortError(LedgerError):
+    """Raised by a dry-run precondition to abort its append, carrying what the events would get."""
+
+    def __init__(self, folded: list[Folded]) -> None:
+        super().__init__("dry run: nothing appended")
+        self.folded = folded
+
+
+class Folded(NamedTuple):
+    """One event of a batch folded on top of the current state (see `fold_on_top`)."""
+
+    event: Event
+    duplicate: bool
+    """Its `id` is already in the log, or earlier in the batch: it would not be stored again."""
+    original: int | None
+    """The position of the event with the same `id` already in the log, else None."""
+    verdicts: list[Verdict]
+    """The verdicts it gets (for a duplicate: those its original got, if known)."""
+    states: dict[tuple[str, str], Any]
+    """(projection, subject) -> state right after it, for the states it touched."""
+
+
+def fold_on_top(
+    ops: TxnOps, views_over: Callable[[TxnOps], ViewReader], events: Sequence[Event]
+) -> list[Folded]:
+    """Fold a batch, in order, on top of the current state, inside a ledger write transaction.
+
+    The current state is the stored views plus the events not yet folded into them; each event
+    of the batch then folds on the state the ones before it left (so a batch may build on
+    itself). An event whose `id` is already in the log (or earlier in the batch) is a duplicate:
+    it will not be stored again, so it is not folded. Nothing is written.
+    """
+    reader = views_over(ops)
+    unfolded = _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
+    overlay = _Overlay(reader)
+    overlay.load(event for _, event in unfolded)
+    overlay.load(events)
+    apply, states = overlay.folder.apply, overlay.folder.states
+    recent: dict[int, list[Verdict]] = {}
+    for position, event in unfolded:
+        recent[position] = apply(event)
+    seen: dict[str, Folded] = {}
+    folded: list[Folded] = []
+    for event in events:
+        if event.id is not None and event.id in seen:
+            earlier = seen[event.id]
+            folded.append(Folded(event, True, earlier.original, earlier.verdicts, earlier.states))
+            continue
+        original = None if event.id is None else ops.lookup_id(event.id)
+        if original is not None:
+            raw = reader.verdicts(original)
+            verdicts = codec.decode_verdicts(raw) if raw is not None else recent.get(original, [])
+            result = Folded(event, True, original, verdicts, {})
+        else:
+            verdicts = apply(event)
+            after = {key: states[key[0]].get(key[1]) for key in touched(event)}
+            result = Folded(event, False, None, verdicts, after)
+        folded.append(result)
+        if event.id is not None:
+            seen[event.id] = result
+    return folded
+
+
 def strict_precondition(
     views_over: Callable[[TxnOps], ViewReader],
 ) -> Callable[[TxnOps, Sequence[Event]], None]:
     """A precondition for `Ledger.append_batch`: refuse operator events the projections reject.
 
-    Runs under the write lock: the current state is the stored views plus the events not yet
-    folded into them, then each event of the batch in order (so a batch may build on itself).
-    Events already in the log (a repeated `id`) are not checked: they will not be stored again.
+    Runs under the write lock, on the state `fold_on_top` builds: the stored views plus the
+    events not yet folded into them, then each event of the batch in order. Events already in
+    the log (a repeated `id`) are not checked: they will not be stored again.
     """
 
     def check(ops: TxnOps, events: Sequence[Event]) -> None:
-        reader = views_over(ops)
-        unfolded = [
-            event for _, event in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
-        ]
-        overlay = _Overlay(reader)
-        overlay.load(unfolded)
-        overlay.load(events)
-        apply = overlay.folder.apply
-        for event in unfolded:
-            apply(event)
-        for line, event in enumerate(events, start=1):
-            if event.id is not None and ops.lookup_id(event.id) is not None:
+        for line, result in enumerate(fold_on_top(ops, views_over, events), start=1):
+            if result.duplicate or not isinstance(result.event, OPERATOR_EVENTS):
                 continue
-            verdicts = apply(event)
-            if isinstance(event, OPERATOR_EVENTS):
-                for verdict in verdicts:
-                    if verdict.verdict == "rejected":
-                        detail = f" ({verdict.detail})" if verdict.detail else ""
-                        raise StrictRefusedError(
-                            f"{type(event).__name__} {event.subject!r} would be rejected by "
-                            f"{verdict.projection}: {verdict.reason}{detail}",
-                            line=line,
-                        )
+            for verdict in result.verdicts:
+                if verdict.verdict == "rejected":
+                    detail = f" ({verdict.detail})" if verdict.detail else ""
+                    raise StrictRefusedError(
+                        f"{type(result.event).__name__} {result.event.subject!r} would be "
+                        f"rejected by {verdict.projection}: {verdict.reason}{detail}",
+                        line=line,
+                    )
+
+    return check
+
+
+def dry_run_precondition(
+    views_over: Callable[[TxnOps], ViewReader], strict: Precondition | None = None
+) -> Callable[[TxnOps, Sequence[Event]], None]:
+    """A precondition that folds the batch (`fold_on_top`), after `strict`'s check if given,
+    and always refuses it, raising `DryRunAbortError` with the result: nothing is ever appended."""
+
+    def check(ops: TxnOps, events: Sequence[Event]) -> None:
+        if strict is not None:
+            strict(ops, events)
+        raise DryRunAbortError(fold_on_top(ops, views_over, events))
 
     return check

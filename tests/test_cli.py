@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import click
@@ -51,7 +51,7 @@ def run(tmp_path: Path) -> Run:
     return invoke
 
 
-def jsonl(*events: dict[str, object]) -> str:
+def jsonl(*events: Mapping[str, object]) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
 
 
@@ -60,7 +60,10 @@ def all_commands() -> list[list[str]]:
     paths: list[list[str]] = []
 
     def walk(group: click.Group, prefix: list[str]) -> None:
-        for name, command in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # loads the lazily imported command modules
+            command = group.get_command(ctx, name)
+            assert command is not None, name
             paths.append([*prefix, name])
             if isinstance(command, click.Group):
                 walk(command, [*prefix, name])
@@ -96,11 +99,13 @@ def test_append_reports_positions_and_one_duplicate(run: Run) -> None:
     result = run("append", "--json", stdin=doc)
     assert result.returncode == 0
     lines = [json.loads(x) for x in result.stdout.splitlines()]
-    assert lines == [
+    assert [{k: v for k, v in x.items() if k != "verdicts"} for x in lines] == [
         {"position": 1, "id": "a", "duplicate": False},
         {"position": 2, "id": "b", "duplicate": False},
         {"position": 1, "id": "a", "duplicate": True},
     ]
+    assert lines[0]["verdicts"] == [{"projection": "detachment", "verdict": "applied"}]
+    assert lines[2]["verdicts"] == lines[0]["verdicts"], "a repeat shows its original's verdicts"
     human = run("append", stdin=doc)
     assert human.returncode == 0
     assert "duplicate" in human.stdout
@@ -133,12 +138,19 @@ def test_non_utf8_input_is_refused(run: Run) -> None:
     assert "UTF-8" in result.stderr
 
 
-def test_stream_prints_each_result_and_stops_at_a_bad_line(run: Run) -> None:
-    doc = jsonl({"type": "LeaseExpired", "subject": "a"}, {"type": "Nope", "subject": "b"})
-    result = run("append", "--stream", "--json", stdin=doc)
+def test_stream_prints_each_result_and_stops_at_a_bad_line_with_stop_on_error(run: Run) -> None:
+    doc = jsonl(
+        {"type": "LeaseExpired", "subject": "a"},
+        {"type": "Nope", "subject": "b"},
+        {"type": "LeaseExpired", "subject": "c"},
+    )
+    result = run("append", "--stream", "--stop-on-error", "--json", stdin=doc)
     assert result.returncode == 2
     assert json.loads(result.stdout)["position"] == 1
     assert "line 2, field `type`" in result.stderr
+    assert "nothing was stored" not in result.stderr
+    assert "1 event (position 1) was stored" in result.stderr
+    assert len(run("log", "--json").stdout.splitlines()) == 1
 
 
 def test_log_exports_json_lines_that_append_back(run: Run, tmp_path: Path) -> None:
