@@ -32,13 +32,25 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
-def prove_inclusion(ledger: Ledger, position: int, signer: Signer | None = None) -> str:
-    """The tlog-proof file for the event at `position`."""
-    size = ledger.size()
-    if not 1 <= position <= size:
-        raise UsageError(f"position {position} is not in the log (it has {size} events)")
+def prove_inclusion(
+    ledger: Ledger, position: int, signer: Signer | None = None, *, size: int | None = None
+) -> str:
+    """The tlog-proof file for the event at `position` (against the stored checkpoint of
+    `size` if given, else the newest covering one)."""
+    log_size = ledger.size()
+    if not 1 <= position <= log_size:
+        raise NotFoundError(f"no event at position {position} (the log has {log_size} events)")
     notes = _checkpoint_notes(ledger)
-    covering = [s for s in notes if s >= position]
+    if size is not None:
+        if size not in notes or size < position:
+            known = ", ".join(str(s) for s in sorted(notes) if s >= position) or "none"
+            raise NotFoundError(
+                f"no stored checkpoint of size {size} covers position {position} "
+                f"(covering: {known})"
+            )
+        covering = [size]
+    else:
+        covering = [s for s in notes if s >= position]
     if covering:
         checkpoint_size = max(covering)
         note = notes[checkpoint_size]
