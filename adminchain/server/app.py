@@ -10,6 +10,7 @@ concurrent appends meet in the ledger's group commit and share one durable flush
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import time
@@ -471,8 +472,13 @@ async def history(
     return msgspec.convert(rows, list[HistoryRow], from_attributes=True)
 
 
-def _log_chunk(ledger: Ledger, first: int, last: int) -> bytes:
-    return b"".join(_encode.encode(log_object(e)) + b"\n" for e in ledger.read(first, last))
+def _log_chunk(ledger: Ledger, first: int, last: int, stored: bool) -> bytes:
+    if not stored:
+        return b"".join(_encode.encode(log_object(e)) + b"\n" for e in ledger.read(first, last))
+    return b"".join(
+        _encode.encode({**log_object(e), "stored": base64.b64encode(e.stored).decode()}) + b"\n"
+        for e in ledger.read(first, last)
+    )
 
 
 def log_object(entry: Entry) -> dict[str, Any]:
@@ -494,6 +500,10 @@ async def log_lines(
     request: Request[Any, Any, Any],
     start: int = Parameter(query="from", default=1, ge=1),
     stop: int | None = Parameter(query="to", default=None, ge=1),
+    stored: bool = Parameter(
+        default=False,
+        description="Add each event's stored bytes (base64): what its Merkle leaf hashes.",
+    ),
 ) -> Stream:
     server = server_of(request)
     end: int = await server.run(server.ledger.size)
@@ -506,7 +516,7 @@ async def log_lines(
             upto = min(end, position + LOG_CHUNK - 1)
             first = position
             data: bytes = await server.run(
-                functools.partial(_log_chunk, server.ledger, first, upto)
+                functools.partial(_log_chunk, server.ledger, first, upto, stored)
             )
             yield data
             position = upto + 1
@@ -668,6 +678,35 @@ async def consistency_proof(
     return proof
 
 
+class Info(msgspec.Struct):
+    """What a client needs to know of the ledger behind a server."""
+
+    origin: str
+    size: int
+    tracking: int
+
+
+@get("/v1/info", guards=[READER], summary="The ledger's origin, size and folded position")
+async def info(request: Request[Any, Any, Any]) -> Info:
+    server = server_of(request)
+    origin, size = await server.run(lambda: (server.ledger.origin(), server.ledger.size()))
+    return Info(origin, size, server.hub.tracking)
+
+
+class StoredCheckpoint(msgspec.Struct):
+    """One checkpoint note the ledger stores."""
+
+    size: int
+    note: str
+
+
+@get("/v1/checkpoints", guards=[AUDIT_PUBLIC], summary="Every stored checkpoint note, by size")
+async def checkpoints(request: Request[Any, Any, Any]) -> list[StoredCheckpoint]:
+    server = server_of(request)
+    notes = await server.run(server.ledger.checkpoints)
+    return [StoredCheckpoint(size, note) for size, note in notes]
+
+
 # ---------------------------------------------------------------- operations
 
 
@@ -739,6 +778,8 @@ def create_app(config: ServerConfig) -> Litestar:
             log_lines,
             subscribe,
             checkpoint,
+            checkpoints,
+            info,
             inclusion_proof,
             consistency_proof,
             healthz,
