@@ -88,6 +88,9 @@ class AppendRequest:
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    after: Callable[[TxnOps], None] | None = None
+    """Runs inside the same transaction once every request's rows are written (each distinct
+    hook once per transaction): derived data kept current in the append's own commit."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
@@ -117,6 +120,9 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
                 continue
         request.result = pending.add(request)
     pending.flush()
+    hooks = {id(r.after): r.after for r in requests if r.after is not None and r.result}
+    for hook in hooks.values():
+        hook(pending)
 
 
 class _Pending:

@@ -147,6 +147,7 @@ class Ledger:
         *,
         precondition: Precondition | None = None,
         validated: bool = False,
+        after: Callable[[TxnOps], None] | None = None,
     ) -> list[Appended]:
         """Append events as one atomic batch: all are durable when this returns, or none is.
 
@@ -154,13 +155,19 @@ class Ledger:
         constraints only when decoding); `validated=True` skips that for events that came through
         `ledger.codec.decode_line`. `precondition` runs under the write lock with the batch's
         events (as stored: ids and times filled in) and may raise a `LedgerError` to refuse it.
+        `after` runs in the same transaction once the rows are written (see `AppendRequest`).
         """
         events = events if isinstance(events, Sequence) else list(events)
         with _collector_paused(len(events) >= BIG_BATCH):
-            return self._append_batch(events, precondition, validated=validated)
+            return self._append_batch(events, precondition, validated=validated, after=after)
 
     def _append_batch(
-        self, events: Sequence[Event], precondition: Precondition | None, *, validated: bool
+        self,
+        events: Sequence[Event],
+        precondition: Precondition | None,
+        *,
+        validated: bool,
+        after: Callable[[TxnOps], None] | None = None,
     ) -> list[Appended]:
         now = datetime.now(UTC)
         checked = [
@@ -188,7 +195,7 @@ class Ledger:
             if precondition is not None:
                 precondition(ops, events)
 
-        request = AppendRequest(prepared, now, guarded, minted=frozenset(minted))
+        request = AppendRequest(prepared, now, guarded, minted=frozenset(minted), after=after)
         return self._committer.submit(request)
 
     @staticmethod

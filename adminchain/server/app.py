@@ -14,7 +14,8 @@ import base64
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,7 +28,6 @@ from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import ServerSentEvent, Stream
 from litestar.response.sse import ServerSentEventMessage
 from prometheus_client import REGISTRY, generate_latest
@@ -55,6 +55,8 @@ JSONL_TYPES: Final = frozenset(
 MAX_WAIT_MS: Final = 30_000
 SUBSCRIBE_CHUNK: Final = 256
 LOG_CHUNK: Final = 2048
+WORKERS: Final = 64
+"""Threads for blocking ledger work: concurrent appends among them share one commit."""
 PRINCIPAL: Final = "adminchain.principal"
 """The ASGI scope key holding the authenticated token's record (for guards and access logs)."""
 
@@ -128,20 +130,32 @@ class Server:
         self.ledger = Ledger.open(config.ledger, create=True)
         self.views = Views(self.ledger)
         self.hub = Hub(self.views)
+        self.fold = self.views.inline()
+        """Appends fold into the views in their own transaction (`Views.inline`)."""
         self.tokens = TokenBook(self.ledger)
         self.signer = None if config.checkpoint_key is None else _load_signer(config.checkpoint_key)
         self.subscriptions = 0
         self.last_checkpoint: float | None = None
-        self.limiter = anyio.CapacityLimiter(64)
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="adminchain")
 
     def close(self) -> None:
         self.hub.stop()
+        self.pool.shutdown(wait=True)
         self.ledger.close()
 
     async def run(self, func: Callable[[], Any]) -> Any:
-        """Run blocking ledger work in a worker thread (bounded by `request_timeout`)."""
-        with anyio.fail_after(self.config.request_timeout):
-            return await anyio.to_thread.run_sync(func, limiter=self.limiter)
+        """Run blocking ledger work in a worker thread (bounded by `request_timeout`).
+
+        A request that times out gets 504; work already handed to the ledger (an append) still
+        completes or fails whole, as every append does."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                return await loop.run_in_executor(self.pool, func)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the request took more than {self.config.request_timeout:g} s"
+            ) from None
 
 
 def _load_signer(path: str) -> Signer:
@@ -187,11 +201,11 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> TokenRecord:
     return record
 
 
-def requires(*roles: str, audit: bool = False) -> Callable[..., None]:
+def requires(*roles: str, audit: bool = False) -> Callable[..., Awaitable[None]]:
     """A guard: a token whose role is one of `roles` (or admin). With `audit`, the route is
     public when the server runs with ``--public-audit``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if audit and server_of(connection).config.public_audit:
             return
         record = authenticate(connection)
@@ -316,7 +330,9 @@ def parse_events(
 def _append(server: Server, events: list[Event], strict: bool) -> AppendResponse:
     """Append durably, fold, and read back each event's verdicts."""
     precondition = server.views.strict() if strict else None
-    results = server.ledger.append_batch(events, precondition=precondition, validated=True)
+    results = server.ledger.append_batch(
+        events, precondition=precondition, validated=True, after=server.fold
+    )
     server.hub.ensure(max(r.position for r in results))
     verdicts = server.views.verdicts_at(r.position for r in results)
     metrics = server.metrics
@@ -793,12 +809,7 @@ def create_app(config: ServerConfig) -> Litestar:
         on_shutdown=[shutdown],
         exception_handlers=exception_handlers,
         request_max_body_size=config.max_body,
-        middleware=[
-            AccessLog,
-            PrometheusConfig(
-                app_name="adminchain", prefix="adminchain_http", group_path=True
-            ).middleware,
-        ],
+        middleware=[AccessLog.factory(gauges)],
         openapi_config=OpenAPIConfig(
             title="adminchain",
             version="1",
