@@ -7,6 +7,7 @@ on PostgreSQL.
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import time
@@ -465,3 +466,100 @@ def test_sigterm_ends_subscriptions_and_exits_zero(served: Served) -> None:
         started = time.monotonic()
         assert served.stop() == 0
         assert time.monotonic() - started < 10
+
+
+# ---------------------------------------------------------------- TLS and the token commands
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime as dt  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_the_server_speaks_tls(lmdb_target: str, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    tokens = make_tokens(lmdb_target)
+    server = start_server(
+        lmdb_target, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), tokens=tokens,
+        verify=ssl.create_default_context(cafile=str(cert)),
+    )
+    try:
+        assert server.url.startswith("https://")
+        headers = {"Authorization": f"Bearer {tokens['reader']}"}
+        trust = ssl.create_default_context(cafile=str(cert))
+        r = httpx.get(f"{server.url}/v1/status", headers=headers, verify=trust)
+        assert r.status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url.replace("https://", "http://") + "/healthz", timeout=5)
+    finally:
+        assert server.stop() == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adminchain", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_token_commands_show_a_token_once_and_keep_only_its_hash(lmdb_target: str) -> None:
+    created = _cli("token", "create", "ci-bot", "--role", "loop", "--expires", "1h",
+                   "--ledger", lmdb_target, "--json")
+    assert created.returncode == 0, created.stderr
+    document = json.loads(created.stdout)
+    assert document["name"] == "ci-bot"
+    assert document["role"] == "loop"
+    assert document["token"].startswith("adminchain_")
+    assert len(document["token"]) >= len("adminchain_") + 43  # 256 random bits
+    assert document["expires"] is not None
+    listed = _cli("token", "list", "--ledger", lmdb_target, "--json")
+    assert document["token"] not in listed.stdout
+    (row,) = json.loads(listed.stdout)
+    assert row["active"] is True
+    assert "sha256" not in row
+    with Ledger.open(lmdb_target) as ledger:
+        raw = b"".join(value for _, value in ledger.backend.meta_items("token:"))
+    assert document["token"].encode() not in raw
+    again = _cli("token", "create", "ci-bot", "--role", "loop", "--ledger", lmdb_target)
+    assert again.returncode == 2
+    assert "revoke it first" in again.stderr
+    bad_role = _cli("token", "create", "x", "--role", "root", "--ledger", lmdb_target)
+    assert bad_role.returncode == 2
+    assert _cli("token", "revoke", "ci-bot", "--ledger", lmdb_target).returncode == 0
+    listed = json.loads(_cli("token", "list", "--ledger", lmdb_target, "--json").stdout)
+    assert listed[0]["active"] is False
+    assert _cli("token", "revoke", "nobody", "--ledger", lmdb_target).returncode == 2
+    replaced = _cli("token", "create", "ci-bot", "--role", "reader", "--ledger", lmdb_target)
+    assert replaced.returncode == 0
