@@ -363,16 +363,23 @@ class GroupCommitter:
                 self._gathering = None
 
     def _write_isolated(self, batch: list[AppendRequest]) -> None:
-        """Write the batch in one transaction; if that fails, each request alone, so that one
-        request that cannot be written (too large for the map, say) fails only itself."""
-        try:
-            self._write(batch)
-        except BaseException as e:  # noqa: BLE001  handed to its waiters, who re-raise it
-            if len(batch) > 1 and isinstance(e, Exception):
-                for r in batch:
-                    self._write_isolated([r])
-                return
+        write_isolated(self._write, batch)
+
+
+def write_isolated(
+    write: Callable[[Sequence[AppendRequest]], None], batch: Sequence[AppendRequest]
+) -> None:
+    """Write the batch in one transaction; if that fails, each request alone, so that one
+    request that cannot be written (too large for the map, say) fails only itself. Each
+    request's outcome is left on it (`result` or `error`); nothing is raised."""
+    try:
+        write(batch)
+    except BaseException as e:  # noqa: BLE001  handed to the requests' owners, who re-raise it
+        if len(batch) > 1 and isinstance(e, Exception):
             for r in batch:
-                if r.error is None:
-                    r.error = e
-                r.result = None
+                write_isolated(write, [r])
+            return
+        for r in batch:
+            if r.error is None:
+                r.error = e
+            r.result = None

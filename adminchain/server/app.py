@@ -33,6 +33,7 @@ from litestar.response.sse import ServerSentEventMessage
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from adminchain.server.appender import Appender
 from adminchain.server.hub import Hub
 from adminchain.server.metrics import Metrics
 from adminchain.server.problems import ProblemError, exception_handlers, from_ledger_error
@@ -55,6 +56,8 @@ JSONL_TYPES: Final = frozenset(
 MAX_WAIT_MS: Final = 30_000
 SUBSCRIBE_CHUNK: Final = 256
 LOG_CHUNK: Final = 2048
+PARSE_INLINE: Final = 64 * 1024
+"""Bodies smaller than this are decoded on the event loop (cheaper than a thread switch)."""
 WORKERS: Final = 64
 """Threads for blocking ledger work: concurrent appends among them share one commit."""
 PRINCIPAL: Final = "adminchain.principal"
@@ -130,6 +133,7 @@ class Server:
         self.ledger = Ledger.open(config.ledger, create=True)
         self.views = Views(self.ledger)
         self.hub = Hub(self.views)
+        self.appender = Appender(self.ledger, self.views, self.hub)
         self.fold = self.views.inline()
         """Appends fold into the views in their own transaction (`Views.inline`)."""
         self.tokens = TokenBook(self.ledger)
@@ -139,6 +143,7 @@ class Server:
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="adminchain")
 
     def close(self) -> None:
+        self.appender.stop()
         self.hub.stop()
         self.pool.shutdown(wait=True)
         self.ledger.close()
@@ -327,17 +332,15 @@ def parse_events(
     return events
 
 
-def _append(server: Server, events: list[Event], strict: bool) -> AppendResponse:
-    """Append durably, fold, and read back each event's verdicts."""
-    precondition = server.views.strict() if strict else None
-    results = server.ledger.append_batch(
-        events, precondition=precondition, validated=True, after=server.fold
+async def _append(server: Server, events: list[Event], strict: bool) -> AppendResponse:
+    """Append durably, folded, with each event's verdicts (through the server's appender)."""
+    request = server.ledger.prepare(
+        events, server.views.strict() if strict else None, validated=True, after=server.fold
     )
-    server.hub.ensure(max(r.position for r in results))
-    verdicts = server.views.verdicts_at(r.position for r in results)
+    results, verdicts = await server.appender.append(request)
     metrics = server.metrics
     fresh = 0
-    for event, result, found in zip(events, results, verdicts, strict=True):
+    for event, result, found in zip(request.events, results, verdicts, strict=True):
         if result.duplicate:
             continue
         fresh += 1
@@ -385,9 +388,14 @@ async def append_events(request: Request[Any, Any, Any], strict: bool = False) -
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         principal = principal_of(request)
         max_events = server.config.max_events
-        response: AppendResponse = await server.run(
-            lambda: _append(server, parse_events(body, content_type, principal, max_events), strict)
-        )
+        if len(body) < PARSE_INLINE:
+            events = parse_events(body, content_type, principal, max_events)
+        else:  # a big batch: decoded beside the event loop, which keeps serving meanwhile
+            events = await server.run(
+                functools.partial(parse_events, body, content_type, principal, max_events)
+            )
+        async with asyncio.timeout(server.config.request_timeout):
+            response = await _append(server, events, strict)
     except ProblemError as e:
         outcome = _OUTCOMES.get(e.status, "error")
         raise
@@ -778,6 +786,7 @@ def create_app(config: ServerConfig) -> Litestar:
         )
         loop = asyncio.get_running_loop()
         await anyio.to_thread.run_sync(lambda: server.hub.start(loop))
+        server.appender.start(loop)
 
     async def shutdown(app: Litestar) -> None:
         server: Server | None = app.state.server
