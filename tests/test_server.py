@@ -7,6 +7,7 @@ on PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -563,3 +564,43 @@ def test_token_commands_show_a_token_once_and_keep_only_its_hash(lmdb_target: st
     assert _cli("token", "revoke", "nobody", "--ledger", lmdb_target).returncode == 2
     replaced = _cli("token", "create", "ci-bot", "--role", "reader", "--ledger", lmdb_target)
     assert replaced.returncode == 0
+
+
+def test_the_readme_curl_examples_work(lmdb_target: str, tmp_path: Path) -> None:
+    """Each curl line of README.md's "Running the server" runs against a real server."""
+    import re  # noqa: PLC0415
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Running the server") : readme.index("## Scale-out")]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    commands = [
+        command
+        for block in blocks
+        for command in block.replace("\\\n", " ").splitlines()
+        if command.strip().startswith("curl")
+    ]
+    assert len(commands) >= 5
+    with Ledger.open(lmdb_target) as ledger:
+        tokens = {
+            "LOOP_TOKEN": create_token(ledger, "reconciler", "loop")[0],
+            "ALICE_TOKEN": create_token(ledger, "alice", "operator")[0],
+            "READER_TOKEN": create_token(ledger, "dashboards", "reader")[0],
+        }
+    server = start_server(lmdb_target, tmp_path)
+    try:
+        for command in commands:
+            line = command.replace("http://ledger:8470", server.url).split(" # ")[0]
+            live = "/v1/subscribe" in line
+            if live:
+                line = line.replace("curl ", "curl --max-time 2 ", 1)
+            done = subprocess.run(
+                ["bash", "-c", line], capture_output=True, text=True, env={**os.environ, **tokens},
+                check=False,
+            )
+            assert done.returncode == (28 if live else 0), (line, done.stderr)
+            if live:
+                assert "event: entry" in done.stdout
+            else:
+                json.loads(done.stdout)
+    finally:
+        assert server.stop() == 0
