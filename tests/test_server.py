@@ -604,3 +604,58 @@ def test_the_readme_curl_examples_work(lmdb_target: str, tmp_path: Path) -> None
                 json.loads(done.stdout)
     finally:
         assert server.stop() == 0
+
+
+def test_more_subscriptions_than_the_cap_get_503(lmdb_target: str, tmp_path: Path) -> None:
+    tokens = make_tokens(lmdb_target)
+    server = start_server(lmdb_target, tmp_path, "--max-subscriptions", "1", tokens=tokens)
+    try:
+        with server.client("reader") as reader, reader.stream("GET", "/v1/subscribe") as first:
+            assert first.status_code == 200
+            second = reader.get("/v1/subscribe")
+            assert second.status_code == 503
+            assert second.headers["retry-after"]
+            assert second.headers["content-type"] == "application/problem+json"
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.postgres
+def test_a_ledger_that_cannot_commit_answers_503_and_stores_nothing(tmp_path: Path) -> None:
+    """The database refuses every insert (as a full disk would): 503 with Retry-After."""
+    import psycopg  # noqa: PLC0415
+
+    from tests.conftest import drop_pg_schema, fresh_pg_url  # noqa: PLC0415
+
+    url = fresh_pg_url()
+    try:
+        tokens = make_tokens(url)
+        server = start_server(url, tmp_path, tokens=tokens)
+        try:
+            base, _, schema = url.partition("?schema=")
+            with psycopg.connect(base, autocommit=True) as conn:
+                (table,) = conn.execute(
+                    "SELECT table_name FROM information_schema.columns WHERE table_schema = %s"
+                    " AND column_name = 'notification_id' LIMIT 1",
+                    (schema,),
+                ).fetchone()
+                conn.execute(
+                    f"CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'"
+                    " USING ERRCODE = '53100'; END $$"
+                )
+                conn.execute(
+                    f"CREATE TRIGGER refuse BEFORE INSERT ON {schema}.{table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {schema}.refuse()"
+                )
+            with server.client("loop") as loop:
+                r = loop.post("/v1/events", content=b'{"type":"LeaseExpired","subject":"r"}\n',
+                              headers={"content-type": "application/jsonl"})
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"]
+                assert "No space left" in r.json()["detail"]
+                assert loop.get("/v1/info").json()["size"] == 0
+        finally:
+            assert server.stop() == 0
+    finally:
+        drop_pg_schema(url)
