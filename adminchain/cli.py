@@ -544,14 +544,26 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "adminchain.commands_audit",
         "Write a self-contained proof that the event at POSITION is in the log.",
     ),
+    "repair": (
+        "adminchain.commands_audit",
+        "Rebuild everything derived from the log: the indexes and the stored views.",
+    ),
     "replay": (
         "adminchain.commands_audit",
         "Rebuild every projection from the log and print the audit.",
+    ),
+    "serve": (
+        "adminchain.commands_server",
+        "Serve the ledger over HTTP/JSON to loops, services and the CLI on other hosts.",
     ),
     "status": (
         "adminchain.commands_status",
         "Show projection state: KIND is maintenance, detachment, recovery, membership, "
         "broadcasts or policy.",
+    ),
+    "token": (
+        "adminchain.commands_server",
+        "Bearer tokens for the server: create, list, revoke (kept hashed in the ledger).",
     ),
     "trust": (
         "adminchain.commands_audit",

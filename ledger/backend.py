@@ -100,6 +100,9 @@ class AppendRequest:
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
     verbatim: bool = False
     """Store `encoded` as given (a copy of another log): `recorded_at` is not raised."""
+    after: Callable[[TxnOps], None] | None = None
+    """Runs inside the same transaction once every request's rows are written (each distinct
+    hook once per transaction): derived data kept current in the append's own commit."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
@@ -137,6 +140,9 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
         if floor is None or request.recorded_at > floor:
             floor = request.recorded_at
     pending.flush()
+    hooks = {id(r.after): r.after for r in requests if r.after is not None and r.result}
+    for hook in hooks.values():
+        hook(pending)
 
 
 def stored_event(position: int, stored: bytes) -> Event:
@@ -382,6 +388,9 @@ class LogBackend(Protocol):
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         """Store a ledger-wide setting durably (with `replace=False`, only if it is absent)."""
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every setting whose key starts with `prefix`, by key (e.g. the server's tokens)."""
+
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Block until the log is longer than `position` or `timeout` seconds passed."""
 
@@ -487,16 +496,23 @@ class GroupCommitter:
                 self._gathering = None
 
     def _write_isolated(self, batch: list[AppendRequest]) -> None:
-        """Write the batch in one transaction; if that fails, each request alone, so that one
-        request that cannot be written (too large for the map, say) fails only itself."""
-        try:
-            self._write(batch)
-        except BaseException as e:  # noqa: BLE001  handed to its waiters, who re-raise it
-            if len(batch) > 1 and isinstance(e, Exception):
-                for r in batch:
-                    self._write_isolated([r])
-                return
+        write_isolated(self._write, batch)
+
+
+def write_isolated(
+    write: Callable[[Sequence[AppendRequest]], None], batch: Sequence[AppendRequest]
+) -> None:
+    """Write the batch in one transaction; if that fails, each request alone, so that one
+    request that cannot be written (too large for the map, say) fails only itself. Each
+    request's outcome is left on it (`result` or `error`); nothing is raised."""
+    try:
+        write(batch)
+    except BaseException as e:  # noqa: BLE001  handed to the requests' owners, who re-raise it
+        if len(batch) > 1 and isinstance(e, Exception):
             for r in batch:
-                if r.error is None:
-                    r.error = e
-                r.result = None
+                write_isolated(write, [r])
+            return
+        for r in batch:
+            if r.error is None:
+                r.error = e
+            r.result = None

@@ -380,6 +380,19 @@ class LMDBBackend:
             lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
         )
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        start = prefix.encode()
+        with self.recorder.read() as txn:
+            cursor = txn.cursor(db=self.meta_db)
+            if not cursor.set_range(start):
+                return []
+            items = []
+            for key, value in cursor:
+                if not bytes(key).startswith(start):
+                    break
+                items.append((bytes(key).decode(), bytes(value)))
+            return items
+
     def wait_beyond(self, position: int, timeout: float) -> bool:
         with self._translated("be read"):
             return self.recorder.wait_beyond(position, timeout)
@@ -483,6 +496,9 @@ class _Reads:
     def get_meta(self, key: str) -> bytes | None:
         value = self._txn.get(key.encode(), db=self._backend.meta_db)
         return None if value is None else bytes(value)
+
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        return self._backend.meta_items(prefix)
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return [

@@ -12,13 +12,13 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
-from ledger.backend import Appended, LogBackend, Precondition
+from ledger.backend import Appended, LogBackend, Precondition, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
 from ledger.events import Event
 from ledger.ledger import Ledger
@@ -416,6 +416,23 @@ class Views:
     def history_after(self, subject: str, after: int) -> list[dict[str, Any]]:
         """The ``history`` rows of `subject` beyond position `after`."""
         return [row for row in self.history(subject) if row["position"] > after]
+    def verdicts_at(self, positions: Iterable[int]) -> list[list[dict[str, Any]]]:
+        """The verdicts of several positions from one snapshot, as in ``history`` (no catch-up:
+        the caller knows the views hold them)."""
+        with self.reader() as reader:
+            raws = [reader.verdicts(position) for position in positions]
+        return [[] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+                for raw in raws]
+
+    def inline(self) -> Callable[[TxnOps], None]:
+        """An `after` hook for `Ledger.append_batch` that folds the appended events into the
+        views inside the append's own transaction: one commit, and the views never lag it."""
+        fold_in = self.store.fold_in
+
+        def fold(ops: TxnOps) -> None:
+            fold_in(ops, CHUNK)
+
+        return fold
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

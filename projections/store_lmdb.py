@@ -121,6 +121,12 @@ class LMDBViews:
         with self.backend.snapshot(what="read the views") as txn:
             yield _LMDBViewTxn(self, txn)
 
+    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` unfolded events inside a ledger write transaction."""
+        view = self.over(ops)
+        assert isinstance(view, _LMDBViewTxn)
+        return catch_up_txn(view, limit)
+
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
         own = ops.own()

@@ -229,6 +229,13 @@ class PostgresViews:
         with self.backend.snapshot(what="read the views") as curs:
             yield _PgViewTxn(self, curs)
 
+    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` unfolded events inside a ledger write transaction."""
+        own = ops.own()
+        if not isinstance(own, PostgresTxnOps):
+            raise TypeError(f"PostgreSQL views cannot be written through {type(own).__name__}")
+        return catch_up_txn(_PgViewTxn(self, own.cursor, lock="UPDATE"), limit)
+
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
         own = ops.own()

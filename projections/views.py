@@ -99,6 +99,10 @@ class ViewStore(Protocol):
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside one of the ledger's write transactions (strict appends)."""
 
+    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` unfolded events into the views inside one of the ledger's write
+        transactions (the server's appends: one commit for the events and their fold)."""
+
     def reset(self) -> None:
         """Drop every state, verdict and the tracking position (a rebuild follows)."""
 

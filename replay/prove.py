@@ -42,15 +42,26 @@ def prove_inclusion(
     signer: Signer | None = None,
     *,
     notice: Callable[[str], None] | None = None,
+    size: int | None = None,
 ) -> str:
     """The tlog-proof file for the event at `position` (see the module's docstring for the
-    checkpoint it leads to; `notice` hears what was recorded, or why the proof is unsigned)."""
-    size = ledger.size()
-    if not 1 <= position <= size:
-        raise UsageError(f"position {position} is not in the log (it has {size} events)")
+    checkpoint it leads to: with `size`, the stored checkpoint of that size; `notice` hears what
+    was recorded, or why the proof is unsigned)."""
+    log_size = ledger.size()
+    if not 1 <= position <= log_size:
+        raise NotFoundError(f"no event at position {position} (the log has {log_size} events)")
     say = notice if notice is not None else _silent
     notes = _checkpoint_notes(ledger)
-    covering = [s for s in notes if s >= position]
+    if size is not None:
+        if size not in notes or size < position:
+            known = ", ".join(str(s) for s in sorted(notes) if s >= position) or "none"
+            raise NotFoundError(
+                f"no stored checkpoint of size {size} covers position {position} "
+                f"(covering: {known})"
+            )
+        covering = [size]
+    else:
+        covering = [s for s in notes if s >= position]
     signed = [s for s in covering if is_signed(notes[s])]
     if signed:
         checkpoint_size = max(signed)
