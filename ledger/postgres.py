@@ -117,6 +117,8 @@ _STATEMENTS: Final = {
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
     "select_stored": "SELECT notification_id, state FROM {schema}.{events}"
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
+    "select_span": "SELECT tile, hashes FROM {schema}.merkle_tiles"
+    " WHERE level = %s AND tile BETWEEN %s AND %s ORDER BY tile",
     "select_leaves": "SELECT tile, hashes FROM {schema}.merkle_tiles"
     " WHERE level = 0 AND tile BETWEEN (%s - 1) / {tile} AND (%s - 1) / {tile} ORDER BY tile",
     "select_positions": "SELECT notification_id FROM {schema}.{events}"
@@ -792,6 +794,24 @@ class PostgresBackend:
         row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
         return _node_of_tile(None if row is None else row[0], level, index)
 
+    def read_node_span(self, level: int, start: int, count: int) -> bytes:
+        """Committed nodes (level, start) .. (level, start + count - 1) concatenated, in one
+        query (a tlog tile: `ledger.tiles`); `KeyError` naming the first one missing."""
+        first, last = start // TILE, (start + count - 1) // TILE
+        statement = self.q["select_span"]
+        rows = self._read(
+            lambda c: c.execute(statement, (level, first, last)).fetchall(), "read the Merkle tree"
+        )
+        data = bytearray()
+        for number, (tile, hashes) in enumerate(rows, first):
+            if tile != number:
+                break
+            data += hashes
+        offset, size = (start - first * TILE) * merkle.HASH_SIZE, count * merkle.HASH_SIZE
+        if len(data) < offset + size:
+            raise KeyError((level, first * TILE + len(data) // merkle.HASH_SIZE))
+        return bytes(data[offset : offset + size])
+
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
         row = self._read(lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings")
@@ -839,6 +859,7 @@ class _SnapshotNodes:
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.get = backend.read_node
+        self.get_span = backend.read_node_span
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")
