@@ -206,4 +206,10 @@ def main() -> None:
     """
 
 
-from adminchain import commands_audit, commands_log, commands_ops, demo  # noqa: E402, F401  registers commands
+from adminchain import (  # noqa: E402, F401  registers commands
+    commands_audit,
+    commands_log,
+    commands_ops,
+    demo,
+    witness,
+)
