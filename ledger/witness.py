@@ -47,9 +47,9 @@ __all__ = [
     "SIZE_CONTENT_TYPE",
     "Answer",
     "LogCheckpoint",
+    "QuorumError",
     "Witness",
     "WitnessEndpoint",
-    "QuorumError",
     "add_checkpoint_body",
     "request_cosignatures",
 ]
