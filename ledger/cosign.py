@@ -46,6 +46,7 @@ __all__ = [
     "Cosignature",
     "Cosigner",
     "CosignerKey",
+    "WitnessPolicy",
     "add_cosignatures",
     "check_quorum",
     "cosigned_by",
@@ -249,3 +250,29 @@ def add_cosignatures(note: str, lines: Iterable[str]) -> str:
     present = set(note.split("\n"))
     extra = [line for line in lines if line.rstrip("\n") not in present]
     return note + "".join(extra)
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessPolicy:
+    """Which witnesses an auditor trusts and how many of them must have cosigned a checkpoint."""
+
+    keys: tuple[CosignerKey, ...]
+    quorum: int
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise UsageError("a witness quorum needs witness keys (--witness-key)")
+        if not 1 <= self.quorum <= len(self.keys):
+            raise UsageError(
+                f"--quorum {self.quorum} must be from 1 to the {len(self.keys)} witness key(s)"
+            )
+
+    @classmethod
+    def of(cls, keys: Iterable[str | CosignerKey], quorum: int | None) -> WitnessPolicy:
+        """From vkeys; no quorum given means all of them."""
+        parsed = tuple(_keys(keys))
+        return cls(parsed, len(parsed) if quorum is None else quorum)
+
+    def check(self, note: str | bytes) -> list[Cosignature]:
+        """`check_quorum` under this policy."""
+        return check_quorum(note, self.keys, self.quorum)

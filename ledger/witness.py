@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from ledger.cosign import Cosigner, CosignerKey, cosigned_by
+from ledger.cosign import Cosigner, CosignerKey, add_cosignatures, cosigned_by
 from ledger.errors import LedgerError, ProofError, UsageError
+from ledger.ledger import Ledger
 from ledger.merkle import EMPTY_ROOT, check_consistency
 from ledger.notes import Verifier, decode_base64, open_note, parse_note
 
@@ -51,6 +52,7 @@ __all__ = [
     "Witness",
     "WitnessEndpoint",
     "add_checkpoint_body",
+    "publish_checkpoint",
     "request_cosignatures",
 ]
 
@@ -319,3 +321,40 @@ def request_cosignatures(
                 refused.pop(name, None)
                 break
     return lines, refused
+
+
+WITNESS_SIZE_KEY: Final = "witness_size/"
+"""Ledger setting prefix: the size each witness (by key name and ID) last cosigned."""
+
+
+def publish_checkpoint(
+    ledger: Ledger, note: str, size: int, witnesses: Sequence[WitnessEndpoint], quorum: int
+) -> str:
+    """`note` (the signed checkpoint of `size`) with the cosignatures of `witnesses`, if at
+    least `quorum` of them cosigned it; `QuorumError` naming each refusal otherwise.
+
+    The size each witness last cosigned is kept in the ledger's settings (a 409 corrects it).
+    """
+    if not 1 <= quorum <= len(witnesses):
+        raise UsageError(f"--quorum {quorum} must be from 1 to the {len(witnesses)} witness(es)")
+    if "\n\n" not in note:
+        raise UsageError("witnesses cosign only signed checkpoints: give the log's key (--key)")
+    keys = {w.key.name: f"{WITNESS_SIZE_KEY}{w.key.name}+{w.key.key_id:08x}" for w in witnesses}
+    last: dict[str, int] = {}
+    for name, key in keys.items():
+        value = ledger.backend.get_meta(key)
+        if value is not None:
+            last[name] = int(value)
+    lines, refused = request_cosignatures(
+        note, size, witnesses, ledger.consistency_proof, last
+    )
+    for name, key in keys.items():
+        if name in last:
+            ledger.backend.put_meta(key, str(last[name]).encode())
+    if len(lines) < quorum:
+        why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+        raise QuorumError(
+            f"only {len(lines)} of {len(witnesses)} witness(es) cosigned the checkpoint of size "
+            f"{size}, fewer than the quorum of {quorum}; nothing was published ({why})"
+        )
+    return add_cosignatures(note, lines)

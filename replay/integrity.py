@@ -17,7 +17,7 @@ import hashlib
 import select
 import subprocess
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -25,6 +25,7 @@ import msgspec
 
 from ledger import merkle
 from ledger.codec import record_decoder
+from ledger.cosign import WitnessPolicy
 from ledger.errors import ProofError, StorageError
 from ledger.events import Event
 from ledger.ledger import Ledger
@@ -65,14 +66,19 @@ class VerifyResult:
 
 
 def stored_checkpoints(
-    ledger: Ledger, verifiers: list[Verifier] | None = None
+    ledger: Ledger,
+    verifiers: list[Verifier] | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> tuple[dict[int, Checkpoint], list[str]]:
-    """The ledger's stored checkpoints by size, and a problem for each that does not open."""
+    """The ledger's stored checkpoints by size, and a problem for each that does not open (or,
+    with `witnesses`, is not cosigned by a quorum of them: SPEC-server §9)."""
     found: dict[int, Checkpoint] = {}
     problems: list[str] = []
     for size, note in ledger.checkpoints():
         try:
             checkpoint = Checkpoint.open(note, verifiers or None)
+            if witnesses is not None:
+                witnesses.check(note)
         except ProofError as e:
             problems.append(f"checkpoint of size {size}: {e}")
             continue
@@ -252,6 +258,7 @@ def verify(
     ledger: Ledger,
     *,
     verifiers: list[Verifier] | None = None,
+    witnesses: WitnessPolicy | None = None,
     progress: Progress | None = None,
     every: int = 50_000,
 ) -> VerifyResult:
@@ -262,7 +269,7 @@ def verify(
     compared at the end, or when a later check fails (a digest that differs at an earlier
     checkpoint is then the first failure).
     """
-    checkpoints, problems = stored_checkpoints(ledger, verifiers)
+    checkpoints, problems = stored_checkpoints(ledger, verifiers, witnesses)
     size = ledger.size()
     if problems:
         return VerifyResult(False, size, merkle.Frontier().root().hex(), None, "; ".join(problems))
@@ -373,8 +380,17 @@ def _verify(
     return result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
 
 
-def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpoint, str]:
-    """A checkpoint of the log at the size the stored views have reached, stored in the ledger."""
+def make_checkpoint(
+    views: Views,
+    signer: Signer | None = None,
+    publish: Callable[[Checkpoint, str], str] | None = None,
+) -> tuple[Checkpoint, str]:
+    """A checkpoint of the log at the size the stored views have reached, stored in the ledger.
+
+    `publish` (the witnesses: `ledger.witness.publish_checkpoint`) gets the checkpoint and its
+    note before it is stored and returns the note to store (cosigned), or raises: then nothing
+    is stored.
+    """
     views.catch_up()
     ledger = views.ledger
     with views.reader() as reader:
@@ -382,6 +398,8 @@ def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpo
         states = {name: dict(rows) for name, rows in _decoded(reader).items()}
     checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), digest(states))
     note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
+    if publish is not None:
+        note = publish(checkpoint, note)
     ledger.put_checkpoint(size, note)
     return checkpoint, note
 

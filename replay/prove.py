@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.cosign import WitnessPolicy
 from ledger.errors import NotFoundError, ProofError, UsageError
 from ledger.ledger import Ledger
 from ledger.notes import Signer, VerifierKeys
@@ -32,13 +33,41 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
-def prove_inclusion(ledger: Ledger, position: int, signer: Signer | None = None) -> str:
-    """The tlog-proof file for the event at `position`."""
+def _cosigned(notes: dict[int, str], witnesses: WitnessPolicy | None) -> dict[int, str]:
+    """The notes a quorum of `witnesses` cosigned (all of them without a policy)."""
+    if witnesses is None:
+        return notes
+    found = {}
+    for size, note in notes.items():
+        try:
+            witnesses.check(note)
+        except ProofError:
+            continue
+        found[size] = note
+    return found
+
+
+def prove_inclusion(
+    ledger: Ledger,
+    position: int,
+    signer: Signer | None = None,
+    witnesses: WitnessPolicy | None = None,
+) -> str:
+    """The tlog-proof file for the event at `position`.
+
+    With `witnesses`, against the newest stored checkpoint a quorum of them cosigned that covers
+    the position (SPEC-server §9); `NotFoundError` if there is none.
+    """
     size = ledger.size()
     if not 1 <= position <= size:
         raise UsageError(f"position {position} is not in the log (it has {size} events)")
-    notes = _checkpoint_notes(ledger)
+    notes = _cosigned(_checkpoint_notes(ledger), witnesses)
     covering = [s for s in notes if s >= position]
+    if not covering and witnesses is not None:
+        raise NotFoundError(
+            f"no stored checkpoint covering position {position} is cosigned by {witnesses.quorum} "
+            "of the given witnesses: publish one with `adminchain checkpoint --witness …`"
+        )
     if covering:
         checkpoint_size = max(covering)
         note = notes[checkpoint_size]
@@ -51,9 +80,15 @@ def prove_inclusion(ledger: Ledger, position: int, signer: Signer | None = None)
     )
 
 
-def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None) -> str:
-    """The consistency proof file between two stored checkpoints (default new: the newest)."""
-    notes = _checkpoint_notes(ledger)
+def prove_consistency(
+    ledger: Ledger,
+    old_size: int,
+    new_size: int | None = None,
+    witnesses: WitnessPolicy | None = None,
+) -> str:
+    """The consistency proof file between two stored checkpoints (default new: the newest);
+    with `witnesses`, only checkpoints a quorum of them cosigned are used."""
+    notes = _cosigned(_checkpoint_notes(ledger), witnesses)
     if not notes:
         raise NotFoundError("the ledger has no checkpoints yet (run `adminchain checkpoint`)")
     if new_size is None:
@@ -77,6 +112,8 @@ class Proven:
     kind: str
     inclusion: VerifiedInclusion | None = None
     consistency: VerifiedConsistency | None = None
+    cosigned_by: tuple[str, ...] = ()
+    """The witnesses whose cosignatures were checked (with a witness policy)."""
 
     def to_json(self) -> dict[str, object]:
         if self.inclusion is not None:
@@ -89,6 +126,7 @@ class Proven:
                 "root": i.checkpoint.root.hex(),
                 "origin": i.checkpoint.origin,
                 "signed_by": list(i.signed_by),
+                "cosigned_by": list(self.cosigned_by),
             }
         assert self.consistency is not None
         c = self.consistency
@@ -101,14 +139,33 @@ class Proven:
             "new_root": c.new.root.hex(),
             "origin": c.new.origin,
             "signed_by": list(c.signed_by),
+            "cosigned_by": list(self.cosigned_by),
         }
 
 
-def verify_proof_file(text: str | bytes, verifier_keys: VerifierKeys | None) -> Proven:
-    """Verify either kind of proof file with only the file and the public key(s)."""
+def verify_proof_file(
+    text: str | bytes, verifier_keys: VerifierKeys | None, witnesses: WitnessPolicy | None = None
+) -> Proven:
+    """Verify either kind of proof file with only the file and the public key(s); with
+    `witnesses`, every checkpoint in it must carry a quorum of their cosignatures."""
     head = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).split("\n", 1)[0]
     if head == INCLUSION_HEADER:
-        return Proven("inclusion", inclusion=verify_inclusion_proof(text, verifier_keys))
+        inclusion = verify_inclusion_proof(text, verifier_keys)
+        cosigned = _quorum(inclusion.notes, witnesses)
+        return Proven("inclusion", inclusion=inclusion, cosigned_by=cosigned)
     if head == CONSISTENCY_HEADER:
-        return Proven("consistency", consistency=verify_consistency_proof(text, verifier_keys))
+        consistency = verify_consistency_proof(text, verifier_keys)
+        cosigned = _quorum(consistency.notes, witnesses)
+        return Proven("consistency", consistency=consistency, cosigned_by=cosigned)
     raise ProofError(f"not a proof file: the first line is {head[:60]!r}")
+
+
+def _quorum(notes: tuple[str, ...], witnesses: WitnessPolicy | None) -> tuple[str, ...]:
+    """The witnesses that cosigned every note; `ProofError` if fewer than the quorum."""
+    if witnesses is None:
+        return ()
+    names: list[str] | None = None
+    for note in notes:
+        found = [c.name for c in witnesses.check(note)]
+        names = found if names is None else [n for n in names if n in found]
+    return tuple(names or ())
