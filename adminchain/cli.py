@@ -210,6 +210,7 @@ from adminchain import (  # noqa: E402, F401  registers commands
     commands_audit,
     commands_log,
     commands_ops,
+    commands_server,
     demo,
     witness,
 )

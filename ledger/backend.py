@@ -249,6 +249,9 @@ class LogBackend(Protocol):
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         """Store a ledger-wide setting durably (with `replace=False`, only if it is absent)."""
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every setting whose key starts with `prefix`, by key (e.g. the server's tokens)."""
+
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Block until the log is longer than `position` or `timeout` seconds passed."""
 

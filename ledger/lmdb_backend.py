@@ -210,6 +210,19 @@ class LMDBBackend:
             lambda txn: txn.put(key.encode(), value, db=self.meta_db, overwrite=replace)
         )
 
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        start = prefix.encode()
+        with self.recorder.read() as txn:
+            cursor = txn.cursor(db=self.meta_db)
+            if not cursor.set_range(start):
+                return []
+            items = []
+            for key, value in cursor:
+                if not bytes(key).startswith(start):
+                    break
+                items.append((bytes(key).decode(), bytes(value)))
+            return items
+
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self.recorder.wait_beyond(position, timeout)
 

@@ -125,6 +125,7 @@ _STATEMENTS: Final = {
     " WHERE originator_id = %s ORDER BY originator_version",
     "format": "SELECT value FROM {schema}.meta WHERE key = 'format'",
     "get_meta": "SELECT value FROM {schema}.meta WHERE key = %s",
+    "meta_items": "SELECT key, value FROM {schema}.meta WHERE starts_with(key, %s) ORDER BY key",
     "put_meta": "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
     "add_meta": "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
@@ -816,6 +817,11 @@ class PostgresBackend:
         statement = self.q["get_meta"]
         row = self._read(lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings")
         return None if row is None else bytes(row[0])
+
+    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        statement = self.q["meta_items"]
+        rows = self._read(lambda c: c.execute(statement, (prefix,)).fetchall(), "read settings")
+        return [(str(key), bytes(value)) for key, value in rows]
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
         if key == "format":

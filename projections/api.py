@@ -12,7 +12,7 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -219,6 +219,14 @@ class Views:
         with self.reader() as reader:
             raw = reader.verdicts(position)
         return [] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+
+    def verdicts_at(self, positions: Iterable[int]) -> list[list[dict[str, Any]]]:
+        """The verdicts of several positions from one snapshot, as in ``history`` (no catch-up:
+        the caller knows the views hold them)."""
+        with self.reader() as reader:
+            raws = [reader.verdicts(position) for position in positions]
+        return [[] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+                for raw in raws]
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

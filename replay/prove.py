@@ -33,36 +33,34 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
-def _cosigned(notes: dict[int, str], witnesses: WitnessPolicy | None) -> dict[int, str]:
-    """The notes a quorum of `witnesses` cosigned (all of them without a policy)."""
-    if witnesses is None:
-        return notes
-    found = {}
-    for size, note in notes.items():
-        try:
-            witnesses.check(note)
-        except ProofError:
-            continue
-        found[size] = note
-    return found
-
-
 def prove_inclusion(
     ledger: Ledger,
     position: int,
     signer: Signer | None = None,
     witnesses: WitnessPolicy | None = None,
+    *,
+    size: int | None = None,
 ) -> str:
-    """The tlog-proof file for the event at `position`.
+    """The tlog-proof file for the event at `position` (against the stored checkpoint of
+    `size` if given, else the newest covering one).
 
-    With `witnesses`, against the newest stored checkpoint a quorum of them cosigned that covers
-    the position (SPEC-server §9); `NotFoundError` if there is none.
+    With `witnesses`, only checkpoints a quorum of them cosigned count (SPEC-server §9);
+    `NotFoundError` if none covers the position.
     """
-    size = ledger.size()
-    if not 1 <= position <= size:
-        raise UsageError(f"position {position} is not in the log (it has {size} events)")
+    log_size = ledger.size()
+    if not 1 <= position <= log_size:
+        raise NotFoundError(f"no event at position {position} (the log has {log_size} events)")
     notes = _cosigned(_checkpoint_notes(ledger), witnesses)
-    covering = [s for s in notes if s >= position]
+    if size is not None:
+        if size not in notes or size < position:
+            known = ", ".join(str(s) for s in sorted(notes) if s >= position) or "none"
+            raise NotFoundError(
+                f"no stored checkpoint of size {size} covers position {position} "
+                f"(covering: {known})"
+            )
+        covering = [size]
+    else:
+        covering = [s for s in notes if s >= position]
     if not covering and witnesses is not None:
         raise NotFoundError(
             f"no stored checkpoint covering position {position} is cosigned by {witnesses.quorum} "

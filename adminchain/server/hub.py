@@ -1,0 +1,144 @@
+"""Keeps the server's projections current and wakes whoever waits for a position.
+
+One thread follows the log (`Views.catch_up`, then `wait_beyond`): appends made through this
+server, through another server over the same PostgreSQL ledger, or by the CLI beside an LMDB
+ledger all get folded. Appends made here also advance the hub directly (`advanced`), so a
+subscriber sees them without waiting for the follower's next turn. Async waiters (subscriptions,
+`min_position` reads) sleep on an asyncio event swapped at every advance: no thread per waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from projections.api import Views
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("adminchain.server")
+
+_POLL = 0.5
+_BACKOFF_MAX = 10.0
+
+
+class Hub:
+    """The folded position of the server's views, and the waiting on it."""
+
+    def __init__(self, views: Views) -> None:
+        self.views = views
+        self.tracking = 0
+        self.size = 0
+        self.behind_since: float | None = None
+        self.healthy = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event = asyncio.Event()
+        self._stop = threading.Event()
+        self._draining = False
+        self._fold_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._follow, name="adminchain-hub", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fold what the log holds, then follow it from a thread of its own."""
+        self._loop = loop
+        self.fold()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the follower (it notices within `_POLL` seconds) and wake every waiter."""
+        self._stop.set()
+        self._thread.join(timeout=_POLL * 4)
+        self._wake_soon()
+
+    def draining(self) -> None:
+        """A shutdown began: end the subscriptions (the follower keeps folding meanwhile)."""
+        self._draining = True
+        self._wake_soon()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the server is shutting down."""
+        return self._draining or self._stop.is_set()
+
+    def _follow(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                tracking = self.fold()
+                self.healthy = True
+                backoff = 0.5
+                self.views.ledger.backend.wait_beyond(tracking, _POLL)
+            except Exception as e:  # noqa: BLE001  the follower must outlive a storage outage
+                self.healthy = False
+                log.warning("projection follower: %s; retrying in %.1f s", e, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    def fold(self) -> int:
+        """Catch the views up with the log (one folder at a time in this process)."""
+        with self._fold_lock:
+            size = self.views.ledger.size()
+            tracking = self.views.catch_up()
+            self.advanced(tracking, max(size, tracking))
+            return tracking
+
+    def ensure(self, position: int) -> None:
+        """Return once the views hold `position` (folding it here if nobody has yet)."""
+        if self.tracking >= position:
+            return
+        with self._fold_lock:
+            if self.tracking >= position:
+                return
+            tracking = self.views.catch_up()
+            self.advanced(tracking, tracking)
+
+    def advanced(self, tracking: int, size: int) -> None:
+        """Record that the views hold `tracking` (of a log of `size`); wake waiters if it moved."""
+        self.size = max(self.size, size)
+        if self.tracking >= self.size:
+            self.behind_since = None
+        elif self.behind_since is None:
+            self.behind_since = time.monotonic()
+        if tracking > self.tracking:
+            self.tracking = tracking
+            if tracking >= self.size:
+                self.behind_since = None
+            self._wake_soon()
+
+    def lag(self) -> int:
+        """Events in the log not yet folded (as last seen)."""
+        return max(0, self.size - self.tracking)
+
+    def ready(self) -> bool:
+        """The views are at most 1 s behind the log, and the follower is healthy."""
+        behind = self.behind_since
+        return self.healthy and (behind is None or time.monotonic() - behind <= 1.0)
+
+    def _wake_soon(self) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop closed meanwhile
+            return
+
+    def _wake(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Wait until the views have folded beyond `position`; False on timeout or shutdown."""
+        deadline = time.monotonic() + timeout
+        while self.tracking <= position and not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            event = self._event
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                return self.tracking > position
+        return self.tracking > position
