@@ -33,6 +33,20 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
+def _cosigned(notes: dict[int, str], witnesses: WitnessPolicy | None) -> dict[int, str]:
+    """The notes a quorum of `witnesses` cosigned (all of them without a policy)."""
+    if witnesses is None:
+        return notes
+    found = {}
+    for size, note in notes.items():
+        try:
+            witnesses.check(note)
+        except ProofError:
+            continue
+        found[size] = note
+    return found
+
+
 def prove_inclusion(
     ledger: Ledger,
     position: int,
