@@ -35,7 +35,11 @@ def create_witness_app(witness: Any) -> Any:
                     return Response(note, media_type="text/plain; charset=utf-8")
         return Response("no checkpoint cosigned for that log\n", status_code=404)
 
-    return Litestar(route_handlers=[add_checkpoint, checkpoint], openapi_config=None)
+    return Litestar(
+        route_handlers=[add_checkpoint, checkpoint],
+        openapi_config=None,
+        signature_namespace={"Response": Response},
+    )
 
 
 def _listen(text: str) -> tuple[str, int]:
