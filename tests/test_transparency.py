@@ -16,6 +16,7 @@ import pytest
 
 from ledger.cosign import cosigned_by
 from ledger.ledger import Ledger
+from ledger.tiles import encode_index
 from ledger.witness import add_checkpoint_body
 from tests.transparency_support import (
     cli,
@@ -80,16 +81,21 @@ def test_go_client_proves_from_our_tiles_against_a_cosigned_checkpoint(tmp_path:
         with serving(str(path), tmp_path, *serve_args) as url:
             note = wait_checkpoint(url, total)
             full = httpx.get(f"{url}/tile/0/000")
-            partial = httpx.get(f"{url}/tile/0/x001/x000.p/{total % 256}".replace("x001/x000", "x001/000"))
+            partial = httpx.get(f"{url}/tile/0/{encode_index(total // 256)}.p/{total % 256}")
             bundle = httpx.get(f"{url}/tile/entries/000", headers={"Accept-Encoding": "gzip"})
             assert full.headers["cache-control"] == "public, max-age=31536000, immutable"
             assert len(full.content) == 8192
-            assert partial.status_code == 404  # tile 1000 is beyond this tree
+            assert partial.headers["cache-control"] == "public, max-age=5"
+            assert len(partial.content) == 32 * (total % 256)
+            wider = f"{url}/tile/0/{encode_index(total // 256)}.p/{total % 256 + 1}"
+            assert httpx.get(wider).status_code == 404  # beyond the tree
             assert bundle.headers.get("content-encoding") == "gzip"
             assert httpx.get(f"{url}/tile/0/00").status_code == 404  # not canonical
             vkeys = [w.vkey for w in witnesses]
             result = go_result(
-                run_go(binary, url, keys.log.verifier.encode(), vkeys, 2, tmp_path / "old.checkpoint")
+                run_go(
+                    binary, url, keys.log.verifier.encode(), vkeys, 2, tmp_path / "old.checkpoint"
+                )
             )
             # a quorum of 3 is refused by the Go client: only 2 witnesses cosigned
             refused = run_go(binary, url, keys.log.verifier.encode(), vkeys, 3)
@@ -131,16 +137,22 @@ def test_quorum_fork_rollback_and_kill(tmp_path: Path) -> None:
         assert text.count("\u2014 witness.example/") == 3
         ok = cli("prove", "--verify", str(proof), "--pub", str(keys.log_pub),
                  *_key_args(witnesses), "--quorum", "2", "--json")  # fmt: skip
-        assert '"cosigned_by":["witness.example/w1","witness.example/w2","witness.example/w3"]' in ok.stdout
+        assert (
+            '"cosigned_by":["witness.example/w1","witness.example/w2","witness.example/w3"]'
+            in ok.stdout
+        )
         # one cosignature left: refused (exit 1), and so is a quorum the file does not meet
         lines = text.split("\n")
-        one = "\n".join(x for x in lines if not x.startswith(("\u2014 witness.example/w2",
-                                                              "\u2014 witness.example/w3")))  # fmt: skip
+        dropped = ("\u2014 witness.example/w2", "\u2014 witness.example/w3")
+        one = "\n".join(x for x in lines if not x.startswith(dropped))
         (tmp_path / "one.proof").write_text(one)
         bad = cli("prove", "--verify", str(tmp_path / "one.proof"), "--pub", str(keys.log_pub),
                   *_key_args(witnesses), "--quorum", "2", check=False)  # fmt: skip
         assert bad.returncode == 1
-        assert "1 valid witness cosignature(s) (witness.example/w1), fewer than the quorum of 2" in bad.stderr
+        assert (
+            "1 valid witness cosignature(s) (witness.example/w1), fewer than the quorum of 2"
+            in bad.stderr
+        )
         assert cli("verify", "--ledger", str(main), "--pub", str(keys.log_pub),
                    *_key_args(witnesses), "--quorum", "3").returncode == 0  # fmt: skip
 

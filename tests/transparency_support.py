@@ -155,8 +155,10 @@ def serving(ledger: str, tmp: Path, *args: str) -> Iterator[str]:
     log = tmp / f"serve-{port}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "adminchain", "serve", "--ledger", ledger, "--public-audit"]
-            + ["--listen", f"127.0.0.1:{port}", *args],
+            [
+                *(sys.executable, "-m", "adminchain", "serve", "--ledger", ledger),
+                *("--public-audit", "--listen", f"127.0.0.1:{port}", *args),
+            ],
             cwd=REPO,
             stderr=err,
         )
