@@ -28,7 +28,7 @@ OCTETS: Final = "application/octet-stream"
     "/checkpoint",
     guards=[AUDIT_PUBLIC],
     summary="The latest published checkpoint (C2SP tlog-tiles)",
-    media_type="text/plain; charset=utf-8",
+    media_type="text/plain",
 )
 async def tlog_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
     server = server_of(request)
@@ -41,7 +41,7 @@ async def tlog_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
         )
     return Response(
         notes[-1][1],
-        media_type="text/plain; charset=utf-8",
+        media_type="text/plain",
         headers={"Cache-Control": SHORT_CACHE},
     )
 
