@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from adminchain import render
-from adminchain.cli import emit_json, main
+from adminchain.cli import emit_json, ledger_options, main, open_ledger
 from ledger.errors import UsageError
 
 
@@ -82,6 +82,22 @@ def witness() -> None:
       adminchain witness serve --key w1.key --state ./w1 --log ORIGIN=auditor.pub
     (ORIGIN: the first line of the log's checkpoint, `adminchain checkpoint`)
     """
+
+
+@witness.command("origin")
+@ledger_options
+def witness_origin(ledger: str, as_json: bool) -> None:
+    """Print the ledger's checkpoint origin: what a witness's --log ORIGIN=KEY names.
+
+    \b
+    Example:
+      adminchain witness serve --key w1.key --state w1 --log "$(adminchain witness origin)=log.pub"
+    """
+    origin = open_ledger(ledger, create=False).origin()
+    if as_json:
+        emit_json({"origin": origin})
+    else:
+        click.echo(origin)
 
 
 @witness.command("keygen")
