@@ -29,7 +29,7 @@ def create_witness_app(witness: Any) -> Any:
     @get("/{origin_hash:str}/checkpoint", sync_to_thread=True)
     def checkpoint(origin_hash: str) -> Response[str]:
         for origin in witness.logs:
-            if witness._path(origin).name.startswith(origin_hash + "."):
+            if witness.checkpoint_file(origin).name.startswith(origin_hash + "."):
                 note = witness.latest(origin)
                 if note is not None:
                     return Response(note, media_type="text/plain; charset=utf-8")

@@ -155,18 +155,19 @@ class Witness:
     def close(self) -> None:
         os.close(self._lockfile)
 
-    def _path(self, origin: str) -> Path:
+    def checkpoint_file(self, origin: str) -> Path:
+        """Where the latest checkpoint cosigned for `origin` is kept."""
         return self.state_dir / (hashlib.sha256(origin.encode()).hexdigest() + ".checkpoint")
 
     def latest(self, origin: str) -> str | None:
         """The latest checkpoint note cosigned for `origin` (log signatures and ours), if any."""
         try:
-            return self._path(origin).read_text(encoding="utf-8")
+            return self.checkpoint_file(origin).read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
 
     def _store(self, origin: str, note: str) -> None:
-        path = self._path(origin)
+        path = self.checkpoint_file(origin)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

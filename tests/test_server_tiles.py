@@ -94,6 +94,10 @@ def test_roles_gzip_and_the_checkpoint(
     assert published.text == "a note\n"
     assert published.headers["cache-control"] == "public, max-age=5"
     assert published.headers["content-type"] == "text/plain; charset=utf-8"
+    signed = "a note\n\n\u2014 k AAAA\n"
+    client.app.state.server.ledger.put_checkpoint(6, signed)
+    client.app.state.server.ledger.put_checkpoint(7, "a later unsigned note\n")
+    assert client.get("/checkpoint").text == signed  # the newest signed one
     for path in ("/tile/0/x000/001", "/tile/0/1", "/tile/64/000", "/tile/0/000.p/256"):
         assert client.get(path).status_code == 404, path
 

@@ -31,6 +31,7 @@ OCTETS: Final = "application/octet-stream"
     media_type="text/plain",
 )
 async def tlog_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
+    """The newest signed checkpoint the ledger stores (the newest at all if none is signed)."""
     server = server_of(request)
     notes = await server.run(server.ledger.checkpoints)
     if not notes:
@@ -39,8 +40,9 @@ async def tlog_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
             "no checkpoint published yet (serve with --checkpoint-key, or run "
             "`adminchain checkpoint --key …`)",
         )
+    signed = [note for _, note in notes if "\n\n" in note]  # tlog-tiles: signed if any is
     return Response(
-        notes[-1][1],
+        signed[-1] if signed else notes[-1][1],
         media_type="text/plain",
         headers={"Cache-Control": SHORT_CACHE},
     )
