@@ -39,6 +39,8 @@ class _Server(uvicorn.Server):
         if server is not None:
             server.hub.draining()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once it has shut down; a graceful stop exits 0 instead
+        self._captured_signals.clear()
 
 
 def serve(
