@@ -64,8 +64,9 @@ class Publisher:
         from replay.integrity import make_checkpoint  # noqa: PLC0415
 
         notes = server.ledger.checkpoints()
-        if notes and notes[-1][0] >= server.hub.tracking:
-            return None
+        tracking = server.hub.tracking
+        if tracking == 0 or (notes and notes[-1][0] >= tracking):
+            return None  # an empty log, or no growth since the last checkpoint
         checkpoint, _ = make_checkpoint(server.views, self.signer, self._publish(server))
         server.last_checkpoint = time.monotonic()
         self.published += 1

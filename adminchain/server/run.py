@@ -55,9 +55,7 @@ def serve(
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP (else Nagle and
-    # delayed ACKs hold each response body back ~40 ms on a keep-alive connection)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
