@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -74,6 +75,7 @@ def start_server(
     *extra: str,
     tokens: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Served:
     """Start `adminchain serve` over `target` and wait until it is ready."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def start_server(
         time.sleep(0.05)
     while True:
         try:
-            if httpx.get(f"{served.url}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{served.url}/readyz", timeout=5, verify=verify).status_code == 200:
                 return served
         except httpx.TransportError:
             pass

@@ -7,6 +7,8 @@ on PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
+import ssl
 import subprocess
 import sys
 import time
@@ -119,7 +121,8 @@ def test_every_route_answers_as_the_spec_says(served: Served) -> None:
         assert admin.get("/v1/checkpoint").text.splitlines()[1] == "5"
         consistency = admin.get("/v1/proofs/consistency", params={"old": 4, "new": 5})
         assert consistency.status_code == 200, consistency.text
-        assert "\n4\n" in consistency.text and "\n5\n" in consistency.text
+        assert "\n4\n" in consistency.text
+        assert "\n5\n" in consistency.text
 
         info = admin.get("/v1/info").json()
         assert info == {"origin": origin, "size": 5, "tracking": 5}
@@ -464,3 +467,195 @@ def test_sigterm_ends_subscriptions_and_exits_zero(served: Served) -> None:
         started = time.monotonic()
         assert served.stop() == 0
         assert time.monotonic() - started < 10
+
+
+# ---------------------------------------------------------------- TLS and the token commands
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime as dt  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "server.crt", directory / "server.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_the_server_speaks_tls(lmdb_target: str, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    tokens = make_tokens(lmdb_target)
+    server = start_server(
+        lmdb_target, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), tokens=tokens,
+        verify=ssl.create_default_context(cafile=str(cert)),
+    )
+    try:
+        assert server.url.startswith("https://")
+        headers = {"Authorization": f"Bearer {tokens['reader']}"}
+        trust = ssl.create_default_context(cafile=str(cert))
+        r = httpx.get(f"{server.url}/v1/status", headers=headers, verify=trust)
+        assert r.status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(server.url.replace("https://", "http://") + "/healthz", timeout=5)
+    finally:
+        assert server.stop() == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "adminchain", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_token_commands_show_a_token_once_and_keep_only_its_hash(lmdb_target: str) -> None:
+    created = _cli("token", "create", "ci-bot", "--role", "loop", "--expires", "1h",
+                   "--ledger", lmdb_target, "--json")
+    assert created.returncode == 0, created.stderr
+    document = json.loads(created.stdout)
+    assert document["name"] == "ci-bot"
+    assert document["role"] == "loop"
+    assert document["token"].startswith("adminchain_")
+    assert len(document["token"]) >= len("adminchain_") + 43  # 256 random bits
+    assert document["expires"] is not None
+    listed = _cli("token", "list", "--ledger", lmdb_target, "--json")
+    assert document["token"] not in listed.stdout
+    (row,) = json.loads(listed.stdout)
+    assert row["active"] is True
+    assert "sha256" not in row
+    with Ledger.open(lmdb_target) as ledger:
+        raw = b"".join(value for _, value in ledger.backend.meta_items("token:"))
+    assert document["token"].encode() not in raw
+    again = _cli("token", "create", "ci-bot", "--role", "loop", "--ledger", lmdb_target)
+    assert again.returncode == 2
+    assert "revoke it first" in again.stderr
+    bad_role = _cli("token", "create", "x", "--role", "root", "--ledger", lmdb_target)
+    assert bad_role.returncode == 2
+    assert _cli("token", "revoke", "ci-bot", "--ledger", lmdb_target).returncode == 0
+    listed = json.loads(_cli("token", "list", "--ledger", lmdb_target, "--json").stdout)
+    assert listed[0]["active"] is False
+    assert _cli("token", "revoke", "nobody", "--ledger", lmdb_target).returncode == 2
+    replaced = _cli("token", "create", "ci-bot", "--role", "reader", "--ledger", lmdb_target)
+    assert replaced.returncode == 0
+
+
+def test_the_readme_curl_examples_work(lmdb_target: str, tmp_path: Path) -> None:
+    """Each curl line of README.md's "Running the server" runs against a real server."""
+    import re  # noqa: PLC0415
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Running the server") : readme.index("## Scale-out")]
+    blocks = re.findall(r"^```sh\n(.*?)^```", section, re.M | re.S)
+    commands = [
+        command
+        for block in blocks
+        for command in block.replace("\\\n", " ").splitlines()
+        if command.strip().startswith("curl")
+    ]
+    assert len(commands) >= 5
+    with Ledger.open(lmdb_target) as ledger:
+        tokens = {
+            "LOOP_TOKEN": create_token(ledger, "reconciler", "loop")[0],
+            "ALICE_TOKEN": create_token(ledger, "alice", "operator")[0],
+            "READER_TOKEN": create_token(ledger, "dashboards", "reader")[0],
+        }
+    server = start_server(lmdb_target, tmp_path)
+    try:
+        for command in commands:
+            line = command.replace("http://ledger:8470", server.url).split(" # ")[0]
+            live = "/v1/subscribe" in line
+            if live:
+                line = line.replace("curl ", "curl --max-time 2 ", 1)
+            done = subprocess.run(
+                ["bash", "-c", line], capture_output=True, text=True, env={**os.environ, **tokens},
+                check=False,
+            )
+            assert done.returncode == (28 if live else 0), (line, done.stderr)
+            if live:
+                assert "event: entry" in done.stdout
+            else:
+                json.loads(done.stdout)
+    finally:
+        assert server.stop() == 0
+
+
+def test_more_subscriptions_than_the_cap_get_503(lmdb_target: str, tmp_path: Path) -> None:
+    tokens = make_tokens(lmdb_target)
+    server = start_server(lmdb_target, tmp_path, "--max-subscriptions", "1", tokens=tokens)
+    try:
+        with server.client("reader") as reader, reader.stream("GET", "/v1/subscribe") as first:
+            assert first.status_code == 200
+            second = reader.get("/v1/subscribe")
+            assert second.status_code == 503
+            assert second.headers["retry-after"]
+            assert second.headers["content-type"] == "application/problem+json"
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.postgres
+def test_a_ledger_that_cannot_commit_answers_503_and_stores_nothing(tmp_path: Path) -> None:
+    """The database refuses every insert (as a full disk would): 503 with Retry-After."""
+    import psycopg  # noqa: PLC0415
+
+    from tests.conftest import drop_pg_schema, fresh_pg_url  # noqa: PLC0415
+
+    url = fresh_pg_url()
+    try:
+        tokens = make_tokens(url)
+        server = start_server(url, tmp_path, tokens=tokens)
+        try:
+            base, _, schema = url.partition("?schema=")
+            with psycopg.connect(base, autocommit=True) as conn:
+                (table,) = conn.execute(
+                    "SELECT table_name FROM information_schema.columns WHERE table_schema = %s"
+                    " AND column_name = 'notification_id' LIMIT 1",
+                    (schema,),
+                ).fetchone()
+                conn.execute(
+                    f"CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'"
+                    " USING ERRCODE = '53100'; END $$"
+                )
+                conn.execute(
+                    f"CREATE TRIGGER refuse BEFORE INSERT ON {schema}.{table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION {schema}.refuse()"
+                )
+            with server.client("loop") as loop:
+                r = loop.post("/v1/events", content=b'{"type":"LeaseExpired","subject":"r"}\n',
+                              headers={"content-type": "application/jsonl"})
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"]
+                assert "No space left" in r.json()["detail"]
+                assert loop.get("/v1/info").json()["size"] == 0
+        finally:
+            assert server.stop() == 0
+    finally:
+        drop_pg_schema(url)
