@@ -561,6 +561,10 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "Show projection state: KIND is maintenance, detachment, recovery, membership, "
         "broadcasts or policy.",
     ),
+    "witness": (
+        "adminchain.witness",
+        "Run a C2SP tlog-witness that cosigns the checkpoints of logs it follows.",
+    ),
     "token": (
         "adminchain.commands_server",
         "Bearer tokens for the server: create, list, revoke (kept hashed in the ledger).",

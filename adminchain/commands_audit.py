@@ -56,6 +56,38 @@ def verifiers_from(paths: tuple[str, ...]) -> list[Any] | None:
     return [Verifier.parse(read_key_file(p, "public key")) for p in paths]
 
 
+def witness_policy(keys: tuple[str, ...], quorum: int | None) -> Any:
+    """The witnesses an auditor requires (None without --witness-key)."""
+    if not keys:
+        if quorum is not None:
+            raise UsageError("--quorum needs --witness-key")
+        return None
+    from ledger.cosign import WitnessPolicy  # noqa: PLC0415
+
+    return WitnessPolicy.of([_key_text(k) for k in keys], quorum)
+
+
+def _key_text(value: str) -> str:
+    """A key given inline or as a file holding it."""
+    return read_key_file(value, "witness key") if Path(value).is_file() else value
+
+
+def witness_options(func: Any) -> Any:
+    """`--witness-key` and `--quorum`: checkpoints cosigned by that many (SPEC-server §9)."""
+    func = click.option(
+        "--quorum",
+        type=click.IntRange(min=1),
+        help="How many of the --witness-key witnesses must have cosigned (default: all).",
+    )(func)
+    return click.option(
+        "--witness-key",
+        "witness_keys",
+        multiple=True,
+        metavar="VKEY|FILE",
+        help="A witness's public key (`adminchain witness keygen`); repeat for each witness.",
+    )(func)
+
+
 key_option = click.option(
     "--key",
     "key_path",
@@ -107,23 +139,33 @@ def replay(to: str | None, ledger: str, as_json: bool) -> None:
 
 @main.command()
 @pub_option
+@witness_options
 @ledger_options
-def verify(pub_paths: tuple[str, ...], ledger: str, as_json: bool) -> None:
+def verify(
+    pub_paths: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    quorum: int | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
     """Recompute every leaf, the tree and the projection digests; name the first bad position.
 
     Exit 1 if anything was changed, removed, reordered or inserted, or if a checkpoint does not
-    verify (with --pub, checkpoints must be signed by one of those keys).
+    verify (with --pub, checkpoints must be signed by one of those keys; with --witness-key,
+    cosigned by --quorum of those witnesses).
 
     \b
     Example:
       adminchain verify --pub auditor.pub
+      adminchain verify --pub auditor.pub --witness-key w1.pub --witness-key w2.pub --quorum 1
     """
     from replay.integrity import verify as verify_log  # noqa: PLC0415
 
     verifiers = verifiers_from(pub_paths)
+    witnesses = witness_policy(witness_keys, quorum)
     log = open_ledger(ledger, create=False)
     with render.progress_bar("verifying", log.size(), enabled=not as_json) as update:
-        result = verify_log(log, verifiers=verifiers, progress=update)
+        result = verify_log(log, verifiers=verifiers, witnesses=witnesses, progress=update)
     if as_json:
         emit_json(result.to_json())
     else:
@@ -139,21 +181,60 @@ def verify(pub_paths: tuple[str, ...], ledger: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, writable=True),
     help="Also write the note to this file.",
 )
+@click.option(
+    "--witness",
+    "witness_urls",
+    multiple=True,
+    metavar="URL=KEY",
+    help="A witness to cosign the checkpoint: its URL and public key (inline or a file).",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(min=1),
+    help="Store the checkpoint only once this many witnesses cosigned it (default: all).",
+)
 @ledger_options
-def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool) -> None:
+def checkpoint(
+    key_path: str | None,
+    out: str | None,
+    witness_urls: tuple[str, ...],
+    quorum: int | None,
+    ledger: str,
+    as_json: bool,
+) -> None:
     """Record a checkpoint: tree size, root and projection digest, signed with --key.
 
     The note (C2SP tlog-checkpoint with an adminchain-state-sha256 extension line) is stored in
     the ledger and printed; `verify` checks the log against every stored checkpoint.
 
+    With --witness (C2SP tlog-witness), each witness is sent the checkpoint with a consistency
+    proof from the size it last cosigned; the checkpoint is stored, with their cosignatures,
+    only if --quorum of them cosigned it (else exit 1, nothing stored).
+
     \b
     Example:
       adminchain keygen --log && adminchain checkpoint --key log.key --out cp.txt
+      adminchain checkpoint --key log.key --quorum 2 \\
+          --witness http://w1:8471=w1.pub --witness http://w2:8471=w2.pub \\
+          --witness http://w3:8471=w3.pub
     """
     from replay.integrity import key_name_warning, make_checkpoint  # noqa: PLC0415
 
     signer = signer_from(key_path)
-    checkpoint_, note = make_checkpoint(open_views(ledger), signer)
+    views = open_views(ledger)
+    publish = None
+    if witness_urls:
+        from ledger.witness import WitnessEndpoint, publish_checkpoint  # noqa: PLC0415
+
+        witnesses = [WitnessEndpoint.parse(w) for w in witness_urls]
+        need = len(witnesses) if quorum is None else quorum
+
+        def publish(checkpoint_: Any, note: str) -> str:
+            return publish_checkpoint(views.ledger, note, checkpoint_.size, witnesses, need)
+
+    elif quorum is not None:
+        raise UsageError("--quorum needs --witness")
+    checkpoint_, note = make_checkpoint(views, signer, publish)
     if signer is not None and (warning := key_name_warning(signer, checkpoint_.origin)):
         warn(warning)
     if out:
@@ -256,6 +337,7 @@ def keygen(
 )
 @key_option
 @pub_option
+@witness_options
 @ledger_options
 def prove(
     position: int | None,
@@ -265,6 +347,8 @@ def prove(
     out: str | None,
     key_path: str | None,
     pub_paths: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    quorum: int | None,
     ledger: str,
     as_json: bool,
 ) -> None:
@@ -273,6 +357,8 @@ def prove(
     The file (C2SP tlog-proof) carries the event, its audit path and the checkpoint it leads to;
     anyone can check it with `adminchain prove --verify FILE --pub KEY.pub`, without the ledger.
     With --consistency OLD_SIZE: a proof that an older checkpoint is a prefix of a newer one.
+    With --witness-key (and --quorum): only checkpoints cosigned by that many of those witnesses
+    are used, and --verify refuses a file whose checkpoint carries fewer valid cosignatures.
 
     \b
     Examples:
@@ -282,8 +368,11 @@ def prove(
     """
     from replay.prove import prove_consistency, prove_inclusion, verify_proof_file  # noqa: PLC0415
 
+    witnesses = witness_policy(witness_keys, quorum)
     if verify_path is not None:
-        proven = verify_proof_file(Path(verify_path).read_bytes(), verifiers_from(pub_paths))
+        proven = verify_proof_file(
+            Path(verify_path).read_bytes(), verifiers_from(pub_paths), witnesses
+        )
         if as_json:
             emit_json(proven.to_json())
         else:
@@ -293,10 +382,10 @@ def prove(
         raise UsageError("give a POSITION, or --consistency OLD_SIZE, or --verify FILE")
     log = open_ledger(ledger, create=False)
     if position is not None:
-        text = prove_inclusion(log, position, signer_from(key_path), notice=warn)
+        text = prove_inclusion(log, position, signer_from(key_path), witnesses, notice=warn)
     else:
         assert old_size is not None
-        text = prove_consistency(log, old_size, new_size)
+        text = prove_consistency(log, old_size, new_size, witnesses)
     if out:
         write_file(out, text)
         if as_json:

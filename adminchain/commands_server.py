@@ -39,6 +39,25 @@ def _size(text: str) -> int:
     envvar="ADMINCHAIN_CHECKPOINT_KEY",
     help="Sign checkpoints with this key (`adminchain keygen`).",
 )
+@click.option(
+    "--checkpoint-every",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="With --checkpoint-key: publish a signed checkpoint this often while the log grows.",
+)
+@click.option(
+    "--witness",
+    "witness_urls",
+    multiple=True,
+    metavar="URL=KEY",
+    help="A witness that must cosign each published checkpoint (C2SP tlog-witness).",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(min=1),
+    help="Publish a checkpoint only with this many witness cosignatures (default: all).",
+)
 @click.option("--public-audit", is_flag=True, help="Serve checkpoints and tiles without a token.")
 @click.option("--max-body", default="16MiB", show_default=True, help="Largest request body.")
 @click.option("--max-events", default=100_000, show_default=True, help="Most events in one append.")
@@ -68,6 +87,9 @@ def serve(
     tls_cert: str | None,
     tls_key: str | None,
     checkpoint_key: str | None,
+    checkpoint_every: str,
+    witness_urls: tuple[str, ...],
+    quorum: int | None,
     public_audit: bool,
     max_body: str,
     max_events: int,
@@ -96,6 +118,10 @@ def serve(
         raise UsageError(f"--request-timeout: {request_timeout!r} is not a duration (e.g. 30s)")
     if max_events < 1 or max_subscriptions < 0:
         raise UsageError("--max-events must be at least 1 and --max-subscriptions at least 0")
+    from adminchain.server.publish import publisher_from  # noqa: PLC0415
+    from adminchain.server.tiles import TILE_ROUTES  # noqa: PLC0415
+
+    publisher = publisher_from(checkpoint_key, checkpoint_every, witness_urls, quorum)
     config = ServerConfig(
         ledger=ledger,
         max_body=_size(max_body),
@@ -104,7 +130,10 @@ def serve(
         max_subscriptions=max_subscriptions,
         heartbeat=heartbeat,
         public_audit=public_audit,
-        checkpoint_key=checkpoint_key,
+        # with witnesses, only the publisher signs: every stored checkpoint is cosigned
+        checkpoint_key=None if witness_urls else checkpoint_key,
+        extra_routes=TILE_ROUTES,
+        background=(publisher.start,) if publisher else (),
     )
     run(config, listen, tls_cert=tls_cert, tls_key=tls_key)
 

@@ -447,5 +447,7 @@ def proof_verified(proven: Any, *, signed: bool) -> None:
             )
         )
     console.print(f"origin {data['origin']}; checkpoint signed by {signers}")
+    if data.get("cosigned_by"):
+        console.print(f"cosigned by the witnesses {', '.join(data['cosigned_by'])}")
     if not signed:
         console.print("[yellow]warning:[/] without --pub, anyone could have made this checkpoint")

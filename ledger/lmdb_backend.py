@@ -548,5 +548,23 @@ class _SnapshotNodes:
             raise KeyError((level, index))
         return bytes(value)
 
+    def get_span(self, level: int, start: int, count: int) -> bytes:
+        """Nodes (level, start) .. (level, start + count - 1) concatenated, from one read
+        transaction (a tlog tile: `ledger.tiles`); `KeyError` naming the first one missing."""
+        backend = self._backend
+        out = bytearray()
+        with backend.recorder.read() as txn:
+            cursor = txn.cursor(db=backend.merkle_db)
+            expected = start
+            if cursor.set_key(_node_key(level, start)):
+                for key, value in cursor:
+                    if expected == start + count or key != _node_key(level, expected):
+                        break
+                    out += value
+                    expected += 1
+        if expected != start + count:
+            raise KeyError((level, expected))
+        return bytes(out)
+
     def put(self, level: int, index: int, value: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")

@@ -132,6 +132,8 @@ _STATEMENTS: Final = {
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
     "select_stored": "SELECT notification_id, state FROM {schema}.{events}"
     " WHERE notification_id BETWEEN %s AND %s ORDER BY notification_id",
+    "select_span": "SELECT tile, hashes FROM {schema}.merkle_tiles"
+    " WHERE level = %s AND tile BETWEEN %s AND %s ORDER BY tile",
     "select_leaves": "SELECT tile, hashes FROM {schema}.merkle_tiles"
     " WHERE level = 0 AND tile BETWEEN (%s - 1) / {tile} AND (%s - 1) / {tile} ORDER BY tile",
     "select_positions": "SELECT notification_id FROM {schema}.{events}"
@@ -926,13 +928,31 @@ class PostgresBackend:
         return self._read(query, "read a subject's history")
 
     def read_nodes(self) -> merkle.NodeStore:
-        return _SnapshotNodes(self.read_node)
+        return _SnapshotNodes(self.read_node, self.read_node_span)
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
         statement, key = self.q["select_tile"], (level, index // TILE)
         row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
         return _node_of_tile(None if row is None else row[0], level, index)
+
+    def read_node_span(self, level: int, start: int, count: int) -> bytes:
+        """Committed nodes (level, start) .. (level, start + count - 1) concatenated, in one
+        query (a tlog tile: `ledger.tiles`); `KeyError` naming the first one missing."""
+        first, last = start // TILE, (start + count - 1) // TILE
+        statement = self.q["select_span"]
+        rows = self._read(
+            lambda c: c.execute(statement, (level, first, last)).fetchall(), "read the Merkle tree"
+        )
+        data = bytearray()
+        for number, (tile, hashes) in enumerate(rows, first):
+            if tile != number:
+                break
+            data += hashes
+        offset, size = (start - first * TILE) * merkle.HASH_SIZE, count * merkle.HASH_SIZE
+        if len(data) < offset + size:
+            raise KeyError((level, first * TILE + len(data) // merkle.HASH_SIZE))
+        return bytes(data[offset : offset + size])
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
@@ -1142,8 +1162,14 @@ class _PgReads:
 class _SnapshotNodes:
     """Merkle nodes read outside a write, one short query each (nodes never change)."""
 
-    def __init__(self, read_node: Callable[[int, int], bytes]) -> None:
+    def __init__(
+        self,
+        read_node: Callable[[int, int], bytes],
+        read_span: Callable[[int, int, int], bytes] | None = None,
+    ) -> None:
         self.get = read_node
+        self.get_span = read_span
+        """Several nodes of one level at once (`ledger.tiles`), where the reader has it."""
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         raise StorageError("Merkle nodes are written only by appends")

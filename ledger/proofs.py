@@ -84,6 +84,8 @@ class VerifiedInclusion:
     event: bytes
     checkpoint: Checkpoint
     signed_by: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    """The checkpoint note as the file carries it (with any witness cosignatures)."""
 
     @property
     def size(self) -> int:
@@ -98,6 +100,8 @@ class VerifiedConsistency:
     old: Checkpoint
     new: Checkpoint
     signed_by: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    """The old and new checkpoint notes as the file carries them (with any cosignatures)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -230,7 +234,7 @@ def verify_inclusion_proof(
     except ProofError as e:
         raise ProofError(f"inclusion proof of position {position}: {e}") from e
     return VerifiedInclusion(
-        index, position, leaf, event, checkpoint, _signers([note], verifier_keys)
+        index, position, leaf, event, checkpoint, _signers([note], verifier_keys), (note,)
     )
 
 
@@ -304,4 +308,6 @@ def verify_consistency_proof(
         check_consistency(old.size, new.size, hashes, old.root, new.root)
     except ProofError as e:
         raise ProofError(f"consistency proof from size {old.size} to {new.size}: {e}") from e
-    return VerifiedConsistency(old, new, _signers([old_note, new_note], verifier_keys))
+    return VerifiedConsistency(
+        old, new, _signers([old_note, new_note], verifier_keys), (old_note, new_note)
+    )

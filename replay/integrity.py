@@ -16,7 +16,7 @@ from __future__ import annotations
 import select
 import subprocess
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
 
@@ -25,6 +25,7 @@ import msgspec
 from ledger import merkle
 from ledger.backend import IndexCheck
 from ledger.codec import leaf_hashes, record_decoder
+from ledger.cosign import WitnessPolicy
 from ledger.errors import ProofError, StorageError
 from ledger.events import Event
 from ledger.ledger import Ledger
@@ -91,11 +92,14 @@ class StoredCheckpoints:
 
 
 def stored_checkpoints(
-    ledger: Ledger, verifiers: list[Verifier] | None = None
+    ledger: Ledger,
+    verifiers: list[Verifier] | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> StoredCheckpoints:
     """The ledger's stored checkpoints. With `verifiers`, a signed checkpoint must verify with
     one of them; an unsigned one is read as a plain checkpoint and listed as unsigned (never
-    reported as malformed: it is what ``checkpoint`` without ``--key`` records)."""
+    reported as malformed: it is what ``checkpoint`` without ``--key`` records). With
+    `witnesses`, a checkpoint not cosigned by a quorum of them is a problem (SPEC-server §9)."""
     found: dict[int, Checkpoint] = {}
     problems: list[str] = []
     unsigned: list[int] = []
@@ -105,6 +109,8 @@ def stored_checkpoints(
             unsigned.append(size)
         try:
             checkpoint = Checkpoint.open(note, (verifiers or None) if signed else None)
+            if witnesses is not None:
+                witnesses.check(note)
         except ProofError as e:
             problems.append(f"checkpoint of size {size}: {e}")
             continue
@@ -296,6 +302,7 @@ def verify(
     ledger: Ledger,
     *,
     verifiers: list[Verifier] | None = None,
+    witnesses: WitnessPolicy | None = None,
     progress: Progress | None = None,
     every: int = 50_000,
 ) -> VerifyResult:
@@ -310,7 +317,7 @@ def verify(
     checkpoint is then the first failure).
     """
     with ledger.snapshot() as frozen:  # one consistent state, whatever is appended meanwhile
-        stored = stored_checkpoints(frozen, verifiers)
+        stored = stored_checkpoints(frozen, verifiers, witnesses)
         checkpoints = stored.found
         size = frozen.size()
         digests = _Digests(frozen, sorted(checkpoints))
@@ -446,10 +453,19 @@ def _verify(
 
 
 def make_checkpoint(
-    views: Views, signer: Signer | None = None, *, store: bool = True
+    views: Views,
+    signer: Signer | None = None,
+    publish: Callable[[Checkpoint, str], str] | None = None,
+    *,
+    store: bool = True,
 ) -> tuple[Checkpoint, str]:
     """A checkpoint of the log at the size the stored views have reached, stored in the ledger
-    (unless `store` is False). See `key_name_warning` for the signer's name."""
+    (unless `store` is False). See `key_name_warning` for the signer's name.
+
+    `publish` (the witnesses: `ledger.witness.publish_checkpoint`) gets the checkpoint and its
+    note before it is stored and returns the note to store (cosigned), or raises: then nothing
+    is stored.
+    """
     views.catch_up()
     ledger = views.ledger
     with views.reader() as reader:
@@ -457,6 +473,8 @@ def make_checkpoint(
         states = {name: dict(rows) for name, rows in _decoded(reader).items()}
     checkpoint = Checkpoint(ledger.origin(), size, ledger.root(size), digest(states))
     note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
+    if publish is not None:
+        note = publish(checkpoint, note)
     if store:
         ledger.put_checkpoint(size, note)
     return checkpoint, note

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ledger.cosign import WitnessPolicy
 from ledger.errors import NotFoundError, ProofError, UsageError
 from ledger.ledger import Ledger
 from ledger.notes import Signer, VerifierKeys
@@ -36,22 +37,41 @@ def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:
     return dict(ledger.checkpoints())
 
 
+def _cosigned(notes: dict[int, str], witnesses: WitnessPolicy | None) -> dict[int, str]:
+    """The notes a quorum of `witnesses` cosigned (all of them without a policy)."""
+    if witnesses is None:
+        return notes
+    found = {}
+    for size, note in notes.items():
+        try:
+            witnesses.check(note)
+        except ProofError:
+            continue
+        found[size] = note
+    return found
+
+
 def prove_inclusion(
     ledger: Ledger,
     position: int,
     signer: Signer | None = None,
+    witnesses: WitnessPolicy | None = None,
     *,
     notice: Callable[[str], None] | None = None,
     size: int | None = None,
 ) -> str:
     """The tlog-proof file for the event at `position` (see the module's docstring for the
     checkpoint it leads to: with `size`, the stored checkpoint of that size; `notice` hears what
-    was recorded, or why the proof is unsigned)."""
+    was recorded, or why the proof is unsigned).
+
+    With `witnesses`, only checkpoints a quorum of them cosigned count (SPEC-server §9);
+    `NotFoundError` if none covers the position.
+    """
     log_size = ledger.size()
     if not 1 <= position <= log_size:
         raise NotFoundError(f"no event at position {position} (the log has {log_size} events)")
     say = notice if notice is not None else _silent
-    notes = _checkpoint_notes(ledger)
+    notes = _cosigned(_checkpoint_notes(ledger), witnesses)
     if size is not None:
         if size not in notes or size < position:
             known = ", ".join(str(s) for s in sorted(notes) if s >= position) or "none"
@@ -62,6 +82,11 @@ def prove_inclusion(
         covering = [size]
     else:
         covering = [s for s in notes if s >= position]
+    if not covering and witnesses is not None:
+        raise NotFoundError(
+            f"no stored checkpoint covering position {position} is cosigned by {witnesses.quorum} "
+            "of the given witnesses: publish one with `adminchain checkpoint --witness …`"
+        )
     signed = [s for s in covering if is_signed(notes[s])]
     if signed:
         checkpoint_size = max(signed)
@@ -97,9 +122,15 @@ def _silent(message: str) -> None:
     """A `notice` that says nothing."""
 
 
-def prove_consistency(ledger: Ledger, old_size: int, new_size: int | None = None) -> str:
-    """The consistency proof file between two stored checkpoints (default new: the newest)."""
-    notes = _checkpoint_notes(ledger)
+def prove_consistency(
+    ledger: Ledger,
+    old_size: int,
+    new_size: int | None = None,
+    witnesses: WitnessPolicy | None = None,
+) -> str:
+    """The consistency proof file between two stored checkpoints (default new: the newest);
+    with `witnesses`, only checkpoints a quorum of them cosigned are used."""
+    notes = _cosigned(_checkpoint_notes(ledger), witnesses)
     if not notes:
         raise NotFoundError("the ledger has no checkpoints yet (run `adminchain checkpoint`)")
     if new_size is None:
@@ -123,6 +154,8 @@ class Proven:
     kind: str
     inclusion: VerifiedInclusion | None = None
     consistency: VerifiedConsistency | None = None
+    cosigned_by: tuple[str, ...] = ()
+    """The witnesses whose cosignatures were checked (with a witness policy)."""
 
     def to_json(self) -> dict[str, object]:
         if self.inclusion is not None:
@@ -135,6 +168,7 @@ class Proven:
                 "root": i.checkpoint.root.hex(),
                 "origin": i.checkpoint.origin,
                 "signed_by": list(i.signed_by),
+                "cosigned_by": list(self.cosigned_by),
             }
         assert self.consistency is not None
         c = self.consistency
@@ -147,14 +181,33 @@ class Proven:
             "new_root": c.new.root.hex(),
             "origin": c.new.origin,
             "signed_by": list(c.signed_by),
+            "cosigned_by": list(self.cosigned_by),
         }
 
 
-def verify_proof_file(text: str | bytes, verifier_keys: VerifierKeys | None) -> Proven:
-    """Verify either kind of proof file with only the file and the public key(s)."""
+def verify_proof_file(
+    text: str | bytes, verifier_keys: VerifierKeys | None, witnesses: WitnessPolicy | None = None
+) -> Proven:
+    """Verify either kind of proof file with only the file and the public key(s); with
+    `witnesses`, every checkpoint in it must carry a quorum of their cosignatures."""
     head = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).split("\n", 1)[0]
     if head == INCLUSION_HEADER:
-        return Proven("inclusion", inclusion=verify_inclusion_proof(text, verifier_keys))
+        inclusion = verify_inclusion_proof(text, verifier_keys)
+        cosigned = _quorum(inclusion.notes, witnesses)
+        return Proven("inclusion", inclusion=inclusion, cosigned_by=cosigned)
     if head == CONSISTENCY_HEADER:
-        return Proven("consistency", consistency=verify_consistency_proof(text, verifier_keys))
+        consistency = verify_consistency_proof(text, verifier_keys)
+        cosigned = _quorum(consistency.notes, witnesses)
+        return Proven("consistency", consistency=consistency, cosigned_by=cosigned)
     raise ProofError(f"not a proof file: the first line is {head[:60]!r}")
+
+
+def _quorum(notes: tuple[str, ...], witnesses: WitnessPolicy | None) -> tuple[str, ...]:
+    """The witnesses that cosigned every note; `ProofError` if fewer than the quorum."""
+    if witnesses is None:
+        return ()
+    names: list[str] | None = None
+    for note in notes:
+        found = [c.name for c in witnesses.check(note)]
+        names = found if names is None else [n for n in names if n in found]
+    return tuple(names or ())

@@ -77,6 +77,8 @@ class ServerConfig:
     public_audit: bool = False
     checkpoint_key: str | None = None
     extra_routes: Sequence[Any] = field(default_factory=tuple)
+    background: Sequence[Callable[[Server], Callable[[], None]]] = field(default_factory=tuple)
+    """Started with the open `Server` once it is ready; each returns its stop function."""
 
 
 class Verdict(msgspec.Struct, omit_defaults=True):
@@ -787,8 +789,11 @@ def create_app(config: ServerConfig) -> Litestar:
         loop = asyncio.get_running_loop()
         await anyio.to_thread.run_sync(lambda: server.hub.start(loop))
         server.appender.start(loop)
+        app.state.stoppers = [start(server) for start in config.background]
 
     async def shutdown(app: Litestar) -> None:
+        for stop in app.state.get("stoppers", ()):
+            await anyio.to_thread.run_sync(stop)
         server: Server | None = app.state.server
         if server is not None:
             await anyio.to_thread.run_sync(server.close)
