@@ -81,10 +81,28 @@ def emit_json(value: object) -> None:
     sys.stdout.flush()
 
 
+TOKEN_FILE = "adminchain.token_file"  # noqa: S105  a key of click's context meta
+"""Where ``--token-file`` is kept (in the click context's `meta`) for `open_ledger`."""
+
+
+def _keep_token_file(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[TOKEN_FILE] = value
+
+
 def ledger_options(func: F) -> F:
-    """`--ledger` and `--json`, taken by every command."""
+    """`--ledger`, `--token-file` and `--json`, taken by every command."""
     func = click.option(
         "--json", "as_json", is_flag=True, help="Machine-readable output on stdout, nothing else."
+    )(func)
+    func = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        envvar="ADMINCHAIN_TOKEN_FILE",
+        expose_value=False,
+        callback=_keep_token_file,
+        help="With an http(s):// --ledger: the bearer token in this file (default: "
+        "$ADMINCHAIN_TOKEN).",
     )(func)
     return click.option(
         "--ledger",
@@ -92,7 +110,8 @@ def ledger_options(func: F) -> F:
         default="./adminchain.lmdb",
         show_default=True,
         metavar="PATH|URL",
-        help="Ledger directory (embedded LMDB) or postgresql:// URL [env: ADMINCHAIN_LEDGER].",
+        help="Ledger directory (embedded LMDB), postgresql:// URL, or http(s):// server "
+        "[env: ADMINCHAIN_LEDGER].",
     )(func)
 
 
@@ -174,15 +193,40 @@ def read_lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield raw.rstrip(b"\r\n")
 
 
+def is_remote(target: str) -> bool:
+    """An ``http(s)://`` ``--ledger``: a server (SPEC-server §7.3)."""
+    return target.startswith(("http://", "https://"))
+
+
+def require_local(target: str, what: str) -> None:
+    """Refuse (exit 2) a server URL where `what` needs direct access to the ledger."""
+    if is_remote(target):
+        raise UsageError(
+            f"{what} needs direct access to the ledger (a directory or a postgresql:// URL), "
+            f"not a server URL ({target})"
+        )
+
+
 def open_ledger(target: str, *, create: bool = True) -> Any:
-    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast)."""
+    """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast); for
+    an ``http(s)://`` URL, the `ledger.remote.RemoteLedger` of that server."""
+    if is_remote(target):
+        from ledger.remote import RemoteLedger, read_token  # noqa: PLC0415
+
+        ctx = click.get_current_context(silent=True)
+        token_file = ctx.meta.get(TOKEN_FILE) if ctx is not None else None
+        return RemoteLedger.connect(target, token=read_token(token_file))
     from ledger.ledger import Ledger  # noqa: PLC0415
 
     return Ledger.open(target, create=create)
 
 
 def open_views(target: str, *, create: bool = False) -> Any:
-    """The ledger named by ``--ledger`` with its stored projections."""
+    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely)."""
+    if is_remote(target):
+        from projections.remote import RemoteViews  # noqa: PLC0415
+
+        return RemoteViews(open_ledger(target))
     from projections.api import Views  # noqa: PLC0415
 
     return Views(open_ledger(target, create=create))

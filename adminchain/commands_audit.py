@@ -18,6 +18,7 @@ from adminchain.cli import (
     open_ledger,
     open_views,
     parse_as_of,
+    require_local,
 )
 from ledger.errors import UsageError
 
@@ -145,10 +146,11 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
     Example:
       adminchain keygen auditor && adminchain checkpoint --key auditor.key --out cp.txt
     """
-    from replay.integrity import make_checkpoint  # noqa: PLC0415
+    from replay.integrity import is_signed, make_checkpoint  # noqa: PLC0415
 
     signer = signer_from(key_path)
     checkpoint_, note = make_checkpoint(open_views(ledger), signer)
+    signed = signer is not None or is_signed(note)
     if out:
         Path(out).write_text(note, encoding="utf-8")
     if as_json:
@@ -158,12 +160,12 @@ def checkpoint(key_path: str | None, out: str | None, ledger: str, as_json: bool
                 "size": checkpoint_.size,
                 "root": checkpoint_.root.hex(),
                 "state_digest": checkpoint_.state_digest.hex(),
-                "signed": signer is not None,
+                "signed": signed,
                 "note": note,
             }
         )
     else:
-        render.checkpoint_note(checkpoint_, note, signed=signer is not None)
+        render.checkpoint_note(checkpoint_, note, signed=signed)
 
 
 @main.command()
@@ -314,6 +316,7 @@ def trust_add(public_key_file: str, ledger: str, as_json: bool) -> None:
     Example:
       adminchain trust add alice.pub
     """
+    require_local(ledger, "trust add")
     policy = open_ledger(ledger).trust(read_key_file(public_key_file, "public key"))
     _show_trust(policy, as_json)
 
@@ -328,6 +331,7 @@ def trust_remove(name: str, ledger: str, as_json: bool) -> None:
     Example:
       adminchain trust remove alice
     """
+    require_local(ledger, "trust remove")
     _show_trust(open_ledger(ledger, create=False).untrust(name), as_json)
 
 
@@ -340,6 +344,7 @@ def trust_list(ledger: str, as_json: bool) -> None:
     Example:
       adminchain trust list --json
     """
+    require_local(ledger, "trust list (the server does not serve its trusted keys)")
     _show_trust(open_ledger(ledger, create=False).trust_policy(), as_json)
 
 

@@ -17,6 +17,7 @@ from adminchain.cli import (
     parse_as_of,
     parse_time,
     read_lines,
+    require_local,
 )
 from ledger.codec import decode_line
 from ledger.errors import StrictRefusedError
@@ -204,6 +205,7 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     Example:
       adminchain copy ./adminchain.lmdb postgresql://postgres@db:5432/adminchain
     """
+    require_local(destination, "copying into a ledger")
     src = open_ledger(source, create=False)
     dst = open_ledger(destination)
     with render.progress_bar("copying", src.size(), enabled=not as_json) as update:
@@ -235,6 +237,7 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
     import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
+    require_local(ledger, "catch-up (a server keeps its own views current)")
     views = open_views(ledger)
     stopping = False
 

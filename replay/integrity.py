@@ -25,11 +25,13 @@ import msgspec
 
 from ledger import merkle
 from ledger.codec import record_decoder
-from ledger.errors import ProofError, StorageError
+from ledger.errors import ProofError, StorageError, UsageError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.notes import Checkpoint, Signer, Verifier
+from ledger.notes import Checkpoint, Signer, Verifier, parse_note
+from ledger.remote import RemoteLedger
 from projections.api import Views
+from projections.remote import RemoteViews
 from projections.state import Folder, digest
 from replay import workers
 from replay.rebuild import Progress, decode_chunk, read_chunks
@@ -37,7 +39,9 @@ from replay.rebuild import Progress, decode_chunk, read_chunks
 __all__ = [
     "VerifyResult",
     "checkpoint_digests",
+    "is_signed",
     "make_checkpoint",
+    "server_checkpoint",
     "stored_checkpoints",
     "verify",
 ]
@@ -373,8 +377,14 @@ def _verify(
     return result(None, f"{expected - 1} events, {len(passed)} checkpoint(s) verified")
 
 
-def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpoint, str]:
-    """A checkpoint of the log at the size the stored views have reached, stored in the ledger."""
+def make_checkpoint(
+    views: Views | RemoteViews, signer: Signer | None = None
+) -> tuple[Checkpoint, str]:
+    """A checkpoint of the log at the size the stored views have reached, stored in the ledger.
+
+    On a remote ledger, the server's newest checkpoint (`server_checkpoint`)."""
+    if isinstance(views, RemoteViews):
+        return server_checkpoint(views.ledger, signer)
     views.catch_up()
     ledger = views.ledger
     with views.reader() as reader:
@@ -384,6 +394,27 @@ def make_checkpoint(views: Views, signer: Signer | None = None) -> tuple[Checkpo
     note = checkpoint.sign(signer) if signer is not None else checkpoint.to_body()
     ledger.put_checkpoint(size, note)
     return checkpoint, note
+
+
+def server_checkpoint(ledger: RemoteLedger, signer: Signer | None) -> tuple[Checkpoint, str]:
+    """A server's newest checkpoint (SPEC-server §7.1 ``/v1/checkpoint``: a server with
+    ``--checkpoint-key`` signs one for its current size). Only the server can store one, so
+    with `signer` the note must be signed by that very key (the server's own)."""
+    note = ledger.remote.latest_checkpoint()
+    if signer is None:
+        return Checkpoint.open(note, None), note
+    try:
+        return Checkpoint.open(note, [signer.verifier]), note
+    except ProofError:
+        raise UsageError(
+            f"--key: the server at {ledger.url} signs its checkpoints with its own key (serve "
+            f"--checkpoint-key), and its newest is not signed by {signer.name!r}"
+        ) from None
+
+
+def is_signed(note: str) -> bool:
+    """Whether a checkpoint note carries a signature line."""
+    return "\n\n" in note and bool(parse_note(note).signatures)
 
 
 def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:

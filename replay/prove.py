@@ -22,7 +22,7 @@ from ledger.proofs import (
     verify_consistency_proof,
     verify_inclusion_proof,
 )
-from projections.api import Views
+from projections.remote import views_of
 from replay.integrity import make_checkpoint
 
 __all__ = ["Proven", "prove_consistency", "prove_inclusion", "verify_proof_file"]
@@ -55,7 +55,12 @@ def prove_inclusion(
         checkpoint_size = max(covering)
         note = notes[checkpoint_size]
     else:
-        checkpoint, note = make_checkpoint(Views(ledger), signer)
+        checkpoint, note = make_checkpoint(views_of(ledger), signer)
+        if checkpoint.size < position:  # a server without a key has no newer one
+            raise NotFoundError(
+                f"no checkpoint covers position {position} (the newest is of size "
+                f"{checkpoint.size}): the server makes them with --checkpoint-key"
+            )
         checkpoint_size = checkpoint.size
     stored = ledger.get(position).stored
     return make_inclusion_proof(
