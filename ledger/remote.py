@@ -25,9 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
 import msgspec
 
 from ledger import merkle
@@ -44,6 +43,9 @@ from ledger.errors import (
 )
 from ledger.events import Event
 from ledger.ledger import Entry, Ledger, decode_entry
+
+if TYPE_CHECKING:
+    import httpx  # imported when a remote ledger is opened: `import ledger` stays light
 
 __all__ = [
     "STRICT",
@@ -149,10 +151,16 @@ STRICT: Final[Precondition] = _strict_marker
 server for ``?strict=true`` (the check runs there, under its write lock)."""
 
 
+class Quiet(Exception):  # noqa: N818  not an error: a pause
+    """Nothing (not even a heartbeat) came from a stream for the read timeout asked for."""
+
+
 class _Client:
     """One HTTP connection pool to a server, with its token; answers other than 2xx raise."""
 
     def __init__(self, url: str, token: str | None, timeout: float = TIMEOUT) -> None:
+        import httpx  # noqa: PLC0415
+
         self.url = url.rstrip("/")
         headers = {"User-Agent": "adminchain"}
         if token:
@@ -171,6 +179,8 @@ class _Client:
         timeout: float | None = None,
     ) -> Iterator[httpx.Response]:
         """An answer whose body is read as it comes (raises the mapped error on non-2xx)."""
+        import httpx  # noqa: PLC0415
+
         extra: dict[str, Any] = {}
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(TIMEOUT, read=timeout)
@@ -183,7 +193,7 @@ class _Client:
                 yield response
         except httpx.TransportError as e:
             if isinstance(e, httpx.ReadTimeout) and timeout is not None:
-                raise
+                raise Quiet from e
             raise BackendUnavailableError(f"cannot reach the server at {self.url}: {e}") from e
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -322,7 +332,7 @@ class RemoteBackend:
                 self.client, position + 1, None, max(0.01, deadline - time.monotonic()), deadline
             ):
                 return True
-        except httpx.ReadTimeout:
+        except Quiet:
             pass
         return self.size() > position
 
@@ -380,7 +390,7 @@ def _sse_entries(
     deadline: float | None = None,
 ) -> Iterator[LogObject]:
     """The ``entry`` messages of ``/v1/subscribe`` from `start` (or after `last_id`), each as
-    its decoded data; `httpx.ReadTimeout` when nothing (not even a heartbeat) comes for
+    its decoded data; `Quiet` when nothing (not even a heartbeat) comes for
     `read_timeout` s, and the stream ends at `deadline` (monotonic) if given."""
     headers = {"Accept": "text/event-stream"}
     if last_id is not None:
@@ -505,7 +515,7 @@ class RemoteLedger(Ledger):
                     self.verdicts_seen[entry.position] = row.verdicts
                     position, idle_since, failing_since = entry.position, time.monotonic(), None
                     yield entry
-            except httpx.ReadTimeout:
+            except Quiet:
                 if stop is not None and time.monotonic() - idle_since >= stop:
                     return
                 continue
