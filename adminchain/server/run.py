@@ -39,6 +39,9 @@ class _Server(uvicorn.Server):
         if server is not None:
             server.hub.draining()
         super().handle_exit(sig, frame)
+        # SIGTERM and SIGINT are a normal stop (exit 0, SPEC-server §7): uvicorn would raise the
+        # signal again after its graceful shutdown, ending the process by it (exit 143 or 130)
+        self._captured_signals.clear()
 
 
 def serve(
