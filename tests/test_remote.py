@@ -82,8 +82,10 @@ def cli(
 
 # ---------------------------------------------------------------------------- the tour
 
-EVENTS = """\
-{"type": "MaintenanceObserved", "subject": "node-7", "state": "DrainFailed", "reason": "2 pods would not evict", "id": "obs-1"}
+EVENTS = (
+    '{"type": "MaintenanceObserved", "subject": "node-7", "state": "DrainFailed", '
+    '"reason": "2 pods would not evict", "id": "obs-1"}\n'
+) + """\
 {"type": "KeepAliveFailed", "subject": "runner-a", "id": "ka-1"}
 {"type": "BackendCrashed", "subject": "broker-1/search/v3", "id": "crash-1"}
 {"type": "KeepAliveFailed", "subject": "runner-a", "id": "ka-1"}
@@ -193,7 +195,8 @@ def test_the_tour_prints_the_same_through_a_server(
         assert s.url.startswith("http://127.0.0.1:")
     assert s.returncode == 0
     statuses = [code for _, code, _, _ in expected]
-    assert statuses.count(2) == 5 and statuses.count(3) == 2, expected  # the tour has failures
+    assert statuses.count(2) == 5, expected  # the tour has its failures too
+    assert statuses.count(3) == 2, expected
     for (command, code, out, err), (_, remote_code, remote_out, remote_err) in zip(
         expected, got, strict=True
     ):
@@ -223,11 +226,12 @@ def test_the_python_api_opens_a_server_with_the_local_method_names(
         views = RemoteViews(log)
         first = log.append(EnterMaintenance(subject="node-1", actor="alice", reason="kernel"))
         assert isinstance(first, RemoteAppended)
-        assert first.position == 1 and not first.duplicate
+        assert first.position == 1
+        assert not first.duplicate
         assert first.verdicts == [{"projection": "maintenance", "verdict": "applied"}]
         batch = log.append_batch(
             [
-                MaintenanceObserved(subject="node-1", state="DrainFailed", id="o-1"),
+                MaintenanceObserved(subject="node-1", state="DrainFailed", reason="pdb", id="o-1"),
                 KeepAliveFailed(subject="runner-a", id="k-1"),
                 KeepAliveFailed(subject="runner-a", id="k-1"),
             ]
@@ -337,7 +341,8 @@ def test_cli_errors_through_a_server_exit_as_they_should(
     no_token = cli("append", cwd=tmp_path, ledger=s.url, stdin=line)
     assert no_token.returncode == 2
     assert no_token.stderr.startswith("error: the server at")
-    assert "ADMINCHAIN_TOKEN" in no_token.stderr and "--token-file" in no_token.stderr
+    assert "ADMINCHAIN_TOKEN" in no_token.stderr
+    assert "--token-file" in no_token.stderr
     forbidden = cli("append", cwd=tmp_path, ledger=s.url, token=reader, stdin=line)
     assert forbidden.returncode == 2
     assert "refused this token's role" in forbidden.stderr
@@ -368,7 +373,8 @@ def test_a_ledger_copies_out_of_a_server_byte_for_byte(
                  ledger=s.url, token=token)
     assert copied.returncode == 0, copied.stderr
     report = json.loads(copied.stdout)
-    assert report["size"] == 40 and report["root"] == report["source_root"]
+    assert report["size"] == 40
+    assert report["root"] == report["source_root"]
 
 
 # ---------------------------------------------------------------------------- a lying server
@@ -396,14 +402,16 @@ def test_a_server_serving_a_forged_log_is_caught_by_client_side_verify(
         forge(txn, db, MARKED)
     with Ledger.open(path, create=False) as log:
         local = verify(log).to_json()
-    assert local["ok"] is False and local["first_bad_position"] == 51
+    assert local["ok"] is False
+    assert local["first_bad_position"] == 51
     with served(path, log_dir=tmp_path) as s:
         remote = cli("verify", "--pub", "auditor.pub", "--json", cwd=tmp_path, ledger=s.url,
                      token=token)
         human = cli("verify", cwd=tmp_path, ledger=s.url, token=token)
     assert remote.returncode == 1, remote.stderr
     assert json.loads(remote.stdout) == local
-    assert human.returncode == 1 and "51" in human.stdout + human.stderr
+    assert human.returncode == 1
+    assert "51" in human.stdout + human.stderr
 
 
 def test_a_forged_log_without_its_leaf_is_caught_as_well(
@@ -417,7 +425,8 @@ def test_a_forged_log_without_its_leaf_is_caught_as_well(
         remote = cli("verify", "--json", cwd=tmp_path, ledger=s.url, token=token)
     assert remote.returncode == 1, remote.stderr
     result = json.loads(remote.stdout)
-    assert result["ok"] is False and result["first_bad_position"] == 51
+    assert result["ok"] is False
+    assert result["first_bad_position"] == 51
     assert "does not match the checkpoint of size 120" in result["detail"]
 
 
