@@ -9,6 +9,7 @@ With ``--json``, stdout carries only the machine-readable output.
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -215,7 +216,10 @@ def open_ledger(target: str, *, create: bool = True) -> Any:
 
         ctx = click.get_current_context(silent=True)
         token_file = ctx.meta.get(TOKEN_FILE) if ctx is not None else None
-        return RemoteLedger.connect(target, token=read_token(token_file))
+        token = read_token(token_file)
+        if token is not None:  # for the second process of a long replay or verify
+            os.environ["ADMINCHAIN_TOKEN"] = token
+        return RemoteLedger.connect(target, token=token)
     from ledger.ledger import Ledger  # noqa: PLC0415
 
     return Ledger.open(target, create=create)

@@ -456,3 +456,34 @@ def test_a_server_lying_about_its_projections_is_named_as_diverged(
     assert cli_json.returncode == 1
     assert json.loads(cli_json.stdout)["diverged"] == ["maintenance"]
     assert clean.returncode == 0, clean.stdout  # the log itself is intact
+
+
+def test_replay_and_verify_of_a_server_share_the_work_with_a_second_process(
+    built: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From `workers.PARALLEL_FROM` events (forced to 1 here) the second process opens the same
+    URL (with the token from the environment) and folds its share: the same reports."""
+    from replay import audit, integrity, workers  # noqa: PLC0415
+
+    path, token = built
+    monkeypatch.setenv("ADMINCHAIN_TOKEN", token)
+    with served(path, log_dir=tmp_path) as s:
+        log = RemoteLedger.connect(s.url)
+        inline_audit, inline_verify = run_audit(log).to_json(), verify(log).to_json()
+        monkeypatch.setattr(workers, "PARALLEL_FROM", 1)
+        folded_here: list[object] = []
+        real = integrity.checkpoint_digests
+        monkeypatch.setattr(
+            integrity, "checkpoint_digests", lambda *a: folded_here.append(a) or real(*a)
+        )
+        halves_here: list[object] = []
+        real_half = audit._second_half
+        monkeypatch.setattr(
+            audit, "_second_half", lambda *a: halves_here.append(a) or real_half(*a)
+        )
+        assert run_audit(log).to_json() == inline_audit
+        assert verify(log).to_json() == inline_verify
+        assert folded_here == []  # the worker folded the digests, over HTTP
+        assert halves_here == []  # and the other half of the subjects
+    assert inline_verify["ok"] is True
+    assert inline_audit["diverged"] == []
