@@ -38,7 +38,7 @@ from projections.remote import RemoteViews
 from replay.audit import run_audit
 from replay.integrity import verify
 from tests.conftest import drop_pg_schema, fresh_pg_url
-from tests.serving import Served, make_token, served
+from tests.serving import Served, make_token, served, start_server
 from tests.test_tamper import MARKED, STATE_DB, build, forge, raw_write
 from tests.test_tamper import state_codec as view_codec
 
@@ -487,3 +487,26 @@ def test_replay_and_verify_of_a_server_share_the_work_with_a_second_process(
         assert halves_here == []  # and the other half of the subjects
     assert inline_verify["ok"] is True
     assert inline_audit["diverged"] == []
+
+
+def test_follow_resumes_after_the_server_restarts(lmdb_target: str, tmp_path: Path) -> None:
+    """`follow` over ``/v1/subscribe``: the server going away ends the stream; the client
+    reconnects and resumes after the last position it saw (``Last-Event-ID``), no entry twice."""
+    token = make_token(lmdb_target, "alice", "admin")
+    s = start_server(lmdb_target, log_dir=tmp_path)
+    try:
+        log = RemoteLedger.connect(s.url, token=token)
+        log.append_batch([KeepAliveFailed(subject=f"r{i}") for i in range(3)])
+        stream = log.follow(0)
+        assert [next(stream).position for _ in range(3)] == [1, 2, 3]
+    finally:
+        assert s.stop() == 0
+    port = s.url.rsplit(":", 1)[1]
+    with served(lmdb_target, "--listen", f"127.0.0.1:{port}", log_dir=tmp_path) as again:
+        assert again.url == s.url
+        other = RemoteLedger.connect(again.url, token=token)
+        other.append(KeepAliveFailed(subject="r-after", id="after"))
+        entry = next(stream)
+        assert (entry.position, entry.event.id) == (4, "after")
+        assert entry.stored == other.get(4).stored
+        stream.close()
