@@ -197,6 +197,11 @@ def test_the_tour_prints_the_same_through_a_server(
     statuses = [code for _, code, _, _ in expected]
     assert statuses.count(2) == 5, expected  # the tour has its failures too
     assert statuses.count(3) == 2, expected
+    shown = {command: normal(out) for command, _, out, _ in got}
+    assert "maintenance: rejected: needs_force" in shown["history node-7"]  # not normalised away
+    assert '"diverged":[]' in shown["replay --json"]
+    assert '"ok":true' in shown["verify --pub auditor.pub --json"]
+    assert shown["log --json"].count('"position":') == 12
     for (command, code, out, err), (_, remote_code, remote_out, remote_err) in zip(
         expected, got, strict=True
     ):
