@@ -247,7 +247,14 @@ class _LeafTree:
         return found
 
 
-_log_line = msgspec.json.Decoder(dict[str, Any])
+class _StoredRow(msgspec.Struct):
+    """What the client takes of a ``/v1/log?stored=true`` line (the rest is skipped unread)."""
+
+    position: int
+    stored: str
+
+
+_stored_row = msgspec.json.Decoder(_StoredRow)
 
 
 class RemoteBackend:
@@ -290,9 +297,9 @@ class RemoteBackend:
                 if not raw.strip():
                     continue
                 try:
-                    row = _log_line.decode(raw)
-                    position, stored = int(row["position"]), base64.b64decode(row["stored"])
-                except (msgspec.DecodeError, KeyError, ValueError, TypeError) as e:
+                    row = _stored_row.decode(raw)
+                    position, stored = row.position, base64.b64decode(row.stored)
+                except (msgspec.DecodeError, ValueError) as e:
                     raise StorageError(f"the server sent a log line that is not one: {e}") from e
                 if position == len(tree) + 1:
                     tree.leaves += merkle.leaf_hash(leaf_bytes(position, stored))
