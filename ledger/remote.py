@@ -266,6 +266,12 @@ class RemoteBackend:
     """
 
     def __init__(self, url: str, token: str | None = None) -> None:
+        try:
+            host = urllib.parse.urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise UsageError(f"{url!r} names no server (give http://HOST:PORT or https://…)")
         self.url = self.location = url.rstrip("/")
         self.client = _Client(self.url, token if token is not None else read_token())
         self.tree = _LeafTree()

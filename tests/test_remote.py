@@ -361,6 +361,9 @@ def test_cli_errors_through_a_server_exit_as_they_should(
         refused = cli(*args, cwd=tmp_path, ledger=s.url, token=token)
         assert refused.returncode == 2, (args, refused.stderr)
         assert "needs direct access to the ledger" in refused.stderr, args
+    nowhere = cli("status", cwd=tmp_path, ledger="http://", token=token)
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.startswith("error: 'http://' names no server")
     s.stop()
     down = cli("status", cwd=tmp_path, ledger=s.url, token=token)
     assert down.returncode == 1
