@@ -518,3 +518,67 @@ def test_follow_resumes_after_the_server_restarts(lmdb_target: str, tmp_path: Pa
         assert (entry.position, entry.event.id) == (4, "after")
         assert entry.stored == other.get(4).stored
         stream.close()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), as a private CA would issue."""
+    import datetime as dt  # noqa: PLC0415
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "server.crt", folder / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_https_server_is_a_ledger_too(
+    lmdb_target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``https://`` with the server's certificate trusted through ``SSL_CERT_FILE``; without
+    it, the client refuses to talk (exit 1), as it should with an unknown certificate."""
+    cert, key = _self_signed(tmp_path)
+    token = make_token(lmdb_target, "alice", "admin")
+    line = '{"type": "KeepAliveFailed", "subject": "r", "id": "k-1"}\n'
+    with served(lmdb_target, "--tls-cert", str(cert), "--tls-key", str(key),
+                log_dir=tmp_path) as s:
+        assert s.url.startswith("https://127.0.0.1:")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        appended = cli("append", "--json", cwd=tmp_path, ledger=s.url, token=token, stdin=line)
+        checked = cli("verify", "--json", cwd=tmp_path, ledger=s.url, token=token)
+        monkeypatch.delenv("SSL_CERT_FILE")
+        untrusted = cli("status", cwd=tmp_path, ledger=s.url, token=token)
+    assert appended.returncode == 0, appended.stderr
+    assert json.loads(appended.stdout) == {"position": 1, "id": "k-1", "duplicate": False}
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["size"] == 1
+    assert untrusted.returncode == 1
+    assert untrusted.stderr.startswith(f"error: cannot reach the server at {s.url}")
