@@ -62,6 +62,13 @@ def _size(text: str) -> int:
     show_default=True,
     help="Most open /v1/subscribe streams (more get 503).",
 )
+@click.option(
+    "--heartbeat",
+    default=15.0,
+    hidden=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between subscription heartbeats.",
+)
 @ledger_options
 def serve(
     listen: str,
@@ -73,6 +80,7 @@ def serve(
     max_events: int,
     request_timeout: str,
     max_subscriptions: int,
+    heartbeat: float,
     ledger: str,
     as_json: bool,
 ) -> None:
@@ -102,6 +110,7 @@ def serve(
         max_events=max_events,
         request_timeout=timeout.total_seconds(),
         max_subscriptions=max_subscriptions,
+        heartbeat=heartbeat,
         public_audit=public_audit,
         checkpoint_key=checkpoint_key,
     )

@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from adminchain.server.tokens import create_token
 from ledger.events import HealthObserved, KeepAliveFailed
 from ledger.ledger import Ledger
 from ledger.remote import RemoteLedger
 from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import make_checkpoint, verify
-from tests.serving import make_token, served
+from tests.serving import start_server
 
 
 def _timed(work: Callable[[], object]) -> float:
@@ -51,9 +52,10 @@ def main() -> None:
                 ]
             )
         make_checkpoint(Views(log))
-    token = make_token(path, "bench", "admin")
+        token = create_token(log, "bench", "admin")[0]
     print(f"load average {os.getloadavg()[0]:.2f} (before), {args.events} events")
-    with served(path, log_dir=work) as server:
+    server = start_server(str(path), work)
+    try:
         remote = RemoteLedger.connect(server.url, token=token)
         local = Ledger.open(path, create=False)
         rows = []
@@ -74,6 +76,8 @@ def main() -> None:
             rows.append((name, count / here, count / there, there / here))
         local.close()
         remote.close()
+    finally:
+        server.stop()
     print(f"{'':<14} {'local ev/s':>12} {'remote ev/s':>12} {'remote/local time':>18}")
     for name, here_rate, there_rate, ratio in rows:
         print(f"{name:<14} {here_rate:>12,.0f} {there_rate:>12,.0f} {ratio:>17.2f}x")

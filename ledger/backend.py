@@ -88,6 +88,9 @@ class AppendRequest:
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
     """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    after: Callable[[TxnOps], None] | None = None
+    """Runs inside the same transaction once every request's rows are written (each distinct
+    hook once per transaction): derived data kept current in the append's own commit."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
 
@@ -117,6 +120,9 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
                 continue
         request.result = pending.add(request)
     pending.flush()
+    hooks = {id(r.after): r.after for r in requests if r.after is not None and r.result}
+    for hook in hooks.values():
+        hook(pending)
 
 
 class _Pending:
@@ -357,16 +363,23 @@ class GroupCommitter:
                 self._gathering = None
 
     def _write_isolated(self, batch: list[AppendRequest]) -> None:
-        """Write the batch in one transaction; if that fails, each request alone, so that one
-        request that cannot be written (too large for the map, say) fails only itself."""
-        try:
-            self._write(batch)
-        except BaseException as e:  # noqa: BLE001  handed to its waiters, who re-raise it
-            if len(batch) > 1 and isinstance(e, Exception):
-                for r in batch:
-                    self._write_isolated([r])
-                return
+        write_isolated(self._write, batch)
+
+
+def write_isolated(
+    write: Callable[[Sequence[AppendRequest]], None], batch: Sequence[AppendRequest]
+) -> None:
+    """Write the batch in one transaction; if that fails, each request alone, so that one
+    request that cannot be written (too large for the map, say) fails only itself. Each
+    request's outcome is left on it (`result` or `error`); nothing is raised."""
+    try:
+        write(batch)
+    except BaseException as e:  # noqa: BLE001  handed to the requests' owners, who re-raise it
+        if len(batch) > 1 and isinstance(e, Exception):
             for r in batch:
-                if r.error is None:
-                    r.error = e
-                r.result = None
+                write_isolated(write, [r])
+            return
+        for r in batch:
+            if r.error is None:
+                r.error = e
+            r.result = None

@@ -35,6 +35,7 @@ from ledger.backend import (
     LogBackend,
     Precondition,
     TxnOps,
+    write_isolated,
 )
 from ledger.codec import decode_record, validate
 from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
@@ -158,6 +159,7 @@ class Ledger:
         *,
         precondition: Precondition | None = None,
         validated: bool = False,
+        after: Callable[[TxnOps], None] | None = None,
     ) -> list[Appended]:
         """Append events as one atomic batch: all are durable when this returns, or none is.
 
@@ -165,14 +167,35 @@ class Ledger:
         constraints only when decoding); `validated=True` skips that for events that came through
         `ledger.codec.decode_line`. `precondition` runs under the write lock with the batch's
         events (as stored: ids and times filled in) and may raise a `LedgerError` to refuse it.
+        `after` runs in the same transaction once the rows are written (see `AppendRequest`).
         """
         events = events if isinstance(events, Sequence) else list(events)
         with _collector_paused(len(events) >= BIG_BATCH):
-            return self._append_batch(events, precondition, validated=validated)
+            return self._append_batch(events, precondition, validated=validated, after=after)
 
     def _append_batch(
-        self, events: Sequence[Event], precondition: Precondition | None, *, validated: bool
+        self,
+        events: Sequence[Event],
+        precondition: Precondition | None,
+        *,
+        validated: bool,
+        after: Callable[[TxnOps], None] | None = None,
     ) -> list[Appended]:
+        request = self.prepare(events, precondition, validated=validated, after=after)
+        if not request.events:
+            return []
+        return self._committer.submit(request)
+
+    def prepare(
+        self,
+        events: Sequence[Event],
+        precondition: Precondition | None = None,
+        *,
+        validated: bool = False,
+        after: Callable[[TxnOps], None] | None = None,
+    ) -> AppendRequest:
+        """Validate `events` and fill in their ids and times: the request `append_batch`
+        submits, for a caller that gathers requests and writes them itself (`write`)."""
         now = datetime.now(UTC)
         checked = [
             event if validated else validate(event, line)
@@ -183,8 +206,6 @@ class Ledger:
         prepared = [
             self._prepare(event, now, line, fresh) for line, event in enumerate(checked, start=1)
         ]
-        if not prepared:
-            return []
 
         def guarded(ops: TxnOps, events: Sequence[Event]) -> None:
             # The trust policy as of this very transaction: no trust change committed by any
@@ -199,8 +220,15 @@ class Ledger:
             if precondition is not None:
                 precondition(ops, events)
 
-        request = AppendRequest(prepared, now, guarded, minted=frozenset(minted))
-        return self._committer.submit(request)
+        return AppendRequest(prepared, now, guarded, minted=frozenset(minted), after=after)
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        """Write prepared requests durably in one transaction; each request's outcome (its
+        `result` or its `error`) is left on it. For one thread that gathers the requests of
+        many callers itself (the server); `append_batch` does this through the group commit."""
+        for request in requests:
+            request.encode()
+        write_isolated(self.backend.write, requests)
 
     @staticmethod
     def _prepare(event: Event, now: datetime, line: int, fresh: Iterator[str]) -> Event:

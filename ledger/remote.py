@@ -479,10 +479,11 @@ class RemoteLedger(Ledger):
         *,
         precondition: Precondition | None = None,
         validated: bool = False,
+        after: Callable[[TxnOps], None] | None = None,
     ) -> list[Appended]:
         """``POST /v1/events``: one atomic batch, durable and folded on the server when this
         returns; `RemoteAppended` results, in order."""
-        if precondition is not None and precondition is not STRICT:
+        if (precondition is not None and precondition is not STRICT) or after is not None:
             raise UsageError("a remote ledger runs no local precondition (only strict appends)")
         checked = [
             event if validated else validate(event, line)

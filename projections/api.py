@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from ledger.backend import Precondition
+from ledger.backend import Precondition, TxnOps
 from ledger.errors import UsageError
 from ledger.ledger import Ledger
 from projections.base import Verdict
@@ -103,6 +103,8 @@ class _Store(Protocol):
     def reader(self) -> Iterator[ViewTxn]: ...
 
     def over(self, ops: Any) -> ViewTxn: ...
+
+    def fold_in(self, ops: Any, limit: int) -> tuple[int, int]: ...
 
     def reset(self) -> None: ...
 
@@ -227,6 +229,16 @@ class Views:
             raws = [reader.verdicts(position) for position in positions]
         return [[] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
                 for raw in raws]
+
+    def inline(self) -> Callable[[TxnOps], None]:
+        """An `after` hook for `Ledger.append_batch` that folds the appended events into the
+        views inside the append's own transaction: one commit, and the views never lag it."""
+        fold_in = self.store.fold_in
+
+        def fold(ops: TxnOps) -> None:
+            fold_in(ops, CHUNK)
+
+        return fold
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

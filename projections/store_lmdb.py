@@ -107,6 +107,10 @@ class LMDBViews:
         with self.backend.recorder.read() as txn:
             yield _LMDBViewTxn(self, txn)
 
+    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` unfolded events inside a ledger write transaction."""
+        return catch_up_txn(_LMDBViewTxn(self, ops.raw), limit)
+
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
         return _LMDBViewTxn(self, ops.raw)

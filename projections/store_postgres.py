@@ -217,6 +217,16 @@ class PostgresViews:
         with self.backend.snapshot(what="read the views") as curs:
             yield _PgViewTxn(self, curs)
 
+    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+        """Fold up to `limit` unfolded events inside a ledger write transaction."""
+        curs = ops.raw
+        if not isinstance(curs, psycopg.Cursor):
+            raise TypeError("PostgresViews.fold_in needs the ops of a PostgresBackend write")
+        txn = _PgViewTxn(self, curs, lock="UPDATE")
+        result = catch_up_txn(txn, limit)
+        txn.flush()
+        return result
+
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
         curs = ops.raw

@@ -1,12 +1,9 @@
-"""Real `adminchain serve` processes for tests (SPEC-server §7), on ephemeral ports.
+"""Real `adminchain serve` processes for tests: started on an ephemeral port, stopped with SIGTERM.
 
-    with served(ledger_target, "--public-audit") as server:
-        httpx.get(server.url + "/healthz")
-
-`start_server` runs ``python -m adminchain serve --ledger TARGET --listen 127.0.0.1:0 EXTRA…``
-with stderr to a file, and returns once the JSON ``listening`` line names its URL. `stop` sends
-SIGTERM and waits for the exit status (the process is killed if it does not end). `make_token`
-creates a bearer token with the CLI, as an operator would.
+`start_server(target, tmp_path)` runs ``python -m adminchain serve --listen 127.0.0.1:0`` over a
+ledger, waits for its JSON "listening" line on stderr (kept in a file, so a chatty server never
+blocks on a full pipe) and for ``/readyz``, and returns a `Served` with its URL. `make_tokens`
+creates one token per role through the library, as `adminchain token create` does.
 """
 
 from __future__ import annotations
@@ -14,133 +11,113 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Served", "make_token", "served", "start_server"]
+import httpx
 
-STARTUP_LIMIT = 60.0
-"""Seconds a server may take to print its URL (a loaded CI machine is slow; not a measure)."""
+from adminchain.server.tokens import ROLES, create_token
+from ledger import Ledger
+
+__all__ = ["Served", "make_tokens", "start_server"]
+
+START_TIMEOUT = 30.0
 
 
 @dataclass
 class Served:
-    """One running server: its URL, its process and the file its stderr (JSON logs) goes to."""
+    """One running server."""
 
-    url: str
     process: subprocess.Popen[bytes]
-    log_path: Path
-    returncode: int | None = field(default=None)
+    url: str
+    log: Path
+    target: str
+    tokens: dict[str, str] = field(default_factory=dict)
 
-    def log_lines(self) -> list[dict[str, object]]:
-        """The server's JSON log lines so far."""
+    def client(self, role: str | None = "admin", **kwargs: Any) -> httpx.Client:
+        """An HTTP client carrying the token of `role` (none with None)."""
+        headers = {} if role is None else {"Authorization": f"Bearer {self.tokens[role]}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The structured log lines the server wrote so far."""
         lines = []
-        for raw in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
+        for raw in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if raw.startswith("{"):
                 lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
         return lines
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Ask the server to stop (SIGTERM) and return its exit status."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int:
+        """Send `sig` and wait for the process; returns its exit status."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.returncode = self.process.returncode
-        return self.returncode
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
 
 
-def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
-    for name in ("ADMINCHAIN_TOKEN", "ADMINCHAIN_LEDGER", "ADMINCHAIN_CHECKPOINT_KEY"):
-        env.pop(name, None)
-    env.update(extra or {})
-    return env
+def make_tokens(target: str, prefix: str = "") -> dict[str, str]:
+    """A fresh token for every role (named after the role, with `prefix`), by role."""
+    with Ledger.open(target) as ledger:
+        return {role: create_token(ledger, f"{prefix}{role}", role)[0] for role in ROLES}
 
 
 def start_server(
-    ledger: str | Path,
+    target: str,
+    workdir: Path,
     *extra: str,
-    env: Mapping[str, str] | None = None,
-    cwd: str | Path | None = None,
-    log_dir: str | Path | None = None,
+    tokens: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> Served:
-    """Start ``adminchain serve`` for `ledger` with `extra` arguments; returns once it listens."""
-    directory = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="serve-"))
-    log_path = directory / f"serve-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as stderr:
+    """Start `adminchain serve` over `target` and wait until it is ready."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"server-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "adminchain",
+        "serve",
+        "--ledger",
+        target,
+        "--listen",
+        "127.0.0.1:0",
+        *extra,
+    ]
+    with log.open("wb") as err:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "adminchain",
-                "serve",
-                "--ledger",
-                str(ledger),
-                "--listen",
-                "127.0.0.1:0",
-                *extra,
-            ],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=_env(env),
-            cwd=cwd,
+            stderr=err,
+            env={**os.environ, **(env or {})},
         )
-    deadline = time.monotonic() + STARTUP_LIMIT
-    served = Served("", process, log_path)
-    while time.monotonic() < deadline:
+    served = Served(process, "", log, target, dict(tokens or {}))
+    deadline = time.monotonic() + START_TIMEOUT
+    while not served.url:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited {process.returncode}: {log.read_text()}")
+        if time.monotonic() > deadline:
+            served.stop(signal.SIGKILL)
+            raise RuntimeError(f"the server did not start: {log.read_text()}")
         for line in served.log_lines():
             if line.get("event") == "listening":
-                served.url = str(line["url"])
-                return served
-        if process.poll() is not None:
-            break
+                served.url = line["url"]
         time.sleep(0.05)
-    served.stop()
-    raise RuntimeError(
-        f"adminchain serve did not start (exit {process.returncode}):\n"
-        + log_path.read_text(encoding="utf-8", errors="replace")
-    )
-
-
-@contextmanager
-def served(
-    ledger: str | Path,
-    *extra: str,
-    env: Mapping[str, str] | None = None,
-    cwd: str | Path | None = None,
-    log_dir: str | Path | None = None,
-) -> Iterator[Served]:
-    """A server for `ledger` during the block, stopped (SIGTERM) after it."""
-    server = start_server(ledger, *extra, env=env, cwd=cwd, log_dir=log_dir)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def make_token(ledger: str | Path, name: str, role: str = "admin") -> str:
-    """A new bearer token for `name` with `role`, made by ``adminchain token create``."""
-    result = subprocess.run(
-        [sys.executable, "-m", "adminchain", "token", "create", name, "--role", role,
-         "--ledger", str(ledger)],
-        capture_output=True,
-        text=True,
-        env=_env(None),
-        check=True,
-    )
-    return result.stdout.strip()
+    while True:
+        try:
+            if httpx.get(f"{served.url}/readyz", timeout=5, verify=verify).status_code == 200:
+                return served
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            served.stop(signal.SIGKILL)
+            raise RuntimeError(f"the server never became ready: {log.read_text()}")
+        time.sleep(0.05)

@@ -13,9 +13,11 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import httpx
 import msgspec
 import pytest
 
+from adminchain.server.tokens import create_token
 from ledger.errors import (
     BackendUnavailableError,
     InvalidEventError,
@@ -38,11 +41,30 @@ from projections.remote import RemoteViews
 from replay.audit import run_audit
 from replay.integrity import verify
 from tests.conftest import drop_pg_schema, fresh_pg_url
-from tests.serving import Served, make_token, served, start_server
+from tests.serving import Served, start_server
 from tests.test_tamper import MARKED, STATE_DB, build, forge, raw_write
 from tests.test_tamper import state_codec as view_codec
 
 # ---------------------------------------------------------------------------- fixtures
+
+
+def make_token(target: str | Path, name: str, role: str = "admin") -> str:
+    """A new bearer token for `name` with `role` (as `adminchain token create` makes it)."""
+    with Ledger.open(target) as ledger:
+        return create_token(ledger, name, role)[0]
+
+
+@contextmanager
+def served(
+    target: str | Path, *extra: str, workdir: Path, verify: ssl.SSLContext | bool = True
+) -> Iterator[Served]:
+    """A real `adminchain serve` over `target` during the block (tests/serving.py), stopped
+    with SIGTERM after it, which must end it with exit 0."""
+    server = start_server(str(target), workdir, *extra, verify=verify)
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0
 
 
 @pytest.fixture(params=["lmdb", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -190,10 +212,9 @@ def test_the_tour_prints_the_same_through_a_server(
             (folder / name).write_bytes((keys / name).read_bytes())
     expected = run_tour(here, local, None)
     token = make_token(remote, "alice", "admin")
-    with served(remote, "--checkpoint-key", str(keys / "auditor.key"), log_dir=tmp_path) as s:
+    with served(remote, "--checkpoint-key", str(keys / "auditor.key"), workdir=tmp_path) as s:
         got = run_tour(there, s.url, token)
         assert s.url.startswith("http://127.0.0.1:")
-    assert s.returncode == 0
     statuses = [code for _, code, _, _ in expected]
     assert statuses.count(2) == 5, expected  # the tour has its failures too
     assert statuses.count(3) == 2, expected
@@ -217,7 +238,7 @@ def test_the_tour_prints_the_same_through_a_server(
 def server(ledger_target: str, tmp_path: Path) -> Iterator[tuple[Served, str, str]]:
     """A server for a fresh ledger, with an admin token for `alice`."""
     token = make_token(ledger_target, "alice", "admin")
-    with served(ledger_target, log_dir=tmp_path) as s:
+    with served(ledger_target, workdir=tmp_path) as s:
         yield s, token, ledger_target
 
 
@@ -412,7 +433,7 @@ def test_a_server_serving_a_forged_log_is_caught_by_client_side_verify(
         local = verify(log).to_json()
     assert local["ok"] is False
     assert local["first_bad_position"] == 51
-    with served(path, log_dir=tmp_path) as s:
+    with served(path, workdir=tmp_path) as s:
         remote = cli("verify", "--pub", "auditor.pub", "--json", cwd=tmp_path, ledger=s.url,
                      token=token)
         human = cli("verify", cwd=tmp_path, ledger=s.url, token=token)
@@ -429,7 +450,7 @@ def test_a_forged_log_without_its_leaf_is_caught_as_well(
     path, token = built
     with raw_write(path) as (txn, db):
         forge(txn, db, MARKED, leaf=False)
-    with served(path, log_dir=tmp_path) as s:
+    with served(path, workdir=tmp_path) as s:
         remote = cli("verify", "--json", cwd=tmp_path, ledger=s.url, token=token)
     assert remote.returncode == 1, remote.stderr
     result = json.loads(remote.stdout)
@@ -453,7 +474,7 @@ def test_a_server_lying_about_its_projections_is_named_as_diverged(
                 edited = msgspec.structs.replace(state, state="Active")
                 txn.put(bytes(key), msgspec.msgpack.encode(("node-1", view_codec.encode(edited))),
                         db=views)
-    with served(path, log_dir=tmp_path) as s:
+    with served(path, workdir=tmp_path) as s:
         log = RemoteLedger.connect(s.url, token=token)
         report = run_audit(log)
         assert report.compared
@@ -475,7 +496,7 @@ def test_replay_and_verify_of_a_server_share_the_work_with_a_second_process(
 
     path, token = built
     monkeypatch.setenv("ADMINCHAIN_TOKEN", token)
-    with served(path, log_dir=tmp_path) as s:
+    with served(path, workdir=tmp_path) as s:
         log = RemoteLedger.connect(s.url)
         inline_audit, inline_verify = run_audit(log).to_json(), verify(log).to_json()
         monkeypatch.setattr(workers, "PARALLEL_FROM", 1)
@@ -501,7 +522,7 @@ def test_follow_resumes_after_the_server_restarts(lmdb_target: str, tmp_path: Pa
     """`follow` over ``/v1/subscribe``: the server going away ends the stream; the client
     reconnects and resumes after the last position it saw (``Last-Event-ID``), no entry twice."""
     token = make_token(lmdb_target, "alice", "admin")
-    s = start_server(lmdb_target, log_dir=tmp_path)
+    s = start_server(lmdb_target, tmp_path)
     try:
         log = RemoteLedger.connect(s.url, token=token)
         log.append_batch([KeepAliveFailed(subject=f"r{i}") for i in range(3)])
@@ -510,7 +531,7 @@ def test_follow_resumes_after_the_server_restarts(lmdb_target: str, tmp_path: Pa
     finally:
         assert s.stop() == 0
     port = s.url.rsplit(":", 1)[1]
-    with served(lmdb_target, "--listen", f"127.0.0.1:{port}", log_dir=tmp_path) as again:
+    with served(lmdb_target, "--listen", f"127.0.0.1:{port}", workdir=tmp_path) as again:
         assert again.url == s.url
         other = RemoteLedger.connect(again.url, token=token)
         other.append(KeepAliveFailed(subject="r-after", id="after"))
@@ -568,8 +589,9 @@ def test_an_https_server_is_a_ledger_too(
     cert, key = _self_signed(tmp_path)
     token = make_token(lmdb_target, "alice", "admin")
     line = '{"type": "KeepAliveFailed", "subject": "r", "id": "k-1"}\n'
-    with served(lmdb_target, "--tls-cert", str(cert), "--tls-key", str(key),
-                log_dir=tmp_path) as s:
+    trusting = ssl.create_default_context(cafile=str(cert))
+    with served(lmdb_target, "--tls-cert", str(cert), "--tls-key", str(key), workdir=tmp_path,
+                verify=trusting) as s:
         assert s.url.startswith("https://127.0.0.1:")
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         appended = cli("append", "--json", cwd=tmp_path, ledger=s.url, token=token, stdin=line)

@@ -1,18 +1,23 @@
-"""Structured access logs: one JSON line per request on stderr, never a token.
+"""Structured access logs (one JSON line per request on stderr, never a token) and the HTTP
+request metrics, from one middleware.
 
 Each line names the method, the path (without its query string), the status, the duration and
-the token's *name* (never the token or the Authorization header).
+the token's *name* (never the token or the Authorization header). The metrics count requests by
+route (the path template, so subjects do not explode the label set), method and status.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from adminchain.server.metrics import Metrics
 
 __all__ = ["AccessLog", "log_event"]
 
@@ -29,8 +34,14 @@ def log_event(**fields: Any) -> None:
 class AccessLog:
     """ASGI middleware writing one access log line per HTTP request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
+
+    @classmethod
+    def factory(cls, metrics: Metrics) -> Callable[[ASGIApp], AccessLog]:
+        """The middleware factory Litestar takes, bound to `metrics`."""
+        return lambda app: cls(app, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]  # lifespan too
@@ -48,14 +59,17 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
+            elapsed = time.perf_counter() - started
             principal = scope.get("adminchain.principal")
             client = scope.get("client")
+            route = scope.get("path_template") or "unmatched"
+            self.metrics.http_requests.labels(route, scope.get("method"), str(status)).inc()
             log_event(
                 event="request",
                 method=scope.get("method"),
                 path=scope["path"],
                 status=status,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+                ms=round(elapsed * 1000, 2),
                 token=getattr(principal, "name", None),
                 role=getattr(principal, "role", None),
                 client=client[0] if client else None,

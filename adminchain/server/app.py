@@ -14,7 +14,8 @@ import base64
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,12 +28,12 @@ from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import ServerSentEvent, Stream
 from litestar.response.sse import ServerSentEventMessage
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from adminchain.server.appender import Appender
 from adminchain.server.hub import Hub
 from adminchain.server.metrics import Metrics
 from adminchain.server.problems import ProblemError, exception_handlers, from_ledger_error
@@ -55,6 +56,10 @@ JSONL_TYPES: Final = frozenset(
 MAX_WAIT_MS: Final = 30_000
 SUBSCRIBE_CHUNK: Final = 256
 LOG_CHUNK: Final = 2048
+PARSE_INLINE: Final = 64 * 1024
+"""Bodies smaller than this are decoded on the event loop (cheaper than a thread switch)."""
+WORKERS: Final = 64
+"""Threads for blocking ledger work: concurrent appends among them share one commit."""
 PRINCIPAL: Final = "adminchain.principal"
 """The ASGI scope key holding the authenticated token's record (for guards and access logs)."""
 
@@ -128,20 +133,34 @@ class Server:
         self.ledger = Ledger.open(config.ledger, create=True)
         self.views = Views(self.ledger)
         self.hub = Hub(self.views)
+        self.appender = Appender(self.ledger, self.views, self.hub)
+        self.fold = self.views.inline()
+        """Appends fold into the views in their own transaction (`Views.inline`)."""
         self.tokens = TokenBook(self.ledger)
         self.signer = None if config.checkpoint_key is None else _load_signer(config.checkpoint_key)
         self.subscriptions = 0
         self.last_checkpoint: float | None = None
-        self.limiter = anyio.CapacityLimiter(64)
+        self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="adminchain")
 
     def close(self) -> None:
+        self.appender.stop()
         self.hub.stop()
+        self.pool.shutdown(wait=True)
         self.ledger.close()
 
     async def run(self, func: Callable[[], Any]) -> Any:
-        """Run blocking ledger work in a worker thread (bounded by `request_timeout`)."""
-        with anyio.fail_after(self.config.request_timeout):
-            return await anyio.to_thread.run_sync(func, limiter=self.limiter)
+        """Run blocking ledger work in a worker thread (bounded by `request_timeout`).
+
+        A request that times out gets 504; work already handed to the ledger (an append) still
+        completes or fails whole, as every append does."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                return await loop.run_in_executor(self.pool, func)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the request took more than {self.config.request_timeout:g} s"
+            ) from None
 
 
 def _load_signer(path: str) -> Signer:
@@ -187,11 +206,11 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> TokenRecord:
     return record
 
 
-def requires(*roles: str, audit: bool = False) -> Callable[..., None]:
+def requires(*roles: str, audit: bool = False) -> Callable[..., Awaitable[None]]:
     """A guard: a token whose role is one of `roles` (or admin). With `audit`, the route is
     public when the server runs with ``--public-audit``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         if audit and server_of(connection).config.public_audit:
             return
         record = authenticate(connection)
@@ -313,15 +332,15 @@ def parse_events(
     return events
 
 
-def _append(server: Server, events: list[Event], strict: bool) -> AppendResponse:
-    """Append durably, fold, and read back each event's verdicts."""
-    precondition = server.views.strict() if strict else None
-    results = server.ledger.append_batch(events, precondition=precondition, validated=True)
-    server.hub.ensure(max(r.position for r in results))
-    verdicts = server.views.verdicts_at(r.position for r in results)
+async def _append(server: Server, events: list[Event], strict: bool) -> AppendResponse:
+    """Append durably, folded, with each event's verdicts (through the server's appender)."""
+    request = server.ledger.prepare(
+        events, server.views.strict() if strict else None, validated=True, after=server.fold
+    )
+    results, verdicts = await server.appender.append(request)
     metrics = server.metrics
     fresh = 0
-    for event, result, found in zip(events, results, verdicts, strict=True):
+    for event, result, found in zip(request.events, results, verdicts, strict=True):
         if result.duplicate:
             continue
         fresh += 1
@@ -369,9 +388,14 @@ async def append_events(request: Request[Any, Any, Any], strict: bool = False) -
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         principal = principal_of(request)
         max_events = server.config.max_events
-        response: AppendResponse = await server.run(
-            lambda: _append(server, parse_events(body, content_type, principal, max_events), strict)
-        )
+        if len(body) < PARSE_INLINE:
+            events = parse_events(body, content_type, principal, max_events)
+        else:  # a big batch: decoded beside the event loop, which keeps serving meanwhile
+            events = await server.run(
+                functools.partial(parse_events, body, content_type, principal, max_events)
+            )
+        async with asyncio.timeout(server.config.request_timeout):
+            response = await _append(server, events, strict)
     except ProblemError as e:
         outcome = _OUTCOMES.get(e.status, "error")
         raise
@@ -762,6 +786,7 @@ def create_app(config: ServerConfig) -> Litestar:
         )
         loop = asyncio.get_running_loop()
         await anyio.to_thread.run_sync(lambda: server.hub.start(loop))
+        server.appender.start(loop)
 
     async def shutdown(app: Litestar) -> None:
         server: Server | None = app.state.server
@@ -793,12 +818,7 @@ def create_app(config: ServerConfig) -> Litestar:
         on_shutdown=[shutdown],
         exception_handlers=exception_handlers,
         request_max_body_size=config.max_body,
-        middleware=[
-            AccessLog,
-            PrometheusConfig(
-                app_name="adminchain", prefix="adminchain_http", group_path=True
-            ).middleware,
-        ],
+        middleware=[AccessLog.factory(gauges)],
         openapi_config=OpenAPIConfig(
             title="adminchain",
             version="1",

@@ -1,8 +1,8 @@
 """The server's Prometheus metrics (SPEC-server §7.4), exposed by `prometheus-client`.
 
-HTTP requests by route and status come from Litestar's Prometheus middleware (configured in
-`adminchain.server.app`); the ledger's own figures are here. Gauges that describe the ledger
-(log size, projection lag, checkpoint age, open subscriptions) are read at scrape time.
+HTTP requests by route and status are counted by the access-log middleware
+(`adminchain.server.access`); the ledger's own figures come from the handlers. Gauges that
+describe the ledger (log size, projection lag, checkpoint age) are read at scrape time.
 """
 
 from __future__ import annotations
@@ -61,6 +61,12 @@ class Metrics:
         self.checkpoint_age = Gauge(
             "adminchain_seconds_since_last_checkpoint",
             "Seconds since this server last signed and stored a checkpoint (-1: never).",
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "adminchain_http_requests_total",
+            "HTTP requests, by route (path template), method and status.",
+            ["route", "method", "status"],
             registry=registry,
         )
         self.subscriptions = Gauge(

@@ -47,7 +47,7 @@ def document(app: Litestar) -> dict[str, Any]:
                 continue
             responses = operation.setdefault("responses", {})
             for code, text in _ERRORS.items():
-                responses.setdefault(code, {"description": text, "content": problem_content})
+                responses[code] = {"description": text, "content": problem_content}
             operation["security"] = [] if path in ("/healthz", "/readyz") else [{"bearer": []}]
             if path == "/v1/events" and method == "post":
                 line = {"type": "string", "description": "One event as JSON per line"}

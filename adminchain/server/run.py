@@ -39,8 +39,7 @@ class _Server(uvicorn.Server):
         if server is not None:
             server.hub.draining()
         super().handle_exit(sig, frame)
-        # SIGTERM and SIGINT are a normal stop (exit 0, SPEC-server §7): uvicorn would raise the
-        # signal again after its graceful shutdown, ending the process by it (exit 143 or 130)
+        # uvicorn re-raises the signal once it has shut down; a graceful stop exits 0 instead
         self._captured_signals.clear()
 
 

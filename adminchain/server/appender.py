@@ -1,0 +1,116 @@
+"""One writer thread for the server's appends (group commit without a thread per request).
+
+HTTP requests are parsed and validated on the event loop and queued here as prepared requests.
+The writer takes everything queued while its last transaction committed, writes it in ONE
+durable transaction (each request still all-or-nothing, with its own outcome), reads every
+appended position's verdicts from one snapshot, and wakes the event loop once for the whole
+batch. Many concurrent clients cost few flushes and few thread switches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any
+
+from adminchain.server.hub import Hub
+from ledger.backend import Appended, AppendRequest
+from ledger.ledger import Ledger
+from projections.api import Views
+
+__all__ = ["Appender", "Outcome"]
+
+log = logging.getLogger("adminchain.server")
+
+Outcome = tuple[list[Appended], list[list[dict[str, Any]]]]
+"""Each event's place in the log, and its verdicts (as in ``history``)."""
+
+_Item = tuple[AppendRequest, "asyncio.Future[Outcome]"]
+
+
+class Appender:
+    """The server's single appending thread."""
+
+    def __init__(self, ledger: Ledger, views: Views, hub: Hub) -> None:
+        self._ledger = ledger
+        self._views = views
+        self._hub = hub
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="adminchain-appender", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start writing; results are delivered on `loop`."""
+        self._loop = loop
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then end the thread."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    async def append(self, request: AppendRequest) -> Outcome:
+        """Queue a prepared request; returns once it is durable and folded (or raises its
+        error, e.g. a strict refusal or a storage failure: then nothing of it is stored)."""
+        assert self._loop is not None, "the appender was not started"
+        future: asyncio.Future[Outcome] = self._loop.create_future()
+        self._queue.put((request, future))
+        return await future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_Item]) -> None:
+        requests = [request for request, _ in batch]
+        outcomes: list[Outcome | BaseException] = []
+        try:
+            self._ledger.write(requests)
+            written = [r.result for r in requests if r.result]
+            if written:
+                self._hub.ensure(max(a.position for result in written for a in result))
+            positions = [a.position for r in requests for a in (r.result or ())]
+            verdicts = iter(self._views.verdicts_at(positions))
+            for request in requests:
+                if request.error is not None or request.result is None:
+                    outcomes.append(request.error or RuntimeError("the append was not written"))
+                else:
+                    outcomes.append((request.result, [next(verdicts) for _ in request.result]))
+        except Exception as e:
+            log.exception("append batch failed")
+            outcomes = [e] * len(batch)
+        assert self._loop is not None
+        futures = [future for _, future in batch]
+        try:
+            self._loop.call_soon_threadsafe(_resolve, futures, outcomes)
+        except RuntimeError:  # the loop closed (shutdown): nobody waits any more
+            return
+
+
+def _resolve(
+    futures: list[asyncio.Future[Outcome]], outcomes: list[Outcome | BaseException]
+) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():  # the client went away (a timeout or a closed connection)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -1,0 +1,298 @@
+"""bench_server — `adminchain serve` under load from wrk, beside its baseline in the same run.
+
+Load comes from wrk (Debian's `wrk`), a C client, so the client does not eat the cores it
+measures. Ours: a real `adminchain serve` over LMDB and over PostgreSQL. Baseline: the same HTTP
+stack (Litestar on uvicorn, `benchmarks.baseline_server`) in front of eventsourcing's PostgreSQL
+application, saving one event per request.
+
+Measured (each `--duration` seconds):
+- 64 concurrent clients, one event per request, durable: requests/s, p50 and p99 latency;
+- batch requests of 10k events (4 clients): events/s;
+- status reads under that write load (4 readers): p99;
+- append-to-delivery on a subscription under that write load: p99.
+
+    python -m benchmarks.bench_server [--quick] [--duration 10] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.common import Comparison, Figure, Report, Workdir, log, parser, percentile
+from tests.serving import Served, make_tokens, start_server
+
+PG_URL = os.environ.get(
+    "ADMINCHAIN_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/adminchain_test"
+)
+CLIENTS = 64
+BATCH = 10_000
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, script: Path, *, connections: int, duration: float) -> dict[str, float]:
+    """One wrk run: requests/s, p50/p99 latency (ms), errors (non-2xx and socket errors)."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result: dict[str, float] = {"errors": 0.0}
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    for p in ("50", "99"):
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        result[f"p{p}"] = float(value) * _UNITS[unit]
+    for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)", r"Socket errors:.*?timeout (\d+)"):
+        found = re.search(pattern, out)
+        if found:
+            result["errors"] += float(found.group(1))
+    return result
+
+
+def lua(path: Path, *, method: str, token: str, body_file: Path | None = None) -> Path:
+    """A wrk script sending `method` with a bearer token (and a JSON Lines body)."""
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["Authorization"] = "Bearer {token}"']
+    if body_file is not None:
+        lines += [
+            'wrk.headers["Content-Type"] = "application/jsonl"',
+            f'local f = io.open("{body_file}", "rb")',
+            "wrk.body = f:read('*a')",
+            "f:close()",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def background_writes(url: str, script: Path, duration: float) -> Iterator[None]:
+    """wrk appending single events with 64 clients while the block runs."""
+    process = subprocess.Popen(
+        ["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration:g}s", "-s", str(script), url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        process.wait()
+
+
+def delivery_latencies(server: Served, duration: float, rate: float = 50.0) -> list[float]:
+    """Milliseconds from sending an append to receiving it on a subscription (probe events)."""
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    done = threading.Event()
+    headers = {"Authorization": f"Bearer {server.tokens['admin']}"}
+    start = httpx.get(f"{server.url}/v1/info", headers=headers).json()["size"] + 1
+
+    def listen() -> None:
+        with (
+            httpx.Client(headers=headers, timeout=None) as client,
+            client.stream(
+                "GET", f"{server.url}/v1/subscribe", params={"from": start, "type": "LeaseExpired"}
+            ) as stream,
+        ):
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    subject = json.loads(line[5:])["event"]["subject"]
+                    if subject in sent:
+                        latencies.append((time.perf_counter() - sent[subject]) * 1000)
+                if done.is_set():
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)
+    with httpx.Client(headers=headers, timeout=30) as client:
+        until = time.monotonic() + duration
+        while time.monotonic() < until:
+            subject = f"probe-{uuid.uuid4().hex[:12]}"
+            sent[subject] = time.perf_counter()
+            client.post(
+                f"{server.url}/v1/events",
+                content=json.dumps({"type": "LeaseExpired", "subject": subject}).encode(),
+                headers={"content-type": "application/jsonl"},
+            )
+            time.sleep(1 / rate)
+    time.sleep(1.0)
+    done.set()
+    return latencies
+
+
+def measure_ours(target: str, work: Path, duration: float, name: str) -> dict[str, Any]:
+    tokens = make_tokens(target)
+    server = start_server(target, work / f"server-{name}", tokens=tokens)
+    figures: dict[str, Any] = {}
+    try:
+        single = work / "single.jsonl"
+        single.write_text('{"type":"KeepAliveFailed","subject":"runner-a"}\n')
+        batch = work / "batch.jsonl"
+        batch.write_text(
+            "".join(
+                f'{{"type":"KeepAliveFailed","subject":"runner-{i % 1000}"}}\n'
+                for i in range(BATCH)
+            )
+        )
+        write = lua(work / "write.lua", method="POST", token=tokens["loop"], body_file=single)
+        writes = f"{server.url}/v1/events"
+        log(f"{name}: 64 clients, one event per request, {duration:g} s")
+        figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
+        log(f"{name}: batches of {BATCH} events, 4 clients")
+        many = lua(work / "batch.lua", method="POST", token=tokens["loop"], body_file=batch)
+        figures["batch"] = wrk(writes, many, connections=4, duration=duration)
+        read = lua(work / "read.lua", method="GET", token=tokens["reader"])
+        log(f"{name}: status reads under the write load")
+        with background_writes(writes, write, duration + 1):
+            figures["reads"] = wrk(
+                f"{server.url}/v1/status/maintenance/node-1",
+                read,
+                connections=4,
+                duration=duration,
+            )
+        log(f"{name}: append-to-delivery on a subscription under the write load")
+        with background_writes(writes, write, duration + 2):
+            figures["delivery"] = delivery_latencies(server, duration)
+    finally:
+        server.stop()
+    return figures
+
+
+def measure_baseline(work: Path, duration: float) -> dict[str, float]:
+    """eventsourcing's PostgreSQL application behind the same HTTP stack, one event a request."""
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    dbname = PG_URL.rpartition("/")[2]
+    env = {
+        **os.environ,
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname.split("?")[0],
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": "5432",
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_PASSWORD": "",
+        "POSTGRES_SCHEMA": schema,
+    }
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    port = 18000 + os.getpid() % 1000
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.baseline_server", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(work / "baseline.log").open("wb"),
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1/events"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url, content=b'{"type":"KeepAliveFailed","subject":"warm"}')
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        single = work / "single.jsonl"
+        script = lua(work / "baseline.lua", method="POST", token="none", body_file=single)
+        log("baseline: 64 clients, one event per request (eventsourcing + PostgreSQL)")
+        return wrk(url, script, connections=CLIENTS, duration=duration)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    args = p.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench_server needs wrk: apt-get install wrk")
+    duration = 3.0 if args.quick else args.duration
+    with Workdir(args.dir, "bench-server-", keep=args.keep) as work:
+        report = Report(
+            "bench_server — adminchain serve under wrk",
+            work.disk,
+            str(work.path),
+            params={"clients": CLIENTS, "batch": BATCH, "duration_s": duration},
+        )
+        baseline = measure_baseline(work.path, duration)
+        ours = {"LMDB": measure_ours(str(work.sub("ledger.lmdb")), work.path, duration, "lmdb")}
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        pg_target = f"{PG_URL}?schema={schema}"
+        try:
+            ours["PostgreSQL"] = measure_ours(pg_target, work.path, duration, "postgres")
+        finally:
+            import psycopg  # noqa: PLC0415
+
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        label = "eventsourcing + PostgreSQL behind Litestar/uvicorn"
+        for backend, figures in ours.items():
+            single, batch = figures["single"], figures["batch"]
+            report.comparisons.append(
+                Comparison(
+                    f"{backend}: 64 clients, 1 event/request, durable",
+                    single["rps"],
+                    baseline["rps"],
+                    "events/s",
+                    5.0,
+                    ours_label=f"p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms",
+                    baseline_label=f"p50 {baseline['p50']:.1f} ms, p99 {baseline['p99']:.1f} ms",
+                    note=label,
+                )
+            )
+            report.figures += [
+                Figure(
+                    f"{backend}: single-event appends", single["rps"], "events/s", "target ≥ 5,000"
+                ),
+                Figure(f"{backend}: single-event p99", single["p99"], "ms", "target ≤ 25"),
+                Figure(
+                    f"{backend}: batches of 10k",
+                    batch["rps"] * BATCH,
+                    "events/s",
+                    f"target ≥ 100,000; p99 {batch['p99']:.0f} ms per request",
+                ),
+                Figure(
+                    f"{backend}: status read p99 under write load",
+                    figures["reads"]["p99"],
+                    "ms",
+                    f"target ≤ 10; {figures['reads']['rps']:.0f} reads/s",
+                ),
+                Figure(
+                    f"{backend}: append-to-delivery p99 under write load",
+                    percentile(figures["delivery"], 99),
+                    "ms",
+                    f"target ≤ 20; {len(figures['delivery'])} probes, "
+                    f"p50 {percentile(figures['delivery'], 50):.1f} ms",
+                ),
+                Figure(
+                    f"{backend}: errors (non-2xx, timeouts)",
+                    single["errors"] + batch["errors"],
+                    "",
+                    "must be 0",
+                ),
+            ]
+        report.emit(as_json=args.json)
+
+
+if __name__ == "__main__":
+    main()
