@@ -283,6 +283,15 @@ def emit_json(value: object) -> None:
     sys.stdout.flush()
 
 
+TOKEN_FILE = "adminchain.token_file"  # noqa: S105  a key of click's context meta
+"""Where ``--token-file`` is kept (in the click context's `meta`) for `open_ledger`."""
+
+
+def _keep_token_file(ctx: click.Context, _: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[TOKEN_FILE] = value
+
+
 _LEDGER_HELP = (
     "Ledger directory (embedded LMDB), postgresql:// URL or http(s):// server URL "
     "[env: ADMINCHAIN_LEDGER]."
@@ -308,8 +317,18 @@ def json_option(func: F) -> F:
 
 
 def ledger_options(func: F) -> F:
-    """`--ledger` and `--json`, taken by every command (and by `adminchain` itself)."""
+    """`--ledger`, `--token-file` and `--json`, taken by every command (and `--ledger` and
+    `--json` by `adminchain` itself)."""
     func = json_option(func)
+    func = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        envvar="ADMINCHAIN_TOKEN_FILE",
+        expose_value=False,
+        callback=_keep_token_file,
+        help="With an http(s):// --ledger: the bearer token in this file (default: "
+        "$ADMINCHAIN_TOKEN).",
+    )(func)
     return click.option(
         "--ledger",
         envvar="ADMINCHAIN_LEDGER",
@@ -420,11 +439,35 @@ def write_file(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> No
         handle.write(text)
 
 
+def is_remote(target: str) -> bool:
+    """An ``http(s)://`` ``--ledger``: a server (SPEC-server §7.3)."""
+    return target.startswith(("http://", "https://"))
+
+
+def require_local(target: str, what: str) -> None:
+    """Refuse (exit 2) a server URL where `what` needs direct access to the ledger."""
+    if is_remote(target):
+        raise UsageError(
+            f"{what} needs direct access to the ledger (a directory or a postgresql:// URL), "
+            f"not a server URL ({target})"
+        )
+
+
 def open_ledger(target: str, *, create: bool = True) -> Any:
     """The ledger named by ``--ledger`` (imported lazily so that ``--help`` stays fast).
 
-    The one place the CLI opens a ledger: a remote ``http(s)://`` ledger plugs in here.
+    The one place the CLI opens a ledger: for an ``http(s)://`` URL, the
+    `ledger.remote.RemoteLedger` of that server.
     """
+    if is_remote(target):
+        from ledger.remote import RemoteLedger, read_token  # noqa: PLC0415
+
+        ctx = click.get_current_context(silent=True)
+        token_file = ctx.meta.get(TOKEN_FILE) if ctx is not None else None
+        token = read_token(token_file)
+        if token is not None:  # for the second process of a long replay or verify
+            os.environ["ADMINCHAIN_TOKEN"] = token
+        return RemoteLedger.connect(target, token=token)
     from ledger.ledger import Ledger  # noqa: PLC0415
 
     try:
@@ -454,7 +497,11 @@ def long_running(ledger: Any) -> None:
 
 
 def open_views(target: str, *, create: bool = False) -> Any:
-    """The ledger named by ``--ledger`` with its stored projections."""
+    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely)."""
+    if is_remote(target):
+        from projections.remote import RemoteViews  # noqa: PLC0415
+
+        return RemoteViews(open_ledger(target))
     from projections.api import Views  # noqa: PLC0415
 
     return Views(open_ledger(target, create=create))

@@ -17,6 +17,7 @@ from adminchain.cli import (
     open_ledger,
     open_views,
     parse_as_of,
+    require_local,
     write_file,
 )
 from ledger.errors import UsageError
@@ -218,7 +219,7 @@ def checkpoint(
           --witness http://w1:8471=w1.pub --witness http://w2:8471=w2.pub \\
           --witness http://w3:8471=w3.pub
     """
-    from replay.integrity import key_name_warning, make_checkpoint  # noqa: PLC0415
+    from replay.integrity import is_signed, key_name_warning, make_checkpoint  # noqa: PLC0415
 
     signer = signer_from(key_path)
     views = open_views(ledger)
@@ -237,6 +238,7 @@ def checkpoint(
     checkpoint_, note = make_checkpoint(views, signer, publish)
     if signer is not None and (warning := key_name_warning(signer, checkpoint_.origin)):
         warn(warning)
+    signed = signer is not None or is_signed(note)
     if out:
         write_file(out, note)
     if as_json:
@@ -246,12 +248,12 @@ def checkpoint(
                 "size": checkpoint_.size,
                 "root": checkpoint_.root.hex(),
                 "state_digest": checkpoint_.state_digest.hex(),
-                "signed": signer is not None,
+                "signed": signed,
                 "note": note,
             }
         )
     else:
-        render.checkpoint_note(checkpoint_, note, signed=signer is not None)
+        render.checkpoint_note(checkpoint_, note, signed=signed)
 
 
 @main.command()
@@ -456,6 +458,7 @@ def trust_add(
       adminchain trust add alice.pub
       adminchain trust add bob.pub --sign-key alice.key
     """
+    require_local(ledger, "trust add")
     key = read_key_file(public_key_file, "public key")
     trusted = open_ledger(ledger).trust(key, signer=_operator_key(sign_key), actor=actor)
     _show_trust(trusted, as_json)
@@ -483,6 +486,7 @@ def trust_remove(
     Example:
       adminchain trust remove bob --sign-key alice.key --reason "left the team"
     """
+    require_local(ledger, "trust remove")
     trusted = open_ledger(ledger, create=False).untrust(
         name, signer=_operator_key(sign_key), actor=actor, reason=reason
     )

@@ -20,6 +20,7 @@ from adminchain.cli import (
     open_views,
     read_lines,
     read_lines_interruptibly,
+    require_local,
 )
 from ledger.codec import decode_line
 from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
@@ -199,6 +200,7 @@ def copy(source: str, destination: str, as_json: bool) -> None:
     Example:
       adminchain copy ./adminchain.lmdb postgresql://postgres@db:5432/adminchain
     """
+    require_local(destination, "copying into a ledger")
     src = open_ledger(source, create=False)
     dst = open_ledger(destination)
     with render.progress_bar("copying", src.size(), enabled=not as_json) as update:
@@ -230,6 +232,7 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
     import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
+    require_local(ledger, "catch-up (a server keeps its own views current)")
     views = open_views(ledger)
     stopping = False
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import click
 
 from adminchain import render
-from adminchain.cli import emit_json, ledger_options, main, open_ledger, parse_duration
+from adminchain.cli import (
+    emit_json,
+    ledger_options,
+    main,
+    open_ledger,
+    parse_duration,
+    require_local,
+)
 from ledger.errors import UsageError
 
 MIB = 1024 * 1024
@@ -113,6 +120,7 @@ def serve(
     from adminchain.server.app import ServerConfig  # noqa: PLC0415
     from adminchain.server.run import serve as run  # noqa: PLC0415
 
+    require_local(ledger, "serve")
     timeout = parse_duration(request_timeout)
     if timeout is None or timeout.total_seconds() <= 0:
         raise UsageError(f"--request-timeout: {request_timeout!r} is not a duration (e.g. 30s)")
@@ -175,6 +183,7 @@ def token_create(name: str, role: str, expires: str | None, ledger: str, as_json
         lifetime = parse_duration(expires)
         if lifetime is None or lifetime.total_seconds() <= 0:
             raise UsageError(f"--expires: {expires!r} is not a duration (e.g. 90d, 12h)")
+    require_local(ledger, "token create")
     secret, record = create_token(open_ledger(ledger), name, role, lifetime)
     if as_json:
         emit_json(
@@ -198,6 +207,7 @@ def token_list(ledger: str, as_json: bool) -> None:
     from adminchain.server.tokens import list_tokens  # noqa: PLC0415
 
     now = datetime.now(UTC)
+    require_local(ledger, "token list")
     records = list_tokens(open_ledger(ledger, create=False))
     if as_json:
         emit_json([r.to_json(now) for r in records])
@@ -219,6 +229,7 @@ def token_revoke(name: str, ledger: str, as_json: bool) -> None:
     """Revoke NAME's token: every server refuses it within 5 seconds."""
     from adminchain.server.tokens import revoke_token  # noqa: PLC0415
 
+    require_local(ledger, "token revoke")
     record = revoke_token(open_ledger(ledger, create=False), name)
     if as_json:
         emit_json(record.to_json(datetime.now(UTC)))

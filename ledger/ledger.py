@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Self, cast
 
 import msgspec
 
@@ -110,8 +110,13 @@ def decode_entry(position: int, stored: bytes) -> Entry:
 
 
 def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) -> LogBackend:
-    """A backend for `target`: a ``postgresql://`` URL, or a directory for the embedded LMDB log."""
+    """A backend for `target`: a ``postgresql://`` URL, an ``http(s)://`` server (SPEC-server
+    §7.3, token from ``ADMINCHAIN_TOKEN``), or a directory for the embedded LMDB log."""
     text = str(target)
+    if text.startswith(("http://", "https://")):
+        from ledger.remote import RemoteBackend  # noqa: PLC0415  loads httpx only if used
+
+        return RemoteBackend(text)
     if text.startswith(("postgresql://", "postgres://")):
         from ledger.postgres import PostgresBackend  # noqa: PLC0415  optional dependency
 
@@ -139,8 +144,14 @@ class Ledger:
     def open(
         cls, target: str | Path = DEFAULT_LEDGER, *, sync: bool = True, create: bool = True
     ) -> Self:
-        """Open (or create) the ledger at a directory path or a ``postgresql://`` URL."""
-        return cls(open_backend(target, sync=sync, create=create))
+        """Open (or create) the ledger at a directory path or a ``postgresql://`` URL; an
+        ``http(s)://`` URL opens the `ledger.remote.RemoteLedger` a server serves."""
+        backend = open_backend(target, sync=sync, create=create)
+        if cls is Ledger and str(target).startswith(("http://", "https://")):
+            from ledger.remote import RemoteLedger  # noqa: PLC0415
+
+            return cast(Self, RemoteLedger(backend))
+        return cls(backend)
 
     @property
     def url(self) -> str:

@@ -14,16 +14,18 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from ledger.ledger import Ledger
-from projections.api import Views
+from projections.api import KINDS, Views, status_document
 from projections.base import Verdict
+from projections.remote import RemoteViews, views_of
 from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_state
 from replay import workers
-from replay.rebuild import Audit, Part, Rejected, rebuild
+from replay.rebuild import Audit, FolderSource, Part, Rejected, rebuild
 
 __all__ = ["AuditReport", "diverged_projections", "run_audit"]
 
@@ -76,6 +78,33 @@ def diverged_projections(
     return names, differences
 
 
+def server_divergence(
+    rebuilt: Folder, views: RemoteViews
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Projections whose ``status`` on the server differs from the one folded here.
+
+    A server is compared by what it serves: its ``status`` document at one fixed time against
+    the document of the states folded here from the log, subject by subject (SPEC-server §7.3:
+    a server that lies about its state is named as diverged)."""
+    moment = datetime.now(UTC)
+    mine = _builtins(status_document(FolderSource(rebuilt), now=moment))
+    theirs = views.status(now=moment)
+    names: list[str] = []
+    differences: dict[str, list[str]] = {}
+    for name in KINDS:
+        a, b = mine.get(name, {}), theirs.get(name, {})
+        if a != b:
+            names.append(name)
+            differences[name] = sorted(s for s in set(a) | set(b) if a.get(s) != b.get(s))
+    return names, differences
+
+
+def _builtins(document: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A document as it reads once sent as JSON (times as strings, tuples as lists)."""
+    decoded: dict[str, dict[str, Any]] = msgspec.json.decode(msgspec.json.encode(document))
+    return decoded
+
+
 def run_audit(
     ledger: Ledger,
     to: int | None = None,
@@ -88,12 +117,17 @@ def run_audit(
     A long replay is shared with a second process (`replay.workers`): each folds the events of
     half the subjects (`Part`), and the halves are merged here: the same report, sooner.
     """
-    views = Views(ledger)
-    if not ledger.backend.read_only:  # an archive is audited against the views it holds
-        views.catch_up()
-    # The stored states and the position they were folded to, from ONE snapshot: the rebuild
-    # to that position is then compared like with like, however far others catch up meanwhile.
-    tracking, stored = views.tracked_states(with_states=to is None)
+    views = views_of(ledger)
+    stored: dict[str, dict[str, Any]] | None = None
+    if isinstance(views, RemoteViews):
+        tracking = views.catch_up()
+    else:
+        if not ledger.backend.read_only:  # an archive is audited against the views it holds
+            views.catch_up()
+        # The stored states and the position they were folded to, from ONE snapshot: the
+        # rebuild to that position is then compared like with like, however far others catch
+        # up meanwhile.
+        tracking, stored = views.tracked_states(with_states=to is None)
     target = to if to is not None else tracking
     other = None
     if target >= workers.PARALLEL_FROM:
@@ -116,7 +150,11 @@ def run_audit(
     compared = position == tracking
     diverged: list[str] = []
     differences: dict[str, list[str]] = {}
-    if compared:
+    if compared and isinstance(views, RemoteViews):
+        diverged, differences = server_divergence(folder, views)
+        if views.tracking() != tracking:  # the server moved on meanwhile: no comparison
+            compared, diverged, differences = False, [], {}
+    elif compared and isinstance(views, Views):
         if stored is None:  # --to named the views' position: compare if they are still there
             now, stored = views.tracked_states()
             compared = now == tracking

@@ -26,12 +26,14 @@ from ledger import merkle
 from ledger.backend import IndexCheck
 from ledger.codec import leaf_hashes, record_decoder
 from ledger.cosign import WitnessPolicy
-from ledger.errors import ProofError, StorageError
+from ledger.errors import ProofError, StorageError, UsageError
 from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
+from ledger.remote import RemoteLedger
 from ledger.trust import TrustFold, problem_detail, record_mismatch
 from projections.api import Views
+from projections.remote import RemoteViews
 from projections.state import Folder, digest
 from replay import workers
 from replay.derived import derived_problem
@@ -44,6 +46,7 @@ __all__ = [
     "is_signed",
     "key_name_warning",
     "make_checkpoint",
+    "server_checkpoint",
     "stored_checkpoints",
     "verify",
 ]
@@ -453,7 +456,7 @@ def _verify(
 
 
 def make_checkpoint(
-    views: Views,
+    views: Views | RemoteViews,
     signer: Signer | None = None,
     publish: Callable[[Checkpoint, str], str] | None = None,
     *,
@@ -464,8 +467,10 @@ def make_checkpoint(
 
     `publish` (the witnesses: `ledger.witness.publish_checkpoint`) gets the checkpoint and its
     note before it is stored and returns the note to store (cosigned), or raises: then nothing
-    is stored.
+    is stored. On a remote ledger, the server's newest checkpoint (`server_checkpoint`).
     """
+    if isinstance(views, RemoteViews):
+        return server_checkpoint(views.ledger, signer)
     views.catch_up()
     ledger = views.ledger
     with views.reader() as reader:
@@ -478,6 +483,22 @@ def make_checkpoint(
     if store:
         ledger.put_checkpoint(size, note)
     return checkpoint, note
+
+
+def server_checkpoint(ledger: RemoteLedger, signer: Signer | None) -> tuple[Checkpoint, str]:
+    """A server's newest checkpoint (SPEC-server §7.1 ``/v1/checkpoint``: a server with
+    ``--checkpoint-key`` signs one for its current size). Only the server can store one, so
+    with `signer` the note must be signed by that very key (the server's own)."""
+    note = ledger.remote.latest_checkpoint()
+    if signer is None:
+        return Checkpoint.open(note, None), note
+    try:
+        return Checkpoint.open(note, [signer.verifier]), note
+    except ProofError:
+        raise UsageError(
+            f"--key: the server at {ledger.url} signs its checkpoints with its own key (serve "
+            f"--checkpoint-key), and its newest is not signed by {signer.name!r}"
+        ) from None
 
 
 def _decoded(reader: object) -> dict[str, list[tuple[str, object]]]:

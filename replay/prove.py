@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ledger.cosign import WitnessPolicy
 from ledger.errors import NotFoundError, ProofError, UsageError
 from ledger.ledger import Ledger
-from ledger.notes import Signer, VerifierKeys
+from ledger.notes import Checkpoint, Signer, VerifierKeys
 from ledger.proofs import (
     CONSISTENCY_HEADER,
     INCLUSION_HEADER,
@@ -27,7 +27,7 @@ from ledger.proofs import (
     verify_consistency_proof,
     verify_inclusion_proof,
 )
-from projections.api import Views
+from projections.remote import views_of
 from replay.integrity import is_signed, key_name_warning, make_checkpoint
 
 __all__ = ["Proven", "prove_consistency", "prove_inclusion", "verify_proof_file"]
@@ -92,7 +92,8 @@ def prove_inclusion(
         checkpoint_size = max(signed)
         note = notes[checkpoint_size]
     elif signer is not None:
-        checkpoint, note = make_checkpoint(Views(ledger), signer)
+        checkpoint, note = make_checkpoint(views_of(ledger), signer)
+        _must_cover(checkpoint, position)
         checkpoint_size = checkpoint.size
         say(f"recorded a new checkpoint of size {checkpoint_size}, signed by {signer.name}")
         if (warning := key_name_warning(signer, checkpoint.origin)) is not None:
@@ -105,7 +106,8 @@ def prove_inclusion(
             "unsigned: `prove --verify --pub` cannot check it (give --key to sign a new one)"
         )
     else:
-        checkpoint, note = make_checkpoint(Views(ledger), None, store=False)
+        checkpoint, note = make_checkpoint(views_of(ledger), None, store=False)
+        _must_cover(checkpoint, position)
         checkpoint_size = checkpoint.size
         say(
             f"no stored checkpoint covers position {position}: the proof carries an unsigned "
@@ -120,6 +122,15 @@ def prove_inclusion(
 
 def _silent(message: str) -> None:
     """A `notice` that says nothing."""
+
+
+def _must_cover(checkpoint: Checkpoint, position: int) -> None:
+    """Refuse a checkpoint older than the position (a server without a key has no newer one)."""
+    if checkpoint.size < position:
+        raise NotFoundError(
+            f"no checkpoint covers position {position} (the newest is of size "
+            f"{checkpoint.size}): the server makes them with --checkpoint-key"
+        )
 
 
 def prove_consistency(

@@ -1,0 +1,122 @@
+"""The projections of a remote ledger (SPEC-server §7.3): `Views`' queries over a server.
+
+`RemoteViews(RemoteLedger)` answers `status`, `history` and `verdicts` from the server's own
+stored projections (``/v1/status``, ``/v1/history``), read-your-writes with `wait_until`
+(``min_position`` and ``wait``), and `strict()` makes the next append a ``?strict=true`` one.
+The server folds as it appends, so `catch_up` has nothing to do and returns how far it is.
+An auditor does not take these answers on trust: `replay.audit.run_audit` folds the log itself
+and compares its result with `status` (a server that lies is named as diverged).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from ledger.backend import Precondition
+from ledger.errors import NotFoundError
+from ledger.ledger import Ledger
+from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
+from projections.api import KINDS, Views
+
+__all__ = ["RemoteViews", "views_of"]
+
+_ANY_SUBJECT: Final = "-"
+"""A subject name used only to wait for the views (its document is one small object)."""
+
+
+def _rfc3339(moment: datetime) -> str:
+    return msgspec.json.encode(moment).decode().strip('"')
+
+
+class RemoteViews:
+    """The stored projections of the ledger behind a server, with `Views`' method names."""
+
+    def __init__(self, ledger: RemoteLedger) -> None:
+        self.ledger = ledger
+        self._client = ledger.remote.client
+
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """The server keeps its views current: returns the position they have folded."""
+        info = self.ledger.remote.info()
+        tracking, size = int(info["tracking"]), int(info["size"])
+        if progress is not None:
+            progress(tracking, size)
+        return tracking
+
+    def tracking(self) -> int:
+        """The last position the server's projections have folded."""
+        return int(self.ledger.remote.info()["tracking"])
+
+    def wait_until(self, position: int, timeout: float = 5.0) -> None:
+        """Read-your-writes: return once the server's views include `position`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = max(0, min(30_000, math.ceil((deadline - time.monotonic()) * 1000)))
+            try:
+                self._client.json(
+                    f"/v1/status/maintenance/{_ANY_SUBJECT}",
+                    {"min_position": max(position, 1), "wait": wait},
+                )
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"the views did not reach position {position} in {timeout} s"
+                    ) from None
+            else:
+                return
+
+    def status(
+        self, kind: str | None = None, subject: str | None = None, now: datetime | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The ``status`` document (SPEC §5) of the server's views."""
+        params = {"now": _rfc3339(now)} if now is not None else None
+        if kind is not None:
+            path = f"/v1/status/{quote(kind)}"
+            if subject is not None:
+                path += f"/{quote(subject)}"
+            document: dict[str, dict[str, Any]] = self._client.json(path, params)
+            return document
+        document = self._client.json("/v1/status", params)
+        if subject is None:
+            return document
+        # a subject in every kind: shown where it has a state, as `status_document` does
+        return {
+            name: ({subject: document[name][subject]} if subject in document.get(name, {}) else {})
+            for name in KINDS
+        }
+
+    def history(self, subject: str) -> list[dict[str, Any]]:
+        """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
+        rows: list[dict[str, Any]] = self._client.json(f"/v1/history/{quote(subject)}")
+        return rows
+
+    def verdicts(self, position: int) -> list[dict[str, Any]]:
+        """The verdicts the server's projections gave the event at `position`."""
+        seen = self.ledger.verdicts_seen.get(position)
+        if seen is not None:
+            return seen
+        for entry in self.ledger.follow(position - 1, stop=5.0):
+            if entry.position == position:
+                return self.ledger.verdicts_seen.get(position, [])
+        raise NotFoundError(f"no event at position {position}")
+
+    def strict(self) -> Precondition:
+        """Make an append strict: the server refuses (409, exit 3) what its views reject."""
+        return STRICT
+
+    def rebuild(self) -> int:
+        """The server's views are rebuilt only with direct access to its ledger."""
+        raise direct_access_error(self.ledger.url, "rebuilding the stored views")
+
+
+def views_of(ledger: Ledger) -> Views | RemoteViews:
+    """The stored projections of `ledger`: its own, or its server's for a remote ledger."""
+    if isinstance(ledger, RemoteLedger):
+        return RemoteViews(ledger)
+    return Views(ledger)
