@@ -527,6 +527,28 @@ class RemoteLedger(Ledger):
             )
         return results
 
+    def dry_run(
+        self, events: Iterable[Event], *, strict: bool = False, validated: bool = False
+    ) -> list[dict[str, Any]]:
+        """``POST /v1/events?dry_run=true``: what the server's projections would make of
+        `events`, appending nothing (one ``{"position", "id", "duplicate", "verdicts"}`` each)."""
+        checked = [
+            event if validated else validate(event, line)
+            for line, event in enumerate(events, start=1)
+        ]
+        if not checked:
+            return []
+        params = {"dry_run": "true", **({"strict": "true"} if strict else {})}
+        response = self.remote.client.request(
+            "POST",
+            "/v1/events",
+            params=params,
+            content=b"".join(encode_event_json(e) + b"\n" for e in checked),
+            headers={"Content-Type": "application/jsonl"},
+        )
+        rows: list[dict[str, Any]] = msgspec.json.decode(response.content)["results"]
+        return rows
+
     # ------------------------------------------------------------------ reading
 
     def follow(

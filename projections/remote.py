@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
-from ledger.backend import Precondition
+from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
+from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
-from projections.api import KINDS, Views
+from projections.api import KINDS, Outcome, Views
 
 __all__ = ["RemoteViews", "views_of"]
 
@@ -109,6 +110,60 @@ class RemoteViews:
     def strict(self) -> Precondition:
         """Make an append strict: the server refuses (409, exit 3) what its views reject."""
         return STRICT
+
+    def outcomes(
+        self,
+        results: Sequence[Appended],
+        events: Sequence[Event] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[Outcome]:
+        """As `Views.outcomes`: each result's verdicts (the server sent them with the append)
+        and, with `events`, the subject's state in each projection that judged it."""
+        if progress is not None and results:
+            progress(results[-1].position, results[-1].position)
+        for index, result in enumerate(results):
+            verdicts = getattr(result, "verdicts", None)
+            if verdicts is None:
+                verdicts = self.verdicts(result.position)
+            states: dict[str, dict[str, Any]] = {}
+            if events is not None:
+                subject = events[index].subject
+                for projection in {v["projection"] for v in verdicts}:
+                    document = self.status(projection, subject)
+                    states[projection] = document.get(projection, {}).get(subject, {})
+            yield Outcome(result.position, result.id, result.duplicate, list(verdicts), states)
+
+    def append_with_verdicts(
+        self,
+        events: Sequence[Event],
+        *,
+        strict: bool = False,
+        validated: bool = False,
+        states: bool = False,
+    ) -> list[Outcome]:
+        """As `Views.append_with_verdicts`, through the server."""
+        precondition = STRICT if strict else None
+        results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
+        return list(self.outcomes(results, events if states else None))
+
+    def dry_run(
+        self, events: Sequence[Event], *, strict: bool = False, validated: bool = False
+    ) -> list[Outcome]:
+        """As `Views.dry_run`: the server folds them on top of its views, appending nothing."""
+        rows = self.ledger.dry_run(events, strict=strict, validated=validated)
+        outcomes = []
+        for event, row in zip(events, rows, strict=True):
+            verdicts = list(row.get("verdicts", []))
+            states: dict[str, dict[str, Any]] = {}
+            for projection in {v["projection"] for v in verdicts}:
+                document = self.status(projection, event.subject)
+                states[projection] = document.get(projection, {}).get(event.subject, {})
+            outcomes.append(
+                Outcome(
+                    row.get("position"), row.get("id"), bool(row["duplicate"]), verdicts, states
+                )
+            )
+        return outcomes
 
     def rebuild(self) -> int:
         """The server's views are rebuilt only with direct access to its ledger."""

@@ -93,8 +93,9 @@ class Verdict(msgspec.Struct, omit_defaults=True):
 class AppendResult(msgspec.Struct):
     """Where one input event is in the log, and what the projections made of it."""
 
-    position: int
-    id: str
+    position: int | None
+    """None only in a dry run, for an event that would be new."""
+    id: str | None
     duplicate: bool
     verdicts: list[Verdict]
 
@@ -359,6 +360,17 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
     )
 
 
+def _dry_run(server: Server, events: list[Event], strict: bool) -> AppendResponse:
+    """The verdicts `events` would get (`Views.dry_run`): nothing is appended."""
+    outcomes = server.views.dry_run(events, strict=strict, validated=True)
+    return AppendResponse(
+        [
+            AppendResult(o.position, o.id, o.duplicate, msgspec.convert(o.verdicts, list[Verdict]))
+            for o in outcomes
+        ]
+    )
+
+
 _OUTCOMES: Final = {
     400: "invalid",
     403: "forbidden",
@@ -377,11 +389,14 @@ _OUTCOMES: Final = {
         "Body: JSON Lines (application/jsonl, application/x-ndjson) or a JSON array "
         "(application/json). All events are stored or none; the answer comes once they are "
         "durable and folded, with each event's verdicts. `strict=true` refuses (409) operator "
-        "events the projections would reject."
+        "events the projections would reject. `dry_run=true` answers the verdicts the events "
+        "would get, appending nothing (SPEC §5 `--dry-run`)."
     ),
     responses={},
 )
-async def append_events(request: Request[Any, Any, Any], strict: bool = False) -> AppendResponse:
+async def append_events(
+    request: Request[Any, Any, Any], strict: bool = False, dry_run: bool = False
+) -> AppendResponse:
     server = server_of(request)
     started = time.perf_counter()
     outcome = "error"
@@ -396,8 +411,13 @@ async def append_events(request: Request[Any, Any, Any], strict: bool = False) -
             events = await server.run(
                 functools.partial(parse_events, body, content_type, principal, max_events)
             )
-        async with asyncio.timeout(server.config.request_timeout):
-            response = await _append(server, events, strict)
+        if dry_run:
+            response: AppendResponse = await server.run(
+                functools.partial(_dry_run, server, events, strict)
+            )
+        else:
+            async with asyncio.timeout(server.config.request_timeout):
+                response = await _append(server, events, strict)
     except ProblemError as e:
         outcome = _OUTCOMES.get(e.status, "error")
         raise
