@@ -141,6 +141,8 @@ class RemoteAppended(Appended):
     """An append's result from a server: also the verdicts its projections gave."""
 
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """When asked for (``states=true``): the subject's state after the event, by projection."""
 
 
 def _strict_marker(ops: TxnOps, events: Sequence[Event]) -> None:
@@ -496,9 +498,11 @@ class RemoteLedger(Ledger):
         precondition: Precondition | None = None,
         validated: bool = False,
         after: Callable[[TxnOps], None] | None = None,
+        states: bool = False,
     ) -> list[Appended]:
         """``POST /v1/events``: one atomic batch, durable and folded on the server when this
-        returns; `RemoteAppended` results, in order."""
+        returns; `RemoteAppended` results, in order (with `states`, each subject's states after
+        its event, as the server folded them)."""
         if (precondition is not None and precondition is not STRICT) or after is not None:
             raise UsageError("a remote ledger runs no local precondition (only strict appends)")
         checked = [
@@ -508,7 +512,9 @@ class RemoteLedger(Ledger):
         if not checked:
             return []
         body = b"".join(encode_event_json(e) + b"\n" for e in checked)
-        params = {"strict": "true"} if precondition is STRICT else None
+        params = {"strict": "true"} if precondition is STRICT else {}
+        if states:
+            params["states"] = "true"
         response = self.remote.client.request(
             "POST",
             "/v1/events",
@@ -523,7 +529,7 @@ class RemoteLedger(Ledger):
             self.verdicts_seen[int(row["position"])] = verdicts
             results.append(
                 RemoteAppended(int(row["position"]), str(row["id"]), bool(row["duplicate"]),
-                               verdicts)
+                               verdicts, dict(row.get("states") or {}))
             )
         return results
 

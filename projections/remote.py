@@ -22,7 +22,7 @@ from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
+from ledger.remote import STRICT, RemoteLedger, quote
 from projections.api import KINDS, Outcome, Views
 
 __all__ = ["RemoteViews", "views_of"]
@@ -121,17 +121,14 @@ class RemoteViews:
         and, with `events`, the subject's state in each projection that judged it."""
         if progress is not None and results:
             progress(results[-1].position, results[-1].position)
-        for index, result in enumerate(results):
+        for result in results:
             verdicts = getattr(result, "verdicts", None)
             if verdicts is None:
                 verdicts = self.verdicts(result.position)
-            states: dict[str, dict[str, Any]] = {}
-            if events is not None:
-                subject = events[index].subject
-                for projection in {v["projection"] for v in verdicts}:
-                    document = self.status(projection, subject)
-                    states[projection] = document.get(projection, {}).get(subject, {})
-            yield Outcome(result.position, result.id, result.duplicate, list(verdicts), states)
+            states = getattr(result, "states", None) if events is not None else None
+            yield Outcome(
+                result.position, result.id, result.duplicate, list(verdicts), dict(states or {})
+            )
 
     def append_with_verdicts(
         self,
@@ -141,9 +138,12 @@ class RemoteViews:
         validated: bool = False,
         states: bool = False,
     ) -> list[Outcome]:
-        """As `Views.append_with_verdicts`, through the server."""
+        """As `Views.append_with_verdicts`, through the server (``states=true`` asks it for the
+        subjects' states after the events)."""
         precondition = STRICT if strict else None
-        results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
+        results = self.ledger.append_batch(
+            events, precondition=precondition, validated=validated, states=states
+        )
         return list(self.outcomes(results, events if states else None))
 
     def dry_run(
@@ -151,23 +151,16 @@ class RemoteViews:
     ) -> list[Outcome]:
         """As `Views.dry_run`: the server folds them on top of its views, appending nothing."""
         rows = self.ledger.dry_run(events, strict=strict, validated=validated)
-        outcomes = []
-        for event, row in zip(events, rows, strict=True):
-            verdicts = list(row.get("verdicts", []))
-            states: dict[str, dict[str, Any]] = {}
-            for projection in {v["projection"] for v in verdicts}:
-                document = self.status(projection, event.subject)
-                states[projection] = document.get(projection, {}).get(event.subject, {})
-            outcomes.append(
-                Outcome(
-                    row.get("position"), row.get("id"), bool(row["duplicate"]), verdicts, states
-                )
+        return [
+            Outcome(
+                row.get("position"),
+                row.get("id"),
+                bool(row["duplicate"]),
+                list(row.get("verdicts", [])),
+                dict(row.get("states") or {}),
             )
-        return outcomes
-
-    def rebuild(self) -> int:
-        """The server's views are rebuilt only with direct access to its ledger."""
-        raise direct_access_error(self.ledger.url, "rebuilding the stored views")
+            for row in rows
+        ]
 
 
 def views_of(ledger: Ledger) -> Views | RemoteViews:

@@ -14,7 +14,7 @@ import base64
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,12 +38,13 @@ from adminchain.server.hub import Hub
 from adminchain.server.metrics import Metrics
 from adminchain.server.problems import ProblemError, exception_handlers, from_ledger_error
 from adminchain.server.tokens import TokenBook, TokenRecord, may
+from ledger.backend import Appended
 from ledger.codec import decode_line, event_to_builtins
 from ledger.errors import InvalidEventError, LedgerError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, event_types
 from ledger.ledger import Entry, Ledger
 from ledger.notes import Signer
-from projections.api import KINDS, Views, status_document
+from projections.api import KINDS, Outcome, Views, status_document
 
 __all__ = ["AppendResponse", "ServerConfig", "create_app"]
 
@@ -90,7 +91,7 @@ class Verdict(msgspec.Struct, omit_defaults=True):
     detail: str | None = None
 
 
-class AppendResult(msgspec.Struct):
+class AppendResult(msgspec.Struct, omit_defaults=True):
     """Where one input event is in the log, and what the projections made of it."""
 
     position: int | None
@@ -98,6 +99,9 @@ class AppendResult(msgspec.Struct):
     id: str | None
     duplicate: bool
     verdicts: list[Verdict]
+    states: dict[str, dict[str, Any]] | None = None
+    """With ``states=true`` (and in a dry run): the subject's state after the event in each
+    projection that judged it (``status`` objects)."""
 
 
 class AppendResponse(msgspec.Struct):
@@ -360,15 +364,30 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
     )
 
 
-def _dry_run(server: Server, events: list[Event], strict: bool) -> AppendResponse:
-    """The verdicts `events` would get (`Views.dry_run`): nothing is appended."""
-    outcomes = server.views.dry_run(events, strict=strict, validated=True)
+def _results(outcomes: Iterable[Outcome]) -> AppendResponse:
     return AppendResponse(
         [
-            AppendResult(o.position, o.id, o.duplicate, msgspec.convert(o.verdicts, list[Verdict]))
+            AppendResult(
+                o.position,
+                o.id,
+                o.duplicate,
+                msgspec.convert(o.verdicts, list[Verdict]),
+                o.states,
+            )
             for o in outcomes
         ]
     )
+
+
+def _dry_run(server: Server, events: list[Event], strict: bool) -> AppendResponse:
+    """The verdicts `events` would get (`Views.dry_run`): nothing is appended."""
+    return _results(server.views.dry_run(events, strict=strict, validated=True))
+
+
+def _with_states(server: Server, events: list[Event], done: AppendResponse) -> AppendResponse:
+    """`done` with each subject's states after its event (`Views.outcomes`)."""
+    appended = [Appended(r.position or 0, r.id or "", r.duplicate) for r in done.results]
+    return _results(server.views.outcomes(appended, events))
 
 
 _OUTCOMES: Final = {
@@ -395,7 +414,10 @@ _OUTCOMES: Final = {
     responses={},
 )
 async def append_events(
-    request: Request[Any, Any, Any], strict: bool = False, dry_run: bool = False
+    request: Request[Any, Any, Any],
+    strict: bool = False,
+    dry_run: bool = False,
+    states: bool = False,
 ) -> AppendResponse:
     server = server_of(request)
     started = time.perf_counter()
@@ -418,6 +440,10 @@ async def append_events(
         else:
             async with asyncio.timeout(server.config.request_timeout):
                 response = await _append(server, events, strict)
+            if states:
+                response = await server.run(
+                    functools.partial(_with_states, server, events, response)
+                )
     except ProblemError as e:
         outcome = _OUTCOMES.get(e.status, "error")
         raise
