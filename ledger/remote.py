@@ -42,11 +42,13 @@ from ledger.errors import (
     StrictRefusedError,
     UsageError,
 )
-from ledger.events import Event
+from ledger.events import TRUST_EVENTS, Event
 from ledger.ledger import Entry, Ledger, decode_entry
 
 if TYPE_CHECKING:
     import httpx  # imported when a remote ledger is opened: `import ledger` stays light
+
+    from ledger.trust import TrustSet
 
 __all__ = [
     "STRICT",
@@ -554,6 +556,21 @@ class RemoteLedger(Ledger):
         )
         rows: list[dict[str, Any]] = msgspec.json.decode(response.content)["results"]
         return rows
+
+    def trusted_keys(self, at_position: int | None = None) -> TrustSet:
+        """The operator keys trusted at `at_position` (default: now), folded here from the
+        trust events of the streamed log (SPEC-server §8): nothing is taken from the server."""
+        from ledger.trust import TrustFold  # noqa: PLC0415  cryptography loads only if used
+
+        size = self.size()
+        as_of = size if at_position is None else at_position
+        if not 0 <= as_of <= size:
+            raise UsageError(f"position {as_of} is beyond the log (it has {size} events)")
+        fold = TrustFold()
+        for entry in self.read(1, as_of) if as_of else ():
+            if isinstance(entry.event, TRUST_EVENTS):
+                fold.step(entry.event, entry.position)
+        return fold.trust_set(as_of)
 
     # ------------------------------------------------------------------ reading
 
