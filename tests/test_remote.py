@@ -611,7 +611,12 @@ def test_an_https_server_is_a_ledger_too(
         monkeypatch.delenv("SSL_CERT_FILE")
         untrusted = cli("status", cwd=tmp_path, ledger=s.url, token=token)
     assert appended.returncode == 0, appended.stderr
-    assert json.loads(appended.stdout) == {"position": 1, "id": "k-1", "duplicate": False}
+    assert json.loads(appended.stdout) == {
+        "position": 1,
+        "id": "k-1",
+        "duplicate": False,
+        "verdicts": [{"projection": "detachment", "verdict": "applied"}],
+    }
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["size"] == 1
     assert untrusted.returncode == 1
