@@ -11,6 +11,7 @@ from adminchain.cli import (
     STORED,
     StreamErrorsError,
     emit_json,
+    interrupted,
     interrupts_deferred,
     json_option,
     ledger_options,
@@ -19,6 +20,7 @@ from adminchain.cli import (
     open_views,
     read_lines,
     read_lines_interruptibly,
+    until_interrupted,
 )
 from ledger.codec import decode_line
 from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
@@ -225,7 +227,6 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
       adminchain catch-up
       adminchain catch-up --follow --ledger postgresql://postgres@db:5432/adminchain
     """
-    import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
     views = open_views(ledger)
@@ -239,8 +240,8 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
     with render.progress_bar("catching up", views.ledger.size(), enabled=not as_json) as update:
         tracking = views.catch_up(update)
     if follow:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a runner normally
-            views.follow(poll=poll, stop=lambda: stopping)
+        with until_interrupted():  # Ctrl-C ends a runner normally
+            views.follow(poll=poll, stop=lambda: stopping or interrupted())
         tracking = views.tracking()
     if as_json:
         emit_json({"tracking": tracking, "size": views.ledger.size()})
