@@ -160,6 +160,7 @@ def test_shortcuts_report_verdicts_state_and_the_fix(run: Run) -> None:
     detached = run("detach", "runner-a", "--json")
     assert json.loads(detached.stdout)["verdicts"][0]["projection"] == "detachment"
     assert "runner-b is now detached" in run("detach", "runner-b").stdout
+    assert "runner[x] is now detached" in run("detach", "runner[x]").stdout, "no markup"
     policy = json.loads(run("policy", "set", "*", "--budget-window", "2m", "--json").stdout)
     assert policy["verdicts"] == [{"projection": "policy", "verdict": "applied"}]
     issued = run("broadcast", "issue", "q-1", "--quiesce", "maintenance", "--target", "b1")
