@@ -11,6 +11,7 @@ from adminchain.cli import (
     STORED,
     StreamErrorsError,
     emit_json,
+    interrupted,
     interrupts_deferred,
     json_option,
     ledger_options,
@@ -21,6 +22,7 @@ from adminchain.cli import (
     read_lines,
     read_lines_interruptibly,
     require_local,
+    until_interrupted,
 )
 from ledger.codec import decode_line
 from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
@@ -229,7 +231,6 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
       adminchain catch-up
       adminchain catch-up --follow --ledger postgresql://postgres@db:5432/adminchain
     """
-    import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
     require_local(ledger, "catch-up (a server keeps its own views current)")
@@ -245,8 +246,8 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
         tracking = views.catch_up(update)
     if follow:
         long_running(views.ledger)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a runner normally
-            views.follow(poll=poll, stop=lambda: stopping)
+        with until_interrupted():  # Ctrl-C ends a runner normally
+            views.follow(poll=poll, stop=lambda: stopping or interrupted())
         tracking = views.tracking()
     if as_json:
         emit_json({"tracking": tracking, "size": views.ledger.size()})

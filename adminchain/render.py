@@ -16,6 +16,7 @@ from typing import IO, Any, BinaryIO, Final, cast
 import click
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -133,10 +134,10 @@ def append_json(result: Any) -> bytes:
 def append_line(outcome: Any, line: int) -> None:
     """One streamed append result, with the verdicts when a projection refused it."""
     note = " [dim](duplicate: already stored)[/]" if outcome.duplicate else ""
-    console.print(f"line {line}: position {outcome.position} id {outcome.id}{note}")
+    console.print(f"line {line}: position {outcome.position} id {escape(str(outcome.id))}{note}")
     for v in [] if outcome.duplicate else outcome.rejected:
         detail = f" ({v['detail']})" if v.get("detail") else ""
-        console.print(f"[yellow]  refused by {v['projection']}: {v['reason']}{detail}[/]")
+        console.print(f"[yellow]  refused by {v['projection']}: {v['reason']}{escape(detail)}[/]")
 
 
 def line_error(error: Any, as_json: bool) -> None:
@@ -197,16 +198,20 @@ def state_phrase(projection: str, view: dict[str, Any]) -> str:
 def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = False) -> None:
     """What an operator shortcut did (or, `dry_run`, would do): where it was recorded, what the
     projections made of it, the resulting state and, for a rejection, the fix."""
-    what = f"{type(event).__name__} {event.subject}"
-    subject = event.subject
+    subject = escape(event.subject)
+    what = f"{type(event).__name__} {subject}"
     if outcome.duplicate:
         where = f"already at position {outcome.position}" if outcome.position else "a repeat"
-        console.print(f"[dim]{what}: id {outcome.id} is {where}; nothing new is recorded[/]")
+        console.print(
+            f"[dim]{what}: id {escape(str(outcome.id))} is {where}; nothing new is recorded[/]"
+        )
         return
     if dry_run:
         console.print(f"dry run: {what} (nothing was appended)")
     else:
-        console.print(f"recorded {what} at position {outcome.position} (id {outcome.id})")
+        console.print(
+            f"recorded {what} at position {outcome.position} (id {escape(str(outcome.id))})"
+        )
     for v in outcome.verdicts:
         style = VERDICT_STYLES[v["verdict"]]
         verb = "would be " if dry_run else ""
@@ -218,7 +223,7 @@ def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = F
         view = outcome.states.get(v["projection"])
         if view is None:
             continue
-        state = state_phrase(v["projection"], view)
+        state = escape(state_phrase(v["projection"], view))
         if v["projection"] == "policy":
             console.print(
                 f"  the policy for {subject} {'would set' if dry_run else 'sets'} {state}"
@@ -258,8 +263,8 @@ def refusals(
             fix = fix_for(v.get("reason"), event.subject, shortcut=False)
             verb = "would be refused" if dry_run else "refused"
             console.print(
-                f"[yellow]line {line}{where}: {type(event).__name__} {event.subject} {verb} by "
-                f"{v['projection']}: {v['reason']}{detail}; {fix}[/]"
+                f"[yellow]line {line}{where}: {type(event).__name__} {escape(event.subject)} "
+                f"{verb} by {v['projection']}: {v['reason']}{escape(detail)}; {escape(fix)}[/]"
             )
 
 
@@ -289,7 +294,7 @@ def append_summary(results: list[Any]) -> None:
             f"[green]appended {len(fresh)} event{'s' * (len(fresh) != 1)}[/] ({span}), durable"
         )
     for r in dups:
-        console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
+        console.print(f"[dim]duplicate: id {escape(r.id)} is already at position {r.position}[/]")
     if not results:
         console.print("nothing to append (no events in the input)")
 

@@ -160,6 +160,7 @@ def test_shortcuts_report_verdicts_state_and_the_fix(run: Run) -> None:
     detached = run("detach", "runner-a", "--json")
     assert json.loads(detached.stdout)["verdicts"][0]["projection"] == "detachment"
     assert "runner-b is now detached" in run("detach", "runner-b").stdout
+    assert "runner[x] is now detached" in run("detach", "runner[x]").stdout, "no markup"
     policy = json.loads(run("policy", "set", "*", "--budget-window", "2m", "--json").stdout)
     assert policy["verdicts"] == [{"projection": "policy", "verdict": "applied"}]
     issued = run("broadcast", "issue", "q-1", "--quiesce", "maintenance", "--target", "b1")
@@ -445,6 +446,19 @@ def _interrupt_when_waiting(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
             break
         select.select([], [], [], 0.05)
     return finish(proc)
+
+
+def test_ctrl_c_ends_a_following_runner_normally(run: Run, tmp_path: Path) -> None:
+    run("detach", "runner-a")
+    proc = popen(tmp_path, "catch-up", "--follow", "--poll", "0.1", "--json")
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    for _ in range(1200):  # until it waits for new events (its imports done)
+        if proc.poll() is not None or "futex" in wchan.read_text() or "poll" in wchan.read_text():
+            break
+        select.select([], [], [], 0.05)
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "interrupted" not in err
 
 
 # ---------------------------------------------------------------- 9. install hint, completion

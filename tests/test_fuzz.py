@@ -350,6 +350,8 @@ def test_python_built_events_are_validated_like_wire_events(
     assert decode_line(encode_event_json(checked)) == checked
 
 
+
+
 @pytest.mark.parametrize(
     "value",
     [
