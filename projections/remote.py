@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -106,6 +106,10 @@ class RemoteViews:
             if entry.position == position:
                 return self.ledger.verdicts_seen.get(position, [])
         raise NotFoundError(f"no event at position {position}")
+
+    def verdicts_at(self, positions: Iterable[int]) -> list[list[dict[str, Any]]]:
+        """The verdicts of several positions, as in ``history``."""
+        return [self.verdicts(position) for position in positions]
 
     def strict(self) -> Precondition:
         """Make an append strict: the server refuses (409, exit 3) what its views reject."""

@@ -283,6 +283,11 @@ def test_the_python_api_opens_a_server_with_the_local_method_names(
         resumed = list(log.follow(2, stop=1.0))
         assert log.wait_for(3, timeout=1.0)
         assert views.verdicts(2) == [{"projection": "maintenance", "verdict": "applied"}]
+        fresh = RemoteViews(RemoteLedger.connect(s.url, token=token))  # nothing cached: asks
+        assert fresh.verdicts_at([2, 3]) == [
+            [{"projection": "maintenance", "verdict": "applied"}],
+            [{"projection": "detachment", "verdict": "applied"}],
+        ]
         history = views.history("node-1")
         status = views.status()
         remote_facts = (
