@@ -75,8 +75,16 @@ def test_cosigns_a_consistent_log_and_keeps_the_latest(
     assert latest is not None
     assert LogCheckpoint.parse(latest.split("\n\n")[0] + "\n").size == 300
     assert cosigned_by(latest, [cosigner.key])  # the stored note carries our cosignature
-    # the same size again (a new note, same root) is fine; a second process may not share it
-    assert witness.add_checkpoint(log.request(300)).status == 200
+    # the same size again (a new note, same root) is fine; a signature by a key the witness
+    # does not know is ignored, and not kept; a second process may not share the directory
+    stranger = Signer.generate("someone-else")
+    body = log.note().split("\n\n")[0] + "\n"
+    both = sign_note(body, log.signer, stranger)
+    assert witness.add_checkpoint(add_checkpoint_body(300, [], both)).status == 200
+    kept = witness.latest(ORIGIN)
+    assert kept is not None
+    assert "\u2014 log-key " in kept
+    assert "someone-else" not in kept
     with pytest.raises(UsageError, match="another witness"):
         Witness(witness.logs, cosigner, tmp_path / "w")
     witness.close()
