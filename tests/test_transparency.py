@@ -249,12 +249,14 @@ class _Tamper:
         self.server.server_close()
 
 
-def test_go_client_refuses_changed_tiles_bundles_and_checkpoints(tmp_path: Path) -> None:
-    """The same Go client behind a proxy that flips one byte: of a hash tile, of an entry
-    bundle, of the checkpoint. Each is refused; untouched, the same run passes."""
+def test_go_client_refuses_changed_tiles_bundles_and_checkpoints(
+    tmp_path: Path, ledger_target: str
+) -> None:
+    """On each backend, the Go client proves from our tiles, and behind a proxy that flips one
+    byte (of a hash tile, of an entry bundle, of the checkpoint) refuses each change."""
     binary = go_client(tmp_path)
     keys = log_keys(tmp_path)
-    path = tmp_path / "log.lmdb"
+    path = ledger_target
     with Ledger.open(path) as ledger:
         ledger.append_batch(events(0, 700))
     serve_args = ["--checkpoint-key", str(keys.log_key), "--checkpoint-every", "100ms"]
