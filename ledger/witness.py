@@ -42,7 +42,7 @@ from ledger.cosign import Cosigner, CosignerKey, add_cosignatures, cosigned_by
 from ledger.errors import LedgerError, ProofError, UsageError
 from ledger.ledger import Ledger
 from ledger.merkle import EMPTY_ROOT, check_consistency
-from ledger.notes import Verifier, decode_base64, open_note, parse_note
+from ledger.notes import Note, Verifier, decode_base64, open_note, parse_note
 
 __all__ = [
     "SIZE_CONTENT_TYPE",
@@ -213,7 +213,9 @@ class Witness:
                 return _answer(422, problem)
             timestamp = max(1, int(self.clock()))
             line = self.signer.cosign(signed.body, timestamp)
-            self._store(checkpoint.origin, signed.text() + line)
+            known_keys = {(k.name, k.key_id) for k in keys}
+            verified = [s for s in signed.signatures if (s.name, s.key_id) in known_keys]
+            self._store(checkpoint.origin, Note(signed.body, tuple(verified)).text() + line)
         return Answer(200, "text/plain; charset=utf-8", line)
 
     @staticmethod

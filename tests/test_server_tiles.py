@@ -68,7 +68,7 @@ def test_every_tile_response_matches_the_leaves(
         return
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
-    expected_cache = "public, max-age=5" if suffix else "public, max-age=31536000, immutable"
+    expected_cache = "private, max-age=5" if suffix else "private, max-age=31536000, immutable"
     assert response.headers["cache-control"] == expected_cache
     if entries:
         assert parse_entry_bundle(response.content) == ref.bundle(index, width)
@@ -92,7 +92,7 @@ def test_roles_gzip_and_the_checkpoint(
     client.app.state.server.ledger.put_checkpoint(5, "a note\n")
     published = client.get("/checkpoint")
     assert published.text == "a note\n"
-    assert published.headers["cache-control"] == "public, max-age=5"
+    assert published.headers["cache-control"] == "private, max-age=5"  # a token was needed
     assert published.headers["content-type"] == "text/plain; charset=utf-8"
     signed = "a note\n\n\u2014 k AAAA\n"
     client.app.state.server.ledger.put_checkpoint(6, signed)

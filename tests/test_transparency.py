@@ -214,3 +214,69 @@ def _signed_note(ledger: Ledger, keys: object) -> str:
 def _post(url: str, old: int, proof: list[bytes], note: str) -> tuple[int, str]:
     response = httpx.post(f"{url}/add-checkpoint", content=add_checkpoint_body(old, proof, note))
     return response.status_code, response.text
+
+
+class _Tamper:
+    """A proxy in front of the server that changes one byte of the responses to one route."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.server  # noqa: PLC0415
+        import threading  # noqa: PLC0415
+
+        self.prefix: str | None = None
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                response = httpx.get(upstream + self.path)
+                body = bytearray(response.content)
+                if proxy.prefix and self.path.startswith(proxy.prefix) and body:
+                    # a hash's or an event's last byte; the checkpoint's middle
+                    body[len(body) // 2 if self.path == "/checkpoint" else -1] ^= 1
+                self.send_response(response.status_code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(bytes(body))
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_go_client_refuses_changed_tiles_bundles_and_checkpoints(
+    tmp_path: Path, ledger_target: str
+) -> None:
+    """On each backend, the Go client proves from our tiles, and behind a proxy that flips one
+    byte (of a hash tile, of an entry bundle, of the checkpoint) refuses each change."""
+    binary = go_client(tmp_path)
+    keys = log_keys(tmp_path)
+    path = ledger_target
+    with Ledger.open(path) as ledger:
+        ledger.append_batch(events(0, 700))
+    serve_args = ["--checkpoint-key", str(keys.log_key), "--checkpoint-every", "100ms"]
+    with serving(str(path), tmp_path, *serve_args) as url:
+        wait_checkpoint(url, 700)
+        proxy = _Tamper(url)
+        try:
+            vkey = keys.log.verifier.encode()
+            assert go_result(run_go(binary, proxy.url, vkey, [], 0))["size"] == 700
+            for prefix, why in (
+                ("/tile/0/", "tile"),
+                ("/tile/1/", "tile"),
+                ("/tile/entries/", "record"),
+                ("/checkpoint", "checkpoint"),
+            ):
+                proxy.prefix = prefix
+                refused = run_go(binary, proxy.url, vkey, [], 0)
+                assert refused.returncode == 1, prefix
+                assert why in refused.stderr, (prefix, refused.stderr)
+        finally:
+            proxy.close()

@@ -75,8 +75,16 @@ def test_cosigns_a_consistent_log_and_keeps_the_latest(
     assert latest is not None
     assert LogCheckpoint.parse(latest.split("\n\n")[0] + "\n").size == 300
     assert cosigned_by(latest, [cosigner.key])  # the stored note carries our cosignature
-    # the same size again (a new note, same root) is fine; a second process may not share it
-    assert witness.add_checkpoint(log.request(300)).status == 200
+    # the same size again (a new note, same root) is fine; a signature by a key the witness
+    # does not know is ignored, and not kept; a second process may not share the directory
+    stranger = Signer.generate("someone-else")
+    body = log.note().split("\n\n")[0] + "\n"
+    both = sign_note(body, log.signer, stranger)
+    assert witness.add_checkpoint(add_checkpoint_body(300, [], both)).status == 200
+    kept = witness.latest(ORIGIN)
+    assert kept is not None
+    assert "\u2014 log-key " in kept
+    assert "someone-else" not in kept
     with pytest.raises(UsageError, match="another witness"):
         Witness(witness.logs, cosigner, tmp_path / "w")
     witness.close()
@@ -150,3 +158,35 @@ def test_a_fork_and_a_rollback_are_refused(setup: tuple[Witness, Log, Cosigner])
     rolled_back.grow(12)  # restored from an old backup
     assert witness.add_checkpoint(rolled_back.request(0)).status == 409
     assert witness.add_checkpoint(rolled_back.request(20, size=12)).status == 400
+
+
+def test_usage_errors_name_the_option(tmp_path: Path) -> None:
+    """Each misuse is one `error:` line and exit 2, with nothing stored."""
+    from tests.transparency_support import cli, log_keys  # noqa: PLC0415
+
+    keys = log_keys(tmp_path)
+    ledger = str(tmp_path / "l.lmdb")
+    cli("maintenance", "enter", "node-1", "--actor", "alice", "--ledger", ledger)
+    w = Cosigner.generate("w.example/1")
+    (tmp_path / "w.pub").write_text(w.key.encode())
+    cases = [
+        (["checkpoint", "--quorum", "1"], "--quorum needs --witness"),
+        (["checkpoint", "--witness", f"http://127.0.0.1:9={tmp_path / 'w.pub'}"],
+         "witnesses cosign only signed checkpoints"),
+        (["checkpoint", "--key", str(keys.log_key), "--witness", "127.0.0.1:9=x"],
+         "expected URL=KEY"),
+        (["checkpoint", "--key", str(keys.log_key), "--quorum", "2",
+          "--witness", f"http://127.0.0.1:9={tmp_path / 'w.pub'}"], "--quorum 2 must be"),
+        (["verify", "--quorum", "1"], "--quorum needs --witness-key"),
+        (["verify", "--witness-key", str(keys.log_pub)], "not an Ed25519 cosignature/v1 key"),
+    ]  # fmt: skip
+    for args, message in cases:
+        result = cli(*args, "--ledger", ledger, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"error: {message}" in result.stderr or message in result.stderr, result.stderr
+    assert cli("prove", "1", "--ledger", ledger, "--witness-key", str(tmp_path / "w.pub"),
+               check=False).returncode == 2  # no cosigned checkpoint covers it  # fmt: skip
+    from ledger.ledger import Ledger  # noqa: PLC0415
+
+    with Ledger.open(ledger) as log:
+        assert log.checkpoints() == []

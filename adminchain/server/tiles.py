@@ -3,7 +3,9 @@
 
 Roles as ``/v1/checkpoint``: auditor, or anyone with ``--public-audit``. Caching as tlog-tiles
 asks: a full tile or bundle never changes (a year, ``immutable``); a partial one and the
-checkpoint only for a few seconds. Entry bundles are gzip'd when the client accepts it.
+checkpoint only for a few seconds. ``public`` (shared caches may keep them) with
+``--public-audit``, else ``private`` (the request carried a token). Entry bundles are gzip'd
+when the client accepts it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,14 @@ from ledger.tiles import EntryTooLargeError, parse_tile_path, read_tile
 
 __all__ = ["FULL_CACHE", "SHORT_CACHE", "TILE_ROUTES"]
 
-FULL_CACHE: Final = "public, max-age=31536000, immutable"
-SHORT_CACHE: Final = "public, max-age=5"
+FULL_CACHE: Final = "max-age=31536000, immutable"
+SHORT_CACHE: Final = "max-age=5"
 OCTETS: Final = "application/octet-stream"
+
+
+def _cache(request: Request[Any, Any, Any], policy: str) -> str:
+    scope = "public" if server_of(request).config.public_audit else "private"
+    return f"{scope}, {policy}"
 
 
 @get(
@@ -44,7 +51,7 @@ async def tlog_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
     return Response(
         signed[-1] if signed else notes[-1][1],
         media_type="text/plain",
-        headers={"Cache-Control": SHORT_CACHE},
+        headers={"Cache-Control": _cache(request, SHORT_CACHE)},
     )
 
 
@@ -66,7 +73,7 @@ async def tlog_tile(request: Request[Any, Any, Any], rest: str) -> Response[byte
         data: bytes = await server.run(read)
     except EntryTooLargeError as e:
         raise ProblemError(500, str(e), kind="entry-too-large") from e
-    headers = {"Cache-Control": SHORT_CACHE if tile.partial else FULL_CACHE}
+    headers = {"Cache-Control": _cache(request, SHORT_CACHE if tile.partial else FULL_CACHE)}
     if tile.level is None:
         headers["Vary"] = "Accept-Encoding"
         if "gzip" in request.headers.get("accept-encoding", ""):
