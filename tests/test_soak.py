@@ -34,7 +34,7 @@ from tests.test_attacks import (
 )
 from tests.test_attacks_faults import zeroed_pages_are_named
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def record(attack: str, backend: str, rounds: int, **figures: int) -> None:
