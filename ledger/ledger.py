@@ -293,7 +293,15 @@ class Ledger:
 
     def history(self, subject: str) -> list[Entry]:
         """Every event about `subject`, in log order."""
-        entries = [self.get(p) for p in self.backend.positions_of(subject)]
+        entries = []
+        for position in self.backend.positions_of(subject):
+            try:
+                entries.append(self.get(position))
+            except NotFoundError:
+                raise StorageError(
+                    f"the subject index names position {position} for {subject!r}, which the "
+                    "log does not hold: the ledger is damaged (see `adminchain verify`)"
+                ) from None
         return [e for e in entries if e.event.subject == subject]
 
     def follow(

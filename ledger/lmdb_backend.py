@@ -308,8 +308,8 @@ class LMDBBackend:
             return reads.size()
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
-            self.check_pages()
+        if start <= 1 and (stop is None or stop > 1):
+            self.check_pages()  # reading the log from its start: LMDB must not abort on the way
         with self._reads() as reads:
             yield from reads.read_stored(start, stop)
 

@@ -43,10 +43,10 @@ def views_problem(ledger: Ledger) -> str | None:
             return f"the stored views are at position {tracking}, beyond the log's end ({size})"
         verdicts = _Stored(reader.verdicts_from(1))
         folder = Folder()
-        apply = folder.apply
+        appliers, encode, compare = folder.appliers, codec.encode, verdicts.compare
         for chunk in read_chunks(ledger, 1, tracking):
             for (position, _), event in zip(chunk, decode_chunk(chunk), strict=True):
-                problem = verdicts.compare(position, codec.encode(apply(event)))
+                problem = compare(position, encode(appliers[type(event)](event)))
                 if problem is not None:
                     return problem
         problem = verdicts.beyond(tracking)

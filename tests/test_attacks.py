@@ -689,3 +689,13 @@ def test_sixty_concurrent_appenders_share_pooled_connections(tmp_path: Path) -> 
             assert log.size() == 61
     finally:
         drop_pg_schema(url)
+
+
+def test_history_through_an_index_entry_the_log_lacks_is_damage_not_usage(lmdb_target: str) -> None:
+    """Found by the bit-flip soak: the subject index names a position whose event is gone."""
+    small_ledger(lmdb_target)
+    with Damage(lmdb_target).lmdb() as (txn, db):
+        assert txn.delete((3).to_bytes(8, "big"), db=db(b"stored_events.log"))
+    line = one_error_line(cli("history", "runner-1", "--ledger", lmdb_target), 1)
+    assert "position 3" in line
+    assert "damaged" in line
