@@ -121,7 +121,8 @@ def test_soak_damaged_derived_data_is_located_and_repaired(ledger_target: str) -
 
 @pytest.fixture(scope="module")
 def sound(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_attacks_faults import KA, jsonl  # noqa: PLC0415
+    from tests.test_attacks import jsonl  # noqa: PLC0415
+    from tests.test_attacks_faults import KA  # noqa: PLC0415
 
     target = tmp_path_factory.mktemp("sound") / "sound.lmdb"
     events = [dict(KA, subject=f"runner-{n % 7}", id=f"s-{n}") for n in range(300)]
