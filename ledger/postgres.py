@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import itertools
 import random
 import re
 import struct
@@ -48,11 +47,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import psycopg
-import psycopg_pool
 from eventsourcing.persistence import PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.rows import DictRow, TupleRow, tuple_row
@@ -63,12 +61,28 @@ from ledger import merkle
 from ledger.backend import (
     Appended,
     AppendRequest,
-    Index,
     IndexCheck,
     apply_requests,
     stored_event,
 )
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
+from ledger.postgres_errors import (
+    BUSY_WAIT,
+    MAX_BACKOFF,
+    Retry,
+    first_line,
+    kind,
+)
+from ledger.postgres_snapshot import (
+    PAGE,
+    TILE,
+    PgReads,
+    SnapshotNodes,
+    index_check,
+    leaves_of_tiles,
+    node_of_tile,
+    scan_ids,
+)
 
 __all__ = [
     "DEFAULT_SCHEMA",
@@ -91,26 +105,10 @@ DEFAULT_SCHEMA: Final = "adminchain"
 EVENTS_TABLE: Final = "ledger_events"
 FORMAT: Final = b"adminchain-postgres/2"
 """The schema's layout version (2: Merkle nodes in tiles of `TILE` hashes a row)."""
-TILE: Final = 32
-"""Merkle nodes of one level per ``merkle_tiles`` row: ``hashes`` holds nodes (level,
-tile * TILE), (level, tile * TILE + 1), … concatenated, 32 bytes each, the last row of a level
-partly filled. One row per 32 nodes keeps a big append's tree to a few thousand rows, and a row
-(1 kB) below the size PostgreSQL moves out of line."""
-PAGE: Final = 10_000
-"""Rows fetched per query when reading the log: bounds memory for logs of any length."""
-
-_scans = itertools.count()
 _CONNECT_TIMEOUT: Final = 5
-_MAX_BACKOFF: Final = 5.0
-_BUSY_WAIT: Final = 300.0
-"""Seconds any command waits for a connection slot of a server that has none free (too many
-clients): they free up as other commands finish."""
-_ATTEMPTS: Final = 8
 _POLL: Final = 0.2
 _BACKGROUND_ROWS: Final = 4096
-_TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "55P03", "23505"})
 _MISSING_DATABASE: Final = re.compile(r'database "[^"]*" does not exist')
-_UNAVAILABLE_STATES: Final = frozenset({"57P01", "57P02", "57P03", "53300"})
 _DDL: Final = (
     'CREATE TABLE IF NOT EXISTS {schema}.ids (id TEXT COLLATE "C" PRIMARY KEY,'
     " position BIGINT NOT NULL)",
@@ -209,46 +207,6 @@ def parse_url(url: str) -> PgTarget:
     password, dbname = unquote(parts.password or ""), unquote(parts.path.lstrip("/")) or user
     host = parts.hostname or "localhost"
     return PgTarget(host, port, user, password, dbname, schema, timeout, options)
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-def _psycopg_error(error: BaseException) -> BaseException:
-    """The psycopg error behind an eventsourcing `PersistenceError` (or the error itself)."""
-    seen: BaseException | None = error
-    while seen is not None and not isinstance(seen, psycopg.Error):
-        seen = seen.__cause__
-    return error if seen is None else seen
-
-
-def _kind(
-    error: BaseException,
-) -> Literal["transient", "busy", "unavailable", "fatal", "gave up"]:
-    """How to treat a failure: retry the transaction, wait for a connection slot, report the
-    server down, or give up.
-
-    "gave up": the pool already waited its whole connect timeout; retrying would wait again.
-    "busy": the server has no connection slot free ("too many clients"): wait for one.
-    """
-    root = _psycopg_error(error)
-    sqlstate = getattr(root, "sqlstate", None)
-    if sqlstate == "53300" or "too many clients" in str(root):
-        return "busy"
-    if isinstance(root, psycopg_pool.PoolTimeout):
-        return "gave up"
-    if sqlstate in _TRANSIENT_STATES:
-        return "transient"
-    if sqlstate in _UNAVAILABLE_STATES or isinstance(root, psycopg.InterfaceError):
-        return "unavailable"
-    if isinstance(root, psycopg.OperationalError) and (sqlstate is None or sqlstate[:2] == "08"):
-        return "unavailable"
-    return "fatal"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(_psycopg_error(error)).strip() or type(error).__name__
-    return text.splitlines()[0]
 
 
 # ----------------------------------------------------------------------------- binary COPY
@@ -391,14 +349,6 @@ class _Copier:
             self._pool.shutdown()
 
 
-def _node_of_tile(data: bytes | bytearray | None, level: int, index: int) -> bytes:
-    """Node (level, index) out of its tile's hashes; `KeyError` if the tile does not hold it."""
-    offset, size = index % TILE, merkle.HASH_SIZE
-    if data is None or len(data) < (offset + 1) * size:
-        raise KeyError((level, index))
-    return bytes(data[offset * size : (offset + 1) * size])
-
-
 class _TxnNodes:
     """Merkle nodes inside one write transaction, in tiles (see `TILE`): the tiles an append
     extends are changed in memory, then written at the end (the old rows of partly filled
@@ -434,7 +384,7 @@ class _TxnNodes:
             self._copier.drain()
             row = self._curs.execute(self._backend.q["select_tile"], (level, tile)).fetchone()
             data = None if row is None else row[0]
-        return _node_of_tile(data, level, index)
+        return node_of_tile(data, level, index)
 
     def put(self, level: int, index: int, digest: bytes) -> None:
         self.put_run(level, index, [digest])
@@ -602,7 +552,7 @@ class PostgresBackend:
                 ) from e
             raise BackendUnavailableError(
                 f"cannot reach PostgreSQL at {target.where} (database {target.dbname!r}): "
-                f"{_first_line(e)}"
+                f"{first_line(e)}"
             ) from e
         if not create:  # SPEC §5: reading never creates
             try:
@@ -651,16 +601,16 @@ class PostgresBackend:
                 return psycopg.connect(**self.target.connect_kwargs(), autocommit=True)
             except psycopg.Error as e:
                 attempt += 1
-                if _kind(e) != "busy" or time.monotonic() - started >= _BUSY_WAIT:
+                if kind(e) != "busy" or time.monotonic() - started >= BUSY_WAIT:
                     raise
-                time.sleep(min(_MAX_BACKOFF, 0.05 * 2**attempt) * (0.5 + random.random()))
+                time.sleep(min(MAX_BACKOFF, 0.05 * 2**attempt) * (0.5 + random.random()))
 
     def busy(self) -> bool:
         """Whether the server is up but has no connection slot free (probed directly)."""
         try:
             psycopg.connect(**self.target.connect_kwargs(), autocommit=True).close()
         except psycopg.Error as e:
-            return _kind(e) == "busy"
+            return kind(e) == "busy"
         return True  # a slot is free now: the pool may get one too
 
     def sql(self, template: str, **fields: Composable) -> Composed:
@@ -722,7 +672,7 @@ class PostgresBackend:
     def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection (autocommit), its errors translated; getting one is retried as
         a read is (see `_Retry`)."""
-        retry = _Retry(self, what)
+        retry = Retry(self, what)
         while True:
             stack = contextlib.ExitStack()
             try:
@@ -747,7 +697,7 @@ class PostgresBackend:
         psycopg and eventsourcing errors come out as `StorageError` (or
         `BackendUnavailableError` when the server cannot be reached) naming host:port.
         """
-        retry = _Retry(self, what)
+        retry = Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn, conn.transaction():
@@ -768,7 +718,7 @@ class PostgresBackend:
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
-        retry = _Retry(self, what)
+        retry = Retry(self, what)
         while True:
             try:
                 with self.datastore.get_connection() as conn:
@@ -786,15 +736,20 @@ class PostgresBackend:
         seconds, and once it is back)."""
         self.patience, self.report = seconds, report
 
+    @property
+    def where(self) -> str:
+        """``host:port`` of the server, for messages."""
+        return self.target.where
+
     patience: float = 0.0
     """Seconds of outage `transaction` and reads ride out (see `ride_out`); 0: give up after
     a few quick retries, as a one-shot command should."""
     report: Callable[[str], None] | None = None
 
     def _error(self, error: BaseException, what: str) -> StorageError:
-        detail = _first_line(error)
+        detail = first_line(error)
         where = f"PostgreSQL at {self.target.where} (schema {self.schema!r})"
-        if _kind(error) in {"unavailable", "gave up"}:
+        if kind(error) in {"unavailable", "gave up"}:
             return BackendUnavailableError(f"cannot {what}: {where} is unreachable: {detail}")
         return StorageError(f"cannot {what}: {where}: {detail}")
 
@@ -883,14 +838,14 @@ class PostgresBackend:
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored leaf hashes (level 0 of the tree) by position, in pages read ahead."""
         rows = self._paged(self.q["select_leaves"], start, stop, "read the leaves")
-        return _leaves_of_tiles(rows, start, stop)
+        return leaves_of_tiles(rows, start, stop)
 
     def index_check(self) -> IndexCheck:
         def scan() -> Iterator[tuple[bytes, int]]:
             with self.snapshot(what="read the id index") as curs:
-                yield from _scan_ids(self, curs)
+                yield from scan_ids(self, curs)
 
-        return _index_check(scan)
+        return index_check(scan)
 
     def rebuild_indexes(self) -> int:
         """Write the id index again from the log, under the appenders' lock. (The subject index
@@ -911,11 +866,11 @@ class PostgresBackend:
         return self.transaction(body, what="rebuild the indexes")
 
     @contextlib.contextmanager
-    def read_snapshot(self) -> Iterator[_PgReads]:
+    def read_snapshot(self) -> Iterator[PgReads]:
         """The committed log as of now, every read in ONE repeatable-read transaction: what an
         audit compares is one consistent state, whatever is appended meanwhile."""
         with self.snapshot(what="read the ledger") as curs:
-            reads = _PgReads(self, curs.connection.cursor(row_factory=tuple_row, binary=True))
+            reads = PgReads(self, curs.connection.cursor(row_factory=tuple_row, binary=True))
             try:
                 yield reads
             except (psycopg.Error, PersistenceError) as e:
@@ -928,13 +883,13 @@ class PostgresBackend:
         return self._read(query, "read a subject's history")
 
     def read_nodes(self) -> merkle.NodeStore:
-        return _SnapshotNodes(self.read_node, self.read_node_span)
+        return SnapshotNodes(self.read_node, self.read_node_span)
 
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
         statement, key = self.q["select_tile"], (level, index // TILE)
         row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
-        return _node_of_tile(None if row is None else row[0], level, index)
+        return node_of_tile(None if row is None else row[0], level, index)
 
     def read_node_span(self, level: int, start: int, count: int) -> bytes:
         """Committed nodes (level, start) .. (level, start + count - 1) concatenated, in one
@@ -1001,45 +956,6 @@ class PostgresBackend:
         return f"PostgresBackend({self.url!r})"
 
 
-class _Retry:
-    """When to run a failed transaction or read again, and how long to wait first.
-
-    Transient conflicts (serialisation, deadlock) are retried a few times, quickly. An
-    unreachable server is retried a few times too, or, with the backend's `patience`, for that
-    many seconds with backoff up to `_MAX_BACKOFF`, reported as it goes. Anything else fails
-    at once. Gives up by raising the translated error."""
-
-    def __init__(self, backend: PostgresBackend, what: str) -> None:
-        self._backend, self._what = backend, what
-        self._attempt = 0
-        self._started = time.monotonic()
-        self._reported = 0.0
-
-    def after(self, error: BaseException) -> None:
-        backend, self._attempt = self._backend, self._attempt + 1
-        kind = _kind(error)
-        if kind == "gave up" and backend.busy():  # the pool timed out waiting for a free slot
-            kind = "busy"
-        waited = time.monotonic() - self._started
-        patient = (kind in {"unavailable", "gave up"} and waited < backend.patience) or (
-            kind == "busy" and waited < max(backend.patience, _BUSY_WAIT)
-        )
-        if kind == "fatal" or (not patient and (self._attempt >= _ATTEMPTS or kind == "gave up")):
-            raise backend._error(error, self._what) from error
-        delay = min(_MAX_BACKOFF if patient else 1.0, 0.02 * 2**self._attempt)
-        if patient and backend.report is not None and time.monotonic() - self._reported >= 5:
-            self._reported = time.monotonic()
-            backend.report(
-                f"PostgreSQL at {backend.target.where} is unreachable ({_first_line(error)}); "
-                f"retrying for up to {backend.patience - waited:.0f} s more"
-            )
-        time.sleep(delay * (0.5 + random.random()))
-
-    def done(self) -> None:
-        if self._reported and self._backend.report is not None:
-            self._backend.report(f"PostgreSQL at {self._backend.target.where} is back")
-
-
 def _committed(
     ops: PostgresTxnOps, decided: list[tuple[list[Appended] | None, BaseException | None]]
 ) -> bool:
@@ -1050,129 +966,6 @@ def _committed(
             if not appended.duplicate:
                 return ops.lookup_id(appended.id) == appended.position
     return False  # it wrote nothing: running it again is the same
-
-
-def _leaves_of_tiles(
-    rows: Iterable[tuple[Any, ...]], start: int, stop: int | None
-) -> Iterator[tuple[int, bytes]]:
-    """(position, leaf hash) from ``(tile, hashes)`` rows of level 0, ascending; a tile may come
-    twice (it straddles two pages): its leaves are given once."""
-    size, last = merkle.HASH_SIZE, start - 1
-    for tile, data in rows:
-        first = int(tile) * TILE + 1
-        for offset in range(len(data) // size):
-            position = first + offset
-            if position > last and (stop is None or position <= stop):
-                last = position
-                yield position, bytes(data[offset * size : (offset + 1) * size])
-
-
-def _scan_ids(backend: PostgresBackend, curs: Cursor) -> Iterator[tuple[bytes, int]]:
-    """(id, position) of every row of the id index, streamed inside `curs`'s transaction."""
-    name = f"adminchain_ids_{next(_scans)}"
-    with curs.connection.cursor(name, row_factory=tuple_row, binary=True) as server_side:
-        server_side.itersize = 10_000
-        server_side.execute(backend.q["scan_ids"])
-        for event_id, position in server_side:
-            yield str(event_id).encode(), int(position)
-
-
-def _index_check(scan: Callable[[], Iterable[tuple[bytes, int]]]) -> IndexCheck:
-    """The id index (the subject index is the events table's primary key, kept by PostgreSQL
-    with the very rows it indexes: right by construction)."""
-    return IndexCheck([Index("id index", lambda e: (e.id or "").encode(), scan, unique=True)])
-
-
-class _PgReads:
-    """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
-    transaction (see `PostgresBackend.read_snapshot`)."""
-
-    read_only = True
-    kind: Final = "postgres"
-
-    def __init__(self, backend: PostgresBackend, curs: Cursor) -> None:
-        self._backend, self._curs = backend, curs
-        self.url, self.location = backend.url, backend.location
-
-    def size(self) -> int:
-        return self._backend.recorder.last_position_txn(self._curs)
-
-    def _pages(self, statement: Composed, start: int, stop: int | None) -> Iterator[Any]:
-        last = self.size() if stop is None else stop
-        for low in range(max(start, 1), last + 1, PAGE):
-            yield from self._curs.execute(statement, (low, min(last, low + PAGE - 1))).fetchall()
-
-    def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return self._pages(self._backend.q["select_stored"], start, stop)
-
-    def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        return _leaves_of_tiles(self._pages(self._backend.q["select_leaves"], start, stop),
-                                start, stop)  # fmt: skip
-
-    def positions_of(self, subject: str) -> list[int]:
-        rows = self._curs.execute(self._backend.q["select_positions"], (subject,))
-        return [int(r[0]) for r in rows]
-
-    def read_nodes(self) -> merkle.NodeStore:
-        return _SnapshotNodes(self.read_node)
-
-    def read_node(self, level: int, index: int) -> bytes:
-        row = self._curs.execute(self._backend.q["select_tile"], (level, index // TILE)).fetchone()
-        return _node_of_tile(None if row is None else row[0], level, index)
-
-    def get_meta(self, key: str) -> bytes | None:
-        row = self._curs.execute(self._backend.q["get_meta"], (key,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
-        rows = self._curs.execute(self._backend.q["meta_items"], (prefix,)).fetchall()
-        return [(str(key), bytes(value)) for key, value in rows]
-
-    def checkpoints(self) -> list[tuple[int, str]]:
-        rows = self._curs.execute(self._backend.q["checkpoints"]).fetchall()
-        return [(int(size), bytes(note).decode() if isinstance(note, bytes | memoryview)
-                 else str(note)) for size, note in rows]  # fmt: skip
-
-    @contextlib.contextmanager
-    def read_snapshot(self) -> Iterator[_PgReads]:
-        yield self
-
-    def index_check(self) -> IndexCheck:
-        return _index_check(lambda: _scan_ids(self._backend, self._curs))
-
-    def rebuild_indexes(self) -> int:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def write(self, requests: Sequence[AppendRequest]) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_checkpoint(self, size: int, note: str) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def wait_beyond(self, position: int, timeout: float) -> bool:
-        return self._backend.wait_beyond(position, timeout)
-
-    def close(self) -> None:
-        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
-
-
-class _SnapshotNodes:
-    """Merkle nodes read outside a write, one short query each (nodes never change)."""
-
-    def __init__(
-        self,
-        read_node: Callable[[int, int], bytes],
-        read_span: Callable[[int, int, int], bytes] | None = None,
-    ) -> None:
-        self.get = read_node
-        self.get_span = read_span
-        """Several nodes of one level at once (`ledger.tiles`), where the reader has it."""
-
-    def put(self, level: int, index: int, digest: bytes) -> None:
-        raise StorageError("Merkle nodes are written only by appends")
 
 
 class _Listener:
