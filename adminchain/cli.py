@@ -185,7 +185,9 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
         return
     import select  # noqa: PLC0415
 
-    pending = b""
+    from ledger.codec import MAX_LINE_BYTES  # noqa: PLC0415
+
+    pending, number = b"", 0
     while True:
         ready, _, _ = select.select([fd], [], [], poll)
         check_interrupt()
@@ -196,7 +198,12 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
             break
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
+        if len(pending) > MAX_LINE_BYTES + 1:  # an endless line: refused, never held whole
+            raise InvalidEventError(
+                f"line longer than {MAX_LINE_BYTES} bytes", line=number + len(lines) + 1
+            )
         for line in lines:
+            number += 1
             yield line.rstrip(b"\r")
             check_interrupt()
     if pending:
@@ -618,7 +625,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "trust": (
         "adminchain.commands_audit",
-        "Require signed operator events: manage the ledger's trusted operator keys.",
+        "Which operator keys are trusted: recorded in the log (TrustKey, RevokeKey events).",
     ),
     "verify": (
         "adminchain.commands_audit",

@@ -222,14 +222,42 @@ def validate(event: Event, line: int | None = None) -> Event:
     if not isinstance(event, msgspec.Struct):
         raise InvalidEventError(f"not an event: {type(event).__name__}", line=line)
     try:
-        _wire_msgpack_checker.decode(_msgpack_encoder.encode(event))
+        checked = _wire_msgpack_checker.decode(_msgpack_encoder.encode(event))
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise _located(e, line) from e
     except (TypeError, ValueError, OverflowError) as e:
         raise InvalidEventError(
             f"not a JSON value ({e})", line=line, field=_unencodable_field(event)
         ) from e
+    stringified = _stringified(event, checked)
+    if stringified is not None:
+        path, value = stringified
+        raise InvalidEventError(
+            f"expected `str`, got `{type(value).__name__}`", line=line, field=path
+        )
     return normalise(event, line)
+
+
+def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | None:
+    """The first value the encoder turned into a string (a naive datetime, a UUID, a Decimal)
+    where the catalogue wants a string: the wire check saw the string, not what was given."""
+    if isinstance(checked, str):
+        return None if isinstance(given, str) else (path, given)
+    if isinstance(checked, msgspec.Struct) and isinstance(given, msgspec.Struct):
+        for info in msgspec.structs.fields(checked):
+            found = _stringified(
+                getattr(given, info.name, None),
+                getattr(checked, info.name),
+                f"{path}.{info.encode_name}" if path else info.encode_name,
+            )
+            if found is not None:
+                return found
+    if isinstance(checked, list) and isinstance(given, list | tuple):
+        for index, (a, b) in enumerate(zip(given, checked, strict=False)):
+            found = _stringified(a, b, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _unencodable_field(event: Event) -> str | None:

@@ -257,8 +257,9 @@ class LMDBBackend:
                 )
                 return
         except (lmdb.Error, PersistenceError) as e:
+            failure = self._failure(e, "be opened")
             self.datastore.close()
-            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
+            raise failure from e
         if found is not None and bytes(found) != FORMAT:
             self.datastore.close()
             raise StorageError(
