@@ -47,7 +47,8 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def wrk(url: str, script: Path, *, connections: int, duration: float) -> dict[str, float]:
     """One wrk run: requests/s, p50/p99 latency (ms), errors (non-2xx and socket errors)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s", "--latency",
+         "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
@@ -82,7 +83,8 @@ def lua(path: Path, *, method: str, token: str, body_file: Path | None = None) -
 def background_writes(url: str, script: Path, duration: float) -> Iterator[None]:
     """wrk appending single events with 64 clients while the block runs."""
     process = subprocess.Popen(
-        ["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration:g}s", "-s", str(script), url],
+        ["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration:g}s", "--timeout", "30s", "-s", str(script),
+         url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
