@@ -46,7 +46,7 @@ def test_the_api_matches_its_openapi_document(lmdb_target: str, tmp_path: Path) 
             capture_output=True,
             text=True,
             env=env,
-            cwd=root,
+            cwd=tmp_path,
             timeout=600,
             check=False,
         )
