@@ -18,7 +18,7 @@ from adminchain.cli import (
     parse_time,
     read_lines,
 )
-from ledger.codec import decode_line
+from ledger.codec import decode_line, iter_lines
 from ledger.errors import StrictRefusedError
 
 
@@ -75,22 +75,17 @@ def append(
                 raise e.at_line(number) from e
             _print_result(result, number, as_json)
         return
-    lines: list[int] = []
-    events = []
-    with render.reading_progress(file, enabled=not as_json) as source:
-        for number, raw in enumerate(read_lines(source), start=1):
-            if raw.strip():
-                event = decode_line(raw, number)
-                events.append(signer.sign_if_operator(event) if signer is not None else event)
-                lines.append(number)
-    try:
-        results = log.append_batch(events, precondition=precondition, validated=True)
-    except StrictRefusedError as e:
-        raise e.at_line(lines[e.line - 1] if e.line else None) from e
+    with render.append_progress(file, enabled=not as_json) as (source, stored):
+        numbered = iter_lines(read_lines(source))
+        if signer is not None:
+            numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
+        result = log.append_bulk(
+            numbered, precondition=precondition, validated=True, progress=stored
+        )
     if as_json:
-        render.write_lines(render.append_json(r) for r in results)
+        render.write_lines(render.append_json(r) for r in result)
     else:
-        render.append_summary(results)
+        render.bulk_summary(result)
 
 
 def _print_result(result: Any, line: int, as_json: bool) -> None:

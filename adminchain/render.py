@@ -76,20 +76,37 @@ def progress_bar(
 
 
 @contextmanager
-def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[bytes]]:
-    """Wrap a file being read with a progress bar when it is a large regular file on a terminal."""
+def append_progress(
+    stream: IO[bytes], *, enabled: bool = True
+) -> Iterator[tuple[IO[bytes], Callable[[int, int], None]]]:
+    """A big append's progress on stderr (a large regular file, on a terminal): the input read,
+    then the events stored. Yields the stream to read and `stored(done, total)`."""
     try:
         size = os.fstat(stream.fileno()).st_size
     except (OSError, ValueError, AttributeError):
         size = 0
     if not enabled or size < (8 << 20) or not _interactive():
-        yield stream
+        yield stream, lambda done, total: None
         return
     with (
-        Progress(console=errors, transient=True) as bar,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+            transient=True,
+        ) as bar,
         bar.wrap_file(cast(BinaryIO, stream), total=size, description="reading") as wrapped,
     ):
-        yield wrapped
+        task: list[Any] = []
+
+        def stored(done: int, total: int) -> None:
+            if not task:
+                task.append(bar.add_task("storing", total=total))
+            bar.update(task[0], completed=done, total=total)
+
+        yield wrapped, stored
 
 
 def _when(value: datetime | str | None) -> str:
@@ -181,6 +198,21 @@ def append_summary(results: list[Any]) -> None:
     for r in dups:
         console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
     if not results:
+        console.print("nothing to append (no events in the input)")
+
+
+def bulk_summary(result: Any) -> None:
+    """What a big append (`ledger.bulk.BulkResult`) did."""
+    span = result.span()
+    if span is not None:
+        count = result.stored
+        where = f"position {span[0]}" if count == 1 else f"positions {span[0]}-{span[1]}"
+        console.print(f"[green]appended {count} event{'s' * (count != 1)}[/] ({where}), durable")
+    if result.stored < len(result):
+        for r in result:
+            if r.duplicate:
+                console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
+    if not len(result):
         console.print("nothing to append (no events in the input)")
 
 

@@ -14,6 +14,7 @@ fresh UUID; events without `at` get the ledger's clock. The facade knows nothing
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import time
 import uuid
@@ -23,21 +24,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Self, cast
 
 import msgspec
 
-from ledger import merkle
+from ledger import bulk, merkle
 from ledger.backend import (
     Appended,
     AppendRequest,
+    BulkChunk,
     GroupCommitter,
     LogBackend,
     Precondition,
     TxnOps,
 )
-from ledger.codec import decode_record, validate
-from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
+from ledger.codec import decode_record, encode_record, validate
+from ledger.errors import (
+    InvalidEventError,
+    NotFoundError,
+    StorageError,
+    StrictRefusedError,
+    UsageError,
+)
 from ledger.events import Event
 
 if TYPE_CHECKING:
@@ -112,6 +120,17 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415  keeps `import ledger` light
 
     return LMDBBackend(Path(text), sync=sync, create=create)
+
+
+def _at_input_line(chunk: bulk.Chunk, check: Callable[..., None], *args: object) -> None:
+    """Run a check over a chunk's events; an error naming an event of the chunk (its place,
+    1-based) is raised again naming that event's input line."""
+    try:
+        check(*args)
+    except (InvalidEventError, StrictRefusedError) as e:
+        if e.line is None or not 1 <= e.line <= len(chunk.lines):
+            raise
+        raise e.at_line(chunk.lines[e.line - 1]) from e
 
 
 class Ledger:
@@ -190,6 +209,80 @@ class Ledger:
 
         request = AppendRequest(prepared, now, guarded, minted=frozenset(minted))
         return self._committer.submit(request)
+
+    def append_bulk(
+        self,
+        numbered: Iterable[tuple[int, Event]],
+        *,
+        precondition: Precondition | None = None,
+        validated: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        chunk: int = bulk.CHUNK,
+    ) -> bulk.BulkResult:
+        """Append a big input as ONE atomic batch, in memory bounded by `chunk` events.
+
+        `numbered` gives (input line, event) pairs and is read lazily, once: every event is
+        validated and prepared (see `ledger.bulk`) before the one write transaction stores them
+        chunk by chunk, so a bad line anywhere stores nothing, and so does a refusal (errors
+        name the input line). `progress(stored, total)` is told after each stored chunk.
+        `precondition` is called with each chunk's events in turn, in the same transaction.
+        """
+        now = datetime.now(UTC)
+        spool = bulk.Spool()
+        result = bulk.BulkResult(spool)
+        with _collector_paused(True):
+            source = iter(numbered)
+            while part := list(itertools.islice(source, chunk)):
+                spool.add(self._prepare_chunk(part, now, validated=validated))
+            if not spool.count:
+                return result
+
+            def check(ops: TxnOps, prepared: BulkChunk) -> None:
+                assert isinstance(prepared, bulk.Chunk)
+                data = ops.get_meta(TRUST_KEY)
+                if data is not None:
+                    from ledger.signing import TrustPolicy  # noqa: PLC0415  loads only if used
+
+                    trust = TrustPolicy.decode(data)
+                    if trust is not None:
+                        _at_input_line(prepared, trust.check, prepared.originals())
+                if precondition is not None:
+                    _at_input_line(prepared, precondition, ops, prepared.events())
+
+            def stored(prepared: BulkChunk | None, appended: list[Appended]) -> None:
+                if prepared is None:  # the transaction (re)starts
+                    result.clear()
+                    return
+                result.extend(appended)
+                if progress is not None:
+                    progress(len(result), spool.count)
+
+            request = AppendRequest(
+                [], now, source=spool.read, check_chunk=check, on_chunk=stored,
+                spooled=spool.count,
+            )  # fmt: skip
+            self.backend.write([request])
+        return result
+
+    def _prepare_chunk(
+        self, part: Sequence[tuple[int, Event]], now: datetime, *, validated: bool
+    ) -> bulk.Chunk:
+        """Validate one chunk of a big append, fill in ids and times, and encode it."""
+        lines = [line for line, _ in part]
+        checked = [event if validated else validate(event, line) for line, event in part]
+        minted = new_ids(sum(1 for e in checked if getattr(e, "id", 0) is None))
+        fresh = iter(minted)
+        prepared = [
+            self._prepare(event, now, line, fresh)
+            for line, event in zip(lines, checked, strict=True)
+        ]
+        rows = [
+            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now))
+            for e in prepared
+        ]
+        return bulk.Chunk(
+            lines, rows, [e.id is None for e in checked], [e.at is None for e in checked]
+        )
 
     @staticmethod
     def _prepare(event: Event, now: datetime, line: int, fresh: Iterator[str]) -> Event:
