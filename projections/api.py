@@ -19,10 +19,18 @@ from typing import Any, Final, Protocol
 
 from ledger.backend import Precondition
 from ledger.errors import UsageError
-from ledger.ledger import Ledger
+from ledger.ledger import Entry, Ledger
 from projections.base import Verdict
+from projections.policy import ALL
 from projections.state import PROJECTIONS
-from projections.views import CHUNK, ViewReader, ViewTxn, codec, strict_precondition
+from projections.views import (
+    CHUNK,
+    ViewReader,
+    ViewTxn,
+    codec,
+    strict_precondition,
+    subject_verdicts,
+)
 
 __all__ = ["KINDS", "StateSource", "Views", "status_document"]
 
@@ -98,7 +106,9 @@ class _ReaderSource:
 
 
 class _Store(Protocol):
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]: ...
+    def catch_up_chunk(
+        self, limit: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[int, int]: ...
 
     def reader(self) -> Iterator[ViewTxn]: ...
 
@@ -141,8 +151,11 @@ class Views:
             if progress is not None:
                 progress(tracking, size)
             return tracking
+        total = size
+        within = None if progress is None else (lambda position: progress(position, total))
         while True:
-            tracking, size = self.store.catch_up_chunk(CHUNK)
+            tracking, size = self.store.catch_up_chunk(CHUNK, within)
+            total = size
             if progress is not None:
                 progress(tracking, size)
             if tracking >= size:
@@ -194,31 +207,43 @@ class Views:
             return {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
 
     def history(self, subject: str) -> list[dict[str, Any]]:
-        """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
-        self.catch_up()
+        """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5).
+
+        The verdicts are recomputed from the subject's own events and the settings for every
+        subject (`projections.views.subject_verdicts`): no catch-up is needed.
+        """
         entries = self.ledger.history(subject)
-        rows: list[dict[str, Any]] = []
-        with self.reader() as reader:
-            for entry in entries:
-                raw = reader.verdicts(entry.position)
-                verdicts = [] if raw is None else codec.decode_verdicts(raw)
-                rows.append(
-                    {
-                        "position": entry.position,
-                        "type": type(entry.event).__name__,
-                        "at": entry.event.at,
-                        "actor": entry.event.actor,
-                        "verdicts": [_verdict_json(v) for v in verdicts],
-                    }
-                )
-        return rows
+        verdicts = self._verdicts_of(subject, entries)
+        return [
+            {
+                "position": entry.position,
+                "type": type(entry.event).__name__,
+                "at": entry.event.at,
+                "actor": entry.event.actor,
+                "verdicts": [_verdict_json(v) for v in verdicts.get(entry.position, [])],
+            }
+            for entry in entries
+        ]
 
     def verdicts(self, position: int) -> list[dict[str, Any]]:
-        """The verdicts recorded for one position (after catching up), as in ``history``."""
-        self.catch_up()
-        with self.reader() as reader:
-            raw = reader.verdicts(position)
-        return [] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+        """The verdicts of the event at one position, as in ``history``."""
+        subject = self.ledger.get(position).event.subject
+        entries = [e for e in self.ledger.history(subject) if e.position <= position]
+        verdicts = self._verdicts_of(subject, entries)
+        return [_verdict_json(v) for v in verdicts.get(position, [])]
+
+    def _verdicts_of(self, subject: str, entries: list[Entry]) -> dict[int, list[Verdict]]:
+        """The verdicts of `entries` (`subject`'s events, in order), recomputed."""
+        if not entries:
+            return {}
+        last = entries[-1].position
+        settings = [] if subject == ALL else self.ledger.history(ALL)
+        merged = sorted(
+            [(e.position, e.event) for e in entries]
+            + [(e.position, e.event) for e in settings if e.position < last],
+            key=lambda pair: pair[0],
+        )
+        return subject_verdicts(merged, subject)
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

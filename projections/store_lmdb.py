@@ -1,14 +1,14 @@
 """Stored views in the ledger's own LMDB environment (SPEC §6, embedded).
 
-Tables, beside the log's: ``views.state`` (projection, sha256(subject) -> [subject, state]),
-``views.verdicts`` (position -> verdicts) and ``views.meta`` (the tracking position). A catch-up
-chunk writes all three in one LMDB write transaction, so the views and their tracking always
-move together.
+Tables, beside the log's: ``views.state`` (projection, sha256(subject) -> [subject, state]) and
+``views.meta`` (the tracking position). A catch-up chunk writes both in one LMDB write
+transaction, so the views and their tracking always move together. (``views.verdicts``, where
+older versions kept each position's verdicts, is no longer written: see `projections.views`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import msgspec
@@ -33,7 +33,6 @@ class _LMDBViewTxn:
     def __init__(self, views: LMDBViews, txn: Any) -> None:
         self._views = views
         self._txn = txn
-        self._verdicts: list[tuple[bytes, bytes]] = []  # written with the tracking position
 
     def tracking(self) -> int:
         value = self._txn.get(_TRACKING, db=self._views.meta_db)
@@ -53,10 +52,6 @@ class _LMDBViewTxn:
                 return
             yield _pair.decode(value)
 
-    def verdicts(self, position: int) -> bytes | None:
-        value = self._txn.get(position.to_bytes(8, "big"), db=self._views.verdicts_db)
-        return None if value is None else bytes(value)
-
     def size(self) -> int:
         return self._views.backend.recorder.max_notification_id_txn(self._txn) or 0
 
@@ -70,15 +65,7 @@ class _LMDBViewTxn:
         else:
             self._txn.put(key, _encoder.encode((subject, data)), db=self._views.state_db)
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        self._verdicts.append((position.to_bytes(8, "big"), data))
-
     def set_tracking(self, position: int) -> None:
-        """Record the tracking position, and the verdicts buffered since the last one."""
-        if self._verdicts:
-            cursor = self._txn.cursor(db=self._views.verdicts_db)
-            cursor.putmulti(self._verdicts)
-            self._verdicts = []
         self._txn.put(_TRACKING, position.to_bytes(8, "big"), db=self._views.meta_db)
 
 
@@ -95,10 +82,12 @@ class LMDBViews:
         self.verdicts_db = backend.datastore.db(_VERDICTS)
         self.meta_db = backend.datastore.db(_META)
 
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+    def catch_up_chunk(
+        self, limit: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""
         result: tuple[int, int] = self.backend.recorder.write_retrying(
-            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit)
+            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit, progress)
         )
         return result
 
@@ -112,7 +101,8 @@ class LMDBViews:
         return _LMDBViewTxn(self, ops.raw)
 
     def reset(self) -> None:
-        """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
+        """Drop every stored state and the tracking position (and the verdicts older versions
+        kept); a rebuild follows."""
 
         def drop(txn: Any) -> None:
             for db in (self.state_db, self.verdicts_db, self.meta_db):

@@ -1,8 +1,9 @@
 """Stored views beside a PostgreSQL ledger, in the ledger's own schema (SPEC §6, shared).
 
-Tables: ``view_state`` (projection, subject -> state, PRIMARY KEY (projection, subject)),
-``view_verdicts`` (position -> verdicts) and ``view_tracking`` (one row: the last folded
-position). A catch-up chunk writes all three in ONE transaction, so the views and their
+Tables: ``view_state`` (projection, subject -> state, PRIMARY KEY (projection, subject)) and
+``view_tracking`` (one row: the last folded position); ``view_verdicts``, where older versions
+kept each position's verdicts, is no longer written (see `projections.views`). A catch-up chunk
+writes states and tracking in ONE transaction, so the views and their
 tracking always move together: a crash (or an error) in the middle leaves nothing half-written,
 and the next catch-up starts again at the committed tracking position.
 
@@ -16,20 +17,20 @@ reading the states, so the two are consistent. (Lock order is always events tabl
 tracking row, then states, and catch-ups never wait for the events table lock: no deadlock.)
 
 Catching up reads the log in pages and loads the states of each page's subjects in one query,
-then writes the changed states and the verdicts in bulk (unnest / COPY) before committing.
+then writes the changed states in bulk (unnest) before committing.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
-from ledger.postgres import Cursor, PostgresBackend, copy_binary, pack_int8_bytea
+from ledger.postgres import Cursor, PostgresBackend
 from projections.state import PROJECTIONS
 from projections.views import ViewTxn, catch_up_txn
 
@@ -40,8 +41,6 @@ _TRACKING_NAME: Final = "views"
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS {schema}.view_state (projection TEXT NOT NULL,"
     " subject TEXT NOT NULL, state BYTEA NOT NULL, PRIMARY KEY (projection, subject))",
-    "CREATE TABLE IF NOT EXISTS {schema}.view_verdicts (position BIGINT PRIMARY KEY,"
-    " data BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {schema}.view_tracking (name TEXT PRIMARY KEY,"
     " position BIGINT NOT NULL)",
     "INSERT INTO {schema}.view_tracking VALUES ('views', 0) ON CONFLICT DO NOTHING",
@@ -64,7 +63,6 @@ class _PgViewTxn:
         self._states: dict[tuple[str, str], bytes] = {}
         self._loaded: set[str] = set()
         self._saves: dict[tuple[str, str], bytes | None] = {}
-        self._verdicts: list[tuple[int, bytes]] = []
         self._new_tracking: int | None = None
 
     def tracking(self) -> int:
@@ -114,10 +112,6 @@ class _PgViewTxn:
             for row in server_side:
                 yield str(row[0]), bytes(row[1])
 
-    def verdicts(self, position: int) -> bytes | None:
-        row = self._curs.execute(self._views.select_verdicts, (position,)).fetchone()
-        return None if row is None else bytes(row[0])
-
     def size(self) -> int:
         return self._views.backend.recorder.last_position_txn(self._curs)
 
@@ -130,14 +124,11 @@ class _PgViewTxn:
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         self._saves[projection, subject] = data
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        self._verdicts.append((position, data))
-
     def set_tracking(self, position: int) -> None:
         self._new_tracking = position
 
     def flush(self) -> None:
-        """Write the buffered states, verdicts and tracking position (inside the transaction)."""
+        """Write the buffered states and tracking position (inside the transaction)."""
         views, curs = self._views, self._curs
         upserts = [(p, s, d) for (p, s), d in self._saves.items() if d is not None]
         deletes = [(p, s) for (p, s), d in self._saves.items() if d is None]
@@ -145,14 +136,9 @@ class _PgViewTxn:
             curs.execute(views.upsert_states, _columns(upserts, 3))
         if deletes:
             curs.execute(views.delete_states, _columns(deletes, 2))
-        if self._verdicts:
-            copy_binary(
-                curs, views.copy_verdicts, (pack_int8_bytea(p, d) for p, d in self._verdicts)
-            )
         if self._new_tracking is not None:
             curs.execute(views.update_tracking, (self._new_tracking, _TRACKING_NAME))
         self._saves.clear()
-        self._verdicts.clear()
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -187,7 +173,6 @@ class PostgresViews:
         self.scan_states = sql(
             "SELECT subject, state FROM {schema}.view_state WHERE projection = %s ORDER BY subject"
         )
-        self.select_verdicts = sql("SELECT data FROM {schema}.view_verdicts WHERE position = %s")
         self.upsert_states = sql(
             "INSERT INTO {schema}.view_state (projection, subject, state)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
@@ -197,16 +182,15 @@ class PostgresViews:
             "DELETE FROM {schema}.view_state v USING unnest(%s::text[], %s::text[]) AS d(p, s)"
             " WHERE v.projection = d.p AND v.subject = d.s"
         )
-        self.copy_verdicts = sql(
-            "COPY {schema}.view_verdicts (position, data) FROM STDIN (FORMAT BINARY)"
-        )
 
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+    def catch_up_chunk(
+        self, limit: int, progress: Callable[[int], None] | None = None
+    ) -> tuple[int, int]:
         """Fold one chunk in one transaction, holding the tracking row; returns (tracking, size)."""
 
         def body(curs: Cursor) -> tuple[int, int]:
             txn = _PgViewTxn(self, curs, lock="UPDATE")
-            result = catch_up_txn(txn, limit)
+            result = catch_up_txn(txn, limit, progress)
             txn.flush()
             return result
 
@@ -225,12 +209,15 @@ class PostgresViews:
         return _PgViewTxn(self, curs, lock="SHARE")
 
     def reset(self) -> None:
-        """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
-        truncate = self.backend.sql("TRUNCATE {schema}.view_state, {schema}.view_verdicts")
+        """Drop every stored state and the tracking position (and the verdicts table of older
+        versions); a rebuild follows."""
+        truncate = self.backend.sql("TRUNCATE {schema}.view_state")
+        drop_old = self.backend.sql("DROP TABLE IF EXISTS {schema}.view_verdicts")
 
         def body(curs: Cursor) -> None:
             _PgViewTxn(self, curs, lock="UPDATE").tracking()
             curs.execute(truncate)
+            curs.execute(drop_old)
             curs.execute(self.update_tracking, (0, _TRACKING_NAME))
 
         self.backend.transaction(body, what="reset the views")

@@ -1,10 +1,15 @@
-"""Stored projections: per-subject states, per-position verdicts and one tracking position.
+"""Stored projections: per-subject states and one tracking position.
 
 The views are kept current by `catch_up`, which folds the log from the tracking position on and
-writes the changed states, the verdicts and the new tracking position in ONE transaction of the
-backend (`ViewTxn`). That is what makes the views exactly-once and resumable: a crash either
+writes the changed states and the new tracking position in ONE transaction of the backend
+(`ViewTxn`). That is what makes the views exactly-once and resumable: a crash either
 commits the whole chunk with its tracking, or none of it, and the next catch-up starts again at
 the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.store_postgres`).
+
+Verdicts are not stored per position: a fold reads only its own subject's states and the
+policy settings (SPEC §2.6), so `subject_verdicts` recomputes any subject's verdicts from its own
+events and the settings for every subject (``*``) when `history` asks. A catch-up therefore
+writes only the states that changed, once per chunk.
 
 `strict_precondition` is the check a strict append runs under the ledger's write lock.
 """
@@ -12,16 +17,18 @@ the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any, Final, Protocol
 
 import msgspec
 
 from ledger.backend import TxnOps
-from ledger.codec import decode_record
-from ledger.errors import StrictRefusedError
+from ledger.codec import decode_record, record_decoder
+from ledger.errors import StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
+from projections import policy
 from projections.base import Verdict
-from projections.state import Folder, decode_state, encode_state, touched
+from projections.state import PROJECTIONS, Folder, decode_state, encode_state, touched
 
 __all__ = [
     "CHUNK",
@@ -31,10 +38,15 @@ __all__ = [
     "catch_up_txn",
     "codec",
     "strict_precondition",
+    "subject_verdicts",
 ]
 
-CHUNK: Final = 20_000
-"""Events folded per transaction while catching up: bounds memory and transaction size."""
+CHUNK: Final = 100_000
+"""Events folded per transaction while catching up: bounds the time the write lock is held
+(memory is bounded by the subjects: events are read, decoded and folded in small batches)."""
+
+_BATCH: Final = 128
+"""Events read, decoded and folded together (as replay does: see `replay.rebuild`)."""
 
 
 class ViewReader(Protocol):
@@ -49,8 +61,6 @@ class ViewReader(Protocol):
     def scan(self, projection: str) -> Iterator[tuple[str, bytes]]:
         """Every (subject, encoded state) of one projection."""
 
-    def verdicts(self, position: int) -> bytes | None:
-        """The encoded verdicts recorded for one position."""
 
 
 class ViewTxn(ViewReader, Protocol):
@@ -65,30 +75,20 @@ class ViewTxn(ViewReader, Protocol):
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         """Store (or with None, remove) one subject's state."""
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        """Record the verdicts of one position."""
-
     def set_tracking(self, position: int) -> None:
         """Record the last folded position."""
 
 
-_verdicts_decoder: Final = msgspec.msgpack.Decoder(list[Verdict])
-
-
 class StateCodec:
-    """How stored views encode states (`projections.state`'s codec) and verdict lists."""
+    """How stored views encode states (`projections.state`'s codec)."""
 
     def encode(self, value: object) -> bytes:
-        """Encode a state struct or a list of verdicts (both plain msgpack)."""
+        """Encode a state struct (plain msgpack)."""
         return encode_state(value)
 
     def decode_state(self, projection: str, data: bytes) -> Any:
         """Decode one stored state of `projection`."""
         return decode_state(projection, data)
-
-    def decode_verdicts(self, data: bytes) -> list[Verdict]:
-        """Decode the verdicts of one position."""
-        return _verdicts_decoder.decode(data)
 
 
 codec: Final = StateCodec()
@@ -132,9 +132,30 @@ def _decoded(stored: Iterable[tuple[int, bytes]]) -> list[tuple[int, Event]]:
     return [(position, decode_record(data).event) for position, data in stored]
 
 
-def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
+def _decoded_batch(batch: list[tuple[int, bytes]]) -> list[Event]:
+    """The events of a batch; `StorageError` names a position that cannot be decoded."""
+    decode = record_decoder.decode
+    try:
+        return [decode(data).event for _, data in batch]
+    except msgspec.DecodeError:
+        for position, data in batch:
+            try:
+                decode(data)
+            except msgspec.DecodeError as e:
+                detail = f"position {position}: stored event cannot be decoded ({e})"
+                raise StorageError(detail) from e
+        raise
+
+
+def catch_up_txn(
+    txn: ViewTxn, limit: int = CHUNK, progress: Callable[[int], None] | None = None
+) -> tuple[int, int]:
     """Fold up to `limit` events after the tracking position into the views, inside `txn`.
 
+    Events are read, decoded and folded in small batches into a `Folder` holding only the
+    stored states of the subjects met so far (every projection's, loaded when a subject is
+    first met; the settings for every subject up front); at the end, the states that changed
+    are written once, with the new tracking position. `progress(position)` is told as it goes.
     Returns (new tracking position, log size): the caller repeats while they differ.
     """
     start = txn.tracking() + 1
@@ -142,17 +163,59 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
-    events = _decoded(txn.read_stored(start, stop))
-    overlay = _Overlay(txn)
-    overlay.load(event for _, event in events)
-    apply, encode, put_verdicts = overlay.folder.apply, codec.encode, txn.put_verdicts
-    for position, event in events:
-        put_verdicts(position, encode(apply(event)))
-    for projection, subject, state in overlay.changed():
-        txn.save(projection, subject, None if state is None else encode(state))
-    last = events[-1][0] if events else start - 1
+    folder = Folder()
+    states, appliers = folder.states, folder.appliers
+    names = [p.NAME for p in PROJECTIONS]
+    loaded: dict[tuple[str, str], Any] = {}
+    met: set[str] = set()
+
+    def meet(subjects: Iterable[str]) -> None:
+        for subject in subjects:
+            met.add(subject)
+            for name in names:
+                raw = txn.load(name, subject)
+                state = None if raw is None else codec.decode_state(name, raw)
+                loaded[name, subject] = state
+                if state is not None:
+                    states[name][subject] = state
+
+    meet([policy.ALL])
+    records = txn.read_stored(start, stop)
+    last = start - 1
+    while batch := list(islice(records, _BATCH)):
+        events = _decoded_batch(batch)
+        new = {e.subject for e in events} - met
+        if new:
+            meet(new)
+        for event in events:
+            appliers[type(event)](event)
+        last = batch[-1][0]
+        if progress is not None and last // 10_000 != (last - len(batch)) // 10_000:
+            progress(last)
+    encode, save = codec.encode, txn.save
+    for (name, subject), before in loaded.items():
+        after = states[name].get(subject)
+        if after is not before:
+            save(name, subject, None if after is None else encode(after))
     txn.set_tracking(last)
     return last, size
+
+
+def subject_verdicts(
+    entries: Iterable[tuple[int, Event]], subject: str
+) -> dict[int, list[Verdict]]:
+    """The verdicts of `subject`'s events, recomputed: `entries` are (position, event) of every
+    event about `subject` and every event about ``*`` (the settings for all subjects), in
+    position order. A fold reads only its subject's states and the policy in force, so these
+    are the verdicts the whole log's fold gave (SPEC §3)."""
+    folder = Folder()
+    apply = folder.apply
+    verdicts: dict[int, list[Verdict]] = {}
+    for position, event in entries:
+        result = apply(event)
+        if event.subject == subject:
+            verdicts[position] = result
+    return verdicts
 
 
 def strict_precondition(

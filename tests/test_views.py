@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from ledger.events import (
     EnterMaintenance,
     Event,
     ExitMaintenance,
+    HealthObserved,
     KeepAliveFailed,
     MaintenanceObserved,
     SetPolicy,
@@ -242,8 +244,8 @@ def test_views_resume_after_a_failed_catch_up(
         store_module = sys.modules[type(views.store).__module__]
         real = store_module.catch_up_txn
 
-        def exploding(txn: object, limit: int) -> tuple[int, int]:
-            real(txn, limit)  # writes everything, then fails before the commit
+        def exploding(txn: object, limit: int, *rest: object) -> tuple[int, int]:
+            real(txn, limit, *rest)  # writes everything, then fails before the commit
             raise RuntimeError("crash after the writes, before the commit")
 
         monkeypatch.setattr(store_module, "catch_up_txn", exploding)
@@ -255,3 +257,59 @@ def test_views_resume_after_a_failed_catch_up(
             assert list(reader.scan("maintenance")) == []
         assert views.catch_up() == 10
         assert len(views.states()["maintenance"]) == 10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25)
+@given(events=event_logs(max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_history_verdicts_are_the_whole_logs_verdicts(
+    backend: str, events: list[Event], cuts: list[int]
+) -> None:
+    """`history` recomputes a subject's verdicts from its own events and the settings for every
+    subject (nothing per position is stored): they are exactly the verdicts that folding the
+    whole log gives each position, and `Views.verdicts` agrees, caught up or not."""
+    events = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=1), *events]
+    with fresh_ledger(backend) as log:
+        for batch in batches(events, cuts):
+            log.append_batch(batch)
+        folder = Folder()
+        whole = {e.position: folder.apply(e.event) for e in log.read()}
+        views = Views(log)
+        for subject in {e.subject for e in events}:
+            for row in views.history(subject):
+                expected = [
+                    {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+                    for verdict in whole[row["position"]]
+                ]
+                assert row["verdicts"] == expected
+        last = log.size()
+        assert views.verdicts(last) == [
+            {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+            for verdict in whole[last]
+        ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_history_verdicts_honour_the_settings_for_every_subject(backend: str) -> None:
+    """A runner's verdicts depend on the policy for ``*`` in force at each of its events: the
+    recomputed history folds those settings where they stand in the log."""
+    events: list[Event] = [
+        KeepAliveFailed(subject="r", at=ts(1)),
+        SetPolicy(subject="*", actor="op", at=ts(2), keepalive_failure_threshold=1),
+        KeepAliveFailed(subject="r", at=ts(9)),  # detached now: at the threshold of 1
+        KeepAliveFailed(subject="r", at=ts(5)),  # older than the detachment: stale
+        SetPolicy(subject="*", actor="op", at=ts(10), keepalive_failure_threshold=3),
+        HealthObserved(subject="r", at=ts(11), healthy=True),
+    ]
+    with fresh_ledger(backend) as log:
+        log.append_batch(events)
+        folder = Folder()
+        whole = [[verdict.verdict for verdict in folder.apply(e)] for e in events]
+        without = Folder()
+        alone = [[v.verdict for v in without.apply(e)] for e in events if e.subject == "r"]
+        views = Views(log)
+        rows = views.history("r")
+        got = [[v["verdict"] for v in row["verdicts"]] for row in rows]
+        assert [row["position"] for row in rows] == [1, 3, 4, 6]
+        assert got == [whole[p - 1] for p in (1, 3, 4, 6)]
+        assert got != alone  # the settings for every subject made a difference
