@@ -12,7 +12,7 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final, Protocol
@@ -27,6 +27,7 @@ from projections.views import (
     CHUNK,
     ViewReader,
     ViewTxn,
+    advance_txn,
     codec,
     strict_precondition,
     subject_verdicts,
@@ -112,6 +113,8 @@ class _Store(Protocol):
 
     def reader(self) -> Iterator[ViewTxn]: ...
 
+    def transact(self, fn: Callable[[ViewTxn], Any]) -> Any: ...
+
     def over(self, ops: Any) -> ViewTxn: ...
 
     def reset(self) -> None: ...
@@ -160,6 +163,24 @@ class Views:
                 progress(tracking, size)
             if tracking >= size:
                 return tracking
+
+    def advance(
+        self, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+    ) -> bool:
+        """Move the views from `expected` to `position` with states the caller folded itself
+        (see `projections.views.advance_txn`); False if another catch-up moved them first."""
+        result: bool = self.store.transact(
+            lambda txn: advance_txn(txn, expected, position, changes)
+        )
+        return result
+
+    def stored_states(self) -> tuple[int, int, dict[str, dict[str, Any]]]:
+        """(tracking position, log size, every stored state) from one snapshot, as they are:
+        without catching up first."""
+        with self.reader() as reader:
+            source = _ReaderSource(reader)
+            states = {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+            return reader.tracking(), reader.size(), states
 
     def tracking(self) -> int:
         """The last position folded into the stored views."""

@@ -9,7 +9,7 @@ older versions kept each position's verdicts, is no longer written: see `project
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -23,6 +23,7 @@ _STATE: Final = b"views.state"
 _VERDICTS: Final = b"views.verdicts"
 _META: Final = b"views.meta"
 _TRACKING: Final = b"tracking"
+T = TypeVar("T")
 _pair = msgspec.msgpack.Decoder(tuple[str, bytes])
 _encoder = msgspec.msgpack.Encoder()
 
@@ -90,6 +91,10 @@ class LMDBViews:
             lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit, progress)
         )
         return result
+
+    def transact(self, fn: Callable[[ViewTxn], T]) -> T:
+        """`fn` over the views in one write transaction (run again if the map had to grow)."""
+        return self.backend.recorder.write_retrying(lambda txn: fn(_LMDBViewTxn(self, txn)))
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""

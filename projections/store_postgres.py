@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -36,6 +36,7 @@ from projections.views import ViewTxn, catch_up_txn
 
 __all__ = ["PostgresViews"]
 
+T = TypeVar("T")
 _NAMES: Final = [p.NAME for p in PROJECTIONS]
 _TRACKING_NAME: Final = "views"
 _DDL: Final = (
@@ -195,6 +196,17 @@ class PostgresViews:
             return result
 
         return self.backend.transaction(body, what="catch up the views")
+
+    def transact(self, fn: Callable[[ViewTxn], T]) -> T:
+        """`fn` over the views in one transaction, holding the tracking row."""
+
+        def body(curs: Cursor) -> T:
+            txn = _PgViewTxn(self, curs, lock="UPDATE")
+            result = fn(txn)
+            txn.flush()
+            return result
+
+        return self.backend.transaction(body, what="update the views")
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""

@@ -35,6 +35,7 @@ __all__ = [
     "StateCodec",
     "ViewReader",
     "ViewTxn",
+    "advance_txn",
     "catch_up_txn",
     "codec",
     "strict_precondition",
@@ -199,6 +200,22 @@ def catch_up_txn(
             save(name, subject, None if after is None else encode(after))
     txn.set_tracking(last)
     return last, size
+
+
+def advance_txn(
+    txn: ViewTxn, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+) -> bool:
+    """Move the views from `expected` to `position` with the states a caller folded itself
+    (replay folds the whole log anyway: see `replay.audit`): (projection, subject, state or
+    None) for each state that changed. Does nothing and returns False unless the tracking
+    position is still `expected` (another catch-up moved it meanwhile)."""
+    if txn.tracking() != expected:
+        return False
+    encode, save = codec.encode, txn.save
+    for projection, subject, state in changes:
+        save(projection, subject, None if state is None else encode(state))
+    txn.set_tracking(position)
+    return True
 
 
 def subject_verdicts(

@@ -1,10 +1,17 @@
 """The audit report (SPEC §5 ``replay``): rebuild, count verdicts, list refusals, find divergence.
 
-The stored views are caught up first; when the replay covers the whole log, each projection's
-rebuilt state is compared with its stored state (by digest, then subject by subject for the
-message), and every projection that differs is named in ``diverged``. A replay to an earlier
-position (``--to``) cannot be compared with views that are further on, so it reports no
-divergence.
+When the replay covers the whole log, each projection's rebuilt state is compared with its
+stored state (by digest, then subject by subject for the message), and every projection that
+differs is named in ``diverged``. A replay to an earlier position (``--to``) cannot be compared
+with views that are further on, so it reports no divergence.
+
+Views that are behind the log (right after a big append) are not caught up separately: the
+replay folds the whole log anyway. It keeps its states as they stood at the views' tracking
+position T and compares those with the stored states (which are as of T); folds are
+deterministic, so when they are equal, catching the stored views up from T would give exactly
+the replay's states at the end, and the replay writes those that changed since T, with the new
+tracking position, as the catch-up would have. When they differ, the views are caught up the
+ordinary way and compared at the end, as before.
 """
 
 from __future__ import annotations
@@ -86,24 +93,35 @@ def run_audit(
     """Rebuild every projection to `to` (default: the end), audit it, compare with the views.
 
     A long replay is shared with a second process (`replay.workers`): each folds the events of
-    half the subjects (`Part`), and the halves are merged here: the same report, sooner.
+    half the subjects (`Part`), and the halves are merged here: the same report, sooner. Views
+    that are behind are brought up to the end by the replay itself (see the module docstring).
     """
     views = Views(ledger)
-    tracking = views.catch_up()
-    target = to if to is not None else tracking
+    snapshot: int | None = None
+    stored: dict[str, dict[str, Any]] | None = None
+    if to is None:
+        tracking, size, stored = views.stored_states()
+        snapshot = tracking if tracking < size else None
+        target = size if snapshot is not None else tracking
+    else:
+        tracking = views.catch_up(progress)
+        target = to
     trust = ledger.trust_policy()
     other = None
     if target >= workers.PARALLEL_FROM:
-        request = {"location": ledger.backend.location, "to": target}
+        request = {"location": ledger.backend.location, "to": target, "snapshot": snapshot}
         other = workers.start("audit", request)
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
-        folder, position = rebuild(
-            ledger, target, audit=audit, progress=progress, trust=trust, part=mine
+        folder, at_snapshot, position = _fold(
+            ledger, target, snapshot, audit, trust=trust, part=mine, progress=progress
         )
         if other is not None:
-            _merge(folder, audit, _other_half(ledger, target, trust, other))
+            half = _other_half(ledger, target, snapshot, trust, other)
+            _merge(folder, audit, half, half.states)
+            if at_snapshot is not None:
+                _merge(at_snapshot, None, half, half.states_at)
             audit.rejected.sort(key=lambda r: r.position)
             if on_rejected is not None:
                 for item in audit.rejected:
@@ -112,58 +130,121 @@ def run_audit(
     finally:
         if other is not None:
             workers.stop(other)
+    if snapshot is not None:
+        assert at_snapshot is not None
+        assert stored is not None
+        diverged, differences = diverged_projections(at_snapshot, stored)
+        if not diverged and views.advance(snapshot, position, _changes(at_snapshot, folder)):
+            return AuditReport(position, audit.counts, audit.rejected, [], True)
+        tracking, stored = views.catch_up(), None  # the ordinary way: catch up, compare at the end
     compared = position == tracking
-    diverged: list[str] = []
-    differences: dict[str, list[str]] = {}
+    diverged, differences = [], {}
     if compared:
-        diverged, differences = diverged_projections(folder, views.states())
+        stored = views.states() if stored is None else stored
+        diverged, differences = diverged_projections(folder, stored)
     return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
 
 
+def _fold(
+    ledger: Ledger,
+    target: int,
+    snapshot: int | None,
+    audit: Audit,
+    *,
+    trust: TrustPolicy | None,
+    part: Part | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Folder, Folder | None, int]:
+    """Fold (a part of) the log to `target`; with `snapshot`, also keep the states as they
+    stood at that position. Returns (states at the end, states at the snapshot, position)."""
+    scaled = None if progress is None else (lambda done, _total: progress(done, target))
+    if snapshot is None:
+        folder, position = rebuild(
+            ledger, target, audit=audit, progress=scaled, trust=trust, part=part
+        )
+        return folder, None, position
+    folder, _ = rebuild(ledger, snapshot, audit=audit, progress=scaled, trust=trust, part=part)
+    at_snapshot = folder.copy()
+    folder, position = rebuild(
+        ledger, target, audit=audit, progress=scaled, trust=trust, part=part,
+        resume=(folder, snapshot),
+    )  # fmt: skip
+    return folder, at_snapshot, position
+
+
+def _changes(before: Folder, after: Folder) -> list[tuple[str, str, Any]]:
+    """(projection, subject, state or None) for every state that differs from `before`."""
+    changes: list[tuple[str, str, Any]] = []
+    for name, table in after.states.items():
+        old = before.states.get(name, {})
+        for subject, state in table.items():
+            if old.get(subject) != state:
+                changes.append((name, subject, state))
+        changes.extend((name, subject, None) for subject in old if subject not in table)
+    return changes
+
+
+_Encoded = dict[str, list[tuple[str, bytes]]]
+
+
 class _Half(msgspec.Struct, array_like=True):
-    """What the second process sends back: its part's audit and states (encoded)."""
+    """What the second process sends back: its part's audit and states (encoded), and with a
+    snapshot position, its states as they stood there."""
 
     tally: list[tuple[Verdict, int]]
     rejections: dict[str, int]
     rejected: list[tuple[int, str, str, str, str | None, str | None]]
-    states: dict[str, list[tuple[str, bytes]]]
+    states: _Encoded
+    states_at: _Encoded = {}
 
 
-def _second_half(ledger: Ledger, target: int, trust: TrustPolicy | None) -> _Half:
+def _encoded(folder: Folder) -> _Encoded:
+    return {
+        name: [(subject, encode_state(state)) for subject, state in table.items()]
+        for name, table in folder.states.items()
+    }
+
+
+def _second_half(
+    ledger: Ledger, target: int, snapshot: int | None, trust: TrustPolicy | None
+) -> _Half:
     """Part 1 of 2 of the subjects folded to `target` and audited, as the worker sends it."""
     audit = Audit()
-    folder, _ = rebuild(ledger, target, audit=audit, trust=trust, part=Part(1, 2))
+    folder, at_snapshot, _ = _fold(ledger, target, snapshot, audit, trust=trust, part=Part(1, 2))
     return _Half(
         list(audit.tally.items()),
         audit.rejections,
         [astuple(r) for r in audit.rejected],
-        {
-            name: [(subject, encode_state(state)) for subject, state in table.items()]
-            for name, table in folder.states.items()
-        },
+        _encoded(folder),
+        {} if at_snapshot is None else _encoded(at_snapshot),
     )
 
 
 def _other_half(
-    ledger: Ledger, target: int, trust: TrustPolicy | None, process: subprocess.Popen[bytes]
+    ledger: Ledger,
+    target: int,
+    snapshot: int | None,
+    trust: TrustPolicy | None,
+    process: subprocess.Popen[bytes],
 ) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
     assert process.stdout is not None
     try:
         return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
     except (msgspec.DecodeError, OSError):
-        return _second_half(ledger, target, trust)
+        return _second_half(ledger, target, snapshot, trust)
 
 
-def _merge(folder: Folder, audit: Audit, half: _Half) -> None:
-    """Add the other half's states and audit to this one's (their subjects are disjoint; the
-    settings for every subject, folded by both, are the same in both)."""
-    for verdict, count in half.tally:
-        audit.tally[verdict] = audit.tally.get(verdict, 0) + count
-    for name, count in half.rejections.items():
-        audit.rejections[name] = audit.rejections.get(name, 0) + count
-    audit.rejected.extend(Rejected(*r) for r in half.rejected)
-    for name, rows in half.states.items():
+def _merge(folder: Folder, audit: Audit | None, half: _Half, states: _Encoded) -> None:
+    """Add the other half's `states` (and with `audit`, its audit) to this one's (their subjects
+    are disjoint; the settings for every subject, folded by both, are the same in both)."""
+    if audit is not None:
+        for verdict, count in half.tally:
+            audit.tally[verdict] = audit.tally.get(verdict, 0) + count
+        for name, count in half.rejections.items():
+            audit.rejections[name] = audit.rejections.get(name, 0) + count
+        audit.rejected.extend(Rejected(*r) for r in half.rejected)
+    for name, rows in states.items():
         table = folder.states[name]
         for subject, data in rows:
             table.setdefault(subject, decode_state(name, data))
@@ -174,6 +255,7 @@ def work() -> None:
     stdout (nothing on a failure: the parent folds that half itself)."""
     request = workers.request()
     with Ledger.open(request["location"], create=False) as ledger:
-        half = msgspec.msgpack.encode(_second_half(ledger, request["to"], ledger.trust_policy()))
-    sys.stdout.buffer.write(half)
+        half = _second_half(ledger, request["to"], request.get("snapshot"), ledger.trust_policy())
+        data = msgspec.msgpack.encode(half)
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

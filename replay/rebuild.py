@@ -193,26 +193,27 @@ def rebuild(
     every: int = 50_000,
     trust: TrustPolicy | None = None,
     part: Part | None = None,
+    resume: tuple[Folder, int] | None = None,
 ) -> tuple[Folder, int]:
     """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
     With `trust`, operator events that break the signing policy are audited as rejected by
     the pseudo-projection ``signatures`` (they are still folded: the log is what it is). With
-    `part`, only that part of the subjects is folded and audited (see `Part`).
+    `part`, only that part of the subjects is folded and audited (see `Part`). With `resume`,
+    (a folder, the position it was folded to), folding goes on from there into that folder.
     """
     size = ledger.size()
     if to is None:
         to = size
     elif not 0 <= to <= size:
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
-    folder = Folder()
+    folder, last = resume if resume is not None else (Folder(), 0)
     appliers = folder.appliers
     problem = trust.problem if trust is not None and audit is not None else None
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
-    last = 0
-    for chunk in read_chunks(ledger, 1, to):
+    for chunk in read_chunks(ledger, last + 1, to):
         # positions come in increasing order: the chunk has no gap when it spans its length
         first = chunk[0][0]
         if first != last + 1 or chunk[-1][0] - first != len(chunk) - 1:

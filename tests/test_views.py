@@ -38,6 +38,7 @@ from ledger.events import (
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import Folder, digest
+from projections.views import codec
 from replay import audit as audit_module
 from replay import workers
 from replay.audit import run_audit
@@ -313,3 +314,53 @@ def test_history_verdicts_honour_the_settings_for_every_subject(backend: str) ->
         assert [row["position"] for row in rows] == [1, 3, 4, 6]
         assert got == [whole[p - 1] for p in (1, 3, 4, 6)]
         assert got != alone  # the settings for every subject made a difference
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared", [False, True])
+@settings(max_examples=6, deadline=None)
+@given(events=event_logs(max_size=50), cut=st.integers(0, 50))
+def test_a_replay_right_after_an_append_brings_the_views_up(
+    backend: str, shared: bool, events: list[Event], cut: int
+) -> None:
+    """Views behind the log are brought up to the end by the replay itself (no separate
+    catch-up): afterwards they hold exactly what a catch-up would have written, and the report
+    is the one a replay over caught-up views gives."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        if shared:
+            patch.setattr(workers, "PARALLEL_FROM", 1)
+        views = Views(log)
+        log.append_batch(events[:cut])
+        views.catch_up()
+        log.append_batch(events[cut:])
+        report = run_audit(log)
+        assert report.compared
+        assert report.diverged == []
+        assert views.tracking() == log.size()
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
+        assert run_audit(log).to_json() == report.to_json()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared", [False, True])
+def test_views_that_diverged_before_the_replay_caught_them_up_are_named(
+    backend: str, shared: bool
+) -> None:
+    """A stored state edited while the views were behind: the replay that brings them up
+    still names the projection and the subject, and the views are caught up all the same."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        if shared:
+            patch.setattr(workers, "PARALLEL_FROM", 1)
+        views = Views(log)
+        log.append_batch([EnterMaintenance(subject=f"n{i}", actor="a", at=ts(i)) for i in range(6)])
+        views.catch_up()
+        current = views.state("maintenance", "n1")
+        edited = msgspec.structs.replace(current, reason="edited behind the ledger's back")
+        views.store.transact(lambda txn: txn.save("maintenance", "n1", codec.encode(edited)))
+        log.append_batch([KeepAliveFailed(subject=f"n{i}", at=ts(10 + i)) for i in range(6)])
+        report = run_audit(log)
+        assert report.compared
+        assert report.diverged == ["maintenance"]
+        assert report.differences["maintenance"] == ["n1"]
+        assert views.tracking() == log.size()
