@@ -89,16 +89,19 @@ def _collector_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_ids(count: int) -> list[str]:
-    """`count` random (version 4) UUID strings from one `os.urandom` call (3x `uuid.uuid4`)."""
-    pool = bytearray(os.urandom(16 * count))
-    ids = []
-    for offset in range(0, 16 * count, 16):
-        pool[offset + 6] = (pool[offset + 6] & 0x0F) | 0x40
-        pool[offset + 8] = (pool[offset + 8] & 0x3F) | 0x80
-        x = pool[offset : offset + 16].hex()
-        ids.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
-    return ids
+    """`count` random (version 4) UUID strings from one `os.urandom` call (3x `uuid.uuid4`):
+    the version nibble is set to 4 and the variant bits to 10, as `uuid.uuid4` does."""
+    h = os.urandom(16 * count).hex()
+    v = _VARIANT
+    return [
+        f"{h[o : o + 8]}-{h[o + 8 : o + 12]}-4{h[o + 13 : o + 16]}-"
+        f"{v[h[o + 16]]}{h[o + 17 : o + 20]}-{h[o + 20 : o + 32]}"
+        for o in range(0, 32 * count, 32)
+    ]
 
 
 def decode_entry(position: int, stored: bytes) -> Entry:

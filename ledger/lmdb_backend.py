@@ -88,6 +88,7 @@ class LMDBTxnOps:
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
         self.raw = txn
         self._backend = backend
+        self._versions: dict[str, int] = {}  # each subject's last version in this transaction
 
     def size(self) -> int:
         return self._backend.recorder.max_notification_id_txn(self.raw) or 0
@@ -100,7 +101,7 @@ class LMDBTxnOps:
         backend = self._backend
         txn = self.raw
         recorder = backend.recorder
-        versions: dict[str, int] = {}
+        versions = self._versions
         numbered: list[tuple[str, int, str, bytes]] = []
         for subject, topic, _event_id, data in rows:
             version = versions.get(subject)
@@ -109,10 +110,10 @@ class LMDBTxnOps:
             versions[subject] = version = version + 1
             numbered.append((subject, version, topic, data))
         positions = recorder.insert_rows_txn(txn, numbered)
-        ids = [
+        ids = sorted(  # in key order: the B-tree is filled page by page
             (subject_key(row[2]), position.to_bytes(8, "big"))
             for row, position in zip(rows, positions, strict=True)
-        ]
+        )
         consumed, added = txn.cursor(db=backend.ids_db).putmulti(ids)
         if added != consumed:
             raise StorageError("event ids were not all stored")
