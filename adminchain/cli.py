@@ -183,9 +183,10 @@ def open_ledger(target: str, *, create: bool = True) -> Any:
 
 def open_views(target: str, *, create: bool = False) -> Any:
     """The ledger named by ``--ledger`` with its stored projections."""
+    from adminchain.render import catch_up_progress  # noqa: PLC0415
     from projections.api import Views  # noqa: PLC0415
 
-    return Views(open_ledger(target, create=create))
+    return Views(open_ledger(target, create=create), progress=catch_up_progress())
 
 
 @click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})

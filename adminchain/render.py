@@ -109,6 +109,36 @@ def append_progress(
         yield wrapped, stored
 
 
+class _CatchUpBar:
+    """A progress bar on stderr (on a terminal) for a long catch-up of the stored views, drawn
+    only once one is under way (`projections.api.Views` calls it as ``progress(done, total)``)."""
+
+    def __init__(self, label: str = "catching up the views", least: int = 50_000) -> None:
+        self._label, self._least = label, least
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if total - done < self._least or not _interactive():
+                return
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn(), console=errors, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(self._label, total=total)
+        self._bar.update(self._task, completed=done, total=total)
+        if done >= total:
+            self._bar.stop()
+            self._bar = None
+
+
+def catch_up_progress() -> Callable[[int, int], None]:
+    """What the CLI's queries show while the stored views catch up (see `_CatchUpBar`)."""
+    return _CatchUpBar()
+
+
 def _when(value: datetime | str | None) -> str:
     """A time to the second, in UTC, for people (JSON output keeps full precision)."""
     if value is None:

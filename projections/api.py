@@ -137,17 +137,23 @@ def open_store(ledger: Ledger) -> _Store:
 
 
 class Views:
-    """The stored projections of one ledger."""
+    """The stored projections of one ledger. `progress(done, total)`, if given, is told how
+    every catch-up goes (also those a query makes by itself: the first one after a big append
+    can take seconds)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(
+        self, ledger: Ledger, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         self.ledger = ledger
         self.store = open_store(ledger)
+        self.progress = progress
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold every event beyond the tracking position; returns the new tracking position.
 
         Caught-up views are seen in a read snapshot: queries take no write lock then.
         """
+        progress = progress if progress is not None else self.progress
         with self.reader() as reader:
             tracking, size = reader.tracking(), reader.size()
         if tracking >= size:

@@ -219,3 +219,21 @@ def test_cli_append_file_is_atomic_past_many_chunks(tmp_path: Path) -> None:
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["position"] for r in results] == list(range(1, len(lines) + 1))
     assert not any(r["duplicate"] for r in results)
+
+
+def test_the_first_query_after_a_big_append_reports_its_catch_up(tmp_path: Path) -> None:
+    """A query catches the views up by itself; with a progress callback (the CLI draws a bar
+    with it) it is told how that goes, within a chunk too, not only when it is done."""
+    with Ledger.open(tmp_path / "q.lmdb") as log:
+        log.append_bulk(numbered(failures(25_000)))
+        seen: list[tuple[int, int]] = []
+        views = Views(log, progress=lambda done, total: seen.append((done, total)))
+        assert views.status("detachment")["detachment"]
+        assert {total for _, total in seen} == {25_000}
+        dones = [done for done, _ in seen]
+        assert dones == sorted(dones)
+        assert dones[-1] == 25_000
+        assert any(done < 25_000 for done in dones), "progress while catching up"
+        seen.clear()
+        views.status()
+        assert seen == [(25_000, 25_000)]  # caught up: nothing to show
