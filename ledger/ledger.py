@@ -125,6 +125,13 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     return LMDBBackend(Path(text), sync=sync, create=create)
 
 
+def _chunked(
+    records: Iterator[tuple[int, bytes]], size: int
+) -> Iterator[list[tuple[int, bytes | None]]]:
+    while chunk := list(itertools.islice(records, size)):
+        yield cast("list[tuple[int, bytes | None]]", chunk)
+
+
 def _at_input_line(chunk: bulk.Chunk, check: Callable[..., None], *args: object) -> None:
     """Run a check over a chunk's events; an error naming an event of the chunk (its place,
     1-based) is raised again naming that event's input line."""
@@ -316,6 +323,24 @@ class Ledger:
     def read_stored(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """(position, stored bytes) pairs, undecoded: what replay and verification hash and fold."""
         return self.backend.read_stored(max(start, 1), stop)
+
+    def read_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        size: int,
+        keep: Callable[[bytes], bool] | None = None,
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """`read_stored` in lists of up to `size`, through one snapshot. With `keep`, None in
+        place of the stored bytes of each event whose subject (UTF-8) `keep` refuses, where the
+        backend can tell without decoding (LMDB); elsewhere every event's bytes."""
+        chunked = getattr(self.backend, "read_chunks", None)
+        if chunked is not None:
+            chunks: Iterator[list[tuple[int, bytes | None]]] = chunked(
+                max(start, 1), stop, size, keep
+            )
+            return chunks
+        return _chunked(self.backend.read_stored(max(start, 1), stop), size)
 
     def get(self, position: int) -> Entry:
         """The entry at `position`; raises `NotFoundError` beyond the end."""

@@ -19,7 +19,7 @@ transaction gives gap-free positions in commit order. A commit is flushed before
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,6 +180,15 @@ class LMDBBackend:
         with self.recorder.read() as txn:
             last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
             yield from self.recorder.iter_stored_txn(txn, start, last)
+
+    def read_chunks(
+        self, start: int, stop: int | None, size: int, keep: Callable[[bytes], bool] | None = None
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """`read_stored` in lists of up to `size`; with `keep`, None for the bytes of the events
+        whose subject (UTF-8) it refuses (see `LMDBApplicationRecorder.iter_chunks_txn`)."""
+        with self.recorder.read() as txn:
+            last = stop if stop is not None else (self.recorder.max_notification_id_txn(txn) or 0)
+            yield from self.recorder.iter_chunks_txn(txn, start, last, size, keep)
 
     def positions_of(self, subject: str) -> list[int]:
         with self.recorder.read() as txn:

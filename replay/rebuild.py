@@ -13,11 +13,10 @@ in turn), and memory stays flat.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -131,9 +130,7 @@ def read_chunks(
 ) -> Iterator[list[tuple[int, bytes]]]:
     """The log's (position, stored bytes) from `start` to `stop` (default: the end), in lists of
     up to `CHUNK`, read through one snapshot."""
-    records = ledger.read_stored(start, stop)
-    while chunk := list(islice(records, CHUNK)):
-        yield chunk
+    return cast("Iterator[list[tuple[int, bytes]]]", ledger.read_chunks(start, stop, CHUNK))
 
 
 def decode_chunk(chunk: list[tuple[int, bytes]]) -> list[Event]:
@@ -165,6 +162,13 @@ class Part:
             raise UsageError(f"part {number} of {count} does not exist")
         self.number, self.count = number, count
         self._parts: dict[str, int] = {}
+
+    def may_keep(self, subject: bytes) -> bool:
+        """False for a subject (UTF-8) whose events are surely another part's (no need to
+        decode them); True for this part's and for ``*`` (`keep` decides on the event)."""
+        if subject == b"*":
+            return True
+        return zlib.crc32(subject) % self.count == self.number
 
     def keep(self, event: Event) -> bool | None:
         """True: this part's event; False: another part's; None: fold it, but do not count it
@@ -213,13 +217,20 @@ def rebuild(
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
-    for chunk in read_chunks(ledger, last + 1, to):
+    may_keep = part.may_keep if part is not None else None
+    for chunk in ledger.read_chunks(last + 1, to, CHUNK, may_keep):
         # positions come in increasing order: the chunk has no gap when it spans its length
         first = chunk[0][0]
         if first != last + 1 or chunk[-1][0] - first != len(chunk) - 1:
             missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
             raise StorageError(f"position {missing} is missing from the log")
-        for position, event in enumerate(decode_chunk(chunk), first):
+        mine = [(p, stored) for p, stored in chunk if stored is not None]
+        folding: Iterable[tuple[int, Event]] = (
+            enumerate(decode_chunk(mine), first)
+            if len(mine) == len(chunk)
+            else zip((p for p, _ in mine), decode_chunk(mine), strict=True)
+        )
+        for position, event in folding:
             if keep is not None and not (counted := keep(event)):
                 if counted is None:  # a setting for every subject: folded, counted elsewhere
                     appliers[type(event)](event)

@@ -364,3 +364,34 @@ def test_views_that_diverged_before_the_replay_caught_them_up_are_named(
         assert report.diverged == ["maintenance"]
         assert report.differences["maintenance"] == ["n1"]
         assert views.tracking() == log.size()
+
+
+@pytest.mark.parametrize("number", [0, 1])
+def test_a_part_decodes_only_the_events_of_its_subjects(
+    number: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On LMDB a part tells its subjects' events from the others' by the subject in the stored
+    record's header: the others' are never decoded (only the settings for every subject are
+    decoded by every part), and the part folds the same as before."""
+    import zlib  # noqa: PLC0415
+
+    from replay import rebuild as rebuild_module  # noqa: PLC0415
+
+    events: list[Event] = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=2)]
+    events += [KeepAliveFailed(subject=f"runner-{i % 9}", at=ts(i)) for i in range(300)]
+    decoded: list[int] = []
+    real = rebuild_module.decode_chunk
+
+    def counting(chunk: list[tuple[int, bytes]]) -> list[Event]:
+        decoded.append(len(chunk))
+        return real(chunk)
+
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(events)
+        monkeypatch.setattr(rebuild_module, "decode_chunk", counting)
+        folder, position = rebuild(log, part=Part(number, 2))
+    mine = [e for e in events if e.subject == "*" or zlib.crc32(e.subject.encode()) % 2 == number]
+    assert position == len(events)
+    assert sum(decoded) == len(mine) < len(events)
+    expected = Folder().apply_all(mine)
+    assert folder.states["detachment"] == expected.states["detachment"]
