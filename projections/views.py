@@ -16,6 +16,7 @@ writes only the states that changed, once per chunk.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, Final, Protocol
@@ -243,22 +244,32 @@ def strict_precondition(
     Runs under the write lock: the current state is the stored views plus the events not yet
     folded into them, then each event of the batch in order (so a batch may build on itself).
     Events already in the log (a repeated `id`) are not checked: they will not be stored again.
+
+    A big append (`ledger.bulk`) calls it once per chunk in one transaction: when the log has
+    grown by exactly the events it folded last time, in the same transaction, it goes on from
+    the states it has instead of folding every event since the tracking position again.
     """
+    last: list[tuple[weakref.ref[TxnOps], _Overlay, int]] = []
 
     def check(ops: TxnOps, events: Sequence[Event]) -> None:
         reader = views_over(ops)
-        unfolded = [
-            event for _, event in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
-        ]
-        overlay = _Overlay(reader)
-        overlay.load(unfolded)
+        if last and last[0][0]() is ops and last[0][2] == ops.size():
+            overlay = last[0][1]  # the same transaction's next chunk
+        else:
+            unfolded = [
+                event for _, event in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
+            ]
+            overlay = _Overlay(reader)
+            overlay.load(unfolded)
+            overlay.folder.apply_all(unfolded)
+        last.clear()
         overlay.load(events)
         apply = overlay.folder.apply
-        for event in unfolded:
-            apply(event)
+        folded = 0
         for line, event in enumerate(events, start=1):
             if event.id is not None and ops.lookup_id(event.id) is not None:
                 continue
+            folded += 1
             verdicts = apply(event)
             if isinstance(event, OPERATOR_EVENTS):
                 for verdict in verdicts:
@@ -269,5 +280,6 @@ def strict_precondition(
                             f"{verdict.projection}: {verdict.reason}{detail}",
                             line=line,
                         )
+        last.append((weakref.ref(ops), overlay, ops.size() + folded))
 
     return check

@@ -237,3 +237,31 @@ def test_the_first_query_after_a_big_append_reports_its_catch_up(tmp_path: Path)
         seen.clear()
         views.status()
         assert seen == [(25_000, 25_000)]  # caught up: nothing to show
+
+
+def test_a_strict_big_append_folds_the_log_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The strict check of each chunk goes on from the states the previous chunk left (the
+    same transaction, the log grown by exactly those events): the events not yet in the views
+    are read once, not once per chunk."""
+    reads: list[tuple[int, int]] = []
+    real = backend_module._Pending.read_stored
+
+    def read_stored(self: Any, start: int, stop: int) -> Any:
+        reads.append((start, stop))
+        return real(self, start, stop)
+
+    monkeypatch.setattr(backend_module._Pending, "read_stored", read_stored)
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(failures(30))  # not folded into the views yet
+        views = Views(log)
+        events = [*failures(45, start=40), EnterMaintenance(subject="n1", actor="op", at=ts(99))]
+        events.append(ExitMaintenance(subject="n1", actor="op", at=ts(100)))  # refused
+        with pytest.raises(StrictRefusedError) as caught:
+            log.append_bulk(numbered(events), precondition=views.strict(), chunk=10)
+        assert caught.value.line == 47
+        assert reads == [(1, 30)]
+        reads.clear()
+        result = log.append_bulk(numbered(events[:-1]), precondition=views.strict(), chunk=10)
+        assert result.stored == 46
+        assert reads == [(1, 30)]
+        assert views.catch_up() == 76
