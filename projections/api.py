@@ -25,6 +25,7 @@ from projections.policy import ALL
 from projections.state import PROJECTIONS
 from projections.views import (
     CHUNK,
+    Carry,
     ViewReader,
     ViewTxn,
     advance_txn,
@@ -108,7 +109,10 @@ class _ReaderSource:
 
 class _Store(Protocol):
     def catch_up_chunk(
-        self, limit: int, progress: Callable[[int], None] | None = None
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]: ...
 
     def reader(self) -> Iterator[ViewTxn]: ...
@@ -162,8 +166,9 @@ class Views:
             return tracking
         total = size
         within = None if progress is None else (lambda position: progress(position, total))
+        carry = Carry()
         while True:
-            tracking, size = self.store.catch_up_chunk(CHUNK, within)
+            tracking, size = self.store.catch_up_chunk(CHUNK, within, carry)
             total = size
             if progress is not None:
                 progress(tracking, size)

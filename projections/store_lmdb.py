@@ -15,7 +15,7 @@ import msgspec
 
 from ledger.backend import TxnOps
 from ledger.lmdb_backend import LMDBBackend, subject_key
-from projections.views import ViewTxn, catch_up_txn
+from projections.views import Carry, ViewTxn, catch_up_txn
 
 __all__ = ["LMDBViews"]
 
@@ -84,11 +84,14 @@ class LMDBViews:
         self.meta_db = backend.datastore.db(_META)
 
     def catch_up_chunk(
-        self, limit: int, progress: Callable[[int], None] | None = None
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""
         result: tuple[int, int] = self.backend.recorder.write_retrying(
-            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit, progress)
+            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit, progress, carry)
         )
         return result
 

@@ -32,7 +32,7 @@ from psycopg.rows import tuple_row
 from ledger.backend import TxnOps
 from ledger.postgres import Cursor, PostgresBackend
 from projections.state import PROJECTIONS
-from projections.views import ViewTxn, catch_up_txn
+from projections.views import Carry, ViewTxn, catch_up_txn
 
 __all__ = ["PostgresViews"]
 
@@ -185,13 +185,16 @@ class PostgresViews:
         )
 
     def catch_up_chunk(
-        self, limit: int, progress: Callable[[int], None] | None = None
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]:
         """Fold one chunk in one transaction, holding the tracking row; returns (tracking, size)."""
 
         def body(curs: Cursor) -> tuple[int, int]:
             txn = _PgViewTxn(self, curs, lock="UPDATE")
-            result = catch_up_txn(txn, limit, progress)
+            result = catch_up_txn(txn, limit, progress, carry)
             txn.flush()
             return result
 

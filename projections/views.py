@@ -33,6 +33,7 @@ from projections.state import PROJECTIONS, Folder, decode_state, encode_state, t
 
 __all__ = [
     "CHUNK",
+    "Carry",
     "StateCodec",
     "ViewReader",
     "ViewTxn",
@@ -149,8 +150,23 @@ def _decoded_batch(batch: list[tuple[int, bytes]]) -> list[Event]:
         raise
 
 
+class Carry:
+    """What one catch-up chunk hands the next in the same process: its `Folder` and the stored
+    states it loaded, valid while the tracking position is still where that chunk left it."""
+
+    def __init__(self) -> None:
+        self.tracking = -1
+        self.folder = Folder()
+        self.loaded: dict[tuple[str, str], Any] = {}
+        """The state stored (as written by the chunk) for each (projection, subject) met."""
+        self.met: set[str] = set()
+
+
 def catch_up_txn(
-    txn: ViewTxn, limit: int = CHUNK, progress: Callable[[int], None] | None = None
+    txn: ViewTxn,
+    limit: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+    carry: Carry | None = None,
 ) -> tuple[int, int]:
     """Fold up to `limit` events after the tracking position into the views, inside `txn`.
 
@@ -158,18 +174,22 @@ def catch_up_txn(
     stored states of the subjects met so far (every projection's, loaded when a subject is
     first met; the settings for every subject up front); at the end, the states that changed
     are written once, with the new tracking position. `progress(position)` is told as it goes.
-    Returns (new tracking position, log size): the caller repeats while they differ.
+    With `carry` from the previous chunk (the tracking position unchanged since), its states
+    are taken up instead of being loaded again. Returns (new tracking position, log size): the
+    caller repeats while they differ.
     """
     start = txn.tracking() + 1
     size = txn.size()
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
-    folder = Folder()
+    if carry is None or carry.tracking != start - 1:
+        carry = carry or Carry()
+        carry.folder, carry.loaded, carry.met = Folder(), {}, set()
+    carry.tracking = -1  # invalid until this chunk is folded (a failure may leave it half-way)
+    folder, loaded, met = carry.folder, carry.loaded, carry.met
     states, appliers = folder.states, folder.appliers
     names = [p.NAME for p in PROJECTIONS]
-    loaded: dict[tuple[str, str], Any] = {}
-    met: set[str] = set()
 
     def meet(subjects: Iterable[str]) -> None:
         for subject in subjects:
@@ -181,7 +201,8 @@ def catch_up_txn(
                 if state is not None:
                     states[name][subject] = state
 
-    meet([policy.ALL])
+    if policy.ALL not in met:
+        meet([policy.ALL])
     records = txn.read_stored(start, stop)
     last = start - 1
     while batch := list(islice(records, _BATCH)):
@@ -195,11 +216,13 @@ def catch_up_txn(
         if progress is not None and last // 10_000 != (last - len(batch)) // 10_000:
             progress(last)
     encode, save = codec.encode, txn.save
-    for (name, subject), before in loaded.items():
-        after = states[name].get(subject)
+    for key, before in loaded.items():
+        after = states[key[0]].get(key[1])
         if after is not before:
-            save(name, subject, None if after is None else encode(after))
+            save(key[0], key[1], None if after is None else encode(after))
+            loaded[key] = after
     txn.set_tracking(last)
+    carry.tracking = last
     return last, size
 
 

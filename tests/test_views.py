@@ -38,7 +38,7 @@ from ledger.events import (
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import Folder, digest
-from projections.views import codec
+from projections.views import Carry, codec
 from replay import audit as audit_module
 from replay import workers
 from replay.audit import run_audit
@@ -395,3 +395,54 @@ def test_a_part_decodes_only_the_events_of_its_subjects(
     assert sum(decoded) == len(mine) < len(events)
     expected = Folder().apply_all(mine)
     assert folder.states["detachment"] == expected.states["detachment"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=15)
+@given(events=event_logs(max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_a_catch_up_in_many_chunks_equals_replay(
+    backend: str, events: list[Event], cuts: list[int]
+) -> None:
+    """Chunks of 7: each chunk goes on from the states the previous one left (`Carry`), and the
+    views equal a replay whatever the cuts between appends and catch-ups."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["projections.api"], "CHUNK", 7)
+        views = Views(log)
+        for batch in batches(events, cuts):
+            log.append_batch(batch)
+            views.catch_up()
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
+
+
+def test_chunks_take_up_the_states_the_previous_chunk_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stored state is loaded once over a catch-up of many chunks; when another catch-up
+    moved the views in between, the next chunk loads what is stored again."""
+    from projections import store_lmdb  # noqa: PLC0415
+
+    api_module = sys.modules["projections.api"]
+    monkeypatch.setattr(api_module, "CHUNK", 10)
+    loads: list[tuple[str, str]] = []
+    real = store_lmdb._LMDBViewTxn.load
+
+    def load(self: Any, projection: str, subject: str) -> Any:
+        loads.append((projection, subject))
+        return real(self, projection, subject)
+
+    monkeypatch.setattr(store_lmdb._LMDBViewTxn, "load", load)
+    with fresh_ledger("lmdb") as log:
+        log.append_batch([KeepAliveFailed(subject=f"r{i % 3}", at=ts(i)) for i in range(95)])
+        views = Views(log)
+        assert views.catch_up() == 95
+        assert len(loads) == len(set(loads)) == 6 * 4  # r0, r1, r2 and "*", every projection
+        loads.clear()
+        log.append_batch([KeepAliveFailed(subject=f"r{i % 3}", at=ts(100 + i)) for i in range(30)])
+        store = views.store
+        carry = Carry()
+        assert store.catch_up_chunk(10, None, carry)[0] == 105
+        Views(log).store.catch_up_chunk(10)  # someone else moves the views on
+        loads.clear()
+        assert store.catch_up_chunk(10, None, carry)[0] == 125
+        assert len(loads) == 6 * 4  # loaded again: the carried states were stale
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
