@@ -73,8 +73,8 @@ def measure_lag(
     commits: list[tuple[float, int]] = []
     chunk = follower.store.catch_up_chunk
 
-    def timed_chunk(limit: int) -> tuple[int, int]:
-        tracking, size = chunk(limit)
+    def timed_chunk(limit: int, *rest: Any) -> tuple[int, int]:
+        tracking, size = chunk(limit, *rest)
         commits.append((time.perf_counter(), tracking))
         return tracking, size
 
