@@ -20,11 +20,13 @@ read-and-map that replay and verify are compared with).
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ def cli(workdir: Path, *args: str) -> dict[str, Any]:
     """Run ``adminchain ARGS`` in a fresh process; its wall time, peak RSS and sampled peaks."""
     peak_file = workdir / "peak.kb"
     peaks = {"anon": 0, "file": 0}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-c", _CLI, str(peak_file), *args],
@@ -103,7 +106,22 @@ def cli(workdir: Path, *args: str) -> dict[str, Any]:
     if process.returncode not in (0,):
         raise RuntimeError(f"adminchain {' '.join(args)} failed: {stderr.decode()[-2000:]}")
     peak = int(peak_file.read_text()) if peak_file.exists() else 0
-    return {"seconds": seconds, "peak_kb": peak, "anon_kb": peaks["anon"], "file_kb": peaks["file"]}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "seconds": seconds,
+        "cpu": cpu,  # the process and its workers (reaped children count in RUSAGE_CHILDREN)
+        "peak_kb": peak,
+        "anon_kb": peaks["anon"],
+        "file_kb": peaks["file"],
+    }
+
+
+def cpu_timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(fn(), wall seconds, CPU seconds of this process)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -129,21 +147,24 @@ def main() -> None:
         shutil.copytree(ledger, copy)
         log("baseline: SQLite application, 100 events per save")
         app = sqlite_app(work.sub("baseline.sqlite"))
-        baseline_save, _ = sqlite_fill(app, saves, per_save=100)
+        (baseline_save, _), _, baseline_save_cpu = cpu_timed(
+            lambda: sqlite_fill(app, saves, per_save=100)
+        )
         log("ours: replay right after the append")
         replay_fresh = cli(work.path, "replay", "--json", "--ledger", str(copy))
         log("baseline: filled up to the same size (not timed), read and mapped")
         if count > saves:
             sqlite_fill(app, count - saves, per_save=1000)
-        read_count, read_map = sqlite_read_map(app)
+        (read_count, read_map), _, read_cpu = cpu_timed(lambda: sqlite_read_map(app))
         log("ours: catch-up, replay caught up, checkpoint, verify")
         catch_up = cli(work.path, "catch-up", "--json", "--ledger", str(ledger))
         replay_caught_up = cli(work.path, "replay", "--json", "--ledger", str(ledger))
         cli(work.path, "checkpoint", "--json", "--ledger", str(ledger))
         verified = cli(work.path, "verify", "--json", "--ledger", str(ledger))
         log("baseline: read and map again (after ours: both sides see the same machine)")
-        _, read_map_again = sqlite_read_map(app)
+        (_, read_map_again), _, read_cpu_again = cpu_timed(lambda: sqlite_read_map(app))
         read_map = min(read_map, read_map_again)
+        read_cpu = min(read_cpu, read_cpu_again)
 
     baseline_read = rate(read_count, read_map)
     label = f"SQLite read + map {read_count:,}"
@@ -213,6 +234,27 @@ def main() -> None:
         Figure("replay caught up, wall", replay_caught_up["seconds"], "s", ""),
         Figure("verify, wall", verified["seconds"], "s", ""),
         Figure("baseline read + map, wall", read_map, "s", f"{read_count:,} events, best of 2"),
+        *(
+            Figure(
+                f"{name}: CPU ratio",
+                base / ours["cpu"] if ours["cpu"] else float("inf"),
+                "x",
+                f"CPU seconds, ours {ours['cpu']:.2f} (process + workers, start-up included) vs "
+                f"baseline {base:.2f}: less sensitive to other load on the machine",
+            )
+            for name, ours, base in (
+                ("append FILE", appended, baseline_save_cpu * count / saves),
+                ("replay right after the append", replay_fresh, read_cpu),
+                ("replay caught up", replay_caught_up, read_cpu),
+                ("verify", verified, read_cpu),
+            )
+        ),
+        Figure(
+            "catch-up, CPU",
+            rate(count, catch_up["cpu"]),
+            "events/CPU-s",
+            f"{catch_up['cpu']:.2f} CPU s, start-up included",
+        ),
     ]
     report.emit(as_json=args.json)
 
