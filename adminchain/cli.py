@@ -497,14 +497,16 @@ def long_running(ledger: Any) -> None:
 
 
 def open_views(target: str, *, create: bool = False) -> Any:
-    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely)."""
+    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely);
+    a long catch-up shows its progress on a terminal."""
     if is_remote(target):
         from projections.remote import RemoteViews  # noqa: PLC0415
 
         return RemoteViews(open_ledger(target))
+    from adminchain.render import catch_up_progress  # noqa: PLC0415
     from projections.api import Views  # noqa: PLC0415
 
-    return Views(open_ledger(target, create=create))
+    return Views(open_ledger(target, create=create), progress=catch_up_progress())
 
 
 def _known_subjects(ctx: click.Context, incomplete: str) -> list[str]:

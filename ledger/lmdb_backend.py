@@ -32,7 +32,7 @@ from eventsourcing.persistence import PersistenceError
 from ledger import lmdb_files, merkle
 from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
-from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
+from ledger.lmdb import ChunkKeep, LMDBApplicationRecorder, LMDBDatastore, text_key
 
 __all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
 
@@ -93,6 +93,7 @@ class LMDBTxnOps:
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
         self.raw = txn
         self._backend = backend
+        self._versions: dict[str, int] = {}  # each subject's last version in this transaction
 
     def own(self) -> LMDBTxnOps:
         return self
@@ -108,7 +109,7 @@ class LMDBTxnOps:
         backend = self._backend
         txn = self.raw
         recorder = backend.recorder
-        versions: dict[str, int] = {}
+        versions = self._versions
         numbered: list[tuple[str, int, str, bytes]] = []
         for subject, topic, _event_id, data in rows:
             version = versions.get(subject)
@@ -117,10 +118,10 @@ class LMDBTxnOps:
             versions[subject] = version = version + 1
             numbered.append((subject, version, topic, data))
         positions = recorder.insert_rows_txn(txn, numbered)
-        ids = [
+        ids = sorted(  # in key order: the B-tree is filled page by page
             (subject_key(row[2]), position.to_bytes(8, "big"))
             for row, position in zip(rows, positions, strict=True)
-        ]
+        )
         consumed, added = txn.cursor(db=backend.ids_db).putmulti(ids)
         if added != consumed:
             raise StorageError("event ids were not all stored")
@@ -313,6 +314,16 @@ class LMDBBackend:
         with self._reads() as reads:
             yield from reads.read_stored(start, stop)
 
+    def read_chunks(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep | None = None
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """`read_stored` in lists of up to `size`; with `keep`, None for the bytes of the events
+        it refuses by subject and type (see `LMDBApplicationRecorder.iter_chunks_txn`)."""
+        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
+            self.check_pages()
+        with self._reads() as reads:
+            yield from reads.read_chunks(start, stop, size, keep)
+
     def positions_of(self, subject: str) -> list[int]:
         with self._reads() as reads:
             return reads.positions_of(subject)
@@ -474,6 +485,12 @@ class _Reads:
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         last = self.size() if stop is None else stop
         return self._backend.recorder.iter_stored_txn(self._txn, start, last)
+
+    def read_chunks(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep | None = None
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        last = self.size() if stop is None else stop
+        return self._backend.recorder.iter_chunks_txn(self._txn, start, last, size, keep)
 
     def positions_of(self, subject: str) -> list[int]:
         return self._backend.recorder.notification_ids_txn(self._txn, subject)
