@@ -22,6 +22,7 @@ import msgspec
 
 from ledger.backend import Appended
 from ledger.codec import record_decoder
+from ledger.errors import StorageError
 from ledger.events import Event
 
 __all__ = ["CHUNK", "BulkResult", "Chunk", "Spool"]
@@ -80,8 +81,13 @@ class Spool:
     def add(self, chunk: Chunk) -> None:
         """Write one chunk at the end of the spool."""
         data = _encoder.encode(chunk)
-        self._file.write(len(data).to_bytes(_LENGTH, "big"))
-        self._file.write(data)
+        try:
+            self._file.write(len(data).to_bytes(_LENGTH, "big"))
+            self._file.write(data)
+        except OSError as e:  # a full disk, a file size limit: nothing is stored yet
+            raise StorageError(
+                f"the append could not be written to its spool (a temporary file): {e}"
+            ) from e
         self.count += len(chunk.rows)
         self.chunks += 1
 

@@ -417,8 +417,17 @@ class Ledger:
         raise NotFoundError(f"no event at position {position} (the log has {self.size()})")
 
     def history(self, subject: str) -> list[Entry]:
-        """Every event about `subject`, in log order."""
-        entries = [self.get(p) for p in self.backend.positions_of(subject)]
+        """Every event about `subject`, in log order (`StorageError` if the subject index names
+        a position the log does not hold: damage)."""
+        entries = []
+        for position in self.backend.positions_of(subject):
+            try:
+                entries.append(self.get(position))
+            except NotFoundError as e:
+                raise StorageError(
+                    f"the subject index names position {position} for {subject!r}, which the log "
+                    "does not hold: run `adminchain verify`"
+                ) from e
         return [e for e in entries if e.event.subject == subject]
 
     def follow(

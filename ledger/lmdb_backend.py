@@ -31,7 +31,12 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger import lmdb_files, merkle
 from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
-from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
+from ledger.errors import (
+    BackendUnavailableError,
+    LedgerError,
+    LedgerNotFoundError,
+    StorageError,
+)
 from ledger.lmdb import ChunkKeep, LMDBApplicationRecorder, LMDBDatastore, text_key
 
 __all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
@@ -196,9 +201,7 @@ class LMDBBackend:
     def _failure(self, error: BaseException, what: str) -> StorageError:
         """A storage error of this ledger, said plainly: a full disk named as one, a damaged
         file with the zeroed page if there is one."""
-        if isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
-            code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
-        ):
+        if _damaged(error):
             zeroed = self._zeroed_page()
             return StorageError(
                 f"the ledger at {self.url} is damaged ({error})"
@@ -258,8 +261,13 @@ class LMDBBackend:
                 )
                 return
         except (lmdb.Error, PersistenceError) as e:
+            failure: LedgerError = (
+                self._failure(e, "be opened")  # a damaged file: named, with its zeroed page
+                if _damaged(e)
+                else BackendUnavailableError(f"cannot open the ledger at {path}: {e}")
+            )
             self.datastore.close()
-            raise BackendUnavailableError(f"cannot open the ledger at {path}: {e}") from e
+            raise failure from e
         if found is not None and bytes(found) != FORMAT:
             self.datastore.close()
             raise StorageError(
@@ -461,6 +469,13 @@ def _index_check(
                 lambda: run(recorder.index_entries_txn),
             ),
         ]
+    )
+
+
+def _damaged(error: BaseException) -> bool:
+    """Whether LMDB found the data file damaged (MDB_CORRUPTED, MDB_PAGE_NOTFOUND)."""
+    return isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
+        code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
     )
 
 
