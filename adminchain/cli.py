@@ -177,7 +177,9 @@ def until_interrupted() -> Iterator[None]:
 
 def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[bytes]:
     """Lines of a binary stream as they arrive (for ``--stream``), checking for Ctrl-C at least
-    every `poll` seconds while waiting, so that an interrupt is never left unanswered."""
+    every `poll` seconds while waiting, so that an interrupt is never left unanswered. A line
+    longer than `ledger.codec.MAX_LINE_BYTES` is never held: its first bytes beyond the limit
+    are given as the line (which `decode_line` refuses) and the rest of it is skipped."""
     try:
         fd = stream.fileno()
     except (OSError, ValueError, AttributeError):
@@ -185,7 +187,10 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
         return
     import select  # noqa: PLC0415
 
+    from ledger.codec import MAX_LINE_BYTES  # noqa: PLC0415
+
     pending = b""
+    skipping = False  # inside an overlong line, already given
     while True:
         ready, _, _ = select.select([fd], [], [], poll)
         check_interrupt()
@@ -194,12 +199,20 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             break
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            chunk, skipping = chunk[end + 1 :], False
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
             yield line.rstrip(b"\r")
             check_interrupt()
-    if pending:
+        if len(pending) > MAX_LINE_BYTES + 1:
+            yield pending[: MAX_LINE_BYTES + 2]  # too long: refused as such, not held
+            pending, skipping = b"", True
+    if pending and not skipping:
         yield pending.rstrip(b"\r")
 
 
