@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import click
 
@@ -516,10 +516,30 @@ def open_views(target: str, *, create: bool = False) -> Any:
         from projections.remote import RemoteViews  # noqa: PLC0415
 
         return RemoteViews(open_ledger(target))
-    from adminchain.render import catch_up_progress  # noqa: PLC0415
     from projections.api import Views  # noqa: PLC0415
 
-    return Views(open_ledger(target, create=create), progress=catch_up_progress())
+    return Views(open_ledger(target, create=create), progress=_catch_up_bar())
+
+
+CATCH_UP_BAR_FROM: Final = 50_000
+"""A catch-up this many events long or longer shows a progress bar (on a terminal)."""
+
+
+def _catch_up_bar() -> Callable[[int, int], None]:
+    """The progress of the views' catch-ups: a bar on stderr (`render.catch_up_progress`),
+    loaded only once a long one is under way (a quick query never imports rich)."""
+    bar: list[Callable[[int, int], None]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            if total - done < CATCH_UP_BAR_FROM:
+                return
+            from adminchain.render import catch_up_progress  # noqa: PLC0415
+
+            bar.append(catch_up_progress(least=0))
+        bar[0](done, total)
+
+    return progress
 
 
 def _known_subjects(ctx: click.Context, incomplete: str) -> list[str]:
@@ -633,7 +653,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "trust": (
         "adminchain.commands_audit",
-        "Require signed operator events: manage the ledger's trusted operator keys.",
+        "Which operator keys are trusted: recorded in the log (TrustKey, RevokeKey events).",
     ),
     "verify": (
         "adminchain.commands_audit",

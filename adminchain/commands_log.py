@@ -105,9 +105,10 @@ def append(
         numbered = iter_lines(read_lines(source))
         if signer is not None:
             numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
+        spooled = views.ledger.spool(numbered, validated=True)  # Ctrl-C here: nothing stored
         with interrupts_deferred():
-            result = views.ledger.append_bulk(
-                numbered, precondition=precondition, validated=True, progress=stored
+            result = views.ledger.append_spooled(
+                spooled, precondition=precondition, progress=stored
             )
             STORED.note(result)
     with render.progress_bar("folding", None, enabled=not as_json) as update:

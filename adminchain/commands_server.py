@@ -154,6 +154,11 @@ def token() -> None:
     operator and loop events, as the token's name), auditor (reader + log, checkpoints, proofs,
     tiles), metrics (/metrics), admin (everything). Manage tokens only with direct access to the
     ledger; every server over it sees a change within 5 seconds.
+
+    \b
+    Example:
+      adminchain token create loop-1 --role loop --expires 30d
+      adminchain token list
     """
 
 
@@ -203,7 +208,12 @@ def token_create(name: str, role: str, expires: str | None, ledger: str, as_json
 @token.command("list")
 @ledger_options
 def token_list(ledger: str, as_json: bool) -> None:
-    """List the tokens (names, roles, expiry and revocation; never the tokens)."""
+    """List the tokens (names, roles, expiry and revocation; never the tokens).
+
+    \b
+    Example:
+      adminchain token list --json
+    """
     from adminchain.server.tokens import list_tokens  # noqa: PLC0415
 
     now = datetime.now(UTC)
@@ -226,7 +236,12 @@ def token_list(ledger: str, as_json: bool) -> None:
 @click.argument("name")
 @ledger_options
 def token_revoke(name: str, ledger: str, as_json: bool) -> None:
-    """Revoke NAME's token: every server refuses it within 5 seconds."""
+    """Revoke NAME's token: every server refuses it within 5 seconds.
+
+    \b
+    Example:
+      adminchain token revoke loop-1
+    """
     from adminchain.server.tokens import revoke_token  # noqa: PLC0415
 
     require_local(ledger, "token revoke")

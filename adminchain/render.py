@@ -126,9 +126,9 @@ class _CatchUpBar:
             self._bar = None
 
 
-def catch_up_progress() -> Callable[[int, int], None]:
+def catch_up_progress(least: int = 50_000) -> Callable[[int, int], None]:
     """What the CLI's queries show while the stored views catch up (see `_CatchUpBar`)."""
-    return _CatchUpBar()
+    return _CatchUpBar(least=least)
 
 
 def _when(value: datetime | str | None) -> str:

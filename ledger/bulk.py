@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import IO, Final
 
 import msgspec
@@ -76,6 +77,8 @@ class Spool:
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115  closed by close()
         self.count = 0
         """Events spooled."""
+        self.recorded_at = datetime.now(UTC)
+        """The time the ledger records for the events (its clock when spooling began)."""
         self.chunks = 0
 
     def add(self, chunk: Chunk) -> None:

@@ -292,16 +292,39 @@ class Ledger:
         chunk by chunk, so a bad line anywhere stores nothing, and so does a refusal (errors
         name the input line). `progress(stored, total)` is told after each stored chunk.
         `precondition` is called with each chunk's events in turn, in the same transaction.
+        The two passes are `spool` and `append_spooled`.
         """
-        now = datetime.now(UTC)
+        spooled = self.spool(numbered, validated=validated, chunk=chunk)
+        return self.append_spooled(spooled, precondition=precondition, progress=progress)
+
+    def spool(
+        self,
+        numbered: Iterable[tuple[int, Event]],
+        *,
+        validated: bool = False,
+        chunk: int = bulk.CHUNK,
+    ) -> bulk.Spool:
+        """The first pass of `append_bulk`: read, validate and prepare the input a chunk at a
+        time into a spool; nothing is stored (a bad line raises, naming it)."""
         spool = bulk.Spool()
-        result = bulk.BulkResult(spool)
         with _collector_paused(True):
             source = iter(numbered)
             while part := list(itertools.islice(source, chunk)):
-                spool.add(self._prepare_chunk(part, now, validated=validated))
-            if not spool.count:
-                return result
+                spool.add(self._prepare_chunk(part, spool.recorded_at, validated=validated))
+        return spool
+
+    def append_spooled(
+        self,
+        spool: bulk.Spool,
+        *,
+        precondition: Precondition | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bulk.BulkResult:
+        """The second pass of `append_bulk`: store a spool in ONE write transaction."""
+        result = bulk.BulkResult(spool)
+        if not spool.count:
+            return result
+        with _collector_paused(True):
 
             def check(ops: TxnOps, prepared: BulkChunk) -> None:
                 # The trust set as of this very transaction and chunk (`append_batch`'s rule).
@@ -328,7 +351,7 @@ class Ledger:
                     progress(len(result), spool.count)
 
             request = AppendRequest(
-                [], now, source=spool.read, check_chunk=check, on_chunk=stored,
+                [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
                 spooled=spool.count,
             )  # fmt: skip
             self.backend.write([request])
