@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 import msgspec
 
-from ledger.backend import Precondition
+from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
+from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
-from projections.api import KINDS, Views
+from projections.api import KINDS, Outcome, Views
 
 __all__ = ["RemoteViews", "views_of"]
 
@@ -105,6 +106,44 @@ class RemoteViews:
             if entry.position == position:
                 return self.ledger.verdicts_seen.get(position, [])
         raise NotFoundError(f"no event at position {position}")
+
+    def append_with_verdicts(
+        self,
+        events: Sequence[Event],
+        *,
+        strict: bool = False,
+        validated: bool = False,
+        states: bool = False,
+    ) -> list[Outcome]:
+        """`Views.append_with_verdicts` through the server: its answer carries the verdicts."""
+        precondition = self.strict() if strict else None
+        results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
+        return list(self.outcomes(results, events if states else None))
+
+    def outcomes(
+        self,
+        results: Iterable[Appended],
+        events: Sequence[Event] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[Outcome]:
+        """`Views.outcomes` through the server: the verdicts it answered each append with
+        (`RemoteAppended`; else asked for); with `events`, each subject's state now in each
+        projection that judged it (``status``)."""
+        for index, result in enumerate(results):
+            given = getattr(result, "verdicts", None)
+            verdicts = list(given) if given is not None else self.verdicts(result.position)
+            now_states: dict[str, dict[str, Any]] = {}
+            if events is not None:
+                subject = events[index].subject
+                for name in dict.fromkeys(v["projection"] for v in verdicts):
+                    if name in KINDS:
+                        found = self.status(name, subject).get(name, {})
+                        if subject in found:
+                            now_states[name] = found[subject]
+            yield Outcome(result.position, result.id, result.duplicate, verdicts, now_states)
+        if progress is not None:
+            tracking = self.catch_up()
+            progress(tracking, tracking)
 
     def strict(self) -> Precondition:
         """Make an append strict: the server refuses (409, exit 3) what its views reject."""

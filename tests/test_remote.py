@@ -377,7 +377,8 @@ def test_cli_errors_through_a_server_exit_as_they_should(
                     stdin=line)
     assert from_file.returncode == 0, from_file.stderr
     assert json.loads(from_file.stdout)["position"] == 1
-    for args in (["token", "list"], ["catch-up"], ["trust", "list"], ["serve"],
+    # (`trust list` reads the log's trust events, which a server serves; changes need access)
+    for args in (["token", "list"], ["catch-up"], ["trust", "remove", "k"], ["serve"],
                  ["copy", target, s.url], ["token", "create", "x", "--role", "reader"]):
         refused = cli(*args, cwd=tmp_path, ledger=s.url, token=token)
         assert refused.returncode == 2, (args, refused.stderr)
@@ -603,7 +604,12 @@ def test_an_https_server_is_a_ledger_too(
         monkeypatch.delenv("SSL_CERT_FILE")
         untrusted = cli("status", cwd=tmp_path, ledger=s.url, token=token)
     assert appended.returncode == 0, appended.stderr
-    assert json.loads(appended.stdout) == {"position": 1, "id": "k-1", "duplicate": False}
+    assert json.loads(appended.stdout) == {
+        "position": 1,
+        "id": "k-1",
+        "duplicate": False,
+        "verdicts": [{"projection": "detachment", "verdict": "applied"}],
+    }
     assert checked.returncode == 0, checked.stderr
     assert json.loads(checked.stdout)["size"] == 1
     assert untrusted.returncode == 1
