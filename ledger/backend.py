@@ -102,8 +102,9 @@ class AppendRequest:
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
     source: Callable[[], Iterator[BulkChunk]] | None = None
-    """A big append (`ledger.bulk`): its chunks, read anew each time the transaction runs; it is
-    written alone, and a refusal aborts the whole transaction."""
+    """A big append (`ledger.bulk`): its chunks, read anew each time the transaction runs. Such
+    a request is written in a transaction of its own (`Ledger.append_bulk` does not go through
+    the group commit), since a refusal aborts the whole transaction."""
     check_chunk: Callable[[TxnOps, BulkChunk], None] | None = None
     """`source`'s precondition: called under the write lock with each chunk before it is stored."""
     on_chunk: Callable[[BulkChunk | None, list[Appended]], None] | None = None
@@ -151,8 +152,8 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
 def _apply_source(pending: _Pending, request: AppendRequest) -> None:
     """Store a big append chunk by chunk in the caller's transaction (`ledger.bulk`).
 
-    Its precondition gets each chunk (as `chunk`) and a refusal propagates: the chunks before
-    are already in the transaction, so only aborting it keeps the append all or nothing.
+    `check_chunk` gets each chunk before it is stored, and a refusal propagates: the chunks
+    before are already in the transaction, so only aborting it keeps the append all or nothing.
     """
     assert request.source is not None
     request.result, request.error = [], None

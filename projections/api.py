@@ -234,9 +234,7 @@ class Views:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every stored state, by projection and subject (for divergence checks)."""
         self.catch_up()
-        with self.reader() as reader:
-            source = _ReaderSource(reader)
-            return {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+        return self.stored_states()[2]
 
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5).
