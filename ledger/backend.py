@@ -163,7 +163,8 @@ def _apply_source(pending: _Pending, request: AppendRequest) -> None:
         if request.check_chunk is not None:
             request.check_chunk(pending, chunk)
         minted = chunk.minted_ids()
-        pending.prefetch_ids([row[2] for row in chunk.rows if row[2] not in minted])
+        if pending.can_prefetch:
+            pending.prefetch_ids([row[2] for row in chunk.rows if row[2] not in minted])
         appended = pending.add_rows(chunk.rows, minted)
         pending.flush()
         if request.on_chunk is not None:
@@ -213,8 +214,13 @@ class _Pending:
         self.flush()
         return self._ops.read_stored(start, stop)
 
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether the backend looks up many ids at once faster than one by one (PostgreSQL)."""
+        return hasattr(self._ops, "prefetch_ids")
+
     def prefetch_ids(self, event_ids: Sequence[str]) -> None:
-        """Look up many ids at once where the backend can (PostgreSQL: one query)."""
+        """Look up many ids at once where the backend can (see `can_prefetch`)."""
         prefetch = getattr(self._ops, "prefetch_ids", None)
         if prefetch is not None and event_ids:
             prefetch(event_ids)
