@@ -117,8 +117,9 @@ class AppendRequest:
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
     source: Callable[[], Iterator[BulkChunk]] | None = None
-    """A big append (`ledger.bulk`): its chunks, read anew each time the transaction runs; it is
-    written alone, and a refusal aborts the whole transaction."""
+    """A big append (`ledger.bulk`): its chunks, read anew each time the transaction runs. Such
+    a request is written in a transaction of its own (`Ledger.append_bulk` does not go through
+    the group commit), since a refusal aborts the whole transaction."""
     check_chunk: Callable[[TxnOps, BulkChunk], None] | None = None
     """`source`'s precondition: called under the write lock with each chunk before it is stored."""
     on_chunk: Callable[[BulkChunk | None, list[Appended]], None] | None = None
@@ -198,9 +199,9 @@ def _last_recorded_at(ops: TxnOps) -> datetime | None:
 def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | None) -> None:
     """Store a big append chunk by chunk in the caller's transaction (`ledger.bulk`).
 
-    Its precondition gets each chunk (as `chunk`) and a refusal propagates: the chunks before
-    are already in the transaction, so only aborting it keeps the append all or nothing. Like
-    any request, its events are recorded no earlier than the log's last one (`floor`).
+    `check_chunk` gets each chunk before it is stored, and a refusal propagates: the chunks
+    before are already in the transaction, so only aborting it keeps the append all or nothing.
+    Like any request, its events are recorded no earlier than the log's last one (`floor`).
     """
     assert request.source is not None
     request.result, request.error = [], None
@@ -213,7 +214,8 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
         rows = chunk.rows
         if floor is not None and request.recorded_at < floor:
             rows = [(s, t, i, encode_record(decode_record(b).event, floor)) for s, t, i, b in rows]
-        pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
+        if pending.can_prefetch:
+            pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
         appended = pending.add_rows(rows, minted)
         pending.flush()
         if request.on_chunk is not None:
@@ -262,8 +264,13 @@ class _Pending:
         self.flush()
         return self._ops.read_stored(start, stop)
 
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether the backend looks up many ids at once faster than one by one (PostgreSQL)."""
+        return hasattr(self._ops, "prefetch_ids")
+
     def prefetch_ids(self, event_ids: Sequence[str]) -> None:
-        """Look up many ids at once where the backend can (PostgreSQL: one query)."""
+        """Look up many ids at once where the backend can (see `can_prefetch`)."""
         prefetch = getattr(self._ops, "prefetch_ids", None)
         if prefetch is not None and event_ids:
             prefetch(event_ids)

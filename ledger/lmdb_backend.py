@@ -123,10 +123,10 @@ class LMDBTxnOps:
             versions[subject] = version = version + 1
             numbered.append((subject, version, topic, data))
         positions = recorder.insert_rows_txn(txn, numbered)
-        ids = sorted(  # in key order: the B-tree is filled page by page
+        ids = [
             (subject_key(row[2]), position.to_bytes(8, "big"))
             for row, position in zip(rows, positions, strict=True)
-        )
+        ]
         consumed, added = txn.cursor(db=backend.ids_db).putmulti(ids)
         if added != consumed:
             raise StorageError("event ids were not all stored")

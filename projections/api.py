@@ -313,21 +313,18 @@ class Views:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every stored state, by projection and subject (for divergence checks)."""
         self.catch_up()
-        states = self.tracked_states()[1]
-        assert states is not None
-        return states
+        return self.stored_states()[2]
 
     def tracked_states(
         self, *, with_states: bool = True
     ) -> tuple[int, dict[str, dict[str, Any]] | None]:
         """The tracking position and (`with_states`) every stored state, read in ONE snapshot,
         without catching up: the states are exactly the fold of the log up to that position."""
-        with self.reader() as reader:
-            tracking = reader.tracking()
-            if not with_states:
-                return tracking, None
-            source = _ReaderSource(reader)
-            return tracking, {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+        if not with_states:
+            with self.reader() as reader:
+                return reader.tracking(), None
+        tracking, _, states = self.stored_states()
+        return tracking, states
 
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5).
