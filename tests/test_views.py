@@ -448,3 +448,95 @@ def test_chunks_take_up_the_states_the_previous_chunk_left(monkeypatch: pytest.M
         assert len(loads) == 6 * 4  # loaded again: the carried states were stale
         folder, _ = rebuild(log)
         assert views.states() == folder.states
+
+
+# ---------------------------------------------------------------- verdicts without stored rows
+
+
+def _expected_verdicts(log: Ledger) -> dict[int, list[dict[str, Any]]]:
+    """Each position's verdicts from a fold of the whole log (what ``history`` recomputes)."""
+    folder = Folder()
+    return {e.position: [_as_json(v) for v in folder.apply(e.event)] for e in log.read()}
+
+
+def _drained(events: int) -> list[Event]:
+    out: list[Event] = [MaintenanceObserved(subject="n1", state="DrainFailed", reason="pods")]
+    out += [ExitMaintenance(subject="n1", actor="op")]  # rejected: needs force
+    out += [KeepAliveFailed(subject=f"r{i % 3}", at=ts(i)) for i in range(events)]
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_inline_fold_hands_back_the_verdicts_of_its_transaction(backend: str) -> None:
+    """The server's appends fold inside their own transaction (`Views.inline`): the fold keeps
+    each folded position's verdicts for the appender to take, once; they are those `history`
+    recomputes."""
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        fold = views.inline()
+        log.append_batch(_drained(4), after=fold)
+        taken = fold.take()
+        assert fold.take() == {}
+        expected = _expected_verdicts(log)
+        assert sorted(taken) == sorted(expected)
+        assert {p: [_as_json(v) for v in found] for p, found in taken.items()} == expected
+        assert views.tracking() == log.size()  # folded in the append's transaction
+        assert [row["verdicts"] for row in views.history("n1")] == [expected[1], expected[2]]
+
+
+def _as_json(verdict: Any) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outcomes_fold_a_chunk_at_a_time_and_recompute_what_was_folded_before(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Views.outcomes` gathers the verdicts of a few appended events at a time as it catches
+    the views up (no verdict is stored); a duplicate's original, folded long before, has its
+    verdicts recomputed: the same as a fold of the whole log gives."""
+    api = sys.modules["projections.api"]
+    monkeypatch.setattr(api, "_OUTCOMES", 3)
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        first = log.append_batch(_drained(2))
+        views.catch_up()
+        results = log.append_batch(_drained(9))  # the exit is refused again: needs force
+        repeat = log.append_batch([MaintenanceObserved(subject="n1", state="DrainFailed",
+                                                       reason="pods", id=first[0].id)])  # fmt: skip
+        assert repeat[0].duplicate
+        appended = [*results, *repeat]
+        expected = _expected_verdicts(log)
+        done = list(views.outcomes(appended))
+        assert [o.position for o in done] == [r.position for r in appended]
+        assert [o.verdicts for o in done] == [expected[r.position] for r in appended]
+        assert any(v["verdict"] == "rejected" for o in done for v in o.verdicts)
+        assert done[-1].duplicate
+        assert done[-1].position == 1
+        assert views.tracking() == log.size()
+
+
+def test_a_part_follows_the_trust_events_whatever_their_subject() -> None:
+    """A replay shared between two processes: each part skips the other part's events without
+    decoding them, but not the trust events, which every part follows (a key trusted under a
+    subject of the other part still signs this part's events)."""
+    from ledger.notes import Signer  # noqa: PLC0415
+    from ledger.signing import OperatorKey  # noqa: PLC0415
+
+    alice = OperatorKey(Signer.generate("alice"))
+    assert Part(0, 2).may_keep(b"alice", b"TrustKey")
+    assert Part(1, 2).may_keep(b"x", b"RevokeKey")
+    from ledger.trust import TrustFold  # noqa: PLC0415
+
+    with fresh_ledger("lmdb") as log, pytest.MonkeyPatch.context() as patch:
+        log.trust(alice.signer.verifier.encode())
+        log.append_batch([alice.sign(EnterMaintenance(subject=f"n{i}", actor="alice"))
+                          for i in range(12)])  # fmt: skip
+        for number in (0, 1):  # each part ends with alice trusted, whichever owns "alice"
+            trust = TrustFold()
+            rebuild(log, audit=Audit(), part=Part(number, 2), resume=(Folder(), 0, trust))
+            assert list(trust.keys) == ["alice"]
+        patch.setattr(workers, "PARALLEL_FROM", 1)
+        report = run_audit(log)
+        assert report.rejected == []
+        assert report.counts["maintenance"]["applied"] == 12
