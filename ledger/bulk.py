@@ -13,6 +13,7 @@ in a compact array and reads the ids back from the spool when iterated.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
@@ -95,13 +96,15 @@ class Spool:
         self.chunks += 1
 
     def read(self) -> Iterator[Chunk]:
-        """Every chunk, in order, from the start."""
-        file = self._file
-        file.flush()
-        file.seek(0)
+        """Every chunk, in order, from the start (each reading keeps its own place: several may
+        go on at once, e.g. the results and the input lines side by side)."""
+        self._file.flush()
+        fd, offset = self._file.fileno(), 0
         for _ in range(self.chunks):
-            length = int.from_bytes(file.read(_LENGTH), "big")
-            yield _decoder.decode(file.read(length))
+            length = int.from_bytes(os.pread(fd, _LENGTH, offset), "big")
+            data = os.pread(fd, length, offset + _LENGTH)
+            offset += _LENGTH + length
+            yield _decoder.decode(data)
 
     def close(self) -> None:
         self._file.close()

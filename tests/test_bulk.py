@@ -25,7 +25,13 @@ from ledger import backend as backend_module
 from ledger import bulk
 from ledger.codec import encode_event_json, iter_lines
 from ledger.errors import InvalidEventError, SignatureError, StrictRefusedError
-from ledger.events import EnterMaintenance, Event, ExitMaintenance, KeepAliveFailed
+from ledger.events import (
+    EnterMaintenance,
+    Event,
+    ExitMaintenance,
+    KeepAliveFailed,
+    MaintenanceObserved,
+)
 from ledger.ledger import Ledger
 from ledger.lmdb_backend import LMDBBackend
 from ledger.notes import Signer
@@ -221,6 +227,40 @@ def test_cli_append_file_is_atomic_past_many_chunks(tmp_path: Path) -> None:
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["position"] for r in results] == list(range(1, len(lines) + 1))
     assert not any(r["duplicate"] for r in results)
+
+
+def test_cli_append_file_reports_the_refusals_of_a_later_chunk(tmp_path: Path) -> None:
+    """A big `append FILE` (past two chunks) names each event a projection refused, with its
+    input line and position, read back beside the results (verdicts are recomputed as the views
+    fold, never stored); with --json every result carries its verdicts."""
+    events: list[Event] = [*failures(2 * bulk.CHUNK + 100)]
+    events += [EnterMaintenance(subject="n1", actor="op")]
+    events += [MaintenanceObserved(subject="n1", state="DrainFailed", reason="pods")]
+    events += [ExitMaintenance(subject="n1", actor="op"), *failures(5, start=3 * bulk.CHUNK)]
+    refused_line = 2 * bulk.CHUNK + 103
+    (tmp_path / "events.jsonl").write_bytes(b"".join(encode_event_json(e) + b"\n" for e in events))
+
+    def cli(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "adminchain", *args, "--ledger", str(tmp_path / name)],
+            capture_output=True, text=True, cwd=REPO, check=False,
+        )  # fmt: skip
+
+    done = cli("text.lmdb", "append", str(tmp_path / "events.jsonl"))
+    assert done.returncode == 0, done.stderr
+    assert f"appended {len(events)} events" in done.stdout
+    refusals = [line for line in done.stdout.splitlines() if "refused" in line]
+    assert len(refusals) == 1, done.stdout
+    assert refusals[0].startswith(
+        f"line {refused_line} (position {refused_line}): ExitMaintenance n1 refused by "
+        "maintenance: needs_force"
+    ), refusals
+    again = cli("json.lmdb", "append", str(tmp_path / "events.jsonl"), "--json")
+    assert again.returncode == 0, again.stderr
+    results = [json.loads(line) for line in again.stdout.splitlines()]
+    assert len(results) == len(events)
+    assert results[0]["verdicts"] == [{"projection": "detachment", "verdict": "applied"}]
+    assert [v["verdict"] for v in results[refused_line - 1]["verdicts"]] == ["rejected"]
 
 
 def test_the_first_query_after_a_big_append_reports_its_catch_up(tmp_path: Path) -> None:
