@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import click
 
@@ -177,7 +177,9 @@ def until_interrupted() -> Iterator[None]:
 
 def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[bytes]:
     """Lines of a binary stream as they arrive (for ``--stream``), checking for Ctrl-C at least
-    every `poll` seconds while waiting, so that an interrupt is never left unanswered."""
+    every `poll` seconds while waiting, so that an interrupt is never left unanswered. A line
+    longer than `ledger.codec.MAX_LINE_BYTES` is never held: its first bytes beyond the limit
+    are given as the line (which `decode_line` refuses) and the rest of it is skipped."""
     try:
         fd = stream.fileno()
     except (OSError, ValueError, AttributeError):
@@ -187,7 +189,8 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
 
     from ledger.codec import MAX_LINE_BYTES  # noqa: PLC0415
 
-    pending, number = b"", 0
+    pending = b""
+    skipping = False  # inside an overlong line, already given
     while True:
         ready, _, _ = select.select([fd], [], [], poll)
         check_interrupt()
@@ -196,17 +199,20 @@ def read_lines_interruptibly(stream: IO[bytes], poll: float = 0.25) -> Iterator[
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             break
+        if skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            chunk, skipping = chunk[end + 1 :], False
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
-        if len(pending) > MAX_LINE_BYTES + 1:  # an endless line: refused, never held whole
-            raise InvalidEventError(
-                f"line longer than {MAX_LINE_BYTES} bytes", line=number + len(lines) + 1
-            )
         for line in lines:
-            number += 1
             yield line.rstrip(b"\r")
             check_interrupt()
-    if pending:
+        if len(pending) > MAX_LINE_BYTES + 1:
+            yield pending[: MAX_LINE_BYTES + 2]  # too long: refused as such, not held
+            pending, skipping = b"", True
+    if pending and not skipping:
         yield pending.rstrip(b"\r")
 
 
@@ -504,14 +510,36 @@ def long_running(ledger: Any) -> None:
 
 
 def open_views(target: str, *, create: bool = False) -> Any:
-    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely)."""
+    """The ledger named by ``--ledger`` with its stored projections (a server's, remotely);
+    a long catch-up shows its progress on a terminal."""
     if is_remote(target):
         from projections.remote import RemoteViews  # noqa: PLC0415
 
         return RemoteViews(open_ledger(target))
     from projections.api import Views  # noqa: PLC0415
 
-    return Views(open_ledger(target, create=create))
+    return Views(open_ledger(target, create=create), progress=_catch_up_bar())
+
+
+CATCH_UP_BAR_FROM: Final = 50_000
+"""A catch-up this many events long or longer shows a progress bar (on a terminal)."""
+
+
+def _catch_up_bar() -> Callable[[int, int], None]:
+    """The progress of the views' catch-ups: a bar on stderr (`render.catch_up_progress`),
+    loaded only once a long one is under way (a quick query never imports rich)."""
+    bar: list[Callable[[int, int], None]] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            if total - done < CATCH_UP_BAR_FROM:
+                return
+            from adminchain.render import catch_up_progress  # noqa: PLC0415
+
+            bar.append(catch_up_progress(least=0))
+        bar[0](done, total)
+
+    return progress
 
 
 def _known_subjects(ctx: click.Context, incomplete: str) -> list[str]:

@@ -13,6 +13,7 @@ from adminchain.cli import (
     emit_json,
     interrupted,
     interrupts_deferred,
+    is_remote,
     json_option,
     ledger_options,
     long_running,
@@ -24,7 +25,7 @@ from adminchain.cli import (
     require_local,
     until_interrupted,
 )
-from ledger.codec import decode_line
+from ledger.codec import decode_line, iter_lines
 from ledger.errors import InvalidEventError, StrictRefusedError, UsageError
 
 
@@ -97,14 +98,41 @@ def append(
         long_running(views.ledger)
         _stream(views, file, signer, strict=strict, stop=stop_on_error, as_json=as_json)
         return
+    if dry_run or is_remote(ledger):
+        _in_memory(views, file, signer, strict=strict, dry_run=dry_run, as_json=as_json)
+        return
+    # A big input streams through a spool: memory holds a chunk (`Ledger.append_bulk`).
+    precondition = views.strict() if strict else None
+    with render.append_progress(file, enabled=not as_json) as (source, stored):
+        numbered = iter_lines(read_lines(source))
+        if signer is not None:
+            numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
+        spooled = views.ledger.spool(numbered, validated=True)  # Ctrl-C here: nothing stored
+        with interrupts_deferred():
+            result = views.ledger.append_spooled(
+                spooled, precondition=precondition, progress=stored
+            )
+            STORED.note(result)
+    with render.progress_bar("folding", None, enabled=not as_json) as update:
+        done = views.outcomes(result, progress=update)
+        if as_json:
+            render.write_lines(render.outcome_json(o) for o in done)
+        else:
+            render.bulk_summary(result)
+            render.refusals(result.inputs(), done)
+
+
+def _in_memory(
+    views: Any, file: IO[bytes], signer: Any, *, strict: bool, dry_run: bool, as_json: bool
+) -> None:
+    """``append --dry-run``, and a batch for a server: the input is read whole, then sent."""
     lines: list[int] = []
     events = []
-    with render.reading_progress(file, enabled=not as_json) as source:
-        for number, raw in enumerate(read_lines(source), start=1):
-            if raw.strip():
-                event = decode_line(raw, number)
-                events.append(signer.sign_if_operator(event) if signer is not None else event)
-                lines.append(number)
+    with render.append_progress(file, enabled=not as_json) as (source, _):
+        for number, event in iter_lines(read_lines(source)):
+            events.append(signer.sign_if_operator(event) if signer is not None else event)
+            lines.append(number)
+    inputs = [(line, type(e).__name__, e.subject) for line, e in zip(lines, events, strict=True)]
     try:
         if dry_run:
             outcomes = views.dry_run(events, strict=strict, validated=True)
@@ -121,7 +149,7 @@ def append(
         if as_json:
             render.write_lines(render.outcome_json(o, dry_run=True) for o in outcomes)
         else:
-            render.refusals(events, lines, outcomes, dry_run=True)
+            render.refusals(inputs, outcomes, dry_run=True)
             render.dry_run_summary(outcomes)
         return
     with render.progress_bar("folding", None, enabled=not as_json) as update:
@@ -130,7 +158,7 @@ def append(
             render.write_lines(render.outcome_json(o) for o in done)
         else:
             render.append_summary(results)
-            render.refusals(events, lines, done)
+            render.refusals(inputs, done)
 
 
 def _stream(

@@ -157,9 +157,8 @@ def token() -> None:
 
     \b
     Example:
-      adminchain token create reconciler --role loop
+      adminchain token create loop-1 --role loop --expires 30d
       adminchain token list
-      adminchain token revoke reconciler
     """
 
 
@@ -241,7 +240,7 @@ def token_revoke(name: str, ledger: str, as_json: bool) -> None:
 
     \b
     Example:
-      adminchain token revoke reconciler
+      adminchain token revoke loop-1
     """
     from adminchain.server.tokens import revoke_token  # noqa: PLC0415
 

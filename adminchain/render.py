@@ -69,20 +69,67 @@ def progress_bar(
 
 
 @contextmanager
-def reading_progress(stream: IO[bytes], *, enabled: bool = True) -> Iterator[IO[bytes]]:
-    """Wrap a file being read with a progress bar when it is a large regular file on a terminal."""
+def append_progress(
+    stream: IO[bytes], *, enabled: bool = True
+) -> Iterator[tuple[IO[bytes], Callable[[int, int], None]]]:
+    """A big append's progress on stderr (a large regular file, on a terminal): the input read,
+    then the events stored. Yields the stream to read and `stored(done, total)`."""
     try:
         size = os.fstat(stream.fileno()).st_size
     except (OSError, ValueError, AttributeError):
         size = 0
     if not enabled or size < (8 << 20) or not _interactive():
-        yield stream
+        yield stream, lambda done, total: None
         return
     with (
-        Progress(console=errors, transient=True) as bar,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=errors,
+            transient=True,
+        ) as bar,
         bar.wrap_file(cast(BinaryIO, stream), total=size, description="reading") as wrapped,
     ):
-        yield wrapped
+        task: list[Any] = []
+
+        def stored(done: int, total: int) -> None:
+            if not task:
+                task.append(bar.add_task("storing", total=total))
+            bar.update(task[0], completed=done, total=total)
+
+        yield wrapped, stored
+
+
+class _CatchUpBar:
+    """A progress bar on stderr (on a terminal) for a long catch-up of the stored views, drawn
+    only once one is under way (`projections.api.Views` calls it as ``progress(done, total)``)."""
+
+    def __init__(self, label: str = "catching up the views", least: int = 50_000) -> None:
+        self._label, self._least = label, least
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            if total - done < self._least or not _interactive():
+                return
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn(), console=errors, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(self._label, total=total)
+        self._bar.update(self._task, completed=done, total=total)
+        if done >= total:
+            self._bar.stop()
+            self._bar = None
+
+
+def catch_up_progress(least: int = 50_000) -> Callable[[int, int], None]:
+    """What the CLI's queries show while the stored views catch up (see `_CatchUpBar`)."""
+    return _CatchUpBar(least=least)
 
 
 def _when(value: datetime | str | None) -> str:
@@ -251,20 +298,21 @@ def outcome_json(outcome: Any, *, dry_run: bool = False) -> bytes:
 
 
 def refusals(
-    events: list[Any], lines: list[int], outcomes: Iterable[Any], *, dry_run: bool = False
+    inputs: Iterable[tuple[int, str, str]], outcomes: Iterable[Any], *, dry_run: bool = False
 ) -> None:
-    """Print each event the projections refused (or would refuse), with the fix."""
-    for event, line, outcome in zip(events, lines, outcomes, strict=True):
+    """Print each event the projections refused (or would refuse), with the fix: `inputs` are
+    the (input line, type, subject) of the events, `outcomes` what each got."""
+    for (line, kind, subject), outcome in zip(inputs, outcomes, strict=True):
         if outcome.duplicate or not outcome.rejected:
             continue
         where = "" if dry_run else f" (position {outcome.position})"
         for v in outcome.rejected:
             detail = f" ({v['detail']})" if v.get("detail") else ""
-            fix = fix_for(v.get("reason"), event.subject, shortcut=False)
+            fix = fix_for(v.get("reason"), subject, shortcut=False)
             verb = "would be refused" if dry_run else "refused"
             console.print(
-                f"[yellow]line {line}{where}: {type(event).__name__} {escape(event.subject)} "
-                f"{verb} by {v['projection']}: {v['reason']}{escape(detail)}; {escape(fix)}[/]"
+                f"[yellow]line {line}{where}: {kind} {subject} {verb} by "
+                f"{v['projection']}: {v['reason']}{detail}; {fix}[/]"
             )
 
 
@@ -296,6 +344,21 @@ def append_summary(results: list[Any]) -> None:
     for r in dups:
         console.print(f"[dim]duplicate: id {escape(r.id)} is already at position {r.position}[/]")
     if not results:
+        console.print("nothing to append (no events in the input)")
+
+
+def bulk_summary(result: Any) -> None:
+    """What a big append (`ledger.bulk.BulkResult`) did."""
+    span = result.span()
+    if span is not None:
+        count = result.stored
+        where = f"position {span[0]}" if count == 1 else f"positions {span[0]}-{span[1]}"
+        console.print(f"[green]appended {count} event{'s' * (count != 1)}[/] ({where}), durable")
+    if result.stored < len(result):
+        for r in result:
+            if r.duplicate:
+                console.print(f"[dim]duplicate: id {r.id} is already at position {r.position}[/]")
+    if not len(result):
         console.print("nothing to append (no events in the input)")
 
 

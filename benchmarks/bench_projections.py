@@ -73,12 +73,12 @@ def measure_lag(
     commits: list[tuple[float, int]] = []
     chunk = follower.store.catch_up_chunk
 
-    def timed_chunk(limit: int) -> tuple[int, int]:
-        tracking, size = chunk(limit)
+    def timed_chunk(limit: int, *rest: Any) -> tuple[int, int]:
+        tracking, size = chunk(limit, *rest)
         commits.append((time.perf_counter(), tracking))
         return tracking, size
 
-    follower.store.catch_up_chunk = timed_chunk  # type: ignore[method-assign]
+    follower.store.catch_up_chunk = timed_chunk  # type: ignore[method-assign,assignment]
     stop = threading.Event()
     thread = threading.Thread(target=lambda: follower.follow(poll=0.5, stop=stop.is_set))
     thread.start()

@@ -81,6 +81,17 @@ class TxnOps(Protocol):
         the log, such as the trust record of `ledger.trust`)."""
 
 
+class BulkChunk(Protocol):
+    """One chunk of a big append, prepared (see `ledger.bulk.Chunk`)."""
+
+    @property
+    def rows(self) -> list[tuple[str, str, str, bytes]]:
+        """(subject, type, id, stored bytes) of each event."""
+
+    def minted_ids(self) -> frozenset[str]:
+        """The ids the ledger made (fresh: not looked up)."""
+
+
 Precondition = Callable[[TxnOps, Sequence[Event]], None]
 """Called under the write lock before a request's events are written; raises to refuse them."""
 
@@ -105,6 +116,22 @@ class AppendRequest:
     hook once per transaction): derived data kept current in the append's own commit."""
     wake: threading.Lock = field(default_factory=threading.Lock)
     """What its appender sleeps on while another thread writes it (see `GroupCommitter`)."""
+    source: Callable[[], Iterator[BulkChunk]] | None = None
+    """A big append (`ledger.bulk`): its chunks, read anew each time the transaction runs. Such
+    a request is written in a transaction of its own (`Ledger.append_bulk` does not go through
+    the group commit), since a refusal aborts the whole transaction."""
+    check_chunk: Callable[[TxnOps, BulkChunk], None] | None = None
+    """`source`'s precondition: called under the write lock with each chunk before it is stored."""
+    on_chunk: Callable[[BulkChunk | None, list[Appended]], None] | None = None
+    """Told each stored chunk of `source` and its results (None first: the transaction starts)."""
+
+    spooled: int = 0
+    """How many events `source` holds."""
+
+    @property
+    def rows(self) -> int:
+        """How many events the request holds."""
+        return len(self.events) if self.source is None else self.spooled
 
     def encode(self) -> None:
         """Encode outside the write lock: the lock is held only for the table work."""
@@ -123,6 +150,11 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     pending = _Pending(ops)
     floor = _last_recorded_at(ops)
     for request in requests:
+        if request.source is not None:
+            _apply_source(pending, request, floor)
+            if floor is None or request.recorded_at > floor:
+                floor = request.recorded_at
+            continue
         request.encode()
         request.result, request.error = None, None
         if floor is not None and request.recorded_at < floor and not request.verbatim:
@@ -162,6 +194,32 @@ def _last_recorded_at(ops: TxnOps) -> datetime | None:
         except msgspec.DecodeError as e:
             raise StorageError(f"position {size}: stored event cannot be decoded ({e})") from e
     return None
+
+
+def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | None) -> None:
+    """Store a big append chunk by chunk in the caller's transaction (`ledger.bulk`).
+
+    `check_chunk` gets each chunk before it is stored, and a refusal propagates: the chunks
+    before are already in the transaction, so only aborting it keeps the append all or nothing.
+    Like any request, its events are recorded no earlier than the log's last one (`floor`).
+    """
+    assert request.source is not None
+    request.result, request.error = [], None
+    if request.on_chunk is not None:
+        request.on_chunk(None, [])
+    for chunk in request.source():
+        if request.check_chunk is not None:
+            request.check_chunk(pending, chunk)
+        minted = chunk.minted_ids()
+        rows = chunk.rows
+        if floor is not None and request.recorded_at < floor:
+            rows = [(s, t, i, encode_record(decode_record(b).event, floor)) for s, t, i, b in rows]
+        if pending.can_prefetch:
+            pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
+        appended = pending.add_rows(rows, minted)
+        pending.flush()
+        if request.on_chunk is not None:
+            request.on_chunk(chunk, appended)
 
 
 class _Pending:
@@ -206,6 +264,17 @@ class _Pending:
         self.flush()
         return self._ops.read_stored(start, stop)
 
+    @property
+    def can_prefetch(self) -> bool:
+        """Whether the backend looks up many ids at once faster than one by one (PostgreSQL)."""
+        return hasattr(self._ops, "prefetch_ids")
+
+    def prefetch_ids(self, event_ids: Sequence[str]) -> None:
+        """Look up many ids at once where the backend can (see `can_prefetch`)."""
+        prefetch = getattr(self._ops, "prefetch_ids", None)
+        if prefetch is not None and event_ids:
+            prefetch(event_ids)
+
     def get_meta(self, key: str) -> bytes | None:
         # Read each setting once per transaction; `put_meta` keeps the copy current.
         if key not in self._meta:
@@ -217,30 +286,34 @@ class _Pending:
         self._ops.put_meta(key, value)
 
     def add(self, request: AppendRequest) -> list[Appended]:
-        """Queue a request's new events; a repeated id (stored, pending, or earlier in the same
-        request) reports its original position as a duplicate."""
-        events, encoded = request.events, request.encoded
-        ids = cast("list[str]", [e.id for e in events])
+        """Queue a request's new events (see `add_rows`)."""
+        ids = cast("list[str]", [e.id for e in request.events])
         assert None not in ids, "the Ledger assigns ids before appending"
-        lookup, minted = self.lookup_id, request.minted
-        if len(set(ids)) == len(ids) and all(  # all new (ids the ledger just minted are)
-            i in minted or lookup(i) is None for i in ids
-        ):
-            positions = self.insert(
-                [
-                    (e.subject, type(e).__name__, i, stored)
-                    for e, i, stored in zip(events, ids, encoded, strict=True)
-                ]
-            )
+        rows = [
+            (e.subject, type(e).__name__, i, stored)
+            for e, i, stored in zip(request.events, ids, request.encoded, strict=True)
+        ]
+        return self.add_rows(rows, request.minted)
+
+    def add_rows(
+        self, rows: list[tuple[str, str, str, bytes]], minted: frozenset[str]
+    ) -> list[Appended]:
+        """Queue (subject, type, id, stored bytes) rows; a repeated id (stored, pending, or
+        earlier in the same rows) reports its original position as a duplicate. Ids in
+        `minted` were just made by the ledger: they are new without a look-up."""
+        ids = [row[2] for row in rows]
+        lookup = self.lookup_id
+        if len(set(ids)) == len(ids) and all(i in minted or lookup(i) is None for i in ids):
+            positions = self.insert(rows)
             return [Appended(p, i, duplicate=False) for p, i in zip(positions, ids, strict=True)]
         result: list[Appended] = []
-        for event, event_id, stored in zip(events, ids, encoded, strict=True):
-            original = lookup(event_id)
+        for row in rows:
+            original = lookup(row[2])
             if original is not None:
-                result.append(Appended(original, event_id, duplicate=True))
+                result.append(Appended(original, row[2], duplicate=True))
                 continue
-            (position,) = self.insert([(event.subject, type(event).__name__, event_id, stored)])
-            result.append(Appended(position, event_id, duplicate=False))
+            (position,) = self.insert([row])
+            result.append(Appended(position, row[2], duplicate=False))
         return result
 
     def flush(self) -> None:

@@ -14,6 +14,7 @@ fresh UUID; events without `at` get the ledger's clock. The facade knows nothing
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import time
 import uuid
@@ -27,19 +28,26 @@ from typing import TYPE_CHECKING, Final, Self, cast
 
 import msgspec
 
-from ledger import merkle
+from ledger import bulk, merkle
 from ledger.backend import (
     Appended,
     AppendRequest,
+    BulkChunk,
     GroupCommitter,
     LogBackend,
     Precondition,
     TxnOps,
     write_isolated,
 )
-from ledger.codec import decode_record, validate
+from ledger.codec import decode_record, encode_record, validate
 from ledger.defaults import DEFAULT_LEDGER
-from ledger.errors import InvalidEventError, NotFoundError, StorageError, UsageError
+from ledger.errors import (
+    InvalidEventError,
+    NotFoundError,
+    StorageError,
+    StrictRefusedError,
+    UsageError,
+)
 from ledger.events import Event
 
 if TYPE_CHECKING:
@@ -88,16 +96,19 @@ def _collector_paused(pause: bool) -> Iterator[None]:
         gc.enable()
 
 
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_ids(count: int) -> list[str]:
-    """`count` random (version 4) UUID strings from one `os.urandom` call (3x `uuid.uuid4`)."""
-    pool = bytearray(os.urandom(16 * count))
-    ids = []
-    for offset in range(0, 16 * count, 16):
-        pool[offset + 6] = (pool[offset + 6] & 0x0F) | 0x40
-        pool[offset + 8] = (pool[offset + 8] & 0x3F) | 0x80
-        x = pool[offset : offset + 16].hex()
-        ids.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
-    return ids
+    """`count` random (version 4) UUID strings from one `os.urandom` call (3x `uuid.uuid4`):
+    the version nibble is set to 4 and the variant bits to 10, as `uuid.uuid4` does."""
+    h = os.urandom(16 * count).hex()
+    v = _VARIANT
+    return [
+        f"{h[o : o + 8]}-{h[o + 8 : o + 12]}-4{h[o + 13 : o + 16]}-"
+        f"{v[h[o + 16]]}{h[o + 17 : o + 20]}-{h[o + 20 : o + 32]}"
+        for o in range(0, 32 * count, 32)
+    ]
 
 
 def decode_entry(position: int, stored: bytes) -> Entry:
@@ -124,6 +135,24 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     from ledger.lmdb_backend import LMDBBackend  # noqa: PLC0415  keeps `import ledger` light
 
     return LMDBBackend(Path(text), sync=sync, create=create)
+
+
+def _chunked(
+    records: Iterator[tuple[int, bytes]], size: int
+) -> Iterator[list[tuple[int, bytes | None]]]:
+    while chunk := list(itertools.islice(records, size)):
+        yield cast("list[tuple[int, bytes | None]]", chunk)
+
+
+def _at_input_line(chunk: bulk.Chunk, check: Callable[..., None], *args: object) -> None:
+    """Run a check over a chunk's events; an error naming an event of the chunk (its place,
+    1-based) is raised again naming that event's input line."""
+    try:
+        check(*args)
+    except (InvalidEventError, StrictRefusedError) as e:
+        if e.line is None or not 1 <= e.line <= len(chunk.lines):
+            raise
+        raise e.at_line(chunk.lines[e.line - 1]) from e
 
 
 class Ledger:
@@ -247,6 +276,107 @@ class Ledger:
             request.encode()
         write_isolated(self.backend.write, requests)
 
+    def append_bulk(
+        self,
+        numbered: Iterable[tuple[int, Event]],
+        *,
+        precondition: Precondition | None = None,
+        validated: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        chunk: int = bulk.CHUNK,
+    ) -> bulk.BulkResult:
+        """Append a big input as ONE atomic batch, in memory bounded by `chunk` events.
+
+        `numbered` gives (input line, event) pairs and is read lazily, once: every event is
+        validated and prepared (see `ledger.bulk`) before the one write transaction stores them
+        chunk by chunk, so a bad line anywhere stores nothing, and so does a refusal (errors
+        name the input line). `progress(stored, total)` is told after each stored chunk.
+        `precondition` is called with each chunk's events in turn, in the same transaction.
+        The two passes are `spool` and `append_spooled`.
+        """
+        spooled = self.spool(numbered, validated=validated, chunk=chunk)
+        return self.append_spooled(spooled, precondition=precondition, progress=progress)
+
+    def spool(
+        self,
+        numbered: Iterable[tuple[int, Event]],
+        *,
+        validated: bool = False,
+        chunk: int = bulk.CHUNK,
+    ) -> bulk.Spool:
+        """The first pass of `append_bulk`: read, validate and prepare the input a chunk at a
+        time into a spool; nothing is stored (a bad line raises, naming it)."""
+        spool = bulk.Spool()
+        with _collector_paused(True):
+            source = iter(numbered)
+            while part := list(itertools.islice(source, chunk)):
+                spool.add(self._prepare_chunk(part, spool.recorded_at, validated=validated))
+        return spool
+
+    def append_spooled(
+        self,
+        spool: bulk.Spool,
+        *,
+        precondition: Precondition | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bulk.BulkResult:
+        """The second pass of `append_bulk`: store a spool in ONE write transaction."""
+        result = bulk.BulkResult(spool)
+        if not spool.count:
+            return result
+        with _collector_paused(True):
+
+            def check(ops: TxnOps, prepared: BulkChunk) -> None:
+                # The trust set as of this very transaction and chunk (`append_batch`'s rule).
+                from ledger.trust import check_append  # noqa: PLC0415
+
+                assert isinstance(prepared, bulk.Chunk)
+                events = prepared.events()
+                record: list[Callable[[], None] | None] = []
+                _at_input_line(
+                    prepared,
+                    lambda: record.append(check_append(ops, prepared.originals(), events)),
+                )
+                if precondition is not None:
+                    _at_input_line(prepared, precondition, ops, events)
+                if record and record[0] is not None:  # last: a refused chunk changes no trust
+                    record[0]()
+
+            def stored(prepared: BulkChunk | None, appended: list[Appended]) -> None:
+                if prepared is None:  # the transaction (re)starts
+                    result.clear()
+                    return
+                result.extend(appended)
+                if progress is not None:
+                    progress(len(result), spool.count)
+
+            request = AppendRequest(
+                [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
+                spooled=spool.count,
+            )  # fmt: skip
+            self.backend.write([request])
+        return result
+
+    def _prepare_chunk(
+        self, part: Sequence[tuple[int, Event]], now: datetime, *, validated: bool
+    ) -> bulk.Chunk:
+        """Validate one chunk of a big append, fill in ids and times, and encode it."""
+        lines = [line for line, _ in part]
+        checked = [event if validated else validate(event, line) for line, event in part]
+        minted = new_ids(sum(1 for e in checked if getattr(e, "id", 0) is None))
+        fresh = iter(minted)
+        prepared = [
+            self._prepare(event, now, line, fresh)
+            for line, event in zip(lines, checked, strict=True)
+        ]
+        rows = [
+            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now))
+            for e in prepared
+        ]
+        return bulk.Chunk(
+            lines, rows, [e.id is None for e in checked], [e.at is None for e in checked]
+        )
+
     @staticmethod
     def _prepare(event: Event, now: datetime, line: int, fresh: Iterator[str]) -> Event:
         """Fill in `id` (from `fresh`) and `at`; the event is already validated and normalised."""
@@ -285,6 +415,24 @@ class Ledger:
         """(position, stored bytes) pairs, undecoded: what replay and verification hash and fold."""
         return self.backend.read_stored(max(start, 1), stop)
 
+    def read_chunks(
+        self,
+        start: int,
+        stop: int | None,
+        size: int,
+        keep: Callable[[bytes, bytes], bool] | None = None,
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """`read_stored` in lists of up to `size`, through one snapshot. With `keep`, None in
+        place of the stored bytes of each event whose subject and type (UTF-8) `keep` refuses,
+        where the backend can tell without decoding (LMDB); elsewhere every event's bytes."""
+        chunked = getattr(self.backend, "read_chunks", None)
+        if chunked is not None:
+            chunks: Iterator[list[tuple[int, bytes | None]]] = chunked(
+                max(start, 1), stop, size, keep
+            )
+            return chunks
+        return _chunked(self.backend.read_stored(max(start, 1), stop), size)
+
     def get(self, position: int) -> Entry:
         """The entry at `position`; raises `NotFoundError` beyond the end."""
         for entry in self.read(position, position):
@@ -292,16 +440,17 @@ class Ledger:
         raise NotFoundError(f"no event at position {position} (the log has {self.size()})")
 
     def history(self, subject: str) -> list[Entry]:
-        """Every event about `subject`, in log order."""
+        """Every event about `subject`, in log order (`StorageError` if the subject index names
+        a position the log does not hold: damage)."""
         entries = []
         for position in self.backend.positions_of(subject):
             try:
                 entries.append(self.get(position))
-            except NotFoundError:
+            except NotFoundError as e:
                 raise StorageError(
-                    f"the subject index names position {position} for {subject!r}, which the "
-                    "log does not hold: the ledger is damaged (see `adminchain verify`)"
-                ) from None
+                    f"the subject index names position {position} for {subject!r}, which the log "
+                    "does not hold: run `adminchain verify`"
+                ) from e
         return [e for e in entries if e.event.subject == subject]
 
     def follow(

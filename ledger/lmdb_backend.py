@@ -31,8 +31,13 @@ from eventsourcing.persistence import PersistenceError
 
 from ledger import lmdb_files, merkle
 from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
-from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
-from ledger.lmdb import LMDBApplicationRecorder, LMDBDatastore, text_key
+from ledger.errors import (
+    BackendUnavailableError,
+    LedgerError,
+    LedgerNotFoundError,
+    StorageError,
+)
+from ledger.lmdb import ChunkKeep, LMDBApplicationRecorder, LMDBDatastore, text_key
 
 __all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
 
@@ -93,6 +98,7 @@ class LMDBTxnOps:
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
         self.raw = txn
         self._backend = backend
+        self._versions: dict[str, int] = {}  # each subject's last version in this transaction
 
     def own(self) -> LMDBTxnOps:
         return self
@@ -108,7 +114,7 @@ class LMDBTxnOps:
         backend = self._backend
         txn = self.raw
         recorder = backend.recorder
-        versions: dict[str, int] = {}
+        versions = self._versions
         numbered: list[tuple[str, int, str, bytes]] = []
         for subject, topic, _event_id, data in rows:
             version = versions.get(subject)
@@ -195,9 +201,7 @@ class LMDBBackend:
     def _failure(self, error: BaseException, what: str) -> StorageError:
         """A storage error of this ledger, said plainly: a full disk named as one, a damaged
         file with the zeroed page if there is one."""
-        if isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
-            code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
-        ):
+        if _damaged(error):
             zeroed = self._zeroed_page()
             return StorageError(
                 f"the ledger at {self.url} is damaged ({error})"
@@ -257,7 +261,11 @@ class LMDBBackend:
                 )
                 return
         except (lmdb.Error, PersistenceError) as e:
-            failure = self._failure(e, "be opened")
+            failure: LedgerError = (
+                self._failure(e, "be opened")  # a damaged file: named, with its zeroed page
+                if _damaged(e)
+                else BackendUnavailableError(f"cannot open the ledger at {path}: {e}")
+            )
             self.datastore.close()
             raise failure from e
         if found is not None and bytes(found) != FORMAT:
@@ -313,6 +321,16 @@ class LMDBBackend:
             self.check_pages()  # reading the log from its start: LMDB must not abort on the way
         with self._reads() as reads:
             yield from reads.read_stored(start, stop)
+
+    def read_chunks(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep | None = None
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """`read_stored` in lists of up to `size`; with `keep`, None for the bytes of the events
+        it refuses by subject and type (see `LMDBApplicationRecorder.iter_chunks_txn`)."""
+        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
+            self.check_pages()
+        with self._reads() as reads:
+            yield from reads.read_chunks(start, stop, size, keep)
 
     def positions_of(self, subject: str) -> list[int]:
         with self._reads() as reads:
@@ -454,6 +472,13 @@ def _index_check(
     )
 
 
+def _damaged(error: BaseException) -> bool:
+    """Whether LMDB found the data file damaged (MDB_CORRUPTED, MDB_PAGE_NOTFOUND)."""
+    return isinstance(error, lmdb.CorruptedError | lmdb.PageNotFoundError) or any(
+        code in str(error) for code in ("MDB_CORRUPTED", "MDB_PAGE_NOTFOUND")
+    )
+
+
 class _Reads:
     """The reading half of `LMDBBackend`, through one read transaction (see `read_snapshot`)."""
 
@@ -475,6 +500,12 @@ class _Reads:
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         last = self.size() if stop is None else stop
         return self._backend.recorder.iter_stored_txn(self._txn, start, last)
+
+    def read_chunks(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep | None = None
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        last = self.size() if stop is None else stop
+        return self._backend.recorder.iter_chunks_txn(self._txn, start, last, size, keep)
 
     def positions_of(self, subject: str) -> list[int]:
         return self._backend.recorder.notification_ids_txn(self._txn, subject)

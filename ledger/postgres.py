@@ -761,7 +761,7 @@ class PostgresBackend:
         event_ids = [
             e.id for r in requests for e in r.events if e.id is not None and e.id not in r.minted
         ]
-        rows = sum(len(r.events) for r in requests)
+        rows = sum(r.rows for r in requests)
         for request in requests:
             request.encode()
         # Big batches COPY in a worker thread. A precondition's queries are safe: whatever

@@ -16,30 +16,38 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from ledger.backend import Appended, LogBackend, Precondition, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
 from ledger.events import Event
-from ledger.ledger import Ledger
+from ledger.ledger import Entry, Ledger
 from projections.base import Verdict
+from projections.policy import ALL
 from projections.state import BY_NAME, KINDS, PROJECTIONS
 from projections.views import (
     CHUNK,
+    Carry,
     DryRunAbortError,
     ViewReader,
     ViewStore,
     ViewTxn,
+    advance_txn,
     codec,
     dry_run_precondition,
     strict_precondition,
+    subject_verdicts,
 )
 
 if TYPE_CHECKING:
     from ledger.lmdb_backend import LMDBBackend
     from ledger.postgres import PostgresBackend
 
-__all__ = ["KINDS", "Outcome", "StateSource", "Views", "status_document"]
+__all__ = ["KINDS", "InlineFold", "Outcome", "StateSource", "Views", "status_document"]
+
+_OUTCOMES: Final = 20_000
+"""Appended events whose verdicts `Views.outcomes` gathers at a time (bounds its memory)."""
 
 
 
@@ -160,30 +168,82 @@ def open_store(ledger: Ledger) -> ViewStore:
     return make(backend)
 
 
-class Views:
-    """The stored projections of one ledger."""
+class InlineFold:
+    """`Views.inline`: an `after` hook that folds an append's events into the views inside the
+    append's own transaction, keeping the verdicts that fold gave each position (the server's
+    appender answers with them: verdicts are not stored, see `projections.views`)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, store: ViewStore) -> None:
+        self._store = store
+        self._verdicts: dict[int, list[Verdict]] = {}
+
+    def __call__(self, ops: TxnOps) -> None:
+        self._verdicts = {}  # a transaction run again starts afresh
+        self._store.fold_in(ops, CHUNK, self._verdicts)
+
+    def take(self) -> dict[int, list[Verdict]]:
+        """The verdicts of the positions the last transaction folded (then forgotten)."""
+        verdicts, self._verdicts = self._verdicts, {}
+        return verdicts
+
+
+def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
+    """Verdicts as the ``history`` JSON shows them."""
+    return [_verdict_json(v) for v in verdicts]
+
+
+class Views:
+    """The stored projections of one ledger. `progress(done, total)`, if given, is told how
+    every catch-up goes (also those a query makes by itself: the first one after a big append
+    can take seconds)."""
+
+    def __init__(
+        self, ledger: Ledger, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         self.ledger = ledger
         self.store = open_store(ledger)
+        self.progress = progress
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold every event beyond the tracking position; returns the new tracking position.
 
         Caught-up views are seen in a read snapshot: queries take no write lock then.
         """
+        progress = progress if progress is not None else self.progress
         with self.reader() as reader:
             tracking, size = reader.tracking(), reader.size()
         if tracking >= size:
             if progress is not None:
                 progress(tracking, size)
             return tracking
+        total = size
+        within = None if progress is None else (lambda position: progress(position, total))
+        carry = Carry()
         while True:
-            tracking, size = self.store.catch_up_chunk(CHUNK)
+            tracking, size = self.store.catch_up_chunk(CHUNK, within, carry)
+            total = size
             if progress is not None:
                 progress(tracking, size)
             if tracking >= size:
                 return tracking
+
+    def advance(
+        self, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+    ) -> bool:
+        """Move the views from `expected` to `position` with states the caller folded itself
+        (see `projections.views.advance_txn`); False if another catch-up moved them first."""
+        result: bool = self.store.transact(
+            lambda txn: advance_txn(txn, expected, position, changes)
+        )
+        return result
+
+    def stored_states(self) -> tuple[int, int, dict[str, dict[str, Any]]]:
+        """(tracking position, log size, every stored state) from one snapshot, as they are:
+        without catching up first."""
+        with self.reader() as reader:
+            source = _ReaderSource(reader)
+            states = {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+            return reader.tracking(), reader.size(), states
 
     def tracking(self) -> int:
         """The last position folded into the stored views."""
@@ -253,48 +313,78 @@ class Views:
     def states(self) -> dict[str, dict[str, Any]]:
         """Every stored state, by projection and subject (for divergence checks)."""
         self.catch_up()
-        states = self.tracked_states()[1]
-        assert states is not None
-        return states
+        return self.stored_states()[2]
 
     def tracked_states(
         self, *, with_states: bool = True
     ) -> tuple[int, dict[str, dict[str, Any]] | None]:
         """The tracking position and (`with_states`) every stored state, read in ONE snapshot,
         without catching up: the states are exactly the fold of the log up to that position."""
-        with self.reader() as reader:
-            tracking = reader.tracking()
-            if not with_states:
-                return tracking, None
-            source = _ReaderSource(reader)
-            return tracking, {m.NAME: dict(source.subjects(m.NAME)) for m in PROJECTIONS}
+        if not with_states:
+            with self.reader() as reader:
+                return reader.tracking(), None
+        tracking, _, states = self.stored_states()
+        return tracking, states
 
     def history(self, subject: str) -> list[dict[str, Any]]:
-        """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
-        self.catch_up()
+        """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5).
+
+        The verdicts are recomputed from the subject's own events and the settings for every
+        subject (`projections.views.subject_verdicts`): no catch-up is needed.
+        """
         entries = self.ledger.history(subject)
-        rows: list[dict[str, Any]] = []
-        with self.reader() as reader:
-            for entry in entries:
-                raw = reader.verdicts(entry.position)
-                verdicts = [] if raw is None else codec.decode_verdicts(raw)
-                rows.append(
-                    {
-                        "position": entry.position,
-                        "type": type(entry.event).__name__,
-                        "at": entry.event.at,
-                        "actor": entry.event.actor,
-                        "verdicts": [_verdict_json(v) for v in verdicts],
-                    }
-                )
-        return rows
+        verdicts = self._verdicts_of(subject, entries)
+        return [
+            {
+                "position": entry.position,
+                "type": type(entry.event).__name__,
+                "at": entry.event.at,
+                "actor": entry.event.actor,
+                "verdicts": [_verdict_json(v) for v in verdicts.get(entry.position, [])],
+            }
+            for entry in entries
+        ]
 
     def verdicts(self, position: int) -> list[dict[str, Any]]:
-        """The verdicts recorded for one position (after catching up), as in ``history``."""
-        self.catch_up()
-        with self.reader() as reader:
-            raw = reader.verdicts(position)
-        return [] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
+        """The verdicts of the event at one position, as in ``history``."""
+        return self.verdicts_at([position])[0]
+
+    def verdicts_at(self, positions: Iterable[int]) -> list[list[dict[str, Any]]]:
+        """The verdicts of several positions, as in ``history``, recomputed (no catch-up)."""
+        return self.entry_verdicts([self.ledger.get(position) for position in positions])
+
+    def entry_verdicts(self, entries: Sequence[Entry]) -> list[list[dict[str, Any]]]:
+        """The verdicts of the events of `entries`, as in ``history``: recomputed once per
+        subject from its own events and the settings for every subject up to its last one."""
+        last: dict[str, int] = {}
+        for entry in entries:
+            subject = entry.event.subject
+            last[subject] = max(last.get(subject, 0), entry.position)
+        settings = self.ledger.history(ALL) if last else []
+        found: dict[int, list[Verdict]] = {}
+        for subject, upto in last.items():
+            own = [e for e in self.ledger.history(subject) if e.position <= upto]
+            found.update(self._verdicts_of(subject, own, settings))
+        return [[_verdict_json(v) for v in found.get(e.position, [])] for e in entries]
+
+    def _verdicts_of(
+        self, subject: str, entries: list[Entry], settings: list[Entry] | None = None
+    ) -> dict[int, list[Verdict]]:
+        """The verdicts of `entries` (`subject`'s events, in order), recomputed (`settings`:
+        the events about ``*``, read here when not given)."""
+        if not entries:
+            return {}
+        last = entries[-1].position
+        if subject == ALL:
+            settings = []
+        elif settings is None:
+            settings = self.ledger.history(ALL)
+        merged = sorted(
+            [(e.position, e.event) for e in entries]
+            + [(e.position, e.event) for e in settings if e.position < last],
+            key=lambda pair: pair[0],
+        )
+        return subject_verdicts(merged, subject)
 
     def append_with_verdicts(
         self,
@@ -313,41 +403,69 @@ class Views:
 
     def outcomes(
         self,
-        results: Sequence[Appended],
+        results: Iterable[Appended],
         events: Sequence[Event] | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Iterator[Outcome]:
-        """The verdicts of appended events, read once the views include them (after catching
-        up, with `progress`), in chunks; with `events` (the appended events, in order), the
-        subject's current state in each projection that judged it."""
-        if results:
-            self.catch_up(progress)
-        for start in range(0, len(results), CHUNK):
-            chunk = results[start : start + CHUNK]
+        """The verdicts of appended events (in the order an append gives them), a chunk at a
+        time in bounded memory: the views are caught up to each chunk's last new position (with
+        `progress`), keeping the verdicts that fold gives the chunk's positions (verdicts are
+        not stored); those the views held already (a duplicate's original, or events another
+        process folded first) are recomputed (`entry_verdicts`). With `events` (the appended
+        events, in order), the subject's state then in each projection that judged it."""
+        progress = progress if progress is not None else self.progress
+        source = iter(results)
+        carry = Carry()
+        index = 0
+        while chunk := list(islice(source, _OUTCOMES)):
+            new = [r.position for r in chunk if not r.duplicate]
+            found: dict[int, list[Verdict]] = {}
+            if new:
+                self._fold_to(min(new), max(new), found, carry, progress)
+            missing = [r.position for r in chunk if r.position not in found]
+            recomputed = dict(zip(missing, self.verdicts_at(missing), strict=True))
             with self.reader() as reader:
-                source = _ReaderSource(reader)
+                states = _ReaderSource(reader)
                 done = []
-                for index, result in enumerate(chunk, start=start):
-                    raw = reader.verdicts(result.position)
-                    verdicts = [] if raw is None else codec.decode_verdicts(raw)
+                for result in chunk:
+                    given = found.get(result.position)
+                    verdicts = (
+                        verdicts_json(given) if given is not None else recomputed[result.position]
+                    )
                     now_states: dict[str, dict[str, Any]] = {}
                     if events is not None:
                         subject = events[index].subject
                         for v in verdicts:
-                            state = source.state(v.projection, subject)
-                            now_states[v.projection] = BY_NAME[v.projection].view(
-                                subject, state, None
-                            )
+                            name = v["projection"]
+                            state = states.state(name, subject)
+                            now_states[name] = BY_NAME[name].view(subject, state, None)
+                    index += 1
                     done.append(
-                        Outcome(
-                            result.position,
-                            result.id,
-                            result.duplicate,
-                            [_verdict_json(v) for v in verdicts],
-                            now_states,
-                        )
+                        Outcome(result.position, result.id, result.duplicate, verdicts, now_states)
                     )
             yield from done
+
+    def _fold_to(
+        self,
+        first: int,
+        last: int,
+        found: dict[int, list[Verdict]],
+        carry: Carry,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        """Catch the views up to `last`, putting the verdicts of `first`..`last` into `found`
+        as they are folded (positions the views already hold are left out)."""
+        tracking = self.tracking()
+        while tracking < last:
+            keep = tracking + 1 >= first
+            stop = last if keep else first - 1
+            tracking, size = self.store.catch_up_chunk(
+                min(CHUNK, stop - tracking), None, carry, found if keep else None
+            )
+            if progress is not None:
+                progress(tracking, size)
+            if tracking >= size:
+                break
 
     def dry_run(
         self, events: Sequence[Event], *, strict: bool = False, validated: bool = False
@@ -372,15 +490,12 @@ class Views:
                 for (projection, subject), state in result.states.items()
                 if subject == given.subject and projection in judged
             }
-            outcomes.append(
-                Outcome(
-                    result.original,
-                    given.id,
-                    result.duplicate,
-                    [_verdict_json(v) for v in result.verdicts],
-                    states,
-                )
+            verdicts = (
+                self.verdicts(result.original)
+                if result.original is not None
+                else [_verdict_json(v) for v in result.verdicts]
             )
+            outcomes.append(Outcome(result.original, given.id, result.duplicate, verdicts, states))
         return outcomes
 
     def subjects(self) -> list[str]:
@@ -416,23 +531,12 @@ class Views:
     def history_after(self, subject: str, after: int) -> list[dict[str, Any]]:
         """The ``history`` rows of `subject` beyond position `after`."""
         return [row for row in self.history(subject) if row["position"] > after]
-    def verdicts_at(self, positions: Iterable[int]) -> list[list[dict[str, Any]]]:
-        """The verdicts of several positions from one snapshot, as in ``history`` (no catch-up:
-        the caller knows the views hold them)."""
-        with self.reader() as reader:
-            raws = [reader.verdicts(position) for position in positions]
-        return [[] if raw is None else [_verdict_json(v) for v in codec.decode_verdicts(raw)]
-                for raw in raws]
 
-    def inline(self) -> Callable[[TxnOps], None]:
+    def inline(self) -> InlineFold:
         """An `after` hook for `Ledger.append_batch` that folds the appended events into the
-        views inside the append's own transaction: one commit, and the views never lag it."""
-        fold_in = self.store.fold_in
-
-        def fold(ops: TxnOps) -> None:
-            fold_in(ops, CHUNK)
-
-        return fold
+        views inside the append's own transaction: one commit, and the views never lag it. It
+        keeps the verdicts the fold gave (`InlineFold.take`)."""
+        return InlineFold(self.store)
 
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""

@@ -22,7 +22,7 @@ from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.remote import STRICT, RemoteLedger, quote
+from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
 from projections.api import KINDS, Outcome, Views
 
 __all__ = ["RemoteViews", "views_of"]
@@ -165,6 +165,10 @@ class RemoteViews:
             )
             for row in rows
         ]
+
+    def rebuild(self) -> int:
+        """The server's views are rebuilt only with direct access to its ledger."""
+        raise direct_access_error(self.ledger.url, "rebuilding the stored views")
 
 
 def views_of(ledger: Ledger) -> Views | RemoteViews:

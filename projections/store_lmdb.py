@@ -1,21 +1,22 @@
 """Stored views in the ledger's own LMDB environment (SPEC §6, embedded).
 
-Tables, beside the log's: ``views.state`` (projection, sha256(subject) -> [subject, state]),
-``views.verdicts`` (position -> verdicts) and ``views.meta`` (the tracking position). A catch-up
-chunk writes all three in one LMDB write transaction, so the views and their tracking always
-move together.
+Tables, beside the log's: ``views.state`` (projection, sha256(subject) -> [subject, state]) and
+``views.meta`` (the tracking position). A catch-up chunk writes both in one LMDB write
+transaction, so the views and their tracking always move together. (``views.verdicts``, where
+older versions kept each position's verdicts, is no longer written: see `projections.views`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from ledger.backend import TxnOps
 from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
-from projections.views import ViewTxn, catch_up_txn
+from projections.base import Verdict
+from projections.views import Carry, ViewTxn, catch_up_txn
 
 __all__ = ["LMDBViews"]
 
@@ -23,6 +24,7 @@ _STATE: Final = b"views.state"
 _VERDICTS: Final = b"views.verdicts"
 _META: Final = b"views.meta"
 _TRACKING: Final = b"tracking"
+T = TypeVar("T")
 _pair = msgspec.msgpack.Decoder(tuple[str, bytes])
 _encoder = msgspec.msgpack.Encoder()
 
@@ -34,8 +36,7 @@ class _LMDBViewTxn:
         self._views = views
         self._txn = txn
         self._log = LMDBTxnOps(views.backend, txn)
-        self._verdicts: list[tuple[bytes, bytes]] = []  # written by `flush`, in one putmulti
-        self._tracking: int | None = None
+        self._tracking: int | None = None  # written by `flush`
 
     def tracking(self) -> int:
         if self._tracking is not None:
@@ -57,16 +58,6 @@ class _LMDBViewTxn:
                 return
             yield _pair.decode(value)
 
-    def verdicts(self, position: int) -> bytes | None:
-        value = self._txn.get(position.to_bytes(8, "big"), db=self._views.verdicts_db)
-        return None if value is None else bytes(value)
-
-    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
-        cursor = self._txn.cursor(db=self._views.verdicts_db)
-        if cursor.set_range(max(start, 0).to_bytes(8, "big")):
-            for key, value in cursor:
-                yield int.from_bytes(key, "big"), bytes(value)
-
     def size(self) -> int:
         return self._log.size()
 
@@ -80,18 +71,11 @@ class _LMDBViewTxn:
         else:
             self._txn.put(key, _encoder.encode((subject, data)), db=self._views.state_db)
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        self._verdicts.append((position.to_bytes(8, "big"), data))
-
     def set_tracking(self, position: int) -> None:
         self._tracking = position
 
     def flush(self) -> None:
-        """Write the verdicts buffered (in one `putmulti`) and the tracking position."""
-        if self._verdicts:
-            cursor = self._txn.cursor(db=self._views.verdicts_db)
-            cursor.putmulti(self._verdicts)
-            self._verdicts = []
+        """Write the tracking position."""
         if self._tracking is not None:
             self._txn.put(_TRACKING, self._tracking.to_bytes(8, "big"), db=self._views.meta_db)
             self._tracking = None
@@ -110,22 +94,41 @@ class LMDBViews:
         self.verdicts_db = backend.table(_VERDICTS)
         self.meta_db = backend.table(_META)
 
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+    def catch_up_chunk(
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
+        verdicts: dict[int, list[Verdict]] | None = None,
+    ) -> tuple[int, int]:
         """Fold one chunk in one write transaction; returns (tracking, size)."""
         return self.backend.transaction(
-            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit), what="catch up the views"
+            lambda txn: catch_up_txn(_LMDBViewTxn(self, txn), limit, progress, carry, verdicts),
+            what="catch up the views",
         )
+
+    def transact(self, fn: Callable[[ViewTxn], T]) -> T:
+        """`fn` over the views in one write transaction (run again if the map had to grow)."""
+        def body(txn: Any) -> T:
+            view = _LMDBViewTxn(self, txn)
+            result = fn(view)
+            view.flush()
+            return result
+
+        return self.backend.transaction(body, what="update the views")
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""
         with self.backend.snapshot(what="read the views") as txn:
             yield _LMDBViewTxn(self, txn)
 
-    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+    def fold_in(
+        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+    ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         view = self.over(ops)
         assert isinstance(view, _LMDBViewTxn)
-        return catch_up_txn(view, limit)
+        return catch_up_txn(view, limit, verdicts=verdicts)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
@@ -135,7 +138,8 @@ class LMDBViews:
         return _LMDBViewTxn(self, own.raw)
 
     def reset(self) -> None:
-        """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
+        """Drop every stored state and the tracking position (and the verdicts older versions
+        kept); a rebuild follows."""
 
         def drop(txn: Any) -> None:
             for db in (self.state_db, self.verdicts_db, self.meta_db):

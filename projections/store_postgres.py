@@ -1,10 +1,11 @@
 """Stored views beside a PostgreSQL ledger, in the ledger's own schema (SPEC §6, shared).
 
-Tables: ``view_state`` (projection, subject -> state, PRIMARY KEY (projection, subject)),
-``view_verdicts`` (position -> verdicts) and ``view_tracking`` (one row: the last folded
-position). A catch-up chunk writes all three in ONE transaction, so the views and their
-tracking always move together: a crash (or an error) in the middle leaves nothing half-written,
-and the next catch-up starts again at the committed tracking position.
+Tables: ``view_state`` (projection, subject -> state, PRIMARY KEY (projection, subject)) and
+``view_tracking`` (one row: the last folded position); ``view_verdicts``, where older versions
+kept each position's verdicts, is no longer written (see `projections.views`). A catch-up chunk
+writes states and tracking in ONE transaction, so the views and their tracking always move
+together: a crash (or an error) in the middle leaves nothing half-written, and the next
+catch-up starts again at the committed tracking position.
 
 Several hosts may catch up at once. Each chunk first takes the tracking row ``FOR UPDATE``: a
 second catch-up waits there, then (READ COMMITTED re-reads the locked row) sees the first one's
@@ -16,25 +17,27 @@ reading the states, so the two are consistent. (Lock order is always events tabl
 tracking row, then states, and catch-ups never wait for the events table lock: no deadlock.)
 
 Catching up reads the log in pages and loads the states of each page's subjects in one query,
-then writes the changed states and the verdicts in bulk (unnest / COPY) before committing.
+then writes the changed states in bulk (unnest) before committing.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
-from ledger.postgres import Cursor, PostgresBackend, PostgresTxnOps, copy_binary, pack_int8_bytea
+from ledger.postgres import Cursor, PostgresBackend, PostgresTxnOps
+from projections.base import Verdict
 from projections.state import BY_NAME, SHARED_KEYS
-from projections.views import ViewTxn, catch_up_txn
+from projections.views import Carry, ViewTxn, catch_up_txn
 
 __all__ = ["PostgresViews"]
 
+T = TypeVar("T")
 _NAMES: Final = list(BY_NAME)
 _SHARED_SUBJECTS: Final = sorted({subject for _, subject in SHARED_KEYS})
 """Loaded with every page: states any subject's fold may read (see `projections.state`)."""
@@ -42,8 +45,6 @@ _TRACKING_NAME: Final = "views"
 _DDL: Final = (
     "CREATE TABLE IF NOT EXISTS {schema}.view_state (projection TEXT NOT NULL,"
     " subject TEXT NOT NULL, state BYTEA NOT NULL, PRIMARY KEY (projection, subject))",
-    "CREATE TABLE IF NOT EXISTS {schema}.view_verdicts (position BIGINT PRIMARY KEY,"
-    " data BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS {schema}.view_tracking (name TEXT PRIMARY KEY,"
     " position BIGINT NOT NULL)",
     "INSERT INTO {schema}.view_tracking VALUES ('views', 0) ON CONFLICT DO NOTHING",
@@ -66,7 +67,6 @@ class _PgViewTxn:
         self._states: dict[tuple[str, str], bytes] = {}
         self._loaded: set[str] = set()
         self._saves: dict[tuple[str, str], bytes | None] = {}
-        self._verdicts: list[tuple[int, bytes]] = []
         self._new_tracking: int | None = None
 
     def tracking(self) -> int:
@@ -116,18 +116,6 @@ class _PgViewTxn:
             for row in server_side:
                 yield str(row[0]), bytes(row[1])
 
-    def verdicts(self, position: int) -> bytes | None:
-        row = self._curs.execute(self._views.select_verdicts, (position,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
-        name = f"adminchain_verdicts_{next(_cursor_names)}"
-        with self._curs.connection.cursor(name, row_factory=tuple_row, binary=True) as rows:
-            rows.itersize = 10_000
-            rows.execute(self._views.scan_verdicts, (start,))
-            for position, data in rows:
-                yield int(position), bytes(data)
-
     def size(self) -> int:
         return self._views.backend.recorder.last_position_txn(self._curs)
 
@@ -140,14 +128,11 @@ class _PgViewTxn:
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         self._saves[projection, subject] = data
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        self._verdicts.append((position, data))
-
     def set_tracking(self, position: int) -> None:
         self._new_tracking = position
 
     def flush(self) -> None:
-        """Write the buffered states, verdicts and tracking position (inside the transaction)."""
+        """Write the buffered states and tracking position (inside the transaction)."""
         views, curs = self._views, self._curs
         upserts = [(p, s, d) for (p, s), d in self._saves.items() if d is not None]
         deletes = [(p, s) for (p, s), d in self._saves.items() if d is None]
@@ -155,14 +140,9 @@ class _PgViewTxn:
             curs.execute(views.upsert_states, _columns(upserts, 3))
         if deletes:
             curs.execute(views.delete_states, _columns(deletes, 2))
-        if self._verdicts:
-            copy_binary(
-                curs, views.copy_verdicts, (pack_int8_bytea(p, d) for p, d in self._verdicts)
-            )
         if self._new_tracking is not None:
             curs.execute(views.update_tracking, (self._new_tracking, _TRACKING_NAME))
         self._saves.clear()
-        self._verdicts.clear()
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -197,11 +177,6 @@ class PostgresViews:
         self.scan_states = sql(
             "SELECT subject, state FROM {schema}.view_state WHERE projection = %s ORDER BY subject"
         )
-        self.select_verdicts = sql("SELECT data FROM {schema}.view_verdicts WHERE position = %s")
-        self.scan_verdicts = sql(
-            "SELECT position, data FROM {schema}.view_verdicts WHERE position >= %s"
-            " ORDER BY position"
-        )
         self.upsert_states = sql(
             "INSERT INTO {schema}.view_state (projection, subject, state)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[])"
@@ -211,30 +186,46 @@ class PostgresViews:
             "DELETE FROM {schema}.view_state v USING unnest(%s::text[], %s::text[]) AS d(p, s)"
             " WHERE v.projection = d.p AND v.subject = d.s"
         )
-        self.copy_verdicts = sql(
-            "COPY {schema}.view_verdicts (position, data) FROM STDIN (FORMAT BINARY)"
-        )
 
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+    def catch_up_chunk(
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
+        verdicts: dict[int, list[Verdict]] | None = None,
+    ) -> tuple[int, int]:
         """Fold one chunk in one transaction, holding the tracking row; returns (tracking, size)."""
 
         def body(curs: Cursor) -> tuple[int, int]:
             txn = _PgViewTxn(self, curs, lock="UPDATE")
-            return catch_up_txn(txn, limit)
+            return catch_up_txn(txn, limit, progress, carry, verdicts)
 
         return self.backend.transaction(body, what="catch up the views")
+
+    def transact(self, fn: Callable[[ViewTxn], T]) -> T:
+        """`fn` over the views in one transaction, holding the tracking row."""
+        def body(curs: Cursor) -> T:
+            txn = _PgViewTxn(self, curs, lock="UPDATE")
+            result = fn(txn)
+            txn.flush()
+            return result
+
+        return self.backend.transaction(body, what="update the views")
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (a generator-based context)."""
         with self.backend.snapshot(what="read the views") as curs:
             yield _PgViewTxn(self, curs)
 
-    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+    def fold_in(
+        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+    ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         own = ops.own()
         if not isinstance(own, PostgresTxnOps):
             raise TypeError(f"PostgreSQL views cannot be written through {type(own).__name__}")
-        return catch_up_txn(_PgViewTxn(self, own.cursor, lock="UPDATE"), limit)
+        txn = _PgViewTxn(self, own.cursor, lock="UPDATE")
+        return catch_up_txn(txn, limit, verdicts=verdicts)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""
@@ -244,12 +235,15 @@ class PostgresViews:
         return _PgViewTxn(self, own.cursor, lock="SHARE")
 
     def reset(self) -> None:
-        """Drop every stored state, verdict and the tracking position (a rebuild follows)."""
-        truncate = self.backend.sql("TRUNCATE {schema}.view_state, {schema}.view_verdicts")
+        """Drop every stored state and the tracking position (and the verdicts table of older
+        versions); a rebuild follows."""
+        truncate = self.backend.sql("TRUNCATE {schema}.view_state")
+        drop_old = self.backend.sql("DROP TABLE IF EXISTS {schema}.view_verdicts")
 
         def body(curs: Cursor) -> None:
             _PgViewTxn(self, curs, lock="UPDATE").tracking()
             curs.execute(truncate)
+            curs.execute(drop_old)
             curs.execute(self.update_tracking, (0, _TRACKING_NAME))
 
         self.backend.transaction(body, what="reset the views")

@@ -1,10 +1,15 @@
-"""Stored projections: per-subject states, per-position verdicts and one tracking position.
+"""Stored projections: per-subject states and one tracking position.
 
 The views are kept current by `catch_up`, which folds the log from the tracking position on and
-writes the changed states, the verdicts and the new tracking position in ONE transaction of the
-backend (`ViewTxn`). That is what makes the views exactly-once and resumable: a crash either
+writes the changed states and the new tracking position in ONE transaction of the backend
+(`ViewTxn`). That is what makes the views exactly-once and resumable: a crash either
 commits the whole chunk with its tracking, or none of it, and the next catch-up starts again at
 the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.store_postgres`).
+
+Verdicts are not stored per position: a fold reads only its own subject's states and the
+policy settings (SPEC §2.6), so `subject_verdicts` recomputes any subject's verdicts from its own
+events and the settings for every subject (``*``) when `history` asks. A catch-up therefore
+writes only the states that changed, once per chunk.
 
 `strict_precondition` is the check a strict append runs under the ledger's write lock;
 `dry_run_precondition` folds a batch the same way and reports, appending nothing (SPEC §5).
@@ -12,35 +17,45 @@ the tracking position. Backends provide `ViewTxn` (`projections.store_lmdb`, `.s
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
 from ledger.backend import Precondition, TxnOps
-from ledger.codec import decode_record
+from ledger.codec import decode_record, record_decoder
 from ledger.errors import LedgerError, StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
+from projections import policy
 from projections.base import Verdict
-from projections.state import Folder, decode_state, encode_state, touched
+from projections.state import PROJECTIONS, Folder, decode_state, encode_state, touched
 
 __all__ = [
     "CHUNK",
+    "Carry",
     "DryRunAbortError",
     "Folded",
     "StateCodec",
     "ViewReader",
     "ViewStore",
     "ViewTxn",
+    "advance_txn",
     "catch_up_txn",
     "codec",
     "dry_run_precondition",
     "fold_on_top",
     "strict_precondition",
+    "subject_verdicts",
 ]
 
-CHUNK: Final = 20_000
-"""Events folded per transaction while catching up: bounds memory and transaction size."""
+CHUNK: Final = 100_000
+"""Events folded per transaction while catching up: bounds the time the write lock is held
+(memory is bounded by the subjects: events are read, decoded and folded in small batches)."""
+
+_BATCH: Final = 128
+"""Events read, decoded and folded together (as replay does: see `replay.rebuild`)."""
 
 
 class ViewReader(Protocol):
@@ -55,12 +70,6 @@ class ViewReader(Protocol):
     def scan(self, projection: str) -> Iterator[tuple[str, bytes]]:
         """Every (subject, encoded state) of one projection."""
 
-    def verdicts(self, position: int) -> bytes | None:
-        """The encoded verdicts recorded for one position."""
-
-    def verdicts_from(self, start: int) -> Iterator[tuple[int, bytes]]:
-        """Every (position, encoded verdicts) recorded from `start` on, by position."""
-
 
 class ViewTxn(ViewReader, Protocol):
     """Write access to the stored views, in the same transaction as a read of the log."""
@@ -74,24 +83,32 @@ class ViewTxn(ViewReader, Protocol):
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         """Store (or with None, remove) one subject's state."""
 
-    def put_verdicts(self, position: int, data: bytes) -> None:
-        """Record the verdicts of one position."""
-
     def set_tracking(self, position: int) -> None:
         """Record the last folded position."""
 
     def flush(self) -> None:
-        """Write whatever the transaction buffered (states, verdicts, tracking): `catch_up_txn`
-        calls it last, inside the transaction, before the backend commits."""
+        """Write whatever the transaction buffered (states, tracking): `catch_up_txn` calls it
+        last, inside the transaction, before the backend commits (`ViewStore.transact` too)."""
 
 
 class ViewStore(Protocol):
     """The stored views beside one backend's log, in its own storage (`projections.store_lmdb`,
     `projections.store_postgres`); `tests/contract.py` is what every view store must do."""
 
-    def catch_up_chunk(self, limit: int) -> tuple[int, int]:
+    def catch_up_chunk(
+        self,
+        limit: int,
+        progress: Callable[[int], None] | None = None,
+        carry: Carry | None = None,
+        verdicts: dict[int, list[Verdict]] | None = None,
+    ) -> tuple[int, int]:
         """Fold up to `limit` events beyond the tracking position in ONE transaction of the
-        backend (`catch_up_txn`); returns (tracking position, log size)."""
+        backend (`catch_up_txn`, with `progress`, `carry` and `verdicts`); returns (tracking
+        position, log size)."""
+
+    def transact(self, fn: Callable[[ViewTxn], Any]) -> Any:
+        """`fn` over the views in one write transaction of the backend (`advance_txn`), then
+        `ViewTxn.flush`."""
 
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (used as a generator-based context)."""
@@ -99,22 +116,22 @@ class ViewStore(Protocol):
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside one of the ledger's write transactions (strict appends)."""
 
-    def fold_in(self, ops: TxnOps, limit: int) -> tuple[int, int]:
+    def fold_in(
+        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+    ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events into the views inside one of the ledger's write
-        transactions (the server's appends: one commit for the events and their fold)."""
+        transactions (the server's appends: one commit for the events and their fold); with
+        `verdicts`, each folded position's verdicts are put there (see `catch_up_txn`)."""
 
     def reset(self) -> None:
-        """Drop every state, verdict and the tracking position (a rebuild follows)."""
-
-
-_verdicts_decoder: Final = msgspec.msgpack.Decoder(list[Verdict])
+        """Drop every state and the tracking position (a rebuild follows)."""
 
 
 class StateCodec:
-    """How stored views encode states (`projections.state`'s codec) and verdict lists."""
+    """How stored views encode states (`projections.state`'s codec)."""
 
     def encode(self, value: object) -> bytes:
-        """Encode a state struct or a list of verdicts (both plain msgpack)."""
+        """Encode a state struct (plain msgpack)."""
         return encode_state(value)
 
     def decode_state(self, projection: str, data: bytes) -> Any:
@@ -124,15 +141,6 @@ class StateCodec:
         except msgspec.DecodeError as e:
             raise StorageError(
                 f"a stored {projection} state cannot be decoded ({e}): run `adminchain repair`"
-            ) from e
-
-    def decode_verdicts(self, data: bytes) -> list[Verdict]:
-        """Decode the verdicts of one position (`StorageError` if they are damaged)."""
-        try:
-            return _verdicts_decoder.decode(data)
-        except msgspec.DecodeError as e:
-            raise StorageError(
-                f"stored verdicts cannot be decoded ({e}): run `adminchain repair`"
             ) from e
 
 
@@ -177,9 +185,49 @@ def _decoded(stored: Iterable[tuple[int, bytes]]) -> list[tuple[int, Event]]:
     return [(position, decode_record(data).event) for position, data in stored]
 
 
-def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
+def _decoded_batch(batch: list[tuple[int, bytes]]) -> list[Event]:
+    """The events of a batch; `StorageError` names a position that cannot be decoded."""
+    decode = record_decoder.decode
+    try:
+        return [decode(data).event for _, data in batch]
+    except msgspec.DecodeError:
+        for position, data in batch:
+            try:
+                decode(data)
+            except msgspec.DecodeError as e:
+                detail = f"position {position}: stored event cannot be decoded ({e})"
+                raise StorageError(detail) from e
+        raise
+
+
+class Carry:
+    """What one catch-up chunk hands the next in the same process: its `Folder` and the stored
+    states it loaded, valid while the tracking position is still where that chunk left it."""
+
+    def __init__(self) -> None:
+        self.tracking = -1
+        self.folder = Folder()
+        self.loaded: dict[tuple[str, str], Any] = {}
+        """The state stored (as written by the chunk) for each (projection, subject) met."""
+        self.met: set[str] = set()
+
+
+def catch_up_txn(
+    txn: ViewTxn,
+    limit: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+    carry: Carry | None = None,
+    verdicts: dict[int, list[Verdict]] | None = None,
+) -> tuple[int, int]:
     """Fold up to `limit` events after the tracking position into the views, inside `txn`.
 
+    Events are read, decoded and folded in small batches into a `Folder` holding only the
+    stored states of the subjects met so far (every projection's, loaded when a subject is
+    first met; the settings for every subject up front); at the end, the states that changed
+    are written once, with the new tracking position. `progress(position)` is told as it goes.
+    With `carry` from the previous chunk (the tracking position unchanged since), its states
+    are taken up instead of being loaded again. With `verdicts`, each folded position's
+    verdicts are put there (the fold gives them anyway: the server's appends answer with them).
     Returns (new tracking position, log size): the caller repeats while they differ.
     """
     start = txn.tracking() + 1
@@ -187,18 +235,68 @@ def catch_up_txn(txn: ViewTxn, limit: int = CHUNK) -> tuple[int, int]:
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
-    events = _decoded(txn.read_stored(start, stop))
-    overlay = _Overlay(txn)
-    overlay.load(event for _, event in events)
-    apply, encode, put_verdicts = overlay.folder.apply, codec.encode, txn.put_verdicts
-    for position, event in events:
-        put_verdicts(position, encode(apply(event)))
-    for projection, subject, state in overlay.changed():
-        txn.save(projection, subject, None if state is None else encode(state))
-    last = events[-1][0] if events else start - 1
+    if carry is None or carry.tracking != start - 1:
+        carry = carry or Carry()
+        carry.folder, carry.loaded, carry.met = Folder(), {}, set()
+    carry.tracking = -1  # invalid until this chunk is folded (a failure may leave it half-way)
+    folder, loaded, met = carry.folder, carry.loaded, carry.met
+    states, appliers = folder.states, folder.appliers
+    names = [p.NAME for p in PROJECTIONS]
+
+    def meet(subjects: Iterable[str]) -> None:
+        for subject in subjects:
+            met.add(subject)
+            for name in names:
+                raw = txn.load(name, subject)
+                state = None if raw is None else codec.decode_state(name, raw)
+                loaded[name, subject] = state
+                if state is not None:
+                    states[name][subject] = state
+
+    if policy.ALL not in met:
+        meet([policy.ALL])
+    records = txn.read_stored(start, stop)
+    last = start - 1
+    while batch := list(islice(records, _BATCH)):
+        events = _decoded_batch(batch)
+        new = {e.subject for e in events} - met
+        if new:
+            meet(new)
+        if verdicts is None:
+            for event in events:
+                appliers[type(event)](event)
+        else:
+            for (position, _), event in zip(batch, events, strict=True):
+                verdicts[position] = appliers[type(event)](event)
+        last = batch[-1][0]
+        if progress is not None and last // 10_000 != (last - len(batch)) // 10_000:
+            progress(last)
+    encode, save = codec.encode, txn.save
+    for key, before in loaded.items():
+        after = states[key[0]].get(key[1])
+        if after is not before:
+            save(key[0], key[1], None if after is None else encode(after))
+            loaded[key] = after
     txn.set_tracking(last)
     txn.flush()
+    carry.tracking = last
     return last, size
+
+
+def advance_txn(
+    txn: ViewTxn, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+) -> bool:
+    """Move the views from `expected` to `position` with the states a caller folded itself
+    (replay folds the whole log anyway: see `replay.audit`): (projection, subject, state or
+    None) for each state that changed. Does nothing and returns False unless the tracking
+    position is still `expected` (another catch-up moved it meanwhile)."""
+    if txn.tracking() != expected:
+        return False
+    encode, save = codec.encode, txn.save
+    for projection, subject, state in changes:
+        save(projection, subject, None if state is None else encode(state))
+    txn.set_tracking(position)
+    return True
 
 
 class DryRunAbortError(LedgerError):
@@ -218,7 +316,8 @@ class Folded(NamedTuple):
     original: int | None
     """The position of the event with the same `id` already in the log, else None."""
     verdicts: list[Verdict]
-    """The verdicts it gets (for a duplicate: those its original got, if known)."""
+    """The verdicts it gets (for a duplicate of an event in the log: none here, see `original`;
+    for a repeat within the batch: those of its first occurrence)."""
     states: dict[tuple[str, str], Any]
     """(projection, subject) -> state right after it, for the states it touched."""
 
@@ -231,17 +330,17 @@ def fold_on_top(
     The current state is the stored views plus the events not yet folded into them; each event
     of the batch then folds on the state the ones before it left (so a batch may build on
     itself). An event whose `id` is already in the log (or earlier in the batch) is a duplicate:
-    it will not be stored again, so it is not folded. Nothing is written.
+    it will not be stored again, so it is not folded. Nothing is written. (Verdicts are not
+    stored: the verdicts of a duplicate's original are recomputed by the caller,
+    `projections.api.Views.verdicts`.)
     """
     reader = views_over(ops)
-    unfolded = _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
+    unfolded = [e for _, e in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))]
     overlay = _Overlay(reader)
-    overlay.load(event for _, event in unfolded)
+    overlay.load(unfolded)
     overlay.load(events)
+    overlay.folder.apply_all(unfolded)
     apply, states = overlay.folder.apply, overlay.folder.states
-    recent: dict[int, list[Verdict]] = {}
-    for position, event in unfolded:
-        recent[position] = apply(event)
     seen: dict[str, Folded] = {}
     folded: list[Folded] = []
     for event in events:
@@ -251,9 +350,7 @@ def fold_on_top(
             continue
         original = None if event.id is None else ops.lookup_id(event.id)
         if original is not None:
-            raw = reader.verdicts(original)
-            verdicts = codec.decode_verdicts(raw) if raw is not None else recent.get(original, [])
-            result = Folded(event, True, original, verdicts, {})
+            result = Folded(event, True, original, [], {})
         else:
             verdicts = apply(event)
             after = {key: states[key[0]].get(key[1]) for key in touched(event)}
@@ -264,28 +361,72 @@ def fold_on_top(
     return folded
 
 
+def subject_verdicts(
+    entries: Iterable[tuple[int, Event]], subject: str
+) -> dict[int, list[Verdict]]:
+    """The verdicts of `subject`'s events, recomputed: `entries` are (position, event) of every
+    event about `subject` and every event about ``*`` (the settings for all subjects), in
+    position order. A fold reads only its subject's states and the policy in force, so these
+    are the verdicts the whole log's fold gave (SPEC §3)."""
+    folder = Folder()
+    apply = folder.apply
+    verdicts: dict[int, list[Verdict]] = {}
+    for position, event in entries:
+        result = apply(event)
+        if event.subject == subject:
+            verdicts[position] = result
+    return verdicts
+
+
 def strict_precondition(
     views_over: Callable[[TxnOps], ViewReader],
 ) -> Callable[[TxnOps, Sequence[Event]], None]:
     """A precondition for `Ledger.append_batch`: refuse operator events the projections reject.
 
-    Runs under the write lock, on the state `fold_on_top` builds: the stored views plus the
-    events not yet folded into them, then each event of the batch in order. Events already in
-    the log (a repeated `id`) are not checked: they will not be stored again.
+    Runs under the write lock: the current state is the stored views plus the events not yet
+    folded into them, then each event of the batch in order (so a batch may build on itself).
+    Events already in the log or earlier in the batch (a repeated `id`) are not checked: they
+    will not be stored again. (`fold_on_top` folds a batch the same way for a dry run.)
+
+    A big append (`ledger.bulk`) calls it once per chunk in one transaction: when the log has
+    grown by exactly the events it folded last time, in the same transaction, it goes on from
+    the states it has instead of folding every event since the tracking position again.
     """
+    last: list[tuple[weakref.ref[TxnOps], _Overlay, int]] = []
 
     def check(ops: TxnOps, events: Sequence[Event]) -> None:
-        for line, result in enumerate(fold_on_top(ops, views_over, events), start=1):
-            if result.duplicate or not isinstance(result.event, OPERATOR_EVENTS):
-                continue
-            for verdict in result.verdicts:
-                if verdict.verdict == "rejected":
-                    detail = f" ({verdict.detail})" if verdict.detail else ""
-                    raise StrictRefusedError(
-                        f"{type(result.event).__name__} {result.event.subject!r} would be "
-                        f"rejected by {verdict.projection}: {verdict.reason}{detail}",
-                        line=line,
-                    )
+        reader = views_over(ops)
+        if last and last[0][0]() is ops and last[0][2] == ops.size():
+            overlay = last[0][1]  # the same transaction's next chunk
+        else:
+            unfolded = [
+                event for _, event in _decoded(ops.read_stored(reader.tracking() + 1, ops.size()))
+            ]
+            overlay = _Overlay(reader)
+            overlay.load(unfolded)
+            overlay.folder.apply_all(unfolded)
+        last.clear()
+        overlay.load(events)
+        apply = overlay.folder.apply
+        folded = 0
+        seen: set[str] = set()
+        for line, event in enumerate(events, start=1):
+            if event.id is not None:
+                if event.id in seen or ops.lookup_id(event.id) is not None:
+                    continue
+                seen.add(event.id)
+            folded += 1
+            verdicts = apply(event)
+            if isinstance(event, OPERATOR_EVENTS):
+                for verdict in verdicts:
+                    if verdict.verdict == "rejected":
+                        detail = f" ({verdict.detail})" if verdict.detail else ""
+                        raise StrictRefusedError(
+                            f"{type(event).__name__} {event.subject!r} would be rejected by "
+                            f"{verdict.projection}: {verdict.reason}{detail}",
+                            line=line,
+                        )
+        last.append((weakref.ref(ops), overlay, ops.size() + folded))
 
     return check
 

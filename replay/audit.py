@@ -1,11 +1,19 @@
 """The audit report (SPEC §5 ``replay``): rebuild, count verdicts, list refusals, find divergence.
 
-The stored views are caught up first, then their states and tracking position are read in one
-snapshot; the log is rebuilt to that position, and each projection's rebuilt state is compared
-with its stored state (by digest, then subject by subject for the
-message), and every projection that differs is named in ``diverged``. A replay to an earlier
-position (``--to``) cannot be compared with views that are further on, so it reports no
-divergence.
+The stored states and their tracking position are read in one snapshot; the log is rebuilt,
+and each projection's rebuilt state as of that position is compared with its stored state (by
+digest, then subject by subject for the message), and every projection that differs is named in
+``diverged``. A replay to an earlier position (``--to``) cannot be compared with views that are
+further on, so it reports no divergence.
+
+Views that are behind the log (right after a big append) are not caught up separately: the
+replay folds the whole log anyway. It keeps its states as they stood at the views' tracking
+position T and compares those with the stored states (which are as of T); folds are
+deterministic, so when they are equal, catching the stored views up from T would give exactly
+the replay's states at the end, and the replay writes those that changed since T, with the new
+tracking position, as the catch-up would have. When they differ, the views are caught up the
+ordinary way and compared at the end, as before. (A read-only ledger, an archive, is audited
+against the views it holds, as they are; a server's against what it serves.)
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from projections.base import Verdict
 from projections.remote import RemoteViews, views_of
 from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_state
 from replay import workers
-from replay.rebuild import Audit, FolderSource, Part, Rejected, rebuild
+from replay.rebuild import Audit, FolderSource, Part, Rejected, rebuild, trust_fold
 
 __all__ = ["AuditReport", "diverged_projections", "run_audit"]
 
@@ -115,30 +123,40 @@ def run_audit(
     """Rebuild every projection to `to` (default: the end), audit it, compare with the views.
 
     A long replay is shared with a second process (`replay.workers`): each folds the events of
-    half the subjects (`Part`), and the halves are merged here: the same report, sooner.
+    half the subjects (`Part`), and the halves are merged here: the same report, sooner. Views
+    that are behind are brought up to the end by the replay itself (see the module docstring).
     """
     views = views_of(ledger)
+    snapshot: int | None = None
     stored: dict[str, dict[str, Any]] | None = None
     if isinstance(views, RemoteViews):
         tracking = views.catch_up()
+        target = to if to is not None else tracking
+    elif to is None and not ledger.backend.read_only:
+        # The stored states and the position they were folded to, from ONE snapshot.
+        tracking, size, stored = views.stored_states()
+        snapshot = tracking if tracking < size else None
+        target = size if snapshot is not None else tracking
     else:
         if not ledger.backend.read_only:  # an archive is audited against the views it holds
-            views.catch_up()
-        # The stored states and the position they were folded to, from ONE snapshot: the
-        # rebuild to that position is then compared like with like, however far others catch
-        # up meanwhile.
+            views.catch_up(progress)
         tracking, stored = views.tracked_states(with_states=to is None)
-    target = to if to is not None else tracking
+        target = to if to is not None else tracking
     other = None
     if target >= workers.PARALLEL_FROM:
-        request = {"location": ledger.location, "to": target}
+        request = {"location": ledger.location, "to": target, "snapshot": snapshot}
         other = workers.start("audit", request)
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
-        folder, position = rebuild(ledger, target, audit=audit, progress=progress, part=mine)
+        folder, at_snapshot, position = _fold(
+            ledger, target, snapshot, audit, part=mine, progress=progress
+        )
         if other is not None:
-            _merge(folder, audit, _other_half(ledger, target, other))
+            half = _other_half(ledger, target, snapshot, other)
+            _merge(folder, audit, half, half.states)
+            if at_snapshot is not None:
+                _merge(at_snapshot, None, half, half.states_at)
             audit.rejected.sort(key=lambda r: r.position)
             if on_rejected is not None:
                 for item in audit.rejected:
@@ -147,7 +165,28 @@ def run_audit(
     finally:
         if other is not None:
             workers.stop(other)
-    compared = position == tracking
+    if snapshot is not None and isinstance(views, Views):
+        assert at_snapshot is not None
+        assert stored is not None
+        diverged, differences = diverged_projections(at_snapshot, stored)
+        if not diverged and views.advance(snapshot, position, _changes(at_snapshot, folder)):
+            return AuditReport(position, audit.counts, audit.rejected, [], True)
+        # the ordinary way: catch up, compare at the end
+        tracking, stored = views.catch_up(), None
+    same = position == tracking
+    compared, diverged, differences = _compare(views, folder, same, tracking, stored)
+    return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
+
+
+def _compare(
+    views: Views | RemoteViews,
+    folder: Folder,
+    compared: bool,
+    tracking: int,
+    stored: dict[str, dict[str, Any]] | None,
+) -> tuple[bool, list[str], dict[str, list[str]]]:
+    """(compared, diverged, differences) of the states rebuilt to the views' position
+    `tracking` (if `compared`) against the views' `stored` states, or what a server serves."""
     diverged: list[str] = []
     differences: dict[str, list[str]] = {}
     if compared and isinstance(views, RemoteViews):
@@ -155,56 +194,111 @@ def run_audit(
         if views.tracking() != tracking:  # the server moved on meanwhile: no comparison
             compared, diverged, differences = False, [], {}
     elif compared and isinstance(views, Views):
-        if stored is None:  # --to named the views' position: compare if they are still there
+        if stored is None:  # the views' position was named: compare if they are still there
             now, stored = views.tracked_states()
             compared = now == tracking
         if compared and stored is not None:
             diverged, differences = diverged_projections(folder, stored)
-    return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
+    return compared, diverged, differences
+
+
+def _fold(
+    ledger: Ledger,
+    target: int,
+    snapshot: int | None,
+    audit: Audit,
+    *,
+    part: Part | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Folder, Folder | None, int]:
+    """Fold (a part of) the log to `target`; with `snapshot`, also keep the states as they
+    stood at that position. Returns (states at the end, states at the snapshot, position)."""
+    scaled = None if progress is None else (lambda done, _total: progress(done, target))
+    if snapshot is None:
+        folder, position = rebuild(ledger, target, audit=audit, progress=scaled, part=part)
+        return folder, None, position
+    trust = trust_fold(audit)
+    folder, _ = rebuild(
+        ledger, snapshot, audit=audit, progress=scaled, part=part, resume=(Folder(), 0, trust)
+    )
+    at_snapshot = folder.copy()
+    folder, position = rebuild(
+        ledger, target, audit=audit, progress=scaled, part=part,
+        resume=(folder, snapshot, trust),
+    )  # fmt: skip
+    return folder, at_snapshot, position
+
+
+def _changes(before: Folder, after: Folder) -> list[tuple[str, str, Any]]:
+    """(projection, subject, state or None) for every state that differs from `before`."""
+    changes: list[tuple[str, str, Any]] = []
+    for name, table in after.states.items():
+        old = before.states.get(name, {})
+        for subject, state in table.items():
+            if old.get(subject) != state:
+                changes.append((name, subject, state))
+        changes.extend((name, subject, None) for subject in old if subject not in table)
+    return changes
+
+
+_Encoded = dict[str, list[tuple[str, bytes]]]
 
 
 class _Half(msgspec.Struct, array_like=True):
-    """What the second process sends back: its part's audit and states (encoded)."""
+    """What the second process sends back: its part's audit and states (encoded), and with a
+    snapshot position, its states as they stood there."""
 
     tally: list[tuple[Verdict, int]]
     rejections: dict[str, int]
     rejected: list[tuple[int, str, str, str, str | None, str | None]]
-    states: dict[str, list[tuple[str, bytes]]]
+    states: _Encoded
+    states_at: _Encoded = {}
 
 
-def _second_half(ledger: Ledger, target: int) -> _Half:
+def _encoded(folder: Folder) -> _Encoded:
+    return {
+        name: [(subject, encode_state(state)) for subject, state in table.items()]
+        for name, table in folder.states.items()
+    }
+
+
+def _second_half(ledger: Ledger, target: int, snapshot: int | None) -> _Half:
     """Part 1 of 2 of the subjects folded to `target` and audited, as the worker sends it."""
     audit = Audit()
-    folder, _ = rebuild(ledger, target, audit=audit, part=Part(1, 2))
+    folder, at_snapshot, _ = _fold(ledger, target, snapshot, audit, part=Part(1, 2))
     return _Half(
         list(audit.tally.items()),
         audit.rejections,
         [astuple(r) for r in audit.rejected],
-        {
-            name: [(subject, encode_state(state)) for subject, state in table.items()]
-            for name, table in folder.states.items()
-        },
+        _encoded(folder),
+        {} if at_snapshot is None else _encoded(at_snapshot),
     )
 
 
-def _other_half(ledger: Ledger, target: int, process: subprocess.Popen[bytes]) -> _Half:
+def _other_half(
+    ledger: Ledger,
+    target: int,
+    snapshot: int | None,
+    process: subprocess.Popen[bytes],
+) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
     assert process.stdout is not None
     try:
         return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
     except (msgspec.DecodeError, OSError):
-        return _second_half(ledger, target)
+        return _second_half(ledger, target, snapshot)
 
 
-def _merge(folder: Folder, audit: Audit, half: _Half) -> None:
-    """Add the other half's states and audit to this one's (their subjects are disjoint; the
-    settings for every subject, folded by both, are the same in both)."""
-    for verdict, count in half.tally:
-        audit.tally[verdict] = audit.tally.get(verdict, 0) + count
-    for name, count in half.rejections.items():
-        audit.rejections[name] = audit.rejections.get(name, 0) + count
-    audit.rejected.extend(Rejected(*r) for r in half.rejected)
-    for name, rows in half.states.items():
+def _merge(folder: Folder, audit: Audit | None, half: _Half, states: _Encoded) -> None:
+    """Add the other half's `states` (and with `audit`, its audit) to this one's (their subjects
+    are disjoint; the settings for every subject, folded by both, are the same in both)."""
+    if audit is not None:
+        for verdict, count in half.tally:
+            audit.tally[verdict] = audit.tally.get(verdict, 0) + count
+        for name, count in half.rejections.items():
+            audit.rejections[name] = audit.rejections.get(name, 0) + count
+        audit.rejected.extend(Rejected(*r) for r in half.rejected)
+    for name, rows in states.items():
         table = folder.states[name]
         for subject, data in rows:
             table.setdefault(subject, decode_state(name, data))
@@ -215,6 +309,7 @@ def work() -> None:
     stdout (nothing on a failure: the parent folds that half itself)."""
     request = workers.request()
     with Ledger.open(request["location"], create=False) as ledger:
-        half = msgspec.msgpack.encode(_second_half(ledger, request["to"]))
-    sys.stdout.buffer.write(half)
+        half = _second_half(ledger, request["to"], request.get("snapshot"))
+        data = msgspec.msgpack.encode(half)
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

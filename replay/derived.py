@@ -1,15 +1,14 @@
 """Everything derived from the log, checked against it (`derived_problem`) and rebuilt (`repair`).
 
 Derived: the backend's indexes (the id index that idempotency relies on, the subject index that
-``history`` reads: see `ledger.backend.IndexCheck`) and the stored views (every subject's state,
-every position's verdicts, the tracking position). `verify` calls `derived_problem` once the log
-itself has verified; `repair` rebuilds all of it from the log and touches nothing else (not the
-log, not the Merkle tree, not the checkpoints, not the settings).
+``history`` reads: see `ledger.backend.IndexCheck`) and the stored views (every subject's state
+and the tracking position; verdicts are recomputed, not stored). `verify` calls
+`derived_problem` once the log itself has verified; `repair` rebuilds all of it from the log and
+touches nothing else (not the log, not the Merkle tree, not the checkpoints, not the settings).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ledger.backend import IndexCheck
@@ -34,24 +33,19 @@ def derived_problem(ledger: Ledger, frozen: Ledger, indexes: IndexCheck) -> str 
 
 
 def views_problem(ledger: Ledger) -> str | None:
-    """Fold the log to the views' tracking position and compare every verdict and every state
-    with what is stored, in one snapshot of the views. None when they match."""
+    """Fold the log to the views' tracking position and compare every state with what is
+    stored, in one snapshot of the views (verdicts are not stored: `projections.views`). None
+    when they match."""
     views = Views(ledger)
     with views.reader() as reader:
         tracking, size = reader.tracking(), reader.size()
         if tracking > size:
             return f"the stored views are at position {tracking}, beyond the log's end ({size})"
-        verdicts = _Stored(reader.verdicts_from(1))
         folder = Folder()
-        appliers, encode, compare = folder.appliers, codec.encode, verdicts.compare
+        appliers = folder.appliers
         for chunk in read_chunks(ledger, 1, tracking):
-            for (position, _), event in zip(chunk, decode_chunk(chunk), strict=True):
-                problem = compare(position, encode(appliers[type(event)](event)))
-                if problem is not None:
-                    return problem
-        problem = verdicts.beyond(tracking)
-        if problem is not None:
-            return problem
+            for event in decode_chunk(chunk):
+                appliers[type(event)](event)
         for module in PROJECTIONS:
             name = module.NAME
             mine = {s: codec.encode(state) for s, state in folder.states.get(name, {}).items()}
@@ -61,33 +55,6 @@ def views_problem(ledger: Ledger) -> str | None:
             if mine:
                 return f"the stored {name} state of {min(mine)!r} is missing"
     return None
-
-
-class _Stored:
-    """The stored verdicts, read in position order beside the fold."""
-
-    def __init__(self, rows: Iterator[tuple[int, bytes]]) -> None:
-        self._rows = rows
-        self._next = next(rows, None)
-
-    def compare(self, position: int, expected: bytes) -> str | None:
-        row = self._next
-        if row is None or row[0] > position:
-            return f"the stored verdicts of position {position} are missing"
-        if row[0] < position:
-            return f"stored verdicts for position {row[0]} do not belong to any event"
-        self._next = next(self._rows, None)
-        if row[1] != expected:
-            return f"the stored verdicts of position {position} differ from the log's"
-        return None
-
-    def beyond(self, tracking: int) -> str | None:
-        if self._next is not None:
-            return (
-                f"stored verdicts for position {self._next[0]} lie beyond the views' position "
-                f"({tracking})"
-            )
-        return None
 
 
 @dataclass(frozen=True, slots=True)

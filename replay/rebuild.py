@@ -13,11 +13,10 @@ in turn), and memory stays flat.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 
@@ -121,9 +120,7 @@ def read_chunks(
 ) -> Iterator[list[tuple[int, bytes]]]:
     """The log's (position, stored bytes) from `start` to `stop` (default: the end), in lists of
     up to `CHUNK`, read through one snapshot."""
-    records = ledger.read_stored(start, stop)
-    while chunk := list(islice(records, CHUNK)):
-        yield chunk
+    return cast("Iterator[list[tuple[int, bytes]]]", ledger.read_chunks(start, stop, CHUNK))
 
 
 def decode_chunk(chunk: list[tuple[int, bytes]]) -> list[Event]:
@@ -158,6 +155,14 @@ class Part:
         self.number, self.count = number, count
         self._parts: dict[str, int] = {}
 
+    def may_keep(self, subject: bytes, kind: bytes) -> bool:
+        """False for an event (subject and type, UTF-8) that is surely another part's and read
+        by none of this part's folds (no need to decode it); True for this part's, for ``*``
+        and for the trust events, which every part follows (`keep` decides on the event)."""
+        if subject == b"*" or kind in _TRUST_TYPES:
+            return True
+        return zlib.crc32(subject) % self.count == self.number
+
     def keep(self, event: Event) -> bool | None:
         """True: this part's event; False: another part's; None: fold it, but do not count it
         (a setting for every subject, counted by part 0)."""
@@ -168,6 +173,9 @@ class Part:
         if part == self.number:
             return True
         return None if shared(event) else False
+
+
+_TRUST_TYPES: Final = frozenset(t.__name__.encode() for t in TRUST_EVENTS)
 
 
 def _drop(rejected: Rejected) -> None:
@@ -182,6 +190,7 @@ def rebuild(
     progress: Progress | None = None,
     every: int = 50_000,
     part: Part | None = None,
+    resume: tuple[Folder, int, TrustFold | None] | None = None,
 ) -> tuple[Folder, int]:
     """Fold positions 1..`to` (default: all) into a fresh `Folder`; returns it and the position.
 
@@ -189,27 +198,34 @@ def rebuild(
     trusted at their position, from the log's own trust events; `ledger.trust.TrustFold`) are
     audited as rejected by the pseudo-projection ``signatures`` (they are still folded: the log
     is what it is). With `part`, only that part of the subjects is folded and audited (see
-    `Part`); the trust events are followed in every part, whatever their subject.
+    `Part`); the trust events are followed in every part, whatever their subject. With `resume`,
+    (a folder, the position it was folded to, the trust followed so far: see `trust_fold`),
+    folding goes on from there into that folder.
     """
     size = ledger.size()
     if to is None:
         to = size
     elif not 0 <= to <= size:
         raise UsageError(f"--to {to} is beyond the log (it has {size} events)")
-    folder = Folder()
+    folder, last, trust = resume if resume is not None else (Folder(), 0, trust_fold(audit))
     appliers = folder.appliers
-    trust = TrustFold() if audit is not None else None
     audit = Audit(on_rejected=_drop) if audit is None else audit
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
-    last = 0
-    for chunk in read_chunks(ledger, 1, to):
+    may_keep = part.may_keep if part is not None else None
+    for chunk in ledger.read_chunks(last + 1, to, CHUNK, may_keep):
         # positions come in increasing order: the chunk has no gap when it spans its length
         first = chunk[0][0]
         if first != last + 1 or chunk[-1][0] - first != len(chunk) - 1:
             missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
             raise StorageError(f"position {missing} is missing from the log")
-        for position, event in enumerate(decode_chunk(chunk), first):
+        mine = [(p, stored) for p, stored in chunk if stored is not None]
+        folding: Iterable[tuple[int, Event]] = (
+            enumerate(decode_chunk(mine), first)
+            if len(mine) == len(chunk)
+            else zip((p for p, _ in mine), decode_chunk(mine), strict=True)
+        )
+        for position, event in folding:
             why = None
             if keep is not None and not (counted := keep(event)):
                 if counted is None:  # a setting for every subject: folded, counted elsewhere
@@ -232,6 +248,11 @@ def rebuild(
     if progress is not None:
         progress(last, to)
     return folder, last
+
+
+def trust_fold(audit: Audit | None) -> TrustFold | None:
+    """What `rebuild` follows the trust set with: with an `audit`, a fresh `TrustFold`."""
+    return TrustFold() if audit is not None else None
 
 
 def position_at(ledger: Ledger, when: datetime) -> int:

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgspec
 import psycopg
 import pytest
 
 from ledger.events import KeepAliveFailed, LeaseExpired
 from ledger.ledger import Ledger
+from ledger.lmdb_backend import subject_key
 from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import verify
@@ -324,14 +326,19 @@ class Damage:
             assert len(keys) == 1
             txn.delete(keys[0], db=idx)
 
-    def garble_verdicts(self, position: int) -> None:
+    def garble_state(self, projection: str, subject: str) -> None:
         if self.pg:
             self.sql(
-                "UPDATE view_verdicts SET data = '\\xc1c1'::bytea WHERE position = %s", position
+                "UPDATE view_state SET state = '\\xc1c1'::bytea"
+                " WHERE projection = %s AND subject = %s",
+                projection,
+                subject,
             )
             return
+        key = projection.encode() + b"\x00" + subject_key(subject)
         with self.lmdb() as (txn, db):
-            txn.put(position.to_bytes(8, "big"), b"\xc1\xc1", db=db(b"views.verdicts"))
+            assert txn.get(key, db=db(b"views.state")) is not None
+            txn.put(key, msgspec.msgpack.encode((subject, b"\xc1\xc1")), db=db(b"views.state"))
 
     def tracking_to(self, position: int) -> None:
         if self.pg:
@@ -374,8 +381,12 @@ def test_a_lost_id_index_entry_is_named_and_repaired(ledger_target: str) -> None
     repaired(ledger_target)
     again = cli("append", "--json", "--ledger", ledger_target, stdin=jsonl(
         {"type": "KeepAliveFailed", "subject": "runner-1", "id": "e-3"}))  # fmt: skip
-    result = json.loads(again.stdout)
-    assert (result["position"], result["id"], result["duplicate"]) == (3, "e-3", True)
+    found = json.loads(again.stdout)
+    assert {k: found[k] for k in ("position", "id", "duplicate")} == {
+        "position": 3,
+        "id": "e-3",
+        "duplicate": True,
+    }
 
 
 def test_an_id_stored_twice_behind_a_lost_entry_is_named(ledger_target: str) -> None:
@@ -395,14 +406,16 @@ def test_a_lost_subject_index_entry_is_named_and_repaired(lmdb_target: str) -> N
     assert [row["position"] for row in history] == [2, 3, 5]
 
 
-def test_a_damaged_stored_verdict_is_one_error_line_named_and_repaired(ledger_target: str) -> None:
+def test_a_damaged_stored_state_is_one_error_line_named_and_repaired(ledger_target: str) -> None:
+    """Verdicts are not stored (they are recomputed from the log); the states are."""
     small_ledger(ledger_target)
-    Damage(ledger_target).garble_verdicts(4)
-    line = one_error_line(cli("history", "node-1", "--ledger", ledger_target), 1)
+    Damage(ledger_target).garble_state("maintenance", "node-1")
+    line = one_error_line(cli("status", "maintenance", "--ledger", ledger_target), 1)
     assert "cannot be decoded" in line
     assert "repair" in line
-    verify_names(ledger_target, "verdicts of position 4 differ")
+    verify_names(ledger_target, "stored maintenance state of 'node-1' differs")
     repaired(ledger_target)
+    assert cli("status", "maintenance", "--ledger", ledger_target).returncode == 0
     assert cli("history", "node-1", "--ledger", ledger_target).returncode == 0
 
 

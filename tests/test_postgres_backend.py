@@ -344,7 +344,7 @@ def test_a_crash_inside_a_catch_up_writes_nothing(
     real_flush = store_postgres._PgViewTxn.flush
 
     def flush_then_crash(self: store_postgres._PgViewTxn) -> None:
-        real_flush(self)  # states, verdicts and tracking are written inside the transaction ...
+        real_flush(self)  # states and tracking are written inside the transaction ...
         raise RuntimeError("crash before commit")  # ... and never committed
 
     monkeypatch.setattr(store_postgres._PgViewTxn, "flush", flush_then_crash)
@@ -353,9 +353,7 @@ def test_a_crash_inside_a_catch_up_writes_nothing(
     monkeypatch.undo()
     assert views.tracking() == 0
     assert count(url, "view_state") == 0
-    assert count(url, "view_verdicts") == 0
     assert views.catch_up() == 60
-    assert count(url, "view_verdicts") == 60
     assert views.states() == Folder().apply_all(e.event for e in log.read()).states
 
 
@@ -377,7 +375,6 @@ def test_concurrent_catch_ups_never_fold_an_event_twice(log: Ledger, url: str) -
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
-    assert count(url, "view_verdicts") == 400
     views = Views(log)
     assert views.tracking() == 400
     assert views.states() == Folder().apply_all(e.event for e in log.read()).states

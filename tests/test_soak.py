@@ -90,11 +90,11 @@ def test_soak_lost_commit_answers() -> None:
 
 def _derived_damage(target: str, rng: random.Random) -> str:
     damage = Damage(target)
-    kind = rng.choice(["id", "verdicts", "tracking"] + ([] if damage.pg else ["subject"]))
+    kind = rng.choice(["id", "state", "tracking"] + ([] if damage.pg else ["subject"]))
     if kind == "id":
         damage.drop_id(f"e-{rng.randint(1, 5)}")
-    elif kind == "verdicts":
-        damage.garble_verdicts(rng.randint(1, 5))
+    elif kind == "state":  # verdicts are recomputed, not stored (issue 17): a state instead
+        damage.garble_state("detachment", "runner-1")
     elif kind == "tracking":
         damage.tracking_to(rng.randint(6, 50))
     else:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from ledger.events import (
     EnterMaintenance,
     Event,
     ExitMaintenance,
+    HealthObserved,
     KeepAliveFailed,
     MaintenanceObserved,
     SetPolicy,
@@ -36,6 +38,7 @@ from ledger.events import (
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import Folder, digest
+from projections.views import Carry, codec
 from replay import audit as audit_module
 from replay import workers
 from replay.audit import run_audit
@@ -242,8 +245,8 @@ def test_views_resume_after_a_failed_catch_up(
         store_module = sys.modules[type(views.store).__module__]
         real = store_module.catch_up_txn
 
-        def exploding(txn: object, limit: int) -> tuple[int, int]:
-            real(txn, limit)  # writes everything, then fails before the commit
+        def exploding(txn: object, limit: int, *rest: object) -> tuple[int, int]:
+            real(txn, limit, *rest)  # writes everything, then fails before the commit
             raise RuntimeError("crash after the writes, before the commit")
 
         monkeypatch.setattr(store_module, "catch_up_txn", exploding)
@@ -255,3 +258,285 @@ def test_views_resume_after_a_failed_catch_up(
             assert list(reader.scan("maintenance")) == []
         assert views.catch_up() == 10
         assert len(views.states()["maintenance"]) == 10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25)
+@given(events=event_logs(max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_history_verdicts_are_the_whole_logs_verdicts(
+    backend: str, events: list[Event], cuts: list[int]
+) -> None:
+    """`history` recomputes a subject's verdicts from its own events and the settings for every
+    subject (nothing per position is stored): they are exactly the verdicts that folding the
+    whole log gives each position, and `Views.verdicts` agrees, caught up or not."""
+    events = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=1), *events]
+    with fresh_ledger(backend) as log:
+        for batch in batches(events, cuts):
+            log.append_batch(batch)
+        folder = Folder()
+        whole = {e.position: folder.apply(e.event) for e in log.read()}
+        views = Views(log)
+        for subject in {e.subject for e in events}:
+            for row in views.history(subject):
+                expected = [
+                    {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+                    for verdict in whole[row["position"]]
+                ]
+                assert row["verdicts"] == expected
+        last = log.size()
+        assert views.verdicts(last) == [
+            {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+            for verdict in whole[last]
+        ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_history_verdicts_honour_the_settings_for_every_subject(backend: str) -> None:
+    """A runner's verdicts depend on the policy for ``*`` in force at each of its events: the
+    recomputed history folds those settings where they stand in the log."""
+    events: list[Event] = [
+        KeepAliveFailed(subject="r", at=ts(1)),
+        SetPolicy(subject="*", actor="op", at=ts(2), keepalive_failure_threshold=1),
+        KeepAliveFailed(subject="r", at=ts(9)),  # detached now: at the threshold of 1
+        KeepAliveFailed(subject="r", at=ts(5)),  # older than the detachment: stale
+        SetPolicy(subject="*", actor="op", at=ts(10), keepalive_failure_threshold=3),
+        HealthObserved(subject="r", at=ts(11), healthy=True),
+    ]
+    with fresh_ledger(backend) as log:
+        log.append_batch(events)
+        folder = Folder()
+        whole = [[verdict.verdict for verdict in folder.apply(e)] for e in events]
+        without = Folder()
+        alone = [[v.verdict for v in without.apply(e)] for e in events if e.subject == "r"]
+        views = Views(log)
+        rows = views.history("r")
+        got = [[v["verdict"] for v in row["verdicts"]] for row in rows]
+        assert [row["position"] for row in rows] == [1, 3, 4, 6]
+        assert got == [whole[p - 1] for p in (1, 3, 4, 6)]
+        assert got != alone  # the settings for every subject made a difference
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared", [False, True])
+@settings(max_examples=6, deadline=None)
+@given(events=event_logs(max_size=50), cut=st.integers(0, 50))
+def test_a_replay_right_after_an_append_brings_the_views_up(
+    backend: str, shared: bool, events: list[Event], cut: int
+) -> None:
+    """Views behind the log are brought up to the end by the replay itself (no separate
+    catch-up): afterwards they hold exactly what a catch-up would have written, and the report
+    is the one a replay over caught-up views gives."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        if shared:
+            patch.setattr(workers, "PARALLEL_FROM", 1)
+        views = Views(log)
+        log.append_batch(events[:cut])
+        views.catch_up()
+        log.append_batch(events[cut:])
+        report = run_audit(log)
+        assert report.compared
+        assert report.diverged == []
+        assert views.tracking() == log.size()
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
+        assert run_audit(log).to_json() == report.to_json()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shared", [False, True])
+def test_views_that_diverged_before_the_replay_caught_them_up_are_named(
+    backend: str, shared: bool
+) -> None:
+    """A stored state edited while the views were behind: the replay that brings them up
+    still names the projection and the subject, and the views are caught up all the same."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        if shared:
+            patch.setattr(workers, "PARALLEL_FROM", 1)
+        views = Views(log)
+        log.append_batch([EnterMaintenance(subject=f"n{i}", actor="a", at=ts(i)) for i in range(6)])
+        views.catch_up()
+        current = views.state("maintenance", "n1")
+        assert current is not None
+        edited = msgspec.structs.replace(current, reason="edited behind the ledger's back")
+        views.store.transact(lambda txn: txn.save("maintenance", "n1", codec.encode(edited)))
+        log.append_batch([KeepAliveFailed(subject=f"n{i}", at=ts(10 + i)) for i in range(6)])
+        report = run_audit(log)
+        assert report.compared
+        assert report.diverged == ["maintenance"]
+        assert report.differences["maintenance"] == ["n1"]
+        assert views.tracking() == log.size()
+
+
+@pytest.mark.parametrize("number", [0, 1])
+def test_a_part_decodes_only_the_events_of_its_subjects(
+    number: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On LMDB a part tells its subjects' events from the others' by the subject in the stored
+    record's header: the others' are never decoded (only the settings for every subject are
+    decoded by every part), and the part folds the same as before."""
+    import zlib  # noqa: PLC0415
+
+    rebuild_module = sys.modules["replay.rebuild"]
+
+    events: list[Event] = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=2)]
+    events += [KeepAliveFailed(subject=f"runner-{i % 9}", at=ts(i)) for i in range(300)]
+    decoded: list[int] = []
+    real = rebuild_module.decode_chunk
+
+    def counting(chunk: list[tuple[int, bytes]]) -> list[Event]:
+        decoded.append(len(chunk))
+        result: list[Event] = real(chunk)
+        return result
+
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(events)
+        monkeypatch.setattr(rebuild_module, "decode_chunk", counting)
+        folder, position = rebuild(log, part=Part(number, 2))
+    mine = [e for e in events if e.subject == "*" or zlib.crc32(e.subject.encode()) % 2 == number]
+    assert position == len(events)
+    assert sum(decoded) == len(mine) < len(events)
+    expected = Folder().apply_all(mine)
+    assert folder.states["detachment"] == expected.states["detachment"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=15)
+@given(events=event_logs(max_size=60), cuts=st.lists(st.integers(0, 60), max_size=4))
+def test_a_catch_up_in_many_chunks_equals_replay(
+    backend: str, events: list[Event], cuts: list[int]
+) -> None:
+    """Chunks of 7: each chunk goes on from the states the previous one left (`Carry`), and the
+    views equal a replay whatever the cuts between appends and catch-ups."""
+    with fresh_ledger(backend) as log, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules["projections.api"], "CHUNK", 7)
+        views = Views(log)
+        for batch in batches(events, cuts):
+            log.append_batch(batch)
+            views.catch_up()
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
+
+
+def test_chunks_take_up_the_states_the_previous_chunk_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stored state is loaded once over a catch-up of many chunks; when another catch-up
+    moved the views in between, the next chunk loads what is stored again."""
+    from projections import store_lmdb  # noqa: PLC0415
+
+    api_module = sys.modules["projections.api"]
+    monkeypatch.setattr(api_module, "CHUNK", 10)
+    loads: list[tuple[str, str]] = []
+    real = store_lmdb._LMDBViewTxn.load
+
+    def load(self: Any, projection: str, subject: str) -> Any:
+        loads.append((projection, subject))
+        return real(self, projection, subject)
+
+    monkeypatch.setattr(store_lmdb._LMDBViewTxn, "load", load)
+    with fresh_ledger("lmdb") as log:
+        log.append_batch([KeepAliveFailed(subject=f"r{i % 3}", at=ts(i)) for i in range(95)])
+        views = Views(log)
+        assert views.catch_up() == 95
+        assert len(loads) == len(set(loads)) == 6 * 4  # r0, r1, r2 and "*", every projection
+        loads.clear()
+        log.append_batch([KeepAliveFailed(subject=f"r{i % 3}", at=ts(100 + i)) for i in range(30)])
+        store = views.store
+        carry = Carry()
+        assert store.catch_up_chunk(10, None, carry)[0] == 105
+        Views(log).store.catch_up_chunk(10)  # someone else moves the views on
+        loads.clear()
+        assert store.catch_up_chunk(10, None, carry)[0] == 125
+        assert len(loads) == 6 * 4  # loaded again: the carried states were stale
+        folder, _ = rebuild(log)
+        assert views.states() == folder.states
+
+
+# ---------------------------------------------------------------- verdicts without stored rows
+
+
+def _expected_verdicts(log: Ledger) -> dict[int, list[dict[str, Any]]]:
+    """Each position's verdicts from a fold of the whole log (what ``history`` recomputes)."""
+    folder = Folder()
+    return {e.position: [_as_json(v) for v in folder.apply(e.event)] for e in log.read()}
+
+
+def _drained(events: int) -> list[Event]:
+    out: list[Event] = [MaintenanceObserved(subject="n1", state="DrainFailed", reason="pods")]
+    out += [ExitMaintenance(subject="n1", actor="op")]  # rejected: needs force
+    out += [KeepAliveFailed(subject=f"r{i % 3}", at=ts(i)) for i in range(events)]
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_inline_fold_hands_back_the_verdicts_of_its_transaction(backend: str) -> None:
+    """The server's appends fold inside their own transaction (`Views.inline`): the fold keeps
+    each folded position's verdicts for the appender to take, once; they are those `history`
+    recomputes."""
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        fold = views.inline()
+        log.append_batch(_drained(4), after=fold)
+        taken = fold.take()
+        assert fold.take() == {}
+        expected = _expected_verdicts(log)
+        assert sorted(taken) == sorted(expected)
+        assert {p: [_as_json(v) for v in found] for p, found in taken.items()} == expected
+        assert views.tracking() == log.size()  # folded in the append's transaction
+        assert [row["verdicts"] for row in views.history("n1")] == [expected[1], expected[2]]
+
+
+def _as_json(verdict: Any) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outcomes_fold_a_chunk_at_a_time_and_recompute_what_was_folded_before(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Views.outcomes` gathers the verdicts of a few appended events at a time as it catches
+    the views up (no verdict is stored); a duplicate's original, folded long before, has its
+    verdicts recomputed: the same as a fold of the whole log gives."""
+    api = sys.modules["projections.api"]
+    monkeypatch.setattr(api, "_OUTCOMES", 3)
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        first = log.append_batch(_drained(2))
+        views.catch_up()
+        results = log.append_batch(_drained(9))  # the exit is refused again: needs force
+        repeat = log.append_batch([MaintenanceObserved(subject="n1", state="DrainFailed",
+                                                       reason="pods", id=first[0].id)])  # fmt: skip
+        assert repeat[0].duplicate
+        appended = [*results, *repeat]
+        expected = _expected_verdicts(log)
+        done = list(views.outcomes(appended))
+        assert [o.position for o in done] == [r.position for r in appended]
+        assert [o.verdicts for o in done] == [expected[r.position] for r in appended]
+        assert any(v["verdict"] == "rejected" for o in done for v in o.verdicts)
+        assert done[-1].duplicate
+        assert done[-1].position == 1
+        assert views.tracking() == log.size()
+
+
+def test_a_part_follows_the_trust_events_whatever_their_subject() -> None:
+    """A replay shared between two processes: each part skips the other part's events without
+    decoding them, but not the trust events, which every part follows (a key trusted under a
+    subject of the other part still signs this part's events)."""
+    from ledger.notes import Signer  # noqa: PLC0415
+    from ledger.signing import OperatorKey  # noqa: PLC0415
+
+    alice = OperatorKey(Signer.generate("alice"))
+    assert Part(0, 2).may_keep(b"alice", b"TrustKey")
+    assert Part(1, 2).may_keep(b"x", b"RevokeKey")
+    from ledger.trust import TrustFold  # noqa: PLC0415
+
+    with fresh_ledger("lmdb") as log, pytest.MonkeyPatch.context() as patch:
+        log.trust(alice.signer.verifier.encode())
+        log.append_batch([alice.sign(EnterMaintenance(subject=f"n{i}", actor="alice"))
+                          for i in range(12)])  # fmt: skip
+        for number in (0, 1):  # each part ends with alice trusted, whichever owns "alice"
+            trust = TrustFold()
+            rebuild(log, audit=Audit(), part=Part(number, 2), resume=(Folder(), 0, trust))
+            assert list(trust.keys) == ["alice"]
+        patch.setattr(workers, "PARALLEL_FROM", 1)
+        report = run_audit(log)
+        assert report.rejected == []
+        assert report.counts["maintenance"]["applied"] == 12

@@ -140,9 +140,9 @@ class Server:
         self.ledger = Ledger.open(config.ledger, create=True)
         self.views = Views(self.ledger)
         self.hub = Hub(self.views)
-        self.appender = Appender(self.ledger, self.views, self.hub)
         self.fold = self.views.inline()
         """Appends fold into the views in their own transaction (`Views.inline`)."""
+        self.appender = Appender(self.ledger, self.views, self.hub, self.fold)
         self.tokens = TokenBook(self.ledger)
         self.signer = None if config.checkpoint_key is None else _load_signer(config.checkpoint_key)
         self.subscriptions = 0
@@ -603,7 +603,7 @@ def _subscription_entries(
     server: Server, first: int, last: int
 ) -> list[tuple[int, str, str, bytes]]:
     entries = list(server.ledger.read(first, last))
-    verdicts = server.views.verdicts_at(e.position for e in entries)
+    verdicts = server.views.entry_verdicts(entries)
     return [
         (
             e.position,

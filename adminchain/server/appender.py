@@ -2,8 +2,9 @@
 
 HTTP requests are parsed and validated on the event loop and queued here as prepared requests.
 The writer takes everything queued while its last transaction committed, writes it in ONE
-durable transaction (each request still all-or-nothing, with its own outcome), reads every
-appended position's verdicts from one snapshot, and wakes the event loop once for the whole
+durable transaction (each request still all-or-nothing, with its own outcome), takes every
+appended position's verdicts from the fold that ran inside that transaction
+(`projections.api.InlineFold`: verdicts are not stored), and wakes the event loop once for the whole
 batch. Many concurrent clients cost few flushes and few thread switches.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from adminchain.server.hub import Hub
 from ledger.backend import Appended, AppendRequest
 from ledger.ledger import Ledger
-from projections.api import Views
+from projections.api import InlineFold, Views, verdicts_json
 
 __all__ = ["Appender", "Outcome"]
 
@@ -33,9 +34,10 @@ _Item = tuple[AppendRequest, "asyncio.Future[Outcome]"]
 class Appender:
     """The server's single appending thread."""
 
-    def __init__(self, ledger: Ledger, views: Views, hub: Hub) -> None:
+    def __init__(self, ledger: Ledger, views: Views, hub: Hub, fold: InlineFold) -> None:
         self._ledger = ledger
         self._views = views
+        self._fold = fold
         self._hub = hub
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -82,12 +84,14 @@ class Appender:
         requests = [request for request, _ in batch]
         outcomes: list[Outcome | BaseException] = []
         try:
+            self._fold.take()
             self._ledger.write(requests)
+            folded = self._fold.take()
             written = [r.result for r in requests if r.result]
             if written:
                 self._hub.ensure(max(a.position for result in written for a in result))
             positions = [a.position for r in requests for a in (r.result or ())]
-            verdicts = iter(self._views.verdicts_at(positions))
+            verdicts = iter(self._verdicts(positions, folded))
             for request in requests:
                 if request.error is not None or request.result is None:
                     outcomes.append(request.error or RuntimeError("the append was not written"))
@@ -102,6 +106,17 @@ class Appender:
             self._loop.call_soon_threadsafe(_resolve, futures, outcomes)
         except RuntimeError:  # the loop closed (shutdown): nobody waits any more
             return
+
+    def _verdicts(
+        self, positions: list[int], folded: dict[int, list[Any]]
+    ) -> list[list[dict[str, Any]]]:
+        """Each position's verdicts: from the transaction's own fold, else (a duplicate's
+        original, folded before) recomputed."""
+        missing = [p for p in positions if p not in folded]
+        recomputed = dict(zip(missing, self._views.verdicts_at(missing), strict=True))
+        return [
+            verdicts_json(folded[p]) if p in folded else recomputed[p] for p in positions
+        ]
 
 
 def _resolve(
