@@ -449,7 +449,7 @@ class Ledger:
             except NotFoundError as e:
                 raise StorageError(
                     f"the subject index names position {position} for {subject!r}, which the log "
-                    "does not hold: run `adminchain verify`"
+                    "does not hold: the ledger is damaged (see `adminchain verify`)"
                 ) from e
         return [e for e in entries if e.event.subject == subject]
 
