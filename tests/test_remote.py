@@ -42,7 +42,7 @@ from projections.views import codec as view_codec
 from replay.audit import run_audit
 from replay.integrity import verify
 from tests.conftest import drop_pg_schema, fresh_pg_url
-from tests.serving import Served, start_server
+from tests.serving import Served, self_signed_certificate, start_server
 from tests.test_tamper import MARKED, STATE_DB, build, forge, raw_write
 
 # ---------------------------------------------------------------------------- fixtures
@@ -559,52 +559,12 @@ def test_follow_resumes_after_the_server_restarts(lmdb_target: str, tmp_path: Pa
         stream.close()  # type: ignore[attr-defined]  # a generator: ends the subscription
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key (PEM files), as a private CA would issue."""
-    import datetime as dt  # noqa: PLC0415
-    import ipaddress  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "server.crt", folder / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_an_https_server_is_a_ledger_too(
     lmdb_target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``https://`` with the server's certificate trusted through ``SSL_CERT_FILE``; without
     it, the client refuses to talk (exit 1), as it should with an unknown certificate."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     token = make_token(lmdb_target, "alice", "admin")
     line = '{"type": "KeepAliveFailed", "subject": "r", "id": "k-1"}\n'
     trusting = ssl.create_default_context(cafile=str(cert))

@@ -22,7 +22,7 @@ import pytest
 from adminchain.server.tokens import create_token, revoke_token
 from ledger import Ledger
 from ledger.notes import generate_key
-from tests.serving import Served, make_tokens, start_server
+from tests.serving import Served, make_tokens, self_signed_certificate, start_server
 
 JSONL = {"content-type": "application/jsonl"}
 
@@ -472,46 +472,8 @@ def test_sigterm_ends_subscriptions_and_exits_zero(served: Served) -> None:
 # ---------------------------------------------------------------- TLS and the token commands
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    import datetime as dt  # noqa: PLC0415
-    import ipaddress  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def test_the_server_speaks_tls(lmdb_target: str, tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     tokens = make_tokens(lmdb_target)
     server = start_server(
         lmdb_target, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key), tokens=tokens,
