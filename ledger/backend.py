@@ -406,6 +406,30 @@ class IndexCheck:
         return f"the {index.name} does not match the log"  # pragma: no cover  (a hash collision)
 
 
+class ReadOnlySnapshot:
+    """What a backend's snapshot reader (`LogBackend.read_snapshot`) refuses: it only reads."""
+
+    read_only = True
+
+    def _refuse(self) -> StorageError:
+        return StorageError("a snapshot of the ledger is read-only")
+
+    def rebuild_indexes(self) -> int:
+        raise self._refuse()
+
+    def write(self, requests: Sequence[AppendRequest]) -> None:
+        raise self._refuse()
+
+    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
+        raise self._refuse()
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        raise self._refuse()
+
+    def close(self) -> None:
+        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
+
+
 class LogBackend(Protocol):
     """A durable, totally ordered event log with a Merkle tree, as the `Ledger` facade uses it.
 

@@ -30,7 +30,14 @@ import lmdb
 from eventsourcing.persistence import PersistenceError
 
 from ledger import lmdb_files, merkle
-from ledger.backend import AppendRequest, Index, IndexCheck, apply_requests, stored_event
+from ledger.backend import (
+    AppendRequest,
+    Index,
+    IndexCheck,
+    ReadOnlySnapshot,
+    apply_requests,
+    stored_event,
+)
 from ledger.errors import (
     BackendUnavailableError,
     LedgerError,
@@ -479,10 +486,9 @@ def _damaged(error: BaseException) -> bool:
     )
 
 
-class _Reads:
+class _Reads(ReadOnlySnapshot):
     """The reading half of `LMDBBackend`, through one read transaction (see `read_snapshot`)."""
 
-    read_only = True
     kind: Final = "lmdb"
 
     def __init__(self, backend: LMDBBackend, txn: Any) -> None:
@@ -545,23 +551,8 @@ class _Reads:
     def index_check(self) -> IndexCheck:
         return _index_check(self._backend, lambda scan: scan(self._txn))
 
-    def rebuild_indexes(self) -> int:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def write(self, requests: Sequence[AppendRequest]) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_checkpoint(self, size: int, note: str) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self._backend.wait_beyond(position, timeout)
-
-    def close(self) -> None:
-        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
 
 
 class _SnapshotNodes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -17,7 +17,7 @@ from psycopg.rows import TupleRow, tuple_row
 from psycopg.sql import Composed
 
 from ledger import merkle
-from ledger.backend import AppendRequest, Index, IndexCheck
+from ledger.backend import Index, IndexCheck, ReadOnlySnapshot
 from ledger.errors import StorageError
 
 if TYPE_CHECKING:
@@ -85,11 +85,10 @@ def index_check(scan: Callable[[], Iterable[tuple[bytes, int]]]) -> IndexCheck:
     return IndexCheck([Index("id index", lambda e: (e.id or "").encode(), scan, unique=True)])
 
 
-class PgReads:
+class PgReads(ReadOnlySnapshot):
     """The reading half of `PostgresBackend`, on one cursor inside one repeatable-read
     transaction (see `PostgresBackend.read_snapshot`)."""
 
-    read_only = True
     kind: Final = "postgres"
 
     def __init__(self, backend: PostgresBackend, curs: Cursor) -> None:
@@ -142,23 +141,8 @@ class PgReads:
     def index_check(self) -> IndexCheck:
         return index_check(lambda: scan_ids(self._backend, self._curs))
 
-    def rebuild_indexes(self) -> int:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def write(self, requests: Sequence[AppendRequest]) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
-    def put_checkpoint(self, size: int, note: str) -> None:
-        raise StorageError("a snapshot of the ledger is read-only")
-
     def wait_beyond(self, position: int, timeout: float) -> bool:
         return self._backend.wait_beyond(position, timeout)
-
-    def close(self) -> None:
-        """Nothing to release: the snapshot ends with its `read_snapshot` block."""
 
 
 class SnapshotNodes:
