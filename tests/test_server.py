@@ -375,11 +375,16 @@ def test_the_access_log_names_tokens_but_never_contains_one(served: Served) -> N
         loop.get("/v1/status", params={"now": "2026-01-01T00:00:00Z"})
     with httpx.Client(base_url=served.url) as anonymous:
         anonymous.get("/v1/status", headers={"Authorization": "Bearer adminchain_secret-guess"})
+    # a request's log line is written once its response is sent: wait for the last one
+    deadline = time.monotonic() + 10
+    requests: list[dict[str, Any]] = []
+    while not any(r["status"] == 401 for r in requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        requests = [line for line in served.log_lines() if line.get("event") == "request"]
     text = served.log.read_text()
     for token in served.tokens.values():
         assert token not in text
     assert "adminchain_secret-guess" not in text
-    requests = [line for line in served.log_lines() if line.get("event") == "request"]
     assert {"method", "path", "status", "ms", "token"} <= set(requests[0])
     assert any(r["token"] == "loop" and r["path"] == "/v1/events" for r in requests)
     assert any(r["status"] == 401 and r["token"] is None for r in requests)
