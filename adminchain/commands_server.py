@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from datetime import UTC, datetime
 
 import click
@@ -82,6 +85,13 @@ def _size(text: str) -> int:
     help="Most open /v1/subscribe streams (more get 503).",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=64),
+    help="Server processes on this host (one per core serves the most requests).",
+)
+@click.option(
     "--heartbeat",
     default=15.0,
     hidden=True,
@@ -102,6 +112,7 @@ def serve(
     max_events: int,
     request_timeout: str,
     max_subscriptions: int,
+    workers: int,
     heartbeat: float,
     ledger: str,
     as_json: bool,
@@ -117,10 +128,55 @@ def serve(
       adminchain token create reconciler --role loop
       adminchain serve --listen 0.0.0.0:8470 --ledger ./adminchain.lmdb
     """
+    require_local(ledger, "serve")
+    metrics_dir = None
+    if workers > 1:
+        # prometheus-client's multiprocess mode must be chosen before it is first imported
+        metrics_dir = tempfile.mkdtemp(prefix="adminchain-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _serve(
+            ledger,
+            listen,
+            tls_cert,
+            tls_key,
+            checkpoint_key,
+            checkpoint_every,
+            witness_urls,
+            quorum,
+            public_audit,
+            max_body,
+            max_events,
+            request_timeout,
+            max_subscriptions,
+            workers,
+            heartbeat,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(
+    ledger: str,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    checkpoint_key: str | None,
+    checkpoint_every: str,
+    witness_urls: tuple[str, ...],
+    quorum: int | None,
+    public_audit: bool,
+    max_body: str,
+    max_events: int,
+    request_timeout: str,
+    max_subscriptions: int,
+    workers: int,
+    heartbeat: float,
+) -> None:
     from adminchain.server.app import ServerConfig  # noqa: PLC0415
     from adminchain.server.run import serve as run  # noqa: PLC0415
 
-    require_local(ledger, "serve")
     timeout = parse_duration(request_timeout)
     if timeout is None or timeout.total_seconds() <= 0:
         raise UsageError(f"--request-timeout: {request_timeout!r} is not a duration (e.g. 30s)")
@@ -142,8 +198,9 @@ def serve(
         checkpoint_key=None if witness_urls else checkpoint_key,
         extra_routes=TILE_ROUTES,
         background=(publisher.start,) if publisher else (),
+        workers=workers,
     )
-    run(config, listen, tls_cert=tls_cert, tls_key=tls_key)
+    run(config, listen, tls_cert=tls_cert, tls_key=tls_key, workers=workers)
 
 
 @main.group()

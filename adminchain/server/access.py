@@ -34,14 +34,16 @@ def log_event(**fields: Any) -> None:
 class AccessLog:
     """ASGI middleware writing one access log line per HTTP request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, worker: int | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.worker = {} if worker is None else {"worker": worker}
 
     @classmethod
-    def factory(cls, metrics: Metrics) -> Callable[[ASGIApp], AccessLog]:
-        """The middleware factory Litestar takes, bound to `metrics`."""
-        return lambda app: cls(app, metrics)
+    def factory(cls, metrics: Metrics, worker: int | None = None) -> Callable[[ASGIApp], AccessLog]:
+        """The middleware factory Litestar takes, bound to `metrics` (and, with several worker
+        processes, to this one's index, which each line then names)."""
+        return lambda app: cls(app, metrics, worker)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # type: ignore[comparison-overlap]  # lifespan too
@@ -63,7 +65,9 @@ class AccessLog:
             principal = scope.get("adminchain.principal")
             client = scope.get("client")
             route = scope.get("path_template") or "unmatched"
-            self.metrics.http_requests.labels(route, scope.get("method"), str(status)).inc()
+            self.metrics.child(
+                self.metrics.http_requests, route, str(scope.get("method", "")), str(status)
+            ).inc()
             log_event(
                 event="request",
                 method=scope.get("method"),
@@ -73,4 +77,5 @@ class AccessLog:
                 token=getattr(principal, "name", None),
                 role=getattr(principal, "role", None),
                 client=client[0] if client else None,
+                **self.worker,
             )

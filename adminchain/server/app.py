@@ -22,15 +22,15 @@ from typing import Any, Final
 
 import anyio
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import HttpMethod, Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers import BaseRouteHandler
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, Stream
 from litestar.response.sse import ServerSentEventMessage
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adminchain.server.appender import Appender
@@ -43,6 +43,7 @@ from ledger.codec import decode_line, event_to_builtins
 from ledger.errors import InvalidEventError, LedgerError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, event_types
 from ledger.ledger import Entry, Ledger
+from ledger.lmdb_backend import LMDBBackend
 from ledger.notes import Signer
 from projections.api import KINDS, Outcome, Views, status_document
 
@@ -61,6 +62,9 @@ PARSE_INLINE: Final = 64 * 1024
 """Bodies smaller than this are decoded on the event loop (cheaper than a thread switch)."""
 WORKERS: Final = 64
 """Threads for blocking ledger work: concurrent appends among them share one commit."""
+SIBLING_POLL: Final = 0.002
+"""Seconds between looks for the other workers' appends on LMDB (`serve --workers`): one
+short read each, so subscribers here see them within a few milliseconds."""
 PRINCIPAL: Final = "adminchain.principal"
 """The ASGI scope key holding the authenticated token's record (for guards and access logs)."""
 
@@ -80,6 +84,10 @@ class ServerConfig:
     extra_routes: Sequence[Any] = field(default_factory=tuple)
     background: Sequence[Callable[[Server], Callable[[], None]]] = field(default_factory=tuple)
     """Started with the open `Server` once it is ready; each returns its stop function."""
+    workers: int = 1
+    """Server processes over this ledger on this host (`serve --workers`)."""
+    worker: int = 0
+    """This process's index among them (worker 0 runs the `background` jobs)."""
 
 
 class Verdict(msgspec.Struct, omit_defaults=True):
@@ -148,12 +156,24 @@ class Server:
         self.subscriptions = 0
         self.last_checkpoint: float | None = None
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="adminchain")
+        self.inline_reads = self.ledger.backend.kind == "lmdb"
+        if config.workers > 1 and isinstance(self.ledger.backend, LMDBBackend):
+            # appends of the other workers are noticed by polling (PostgreSQL has NOTIFY)
+            self.ledger.backend.recorder.subscription_poll_interval = SIBLING_POLL
 
     def close(self) -> None:
         self.appender.stop()
         self.hub.stop()
         self.pool.shutdown(wait=True)
         self.ledger.close()
+
+    async def read(self, func: Callable[[], Any]) -> Any:
+        """A small read (one subject's status, the log's size): inline on LMDB, whose reads are
+        memory-mapped lookups that never wait on a lock or the network (cheaper than a thread
+        switch), in a worker thread on other backends."""
+        if self.inline_reads:
+            return func()
+        return await self.run(func)
 
     async def run(self, func: Callable[[], Any]) -> Any:
         """Run blocking ledger work in a worker thread (bounded by `request_timeout`).
@@ -183,6 +203,31 @@ def server_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Server:
     """The `Server` behind a request."""
     server: Server = connection.app.state.server
     return server
+
+
+# ---------------------------------------------------------------- route handlers
+
+
+class Route(HTTPRouteHandler):
+    """Litestar's HTTP route handler, without a copy of itself per guard call.
+
+    Litestar's `authorize_connection` passes each guard `copy(self)` (about a tenth of a cheap
+    request's time); our guards never touch the handler, so they get the handler itself.
+    """
+
+    async def authorize_connection(self, connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
+
+
+def get(path: str | Sequence[str], **kwargs: Any) -> Route:
+    """``@get(...)``, as Litestar's, with `Route`."""
+    return Route(path, http_method=HttpMethod.GET, **kwargs)
+
+
+def post(path: str | Sequence[str], **kwargs: Any) -> Route:
+    """``@post(...)``, as Litestar's, with `Route`."""
+    return Route(path, http_method=HttpMethod.POST, **kwargs)
 
 
 # ---------------------------------------------------------------- authentication and roles
@@ -351,11 +396,15 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
         if result.duplicate:
             continue
         fresh += 1
-        metrics.events_by_type.labels(type(event).__name__).inc()
+        metrics.child(metrics.events_by_type, type(event).__name__).inc()
         for v in found:
-            metrics.verdicts.labels(v["projection"], v["verdict"], v.get("reason", "")).inc()
-    metrics.appended_events.labels("stored").inc(fresh)
-    metrics.appended_events.labels("duplicate").inc(len(results) - fresh)
+            metrics.child(
+                metrics.verdicts, v["projection"], v["verdict"], v.get("reason", "")
+            ).inc()
+    if fresh:
+        metrics.child(metrics.appended_events, "stored").inc(fresh)
+    if len(results) > fresh:
+        metrics.child(metrics.appended_events, "duplicate").inc(len(results) - fresh)
     return AppendResponse(
         [
             AppendResult(r.position, r.id, r.duplicate, msgspec.convert(found, list[Verdict]))
@@ -455,7 +504,7 @@ async def append_events(
         outcome = "ok"
         return response
     finally:
-        server.metrics.append_requests.labels(outcome).inc()
+        server.metrics.child(server.metrics.append_requests, outcome).inc()
         if outcome == "ok":
             server.metrics.append_seconds.observe(time.perf_counter() - started)
 
@@ -525,7 +574,8 @@ async def status(
     subject = subject.lstrip("/") if subject else None
     moment = _parse_time(now, "now") if now else datetime.now(UTC)
     await _read_your_writes(server, min_position, wait)
-    document: dict[str, dict[str, Any]] = await server.run(
+    small = subject and kind and as_of is None
+    document: dict[str, dict[str, Any]] = await (server.read if small else server.run)(
         lambda: _status(server, kind, subject or None, as_of, moment)
     )
     return document
@@ -761,7 +811,7 @@ class Info(msgspec.Struct):
 @get("/v1/info", guards=[READER], summary="The ledger's origin, size and folded position")
 async def info(request: Request[Any, Any, Any]) -> Info:
     server = server_of(request)
-    origin, size = await server.run(lambda: (server.ledger.origin(), server.ledger.size()))
+    origin, size = await server.read(lambda: (server.ledger.origin(), server.ledger.size()))
     return Info(origin, size, server.hub.tracking)
 
 
@@ -802,7 +852,7 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Health]:
 async def metrics_route(request: Request[Any, Any, Any]) -> Response[bytes]:
     server = server_of(request)
     server.metrics.log_size.set(server.hub.size)
-    return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(server.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @get("/openapi.json", summary="This API's OpenAPI 3.1 document", include_in_schema=False)
@@ -826,10 +876,16 @@ def create_app(config: ServerConfig) -> Litestar:
         gauges.bind(
             size=lambda: server.hub.size,
             lag=server.hub.lag,
-            checkpoint_age=lambda: (
-                -1.0
-                if server.last_checkpoint is None
-                else time.monotonic() - server.last_checkpoint
+            checkpoint_age=(
+                (
+                    lambda: (
+                        -1.0
+                        if server.last_checkpoint is None
+                        else time.monotonic() - server.last_checkpoint
+                    )
+                )
+                if config.worker == 0
+                else None
             ),
         )
         loop = asyncio.get_running_loop()
@@ -840,6 +896,7 @@ def create_app(config: ServerConfig) -> Litestar:
     async def shutdown(app: Litestar) -> None:
         for stop in app.state.get("stoppers", ()):
             await anyio.to_thread.run_sync(stop)
+        gauges.close()
         server: Server | None = app.state.server
         if server is not None:
             await anyio.to_thread.run_sync(server.close)
@@ -869,7 +926,7 @@ def create_app(config: ServerConfig) -> Litestar:
         on_shutdown=[shutdown],
         exception_handlers=exception_handlers,
         request_max_body_size=config.max_body,
-        middleware=[AccessLog.factory(gauges)],
+        middleware=[AccessLog.factory(gauges, config.worker if config.workers > 1 else None)],
         openapi_config=OpenAPIConfig(
             title="adminchain",
             version="1",

@@ -114,9 +114,7 @@ class Appender:
         original, folded before) recomputed."""
         missing = [p for p in positions if p not in folded]
         recomputed = dict(zip(missing, self._views.verdicts_at(missing), strict=True))
-        return [
-            verdicts_json(folded[p]) if p in folded else recomputed[p] for p in positions
-        ]
+        return [verdicts_json(folded[p]) if p in folded else recomputed[p] for p in positions]
 
 
 def _resolve(

@@ -1,14 +1,30 @@
-"""Serving the application with uvicorn: the listening socket, TLS, graceful shutdown.
+"""Serving the application with uvicorn: the listening socket, TLS, worker processes, graceful
+shutdown.
 
 SIGTERM or SIGINT: stop accepting, end the subscriptions (their clients resume with
 `Last-Event-ID`), let in-flight requests finish, close the ledger, exit 0.
+
+With ``--workers N`` (N > 1) the socket is bound once and N forked worker processes accept on
+it, each a whole server over the same ledger (as several servers share one PostgreSQL ledger;
+on LMDB, writers in several processes are serialised by LMDB's own lock and each append folds
+into the shared views in its own transaction). Python runs one thread at a time per process, so
+this is how one host's cores serve more requests. Worker 0 alone runs the background jobs
+(checkpoint publishing). The parent only supervises: it forwards SIGTERM, restarts a worker
+that dies, and exits 0 once every worker has stopped gracefully. uvicorn's own `--workers`
+re-imports the application in spawned processes and gives them no index, which worker 0 needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import socket
+import sys
+import time
+import traceback
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 
@@ -19,6 +35,12 @@ from ledger.errors import UsageError
 __all__ = ["parse_listen", "serve"]
 
 GRACE_SECONDS = 30
+RESTART_DELAY: Final = 1.0
+"""Seconds before a worker that died is started again."""
+EARLY_DEATHS: Final = 3
+"""A worker dying this many times in a row within `EARLY_SECONDS` of its start ends the server
+(it cannot start: a bad ledger, a bad key), instead of restarting it forever."""
+EARLY_SECONDS: Final = 10.0
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -49,8 +71,9 @@ def serve(
     *,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    workers: int = 1,
 ) -> None:
-    """Serve `config.ledger` on `listen` until SIGTERM or SIGINT."""
+    """Serve `config.ledger` on `listen` until SIGTERM or SIGINT, in `workers` processes."""
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(listen)
@@ -63,6 +86,29 @@ def serve(
         raise UsageError(f"--listen {listen}: cannot listen there ({e.strerror})") from e
     sock.listen(2048)
     sock.set_inheritable(True)
+    bound_port = sock.getsockname()[1]
+    scheme = "https" if tls_cert else "http"
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    log_event(
+        event="listening",
+        url=f"{scheme}://{shown}:{bound_port}",
+        ledger=config.ledger,
+        workers=workers,
+    )
+    if workers == 1:
+        _serve_one(config, sock, tls_cert, tls_key)
+    else:
+        code = _Supervisor(config, sock, tls_cert, tls_key, workers).run()
+        if code:
+            log_event(event="stopped", status=code)
+            raise SystemExit(code)
+    log_event(event="stopped")
+
+
+def _serve_one(
+    config: ServerConfig, sock: socket.socket, tls_cert: str | None, tls_key: str | None
+) -> None:
+    """One server process on the bound socket, until it is told to stop."""
     app = create_app(config)
     uv_config = uvicorn.Config(
         app,
@@ -77,9 +123,96 @@ def serve(
     )
     server = _Server(uv_config)
     server.app_ref = app
-    bound_port = sock.getsockname()[1]
-    scheme = "https" if tls_cert else "http"
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    log_event(event="listening", url=f"{scheme}://{shown}:{bound_port}", ledger=config.ledger)
     server.run(sockets=[sock])
-    log_event(event="stopped")
+    if not server.started:  # the application failed to start (its error is logged)
+        raise SystemExit(2)
+
+
+class _Supervisor:
+    """The parent of `workers` forked server processes on one socket."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        sock: socket.socket,
+        tls_cert: str | None,
+        tls_key: str | None,
+        workers: int,
+    ) -> None:
+        self.config = config
+        self.sock = sock
+        self.tls = (tls_cert, tls_key)
+        self.workers = workers
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}  # worker index -> when it last started
+        self.early: dict[int, int] = {}  # worker index -> early deaths in a row
+        self.stopping = False
+        self.failed = 0
+
+    def run(self) -> int:
+        """Start the workers, supervise them until they have all stopped; the exit status."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for index in range(self.workers):
+            self._spawn(index)
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            if pid not in self.children:
+                continue
+            index = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                if code != 0:
+                    self.failed = 1
+                continue
+            log_event(event="worker exited", worker=index, pid=pid, status=code)
+            if time.monotonic() - self.started[index] < EARLY_SECONDS:
+                self.early[index] = self.early.get(index, 0) + 1
+            else:
+                self.early[index] = 0
+            if self.early[index] >= EARLY_DEATHS:
+                log_event(event="worker cannot start; stopping", worker=index)
+                self.failed = 1
+                self._stop(signal.SIGTERM, None)
+                continue
+            time.sleep(RESTART_DELAY)
+            if not self.stopping:
+                self._spawn(index)
+        return self.failed
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+
+    def _spawn(self, index: int) -> None:
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid:
+            self.children[pid] = index
+            self.started[index] = time.monotonic()
+            return
+        # the worker: its own process group (a terminal's Ctrl-C reaches the parent, which
+        # stops the workers with SIGTERM), uvicorn's signal handling, and never the parent's code
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            config = self.config if index == 0 else dataclasses.replace(self.config, background=())
+            _serve_one(dataclasses.replace(config, worker=index), self.sock, *self.tls)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:  # noqa: BLE001  a worker reports its failure and exits non-zero
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import gzip
 from typing import Any, Final
 
-from litestar import Request, Response, get
+from litestar import Request, Response
 
-from adminchain.server.app import AUDIT_PUBLIC, server_of
+from adminchain.server.app import AUDIT_PUBLIC, get, server_of
 from adminchain.server.problems import ProblemError
 from ledger.tiles import EntryTooLargeError, parse_tile_path, read_tile
 

@@ -1,0 +1,195 @@
+"""`adminchain serve --workers N`: several server processes on one socket over one ledger.
+
+Each worker is a whole server over the same ledger (SPEC-server §7): appends through any of them
+get gap-free positions, every subscriber sees every event once and in order whichever worker
+took it, the metrics add up over the workers, a worker that dies is started again, and SIGTERM
+stops them all gracefully (exit 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import Ledger
+from replay import verify
+from tests.conftest import drop_pg_schema, fresh_pg_url
+from tests.serving import Served, make_tokens, start_server
+from tests.test_server import SSE, jsonl
+
+JSONL = {"content-type": "application/jsonl"}
+CLIENTS = 8
+EACH = 25
+
+
+@pytest.fixture(params=["lmdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "lmdb":
+        yield str(tmp_path / "ledger.lmdb")
+        return
+    url = fresh_pg_url()
+    try:
+        yield url
+    finally:
+        drop_pg_schema(url)
+
+
+def _workers_of(server: Served) -> list[int]:
+    """The pids of the server's worker processes (its children)."""
+    with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as f:
+        return [int(pid) for pid in f.read().split()]
+
+
+def _wait(condition: Any, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    selector = re.escape(name) + (rf"\{{{re.escape(labels)}\}}" if labels else "")
+    found = re.search(rf"^{selector} ([0-9.e+]+)$", text, re.M)
+    assert found, f"{name}{{{labels}}} is not in the exposition"
+    return float(found.group(1))
+
+
+def test_workers_share_one_ledger(target: str, tmp_path: Path) -> None:
+    """8 clients on fresh connections through 2 workers: positions 1..N, each id once, both
+    workers answered, a subscriber sees every event once in order, the counters add up, the
+    tree verifies."""
+    tokens = make_tokens(target)
+    server = start_server(target, tmp_path / "s", "--workers", "2", tokens=tokens)
+    total = CLIENTS * EACH
+    seen: list[dict[str, Any]] = []
+    try:
+        assert len(_workers_of(server)) == 2
+        reader = server.client("reader")
+        stream = reader.send(reader.build_request("GET", "/v1/subscribe"), stream=True)
+
+        def read() -> None:
+            sse = SSE(stream)
+            while len(seen) < total:
+                got = sse.take(1)
+                if not got:
+                    return
+                seen.extend(got)
+
+        threading.Thread(target=read, daemon=True).start()
+
+        def client_loop(number: int) -> None:
+            for k in range(EACH):
+                # a new connection each time, so the kernel spreads them over the workers
+                with server.client("loop") as loop:
+                    event = {
+                        "type": "KeepAliveFailed",
+                        "subject": f"r-{number}",
+                        "id": f"{number}-{k}",
+                    }
+                    r = loop.post("/v1/events", content=jsonl(event), headers=JSONL)
+                    assert r.status_code == 200, r.text
+
+        clients = [threading.Thread(target=client_loop, args=(n,)) for n in range(CLIENTS)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(120)
+        _wait(lambda: len(seen) >= total, what="the subscriber to see every event")
+        stream.close()
+        reader.close()
+        assert [e["position"] for e in seen] == list(range(1, total + 1))
+        assert sorted(e["event"]["id"] for e in seen) == sorted(
+            f"{n}-{k}" for n in range(CLIENTS) for k in range(EACH)
+        )
+        answered_by = {
+            line["worker"]
+            for line in server.log_lines()
+            if line.get("event") == "request" and line.get("path") == "/v1/events"
+        }
+        assert answered_by == {0, 1}, "both workers should have taken appends"
+        with server.client("metrics") as client:
+            exposition = client.get("/metrics").text
+        assert _metric(exposition, "adminchain_appended_events_total", 'outcome="stored"') == total
+        assert _metric(exposition, "adminchain_events_total", 'type="KeepAliveFailed"') == total
+
+        # the gauges are set by every worker once a second; the newest is the log's size
+        def size_shown() -> float:
+            with server.client("metrics") as client:
+                return _metric(client.get("/metrics").text, "adminchain_log_size_events", "")
+
+        _wait(lambda: size_shown() == total, what="the log size gauge")
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    with Ledger.open(target, create=False) as ledger:
+        assert ledger.size() == total
+        result = verify(ledger)
+        assert result.ok, result.detail
+
+
+def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:
+    """kill -9 of one worker: the parent logs it and starts another; the server keeps
+    answering and stops gracefully afterwards."""
+    target = str(tmp_path / "ledger.lmdb")
+    tokens = make_tokens(target)
+    server = start_server(target, tmp_path / "s", "--workers", "2", tokens=tokens)
+    try:
+        victim = _workers_of(server)[0]
+        os.kill(victim, signal.SIGKILL)
+        _wait(
+            lambda: any(line.get("event") == "worker exited" for line in server.log_lines()),
+            what="the parent to notice",
+        )
+        _wait(
+            lambda: len(_workers_of(server)) == 2 and victim not in _workers_of(server),
+            what="a new worker",
+        )
+        exited = next(line for line in server.log_lines() if line.get("event") == "worker exited")
+        assert exited["pid"] == victim
+        assert exited["status"] == -signal.SIGKILL
+        for k in range(20):  # fresh connections: some reach the new worker
+            with server.client("loop") as loop:
+                r = loop.post(
+                    "/v1/events",
+                    content=jsonl({"type": "KeepAliveFailed", "subject": "r", "id": f"after-{k}"}),
+                    headers=JSONL,
+                )
+                assert r.status_code == 200, r.text
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    with Ledger.open(target, create=False) as ledger:
+        assert ledger.size() == 20
+
+
+def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
+    """SIGTERM to the parent: every worker stops, the parent exits 0, and the log says so."""
+    target = str(tmp_path / "ledger.lmdb")
+    server = start_server(target, tmp_path / "s", "--workers", "3", tokens=make_tokens(target))
+    workers = _workers_of(server)
+    assert len(workers) == 3
+    assert server.stop(signal.SIGTERM) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    assert any(line.get("event") == "stopped" for line in server.log_lines())
+
+
+def test_a_worker_that_cannot_start_ends_the_server(tmp_path: Path) -> None:
+    """A ledger no worker can open: the parent gives up (exit non-zero) instead of restarting
+    workers forever."""
+    target = tmp_path / "ledger.lmdb"
+    target.mkdir()
+    (target / "data.mdb").write_bytes(b"not an lmdb file" * 1024)
+    with pytest.raises(RuntimeError, match="exited"):
+        start_server(str(target), tmp_path / "s", "--workers", "2")
+
+
+def test_workers_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="--workers"):
+        start_server(str(tmp_path / "l.lmdb"), tmp_path / "s", "--workers", "0")
