@@ -2,8 +2,8 @@
 uvicorn with httptools and uvloop, one worker thread pool) in front of eventsourcing's own
 PostgreSQL application, saving one event per request.
 
-Run as ``python -m benchmarks.baseline_server PORT`` with the eventsourcing PostgreSQL settings
-in the environment (``POSTGRES_DBNAME``, ``POSTGRES_HOST``, ``POSTGRES_SCHEMA``, …).
+Run as ``python -m benchmarks.baseline_server PORT [WORKERS]`` with the eventsourcing PostgreSQL
+settings in the environment (``POSTGRES_DBNAME``, ``POSTGRES_HOST``, ``POSTGRES_SCHEMA``, …).
 """
 
 from __future__ import annotations
@@ -56,17 +56,27 @@ async def append(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def _startup() -> None:
     global _app  # noqa: PLW0603  one application per process, made at start
+    _app = Loops()
+
+
+def create() -> Litestar:
+    """The baseline application (a factory: each uvicorn worker process makes its own)."""
+    return Litestar([append], on_startup=[_startup])
+
+
+def main() -> None:
     os.environ.setdefault("PERSISTENCE_MODULE", "eventsourcing.postgres")
     os.environ.setdefault("POSTGRES_POOL_SIZE", "20")
     os.environ.setdefault("POSTGRES_MAX_OVERFLOW", "20")
-    _app = Loops()
     uuid.uuid4()
     uvicorn.run(
-        Litestar([append]),
+        "benchmarks.baseline_server:create",
+        factory=True,
         host="127.0.0.1",
         port=int(sys.argv[1]),
+        workers=int(sys.argv[2]) if len(sys.argv) > 2 else 1,
         log_config=None,
         access_log=False,
     )

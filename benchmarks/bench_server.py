@@ -1,9 +1,11 @@
 """bench_server — `adminchain serve` under load from wrk, beside its baseline in the same run.
 
 Load comes from wrk (Debian's `wrk`), a C client, so the client does not eat the cores it
-measures. Ours: a real `adminchain serve` over LMDB and over PostgreSQL. Baseline: the same HTTP
-stack (Litestar on uvicorn, `benchmarks.baseline_server`) in front of eventsourcing's PostgreSQL
-application, saving one event per request.
+measures. Ours: a real `adminchain serve --workers N` over LMDB and over PostgreSQL. Baseline: the
+same HTTP stack (Litestar on uvicorn, `benchmarks.baseline_server`, as many worker processes) in
+front of eventsourcing's PostgreSQL application, saving one event per request. The ceiling of
+that stack on this machine is measured too: our `/healthz` (no token, no ledger work), which no
+route served by the stack can outrun.
 
 Measured (each `--duration` seconds):
 - 64 concurrent clients, one event per request, durable: requests/s, p50 and p99 latency;
@@ -11,7 +13,7 @@ Measured (each `--duration` seconds):
 - status reads under that write load (4 readers): p99;
 - append-to-delivery on a subscription under that write load: p99.
 
-    python -m benchmarks.bench_server [--quick] [--duration 10] [--json]
+    python -m benchmarks.bench_server [--quick] [--duration 10] [--workers 2] [--json]
 """
 
 from __future__ import annotations
@@ -47,8 +49,18 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def wrk(url: str, script: Path, *, connections: int, duration: float) -> dict[str, float]:
     """One wrk run: requests/s, p50/p99 latency (ms), errors (non-2xx and socket errors)."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "30s", "--latency",
-         "-s", str(script), url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -83,8 +95,17 @@ def lua(path: Path, *, method: str, token: str, body_file: Path | None = None) -
 def background_writes(url: str, script: Path, duration: float) -> Iterator[None]:
     """wrk appending single events with 64 clients while the block runs."""
     process = subprocess.Popen(
-        ["wrk", "-t1", f"-c{CLIENTS}", f"-d{duration:g}s", "--timeout", "30s", "-s", str(script),
-         url],
+        [
+            "wrk",
+            "-t1",
+            f"-c{CLIENTS}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -137,9 +158,11 @@ def delivery_latencies(server: Served, duration: float, rate: float = 50.0) -> l
     return latencies
 
 
-def measure_ours(target: str, work: Path, duration: float, name: str) -> dict[str, Any]:
+def measure_ours(
+    target: str, work: Path, duration: float, name: str, workers: int
+) -> dict[str, Any]:
     tokens = make_tokens(target)
-    server = start_server(target, work / f"server-{name}", tokens=tokens)
+    server = start_server(target, work / f"server-{name}", "--workers", str(workers), tokens=tokens)
     figures: dict[str, Any] = {}
     try:
         single = work / "single.jsonl"
@@ -153,6 +176,13 @@ def measure_ours(target: str, work: Path, duration: float, name: str) -> dict[st
         )
         write = lua(work / "write.lua", method="POST", token=tokens["loop"], body_file=single)
         writes = f"{server.url}/v1/events"
+        log(f"{name}: the stack's ceiling: GET /healthz, 64 clients")
+        figures["ceiling"] = wrk(
+            f"{server.url}/healthz",
+            lua(work / "health.lua", method="GET", token="none"),
+            connections=CLIENTS,
+            duration=duration,
+        )
         log(f"{name}: 64 clients, one event per request, {duration:g} s")
         figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
         log(f"{name}: batches of {BATCH} events, 4 clients")
@@ -175,7 +205,7 @@ def measure_ours(target: str, work: Path, duration: float, name: str) -> dict[st
     return figures
 
 
-def measure_baseline(work: Path, duration: float) -> dict[str, float]:
+def measure_baseline(work: Path, duration: float, workers: int) -> dict[str, float]:
     """eventsourcing's PostgreSQL application behind the same HTTP stack, one event a request."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     dbname = PG_URL.rpartition("/")[2]
@@ -195,7 +225,7 @@ def measure_baseline(work: Path, duration: float) -> dict[str, float]:
         conn.execute(f"CREATE SCHEMA {schema}")
     port = 18000 + os.getpid() % 1000
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.baseline_server", str(port)],
+        [sys.executable, "-m", "benchmarks.baseline_server", str(port), str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(work / "baseline.log").open("wb"),
@@ -225,6 +255,12 @@ def measure_baseline(work: Path, duration: float) -> dict[str, float]:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="server processes, ours and the baseline's (default: one per core)",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_server needs wrk: apt-get install wrk")
@@ -234,14 +270,25 @@ def main() -> None:
             "bench_server — adminchain serve under wrk",
             work.disk,
             str(work.path),
-            params={"clients": CLIENTS, "batch": BATCH, "duration_s": duration},
+            params={
+                "clients": CLIENTS,
+                "batch": BATCH,
+                "duration_s": duration,
+                "workers": args.workers,
+            },
         )
-        baseline = measure_baseline(work.path, duration)
-        ours = {"LMDB": measure_ours(str(work.sub("ledger.lmdb")), work.path, duration, "lmdb")}
+        baseline = measure_baseline(work.path, duration, args.workers)
+        ours = {
+            "LMDB": measure_ours(
+                str(work.sub("ledger.lmdb")), work.path, duration, "lmdb", args.workers
+            )
+        }
         schema = f"bench_{uuid.uuid4().hex[:10]}"
         pg_target = f"{PG_URL}?schema={schema}"
         try:
-            ours["PostgreSQL"] = measure_ours(pg_target, work.path, duration, "postgres")
+            ours["PostgreSQL"] = measure_ours(
+                pg_target, work.path, duration, "postgres", args.workers
+            )
         finally:
             import psycopg  # noqa: PLC0415
 
@@ -263,6 +310,13 @@ def main() -> None:
                 )
             )
             report.figures += [
+                Figure(
+                    f"{backend}: the HTTP stack's ceiling (GET /healthz)",
+                    figures["ceiling"]["rps"],
+                    "requests/s",
+                    f"{figures['ceiling']['rps'] / baseline['rps']:.2f}x the baseline: no route "
+                    "on this stack can be faster",
+                ),
                 Figure(
                     f"{backend}: single-event appends", single["rps"], "events/s", "target ≥ 5,000"
                 ),

@@ -460,8 +460,10 @@ class LogBackend(Protocol):
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Committed (position, stored bytes) from `start` to `stop` (inclusive) or the end."""
 
-    def positions_of(self, subject: str) -> list[int]:
-        """The positions of every event about `subject`, ascending."""
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
+        """The positions of every event about `subject`, ascending, leaving out its first
+        `skip` events (one index range scan either way: a reader that has seen a subject's
+        first `skip` events asks only for the rest)."""
 
     def read_nodes(self) -> merkle.NodeStore:
         """Merkle nodes as committed (the tree of `size()` at the time of the call or later)."""

@@ -370,8 +370,7 @@ class Ledger:
             for line, event in zip(lines, checked, strict=True)
         ]
         rows = [
-            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now))
-            for e in prepared
+            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now)) for e in prepared
         ]
         return bulk.Chunk(
             lines, rows, [e.id is None for e in checked], [e.at is None for e in checked]
@@ -442,8 +441,13 @@ class Ledger:
     def history(self, subject: str) -> list[Entry]:
         """Every event about `subject`, in log order (`StorageError` if the subject index names
         a position the log does not hold: damage)."""
+        return self.indexed(subject, self.backend.positions_of(subject))
+
+    def indexed(self, subject: str, positions: Iterable[int]) -> list[Entry]:
+        """The events at `positions`, which the subject index gave for `subject`: those about
+        it (`StorageError` if one of them is not in the log: damage)."""
         entries = []
-        for position in self.backend.positions_of(subject):
+        for position in positions:
             try:
                 entries.append(self.get(position))
             except NotFoundError as e:

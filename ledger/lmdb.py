@@ -433,11 +433,15 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
             return None
         return int.from_bytes(key[-8:], "big") - _BIAS
 
-    def notification_ids_txn(self, txn: lmdb.Transaction[bytes], originator_id: str) -> list[int]:
-        """The notification ids of `originator_id`'s events, by ascending version."""
+    def notification_ids_txn(
+        self, txn: lmdb.Transaction[bytes], originator_id: str, after_version: int = 0
+    ) -> list[int]:
+        """The notification ids of `originator_id`'s events, by ascending version (only those
+        whose version is above `after_version`)."""
         prefix = _text_key(originator_id)
         cursor = txn.cursor(db=self.datastore.db(self._idx_name))
-        values = _scan_sequence(cursor, prefix, None, None, desc=False, limit=None)
+        gt = after_version or None
+        values = _scan_sequence(cursor, prefix, gt, None, desc=False, limit=None)
         return [int.from_bytes(nid, "big") for nid in values]
 
     def _records(self, txn: lmdb.Transaction[bytes], values: Iterator[bytes]) -> Iterator[bytes]:

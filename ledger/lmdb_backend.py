@@ -339,9 +339,9 @@ class LMDBBackend:
         with self._reads() as reads:
             yield from reads.read_chunks(start, stop, size, keep)
 
-    def positions_of(self, subject: str) -> list[int]:
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         with self._reads() as reads:
-            return reads.positions_of(subject)
+            return reads.positions_of(subject, skip)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _SnapshotNodes(self)
@@ -513,8 +513,8 @@ class _Reads(ReadOnlySnapshot):
         last = self.size() if stop is None else stop
         return self._backend.recorder.iter_chunks_txn(self._txn, start, last, size, keep)
 
-    def positions_of(self, subject: str) -> list[int]:
-        return self._backend.recorder.notification_ids_txn(self._txn, subject)
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
+        return self._backend.recorder.notification_ids_txn(self._txn, subject, skip)
 
     def read_nodes(self) -> merkle.NodeStore:
         return _Nodes(self._txn, self._backend.merkle_db)

@@ -135,7 +135,7 @@ _STATEMENTS: Final = {
     "select_leaves": "SELECT tile, hashes FROM {schema}.merkle_tiles"
     " WHERE level = 0 AND tile BETWEEN (%s - 1) / {tile} AND (%s - 1) / {tile} ORDER BY tile",
     "select_positions": "SELECT notification_id FROM {schema}.{events}"
-    " WHERE originator_id = %s ORDER BY originator_version",
+    " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version",
     "format": "SELECT value FROM {schema}.meta WHERE key = 'format'",
     "get_meta": "SELECT value FROM {schema}.meta WHERE key = %s",
     "meta_items": "SELECT key, value FROM {schema}.meta WHERE starts_with(key, %s) ORDER BY key",
@@ -876,9 +876,10 @@ class PostgresBackend:
             except (psycopg.Error, PersistenceError) as e:
                 raise self._error(e, "read the ledger") from e
 
-    def positions_of(self, subject: str) -> list[int]:
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         def query(curs: Cursor) -> list[int]:
-            return [int(r[0]) for r in curs.execute(self.q["select_positions"], (subject,))]
+            rows = curs.execute(self.q["select_positions"], (subject, skip))
+            return [int(r[0]) for r in rows]
 
         return self._read(query, "read a subject's history")
 

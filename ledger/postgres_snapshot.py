@@ -110,8 +110,8 @@ class PgReads(ReadOnlySnapshot):
         return leaves_of_tiles(self._pages(self._backend.q["select_leaves"], start, stop),
                                 start, stop)  # fmt: skip
 
-    def positions_of(self, subject: str) -> list[int]:
-        rows = self._curs.execute(self._backend.q["select_positions"], (subject,))
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
+        rows = self._curs.execute(self._backend.q["select_positions"], (subject, skip))
         return [int(r[0]) for r in rows]
 
     def read_nodes(self) -> merkle.NodeStore:

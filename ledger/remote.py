@@ -342,9 +342,9 @@ class RemoteBackend:
                 pass
         return self.tree
 
-    def positions_of(self, subject: str) -> list[int]:
+    def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         rows = self.client.json(f"/v1/history/{quote(subject)}")
-        return [int(row["position"]) for row in rows]
+        return [int(row["position"]) for row in rows][skip:]
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         """Wait (up to `timeout` s) for an event beyond `position`, via ``/v1/subscribe``."""

@@ -11,7 +11,10 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 
 from __future__ import annotations
 
+import bisect
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from ledger.events import Event
 from ledger.ledger import Entry, Ledger
 from projections.base import Verdict
 from projections.policy import ALL
-from projections.state import BY_NAME, KINDS, PROJECTIONS
+from projections.state import BY_NAME, KINDS, PROJECTIONS, Folder
 from projections.views import (
     CHUNK,
     Carry,
@@ -48,7 +51,6 @@ __all__ = ["KINDS", "InlineFold", "Outcome", "StateSource", "Views", "status_doc
 
 _OUTCOMES: Final = 20_000
 """Appended events whose verdicts `Views.outcomes` gathers at a time (bounds its memory)."""
-
 
 
 class StateSource(Protocol):
@@ -192,17 +194,55 @@ def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
     return [_verdict_json(v) for v in verdicts]
 
 
+CURSORS: Final = 4096
+"""How many subjects `SubjectCursors` remembers (the least recently used go first)."""
+
+
+@dataclass(slots=True)
+class SubjectCursor:
+    """Where a recomputation of one subject's verdicts ended: how many of the subject index's
+    positions it folded, the last of them, and the fold (that subject's states and the policy)
+    after it."""
+
+    seen: int = 0
+    last: int = 0
+    folder: Folder = field(default_factory=Folder)
+
+
+class SubjectCursors:
+    """The most recently used `SubjectCursor`s, shared by a `Views`' threads: a cursor is taken
+    out while one thread folds on with it (another thread asking about the same subject
+    meanwhile starts from the beginning), then given back."""
+
+    def __init__(self, size: int = CURSORS) -> None:
+        self._size = size
+        self._cursors: OrderedDict[str, SubjectCursor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, subject: str) -> SubjectCursor | None:
+        with self._lock:
+            return self._cursors.pop(subject, None)
+
+    def give(self, subject: str, cursor: SubjectCursor) -> None:
+        with self._lock:
+            other = self._cursors.get(subject)
+            if other is None or other.last < cursor.last:
+                self._cursors[subject] = cursor
+            self._cursors.move_to_end(subject)
+            while len(self._cursors) > self._size:
+                self._cursors.popitem(last=False)
+
+
 class Views:
     """The stored projections of one ledger. `progress(done, total)`, if given, is told how
     every catch-up goes (also those a query makes by itself: the first one after a big append
     can take seconds)."""
 
-    def __init__(
-        self, ledger: Ledger, progress: Callable[[int, int], None] | None = None
-    ) -> None:
+    def __init__(self, ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> None:
         self.ledger = ledger
         self.store = open_store(ledger)
         self.progress = progress
+        self._cursors = SubjectCursors()
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold every event beyond the tracking position; returns the new tracking position.
@@ -355,17 +395,63 @@ class Views:
 
     def entry_verdicts(self, entries: Sequence[Entry]) -> list[list[dict[str, Any]]]:
         """The verdicts of the events of `entries`, as in ``history``: recomputed once per
-        subject from its own events and the settings for every subject up to its last one."""
+        subject from its own events and the settings for every subject up to its last one.
+
+        Readers that go forward (a subscription, a follower) ask about each subject again and
+        again: where the last recomputation of a subject ended is remembered (`SubjectCursors`),
+        so the next one folds only that subject's newer events, not its whole history again."""
+        lowest: dict[str, int] = {}
         last: dict[str, int] = {}
         for entry in entries:
-            subject = entry.event.subject
-            last[subject] = max(last.get(subject, 0), entry.position)
+            subject, position = entry.event.subject, entry.position
+            last[subject] = max(last.get(subject, 0), position)
+            lowest[subject] = min(lowest.get(subject, position), position)
         settings = self.ledger.history(ALL) if last else []
+        known = {e.position: e for e in entries}
         found: dict[int, list[Verdict]] = {}
         for subject, upto in last.items():
-            own = [e for e in self.ledger.history(subject) if e.position <= upto]
-            found.update(self._verdicts_of(subject, own, settings))
+            found.update(self._resumed(subject, lowest[subject], upto, settings, known))
         return [[_verdict_json(v) for v in found.get(e.position, [])] for e in entries]
+
+    def _resumed(
+        self,
+        subject: str,
+        lowest: int,
+        upto: int,
+        settings: list[Entry],
+        known: dict[int, Entry],
+    ) -> dict[int, list[Verdict]]:
+        """The verdicts of `subject`'s events up to `upto` from where a cursor left off (if it
+        left off before `lowest`), else from its first event (`known`: entries the caller
+        read already, not read again)."""
+        cursor = self._cursors.take(subject)
+        if cursor is None or cursor.last >= lowest:
+            cursor = SubjectCursor()
+        positions = self.ledger.backend.positions_of(subject, cursor.seen)
+        positions = positions[: bisect.bisect_right(positions, upto)]
+        unknown = self.ledger.indexed(subject, [p for p in positions if p not in known])
+        own = sorted(
+            [*unknown, *(known[p] for p in positions if p in known)], key=lambda e: e.position
+        )
+        own = [e for e in own if e.event.subject == subject]
+        if not own:
+            self._cursors.give(subject, cursor)
+            return {}
+        end = own[-1].position
+        merged = sorted(
+            [(e.position, e.event) for e in own]
+            + (
+                []
+                if subject == ALL
+                else [(e.position, e.event) for e in settings if cursor.last < e.position < end]
+            ),
+            key=lambda pair: pair[0],
+        )
+        verdicts = subject_verdicts(merged, subject, cursor.folder)
+        cursor.seen += len(positions)
+        cursor.last = end
+        self._cursors.give(subject, cursor)
+        return verdicts
 
     def _verdicts_of(
         self, subject: str, entries: list[Entry], settings: list[Entry] | None = None

@@ -362,13 +362,14 @@ def fold_on_top(
 
 
 def subject_verdicts(
-    entries: Iterable[tuple[int, Event]], subject: str
+    entries: Iterable[tuple[int, Event]], subject: str, folder: Folder | None = None
 ) -> dict[int, list[Verdict]]:
     """The verdicts of `subject`'s events, recomputed: `entries` are (position, event) of every
     event about `subject` and every event about ``*`` (the settings for all subjects), in
     position order. A fold reads only its subject's states and the policy in force, so these
-    are the verdicts the whole log's fold gave (SPEC §3)."""
-    folder = Folder()
+    are the verdicts the whole log's fold gave (SPEC §3). `folder` goes on from an earlier
+    call's fold of the same subject (the events before `entries`); it is folded on in place."""
+    folder = Folder() if folder is None else folder
     apply = folder.apply
     verdicts: dict[int, list[Verdict]] = {}
     for position, event in entries:

@@ -148,6 +148,8 @@ class LogBackendContract(ABC):
         assert backend.positions_of("r1") == [1, 2, 4]
         assert backend.positions_of("r2") == [3]
         assert backend.positions_of("nobody") == []
+        assert backend.positions_of("r1", skip=1) == [2, 4]
+        assert backend.positions_of("r1", skip=3) == []
 
     def test_the_tree_holds_the_leaf_of_every_stored_event(self, backend: LogBackend) -> None:
         for tag in "abc":

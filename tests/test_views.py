@@ -291,6 +291,35 @@ def test_history_verdicts_are_the_whole_logs_verdicts(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=25)
+@given(
+    events=event_logs(max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+    reads=st.lists(st.tuples(st.integers(1, 61), st.integers(0, 20)), min_size=1, max_size=8),
+)
+def test_verdicts_read_forward_in_chunks_are_the_whole_logs_verdicts(
+    backend: str, events: list[Event], cuts: list[int], reads: list[tuple[int, int]]
+) -> None:
+    """`entry_verdicts` remembers where it left off in each subject (a subscription reads
+    forward, chunk by chunk, while the log grows): whatever the order of the reads, forward,
+    backward or overlapping, and appends between them, every position gets exactly the
+    verdicts that folding the whole log gives it."""
+    events = [SetPolicy(subject="*", actor="op", keepalive_failure_threshold=2), *events]
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        for batch in batches(events, cuts):
+            log.append_batch(batch)
+            for start, length in reads:
+                entries = list(log.read(start, start + length))
+                if not entries:
+                    continue
+                folder = Folder()
+                whole = {e.position: folder.apply(e.event) for e in log.read()}
+                got = views.entry_verdicts(entries)
+                assert got == [[_as_json(v) for v in whole[e.position]] for e in entries]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_history_verdicts_honour_the_settings_for_every_subject(backend: str) -> None:
     """A runner's verdicts depend on the policy for ``*`` in force at each of its events: the
     recomputed history folds those settings where they stand in the log."""

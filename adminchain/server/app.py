@@ -650,17 +650,19 @@ _TYPES: Final = frozenset(event_types())
 
 
 def _subscription_entries(
-    server: Server, first: int, last: int
-) -> list[tuple[int, str, str, bytes]]:
-    entries = list(server.ledger.read(first, last))
+    server: Server, first: int, last: int, types: frozenset[str] | None, subject: str | None
+) -> list[tuple[int, bytes]]:
+    """The SSE data of the entries from `first` to `last` that pass the filters, with their
+    verdicts (recomputed only for those)."""
+    entries = [
+        e
+        for e in server.ledger.read(first, last)
+        if (types is None or type(e.event).__name__ in types)
+        and (subject is None or e.event.subject == subject)
+    ]
     verdicts = server.views.entry_verdicts(entries)
     return [
-        (
-            e.position,
-            type(e.event).__name__,
-            e.event.subject,
-            _encode.encode({**log_object(e), "verdicts": found}),
-        )
+        (e.position, _encode.encode({**log_object(e), "verdicts": found}))
         for e, found in zip(entries, verdicts, strict=True)
     ]
 
@@ -711,13 +713,12 @@ async def subscribe(
                 if hub.tracking > position:
                     first, last = position + 1, min(hub.tracking, position + SUBSCRIBE_CHUNK)
                     rows = await server.run(
-                        functools.partial(_subscription_entries, server, first, last)
+                        functools.partial(
+                            _subscription_entries, server, first, last, types, subject
+                        )
                     )
-                    for pos, kind, about, data in rows:
-                        if (types is None or kind in types) and (
-                            subject is None or about == subject
-                        ):
-                            yield ServerSentEventMessage(data=data.decode(), id=pos, event="entry")
+                    for pos, data in rows:
+                        yield ServerSentEventMessage(data=data.decode(), id=pos, event="entry")
                     position = last
                     continue
                 if not await hub.wait_beyond(position, heartbeat) and not hub.stopping:
