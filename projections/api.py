@@ -394,8 +394,12 @@ class Views:
         return self.entry_verdicts([self.ledger.get(position) for position in positions])
 
     def entry_verdicts(self, entries: Sequence[Entry]) -> list[list[dict[str, Any]]]:
-        """The verdicts of the events of `entries`, as in ``history``: recomputed once per
-        subject from its own events and the settings for every subject up to its last one.
+        """The verdicts of the events of `entries`, as in ``history`` (`verdicts_of`)."""
+        return [[_verdict_json(v) for v in found] for found in self.verdicts_of(entries)]
+
+    def verdicts_of(self, entries: Sequence[Entry]) -> list[list[Verdict]]:
+        """The verdicts of the events of `entries`: recomputed once per subject from its own
+        events and the settings for every subject up to its last one.
 
         Readers that go forward (a subscription, a follower) ask about each subject again and
         again: where the last recomputation of a subject ended is remembered (`SubjectCursors`),
@@ -411,7 +415,7 @@ class Views:
         found: dict[int, list[Verdict]] = {}
         for subject, upto in last.items():
             found.update(self._resumed(subject, lowest[subject], upto, settings, known))
-        return [[_verdict_json(v) for v in found.get(e.position, [])] for e in entries]
+        return [found.get(e.position, []) for e in entries]
 
     def _resumed(
         self,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -46,6 +48,7 @@ from ledger.ledger import Entry, Ledger
 from ledger.lmdb_backend import LMDBBackend
 from ledger.notes import Signer
 from projections.api import KINDS, Outcome, Views, status_document
+from projections.base import Verdict
 
 __all__ = ["AppendResponse", "ServerConfig", "create_app"]
 
@@ -88,15 +91,6 @@ class ServerConfig:
     """Server processes over this ledger on this host (`serve --workers`)."""
     worker: int = 0
     """This process's index among them (worker 0 runs the `background` jobs)."""
-
-
-class Verdict(msgspec.Struct, omit_defaults=True):
-    """One projection's verdict on one event (as in ``history``)."""
-
-    projection: str
-    verdict: str
-    reason: str | None = None
-    detail: str | None = None
 
 
 class AppendResult(msgspec.Struct, omit_defaults=True):
@@ -392,22 +386,25 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
     results, verdicts = await server.appender.append(request)
     metrics = server.metrics
     fresh = 0
+    types: collections.Counter[str] = collections.Counter()
+    judged: collections.Counter[tuple[str, str, str]] = collections.Counter()
     for event, result, found in zip(request.events, results, verdicts, strict=True):
         if result.duplicate:
             continue
         fresh += 1
-        metrics.child(metrics.events_by_type, type(event).__name__).inc()
-        for v in found:
-            metrics.child(
-                metrics.verdicts, v["projection"], v["verdict"], v.get("reason", "")
-            ).inc()
+        types[type(event).__name__] += 1
+        judged.update((v.projection, v.verdict, v.reason or "") for v in found)
+    for name, count in types.items():
+        metrics.child(metrics.events_by_type, name).inc(count)
+    for labels, count in judged.items():
+        metrics.child(metrics.verdicts, *labels).inc(count)
     if fresh:
         metrics.child(metrics.appended_events, "stored").inc(fresh)
     if len(results) > fresh:
         metrics.child(metrics.appended_events, "duplicate").inc(len(results) - fresh)
     return AppendResponse(
         [
-            AppendResult(r.position, r.id, r.duplicate, msgspec.convert(found, list[Verdict]))
+            AppendResult(r.position, r.id, r.duplicate, found)
             for r, found in zip(results, verdicts, strict=True)
         ]
     )
@@ -893,6 +890,10 @@ def create_app(config: ServerConfig) -> Litestar:
         await anyio.to_thread.run_sync(lambda: server.hub.start(loop))
         server.appender.start(loop)
         app.state.stoppers = [start(server) for start in config.background]
+        # what start-up made lives as long as the server: out of the collector's way, so its
+        # full collections (pauses that every in-flight request waits out) stay short
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(app: Litestar) -> None:
         for stop in app.state.get("stoppers", ()):

@@ -14,19 +14,19 @@ import asyncio
 import logging
 import queue
 import threading
-from typing import Any
 
 from adminchain.server.hub import Hub
 from ledger.backend import Appended, AppendRequest
 from ledger.ledger import Ledger
-from projections.api import InlineFold, Views, verdicts_json
+from projections.api import InlineFold, Views
+from projections.base import Verdict
 
 __all__ = ["Appender", "Outcome"]
 
 log = logging.getLogger("adminchain.server")
 
-Outcome = tuple[list[Appended], list[list[dict[str, Any]]]]
-"""Each event's place in the log, and its verdicts (as in ``history``)."""
+Outcome = tuple[list[Appended], list[list[Verdict]]]
+"""Each event's place in the log, and its verdicts."""
 
 _Item = tuple[AppendRequest, "asyncio.Future[Outcome]"]
 
@@ -108,13 +108,15 @@ class Appender:
             return
 
     def _verdicts(
-        self, positions: list[int], folded: dict[int, list[Any]]
-    ) -> list[list[dict[str, Any]]]:
+        self, positions: list[int], folded: dict[int, list[Verdict]]
+    ) -> list[list[Verdict]]:
         """Each position's verdicts: from the transaction's own fold, else (a duplicate's
         original, folded before) recomputed."""
         missing = [p for p in positions if p not in folded]
-        recomputed = dict(zip(missing, self._views.verdicts_at(missing), strict=True))
-        return [verdicts_json(folded[p]) if p in folded else recomputed[p] for p in positions]
+        if missing:
+            entries = [self._ledger.get(p) for p in missing]
+            folded = {**folded, **dict(zip(missing, self._views.verdicts_of(entries), strict=True))}
+        return [folded[p] for p in positions]
 
 
 def _resolve(
