@@ -129,6 +129,9 @@ def serve(
       adminchain serve --listen 0.0.0.0:8470 --ledger ./adminchain.lmdb
     """
     require_local(ledger, "serve")
+    # open it once here: a ledger that cannot be opened is one clear error (exit 2), not a
+    # server whose every worker fails to start (closed again before any worker is forked)
+    open_ledger(ledger, create=True).close()
     metrics_dir = None
     if workers > 1:
         # prometheus-client's multiprocess mode must be chosen before it is first imported

@@ -180,14 +180,35 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     assert any(line.get("event") == "stopped" for line in server.log_lines())
 
 
-def test_a_worker_that_cannot_start_ends_the_server(tmp_path: Path) -> None:
-    """A ledger no worker can open: the parent gives up (exit non-zero) instead of restarting
-    workers forever."""
+def test_a_ledger_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    """A ledger no server can open: exit 1 (as every command's storage failure) with one line
+    naming it, before any worker starts
+    (not a traceback from every worker)."""
     target = tmp_path / "ledger.lmdb"
     target.mkdir()
     (target / "data.mdb").write_bytes(b"not an lmdb file" * 1024)
-    with pytest.raises(RuntimeError, match="exited"):
+    with pytest.raises(RuntimeError, match="exited 1") as failed:
         start_server(str(target), tmp_path / "s", "--workers", "2")
+    assert "not an LMDB file" in str(failed.value)
+    assert "Traceback" not in str(failed.value)
+
+
+def test_workers_that_keep_dying_end_the_server(tmp_path: Path) -> None:
+    """Workers that die again and again right after starting: the parent gives up (exit 1)
+    instead of restarting them forever."""
+    target = str(tmp_path / "ledger.lmdb")
+    server = start_server(target, tmp_path / "s", "--workers", "2", tokens=make_tokens(target))
+    deadline = time.monotonic() + 60
+    while server.process.poll() is None:
+        assert time.monotonic() < deadline, "the server kept restarting its workers"
+        for pid in _workers_of(server):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        time.sleep(0.2)
+    assert server.process.returncode == 1
+    assert any(line.get("event") == "worker cannot start; stopping" for line in server.log_lines())
 
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:

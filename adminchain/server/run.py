@@ -125,7 +125,7 @@ def _serve_one(
     server.app_ref = app
     server.run(sockets=[sock])
     if not server.started:  # the application failed to start (its error is logged)
-        raise SystemExit(2)
+        raise SystemExit(1)
 
 
 class _Supervisor:
@@ -166,7 +166,7 @@ class _Supervisor:
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 if code != 0:
-                    self.failed = 1
+                    self.failed = self.failed or 1
                 continue
             log_event(event="worker exited", worker=index, pid=pid, status=code)
             if time.monotonic() - self.started[index] < EARLY_SECONDS:
@@ -175,7 +175,7 @@ class _Supervisor:
                 self.early[index] = 0
             if self.early[index] >= EARLY_DEATHS:
                 log_event(event="worker cannot start; stopping", worker=index)
-                self.failed = 1
+                self.failed = 1  # as one server that cannot start (the CLI's storage failure)
                 self._stop(signal.SIGTERM, None)
                 continue
             time.sleep(RESTART_DELAY)
