@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from replay.audit import AuditReport, run_audit
+from replay.audit_record import Audit, Rejected
 from replay.integrity import VerifyResult, make_checkpoint, verify
 from replay.prove import prove_consistency, prove_inclusion, verify_proof_file
-from replay.rebuild import Audit, Rejected, as_of, position_at, rebuild
+from replay.rebuild import as_of, position_at, rebuild
 
 __all__ = [
     "Audit",

@@ -19,11 +19,10 @@ against the views it holds, as they are; a server's against what it serves.)
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -33,7 +32,10 @@ from projections.base import Verdict
 from projections.remote import RemoteViews, views_of
 from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_state
 from replay import workers
-from replay.rebuild import Audit, FolderSource, Part, Rejected, rebuild, trust_fold
+from replay.audit_record import Audit, Rejected
+from replay.parts import Part
+from replay.rebuild import rebuild, trust_fold
+from replay.sources import FolderSource
 
 __all__ = ["AuditReport", "diverged_projections", "run_audit"]
 
@@ -144,8 +146,7 @@ def run_audit(
         target = to if to is not None else tracking
     other = None
     if target >= workers.PARALLEL_FROM:
-        request = {"location": ledger.location, "to": target, "snapshot": snapshot}
-        other = workers.start("audit", request)
+        other = workers.start("audit", _Request(ledger.location, target, snapshot))
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
@@ -244,6 +245,15 @@ def _changes(before: Folder, after: Folder) -> list[tuple[str, str, Any]]:
 _Encoded = dict[str, list[tuple[str, bytes]]]
 
 
+class _Request(msgspec.Struct, array_like=True):
+    """What the second process is asked: fold part 1 of 2 of the subjects of the ledger at
+    `location` to `to` (and keep its states as they stood at `snapshot`)."""
+
+    location: str
+    to: int
+    snapshot: int | None
+
+
 class _Half(msgspec.Struct, array_like=True):
     """What the second process sends back: its part's audit and states (encoded), and with a
     snapshot position, its states as they stood there."""
@@ -282,10 +292,9 @@ def _other_half(
     process: subprocess.Popen[bytes],
 ) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
-    assert process.stdout is not None
     try:
-        return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
-    except (msgspec.DecodeError, OSError):
+        return workers.receive(process, _HALF)
+    except (workers.WorkerFailed, OSError):
         return _second_half(ledger, target, snapshot)
 
 
@@ -304,12 +313,14 @@ def _merge(folder: Folder, audit: Audit | None, half: _Half, states: _Encoded) -
             table.setdefault(subject, decode_state(name, data))
 
 
+_REQUEST: Final = msgspec.msgpack.Decoder(_Request)
+_HALF: Final = msgspec.msgpack.Decoder(_Half)
+
+
 def work() -> None:
-    """``python -m replay audit``: the second half of `run_audit`'s replay, as `_Half` msgpack on
-    stdout (nothing on a failure: the parent folds that half itself)."""
-    request = workers.request()
-    with Ledger.open(request["location"], create=False) as ledger:
-        half = _second_half(ledger, request["to"], request.get("snapshot"))
-        data = msgspec.msgpack.encode(half)
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    """``python -m replay audit``: the second half of `run_audit`'s replay, one `_Half` message
+    (none on a failure: the parent folds that half itself)."""
+    request = workers.request(_REQUEST)
+    with Ledger.open(request.location, create=False) as ledger:
+        half = _second_half(ledger, request.to, request.snapshot)
+    workers.send(half)

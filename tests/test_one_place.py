@@ -28,7 +28,7 @@ from ledger.lmdb_backend import subject_key
 from projections import policy
 from projections.api import KINDS as API_KINDS
 from projections.state import BY_NAME, KINDS, SHARED_KEYS, shared, touched
-from replay.rebuild import Part
+from replay.parts import Part
 
 
 @given(st.lists(st.tuples(st.integers(1, 2**63), st.binary(max_size=64)), max_size=8))
