@@ -32,7 +32,6 @@ from ledger.events import WIRE_EVENT, Event
 __all__ = [
     "MAX_LINE_BYTES",
     "SCHEMA_VERSION",
-    "StoredRecord",
     "canonical_bytes",
     "decode_line",
     "decode_lines",
@@ -43,7 +42,6 @@ __all__ = [
     "iter_lines",
     "leaf_bytes",
     "leaf_hashes",
-    "normalise",
     "read_lines",
     "record_decoder",
     "recorded_at_of",

@@ -36,8 +36,6 @@ __all__ = [
     "CHUNK",
     "Carry",
     "DryRunAbortError",
-    "Folded",
-    "StateCodec",
     "ViewReader",
     "ViewStore",
     "ViewTxn",
@@ -45,7 +43,6 @@ __all__ = [
     "catch_up_txn",
     "codec",
     "dry_run_precondition",
-    "fold_on_top",
     "strict_precondition",
     "subject_verdicts",
 ]

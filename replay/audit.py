@@ -37,7 +37,7 @@ from replay.parts import Part
 from replay.rebuild import rebuild, trust_fold
 from replay.sources import FolderSource
 
-__all__ = ["AuditReport", "diverged_projections", "run_audit"]
+__all__ = ["AuditReport", "run_audit"]
 
 
 @dataclass(slots=True)

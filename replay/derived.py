@@ -18,7 +18,7 @@ from projections.state import PROJECTIONS, Folder
 from projections.views import codec
 from replay.rebuild import decode_chunk, read_chunks
 
-__all__ = ["Repaired", "derived_problem", "repair"]
+__all__ = ["derived_problem", "repair"]
 
 REPAIR_HINT = "run `adminchain repair` to rebuild it from the log"
 

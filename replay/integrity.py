@@ -46,7 +46,6 @@ __all__ = [
     "is_signed",
     "key_name_warning",
     "make_checkpoint",
-    "server_checkpoint",
     "stored_checkpoints",
     "verify",
 ]

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from ledger.errors import BackendUnavailableError
 from ledger.postgres.recorder import PostgresLedgerRecorder
 
-__all__ = ["CONNECT_TIMEOUT", "DEFAULT_SCHEMA", "PgTarget", "parse_url"]
+__all__ = ["DEFAULT_SCHEMA", "PgTarget", "parse_url"]
 
 DEFAULT_SCHEMA: Final = "adminchain"
 CONNECT_TIMEOUT: Final = 5
