@@ -24,7 +24,7 @@ import msgspec
 
 from ledger import merkle
 from ledger.backend import IndexCheck
-from ledger.codec import leaf_hashes, record_decoder
+from ledger.codec import decode_chunk, leaf_hashes, record_decoder
 from ledger.cosign import WitnessPolicy
 from ledger.errors import ProofError, StorageError, UsageError
 from ledger.events import Event
@@ -37,7 +37,7 @@ from projections.remote import RemoteViews
 from projections.state import Folder, digest
 from replay import workers
 from replay.derived import derived_problem
-from replay.rebuild import Progress, decode_chunk, read_chunks
+from replay.rebuild import Progress, read_chunks
 
 __all__ = [
     "StoredCheckpoints",
