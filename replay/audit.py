@@ -129,21 +129,7 @@ def run_audit(
     that are behind are brought up to the end by the replay itself (see the module docstring).
     """
     views = views_of(ledger)
-    snapshot: int | None = None
-    stored: dict[str, dict[str, Any]] | None = None
-    if isinstance(views, RemoteViews):
-        tracking = views.catch_up()
-        target = to if to is not None else tracking
-    elif to is None and not ledger.backend.read_only:
-        # The stored states and the position they were folded to, from ONE snapshot.
-        tracking, size, stored = views.stored_states()
-        snapshot = tracking if tracking < size else None
-        target = size if snapshot is not None else tracking
-    else:
-        if not ledger.backend.read_only:  # an archive is audited against the views it holds
-            views.catch_up(progress)
-        tracking, stored = views.tracked_states(with_states=to is None)
-        target = to if to is not None else tracking
+    tracking, snapshot, stored, target = _starting_point(ledger, views, to, progress)
     other = None
     if target >= workers.PARALLEL_FROM:
         other = workers.start("audit", _Request(ledger.location, target, snapshot))
@@ -177,6 +163,28 @@ def run_audit(
     same = position == tracking
     compared, diverged, differences = _compare(views, folder, same, tracking, stored)
     return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
+
+
+def _starting_point(
+    ledger: Ledger,
+    views: Views | RemoteViews,
+    to: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int | None, dict[str, dict[str, Any]] | None, int]:
+    """(the views' tracking position, the snapshot position to keep states at or None, the
+    stored states if read, the position to replay to) for `run_audit`."""
+    if isinstance(views, RemoteViews):
+        tracking = views.catch_up()
+        return tracking, None, None, to if to is not None else tracking
+    if to is None and not ledger.backend.read_only:
+        # The stored states and the position they were folded to, from ONE snapshot.
+        tracking, size, states = views.stored_states()
+        snapshot = tracking if tracking < size else None
+        return tracking, snapshot, states, size if snapshot is not None else tracking
+    if not ledger.backend.read_only:  # an archive is audited against the views it holds
+        views.catch_up(progress)
+    tracking, stored = views.tracked_states(with_states=to is None)
+    return tracking, None, stored, to if to is not None else tracking
 
 
 def _compare(

@@ -90,25 +90,11 @@ def rebuild(
     keep = part.keep if part is not None else None
     may_keep = part.may_keep if part is not None else None
     for chunk in ledger.read_chunks(last + 1, to, CHUNK, may_keep):
-        # positions come in increasing order: the chunk has no gap when it spans its length
-        first = chunk[0][0]
-        if first != last + 1 or chunk[-1][0] - first != len(chunk) - 1:
-            missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
-            raise StorageError(f"position {missing} is missing from the log")
-        mine = [(p, stored) for p, stored in chunk if stored is not None]
-        folding: Iterable[tuple[int, Event]] = (
-            enumerate(decode_chunk(mine), first)
-            if len(mine) == len(chunk)
-            else zip((p for p, _ in mine), decode_chunk(mine), strict=True)
-        )
-        for position, event in folding:
-            why = None
+        for position, event in _events_of(chunk, last):
             if keep is not None and not (counted := keep(event)):
-                if counted is None:  # a setting for every subject: folded, counted elsewhere
-                    appliers[type(event)](event)
-                if trust is not None and type(event) in TRUST_EVENTS:
-                    trust.step(event, position)  # every part follows the trust set
+                _follow(event, position, counted, appliers, trust)
                 continue
+            why = None
             if trust is not None and type(event) in trust.watched:
                 why = trust.step(event, position)
             for verdict in appliers[type(event)](event):
@@ -124,6 +110,35 @@ def rebuild(
     if progress is not None:
         progress(last, to)
     return folder, last
+
+
+def _events_of(chunk: list[tuple[int, bytes | None]], last: int) -> Iterable[tuple[int, Event]]:
+    """(position, event) of a chunk that follows position `last`, without the events a part left
+    undecoded (stored bytes None); `StorageError` if a position is missing."""
+    # positions come in increasing order: the chunk has no gap when it spans its length
+    first = chunk[0][0]
+    if first != last + 1 or chunk[-1][0] - first != len(chunk) - 1:
+        missing = next(p for p, (q, _) in enumerate(chunk, last + 1) if p != q)
+        raise StorageError(f"position {missing} is missing from the log")
+    mine = [(p, stored) for p, stored in chunk if stored is not None]
+    if len(mine) == len(chunk):
+        return enumerate(decode_chunk(mine), first)
+    return zip((p for p, _ in mine), decode_chunk(mine), strict=True)
+
+
+def _follow(
+    event: Event,
+    position: int,
+    counted: bool | None,
+    appliers: dict[type, Callable[[Event], list[Verdict]]],
+    trust: TrustFold | None,
+) -> None:
+    """Another part's event that reached this part: a setting for every subject is folded (and
+    counted by its own part), a trust event followed (every part follows the trust set)."""
+    if counted is None:
+        appliers[type(event)](event)
+    if trust is not None and type(event) in TRUST_EVENTS:
+        trust.step(event, position)
 
 
 def trust_fold(audit: Audit | None) -> TrustFold | None:
