@@ -32,7 +32,7 @@ from ledger.errors import (
     UsageError,
 )
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -141,8 +141,8 @@ def _status(
     if position is None and when is None:
         document = views.status(one, subject, moment)
     else:
-        from replay.rebuild import FolderSource  # noqa: PLC0415
         from replay.rebuild import as_of as replay_as_of  # noqa: PLC0415
+        from replay.sources import FolderSource  # noqa: PLC0415
 
         folder, upto = replay_as_of(views.ledger, position, when)
         document = status_document(FolderSource(folder), one, subject, moment)
@@ -173,8 +173,8 @@ def _policy(
         document: dict[str, Any] = views.policy(subject)
         return document
     from projections.query import policy_document  # noqa: PLC0415
-    from replay.rebuild import FolderSource  # noqa: PLC0415
     from replay.rebuild import as_of as replay_as_of  # noqa: PLC0415
+    from replay.sources import FolderSource  # noqa: PLC0415
 
     folder, _ = replay_as_of(views.ledger, position, when)
     return policy_document(FolderSource(folder), subject)

@@ -2,7 +2,7 @@
 
 `ledger` knows nothing of projections. Start with `Ledger.open(path_or_url)`.
 
-The names below are imported on first use (PEP 562), so that ``import ledger.errors`` — all the
+`Ledger` is imported on first use (PEP 562), so that ``import ledger.errors`` — all the
 command line needs to start — does not load the storage, codec and Merkle modules.
 """
 
@@ -12,39 +12,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ledger.backend import Appended
-    from ledger.errors import (
-        InvalidEventError,
-        LedgerError,
-        LedgerNotFoundError,
-        NotFoundError,
-        ProofError,
-        SignatureError,
-        StorageError,
-        StrictRefusedError,
-        UsageError,
-    )
-    from ledger.ledger import Entry, Ledger
+    from ledger.ledger import Ledger
 
-__all__ = [
-    "Appended",
-    "Entry",
-    "InvalidEventError",
-    "Ledger",
-    "LedgerError",
-    "LedgerNotFoundError",
-    "NotFoundError",
-    "ProofError",
-    "SignatureError",
-    "StorageError",
-    "StrictRefusedError",
-    "UsageError",
-]
-
-_HOMES = {"Appended": "ledger.backend", "Entry": "ledger.ledger", "Ledger": "ledger.ledger"}
+__all__ = ["Ledger"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module(_HOMES.get(name, "ledger.errors")), name)
+    if name == "Ledger":
+        return importlib.import_module("ledger.ledger").Ledger
     raise AttributeError(f"module 'ledger' has no attribute {name!r}")

@@ -26,14 +26,14 @@ from typing import IO, Any, Final
 import msgspec
 
 from ledger import merkle
-from ledger.errors import InvalidEventError
+from ledger.errors import InvalidEventError, StorageError
 from ledger.events import WIRE_EVENT, Event
 
 __all__ = [
     "MAX_LINE_BYTES",
     "SCHEMA_VERSION",
-    "StoredRecord",
     "canonical_bytes",
+    "decode_chunk",
     "decode_line",
     "decode_lines",
     "decode_record",
@@ -43,7 +43,6 @@ __all__ = [
     "iter_lines",
     "leaf_bytes",
     "leaf_hashes",
-    "normalise",
     "read_lines",
     "record_decoder",
     "recorded_at_of",
@@ -335,6 +334,22 @@ def decode_record(data: bytes) -> StoredRecord:
     """Decode stored bytes, without the wire constraints (the Merkle tree guards them); raises
     `msgspec.DecodeError` on corruption (callers translate)."""
     return record_decoder.decode(data)
+
+
+def decode_chunk(chunk: list[tuple[int, bytes]]) -> list[Event]:
+    """The events of a chunk of (position, stored bytes); `StorageError` names the first
+    position that cannot be decoded (replay and the views' catch-up read the log this way)."""
+    decode = record_decoder.decode
+    try:
+        return [decode(stored).event for _, stored in chunk]
+    except msgspec.DecodeError:
+        for position, stored in chunk:
+            try:
+                decode(stored)
+            except msgspec.DecodeError as e:
+                detail = f"position {position}: stored event cannot be decoded ({e})"
+                raise StorageError(detail) from e
+        raise
 
 
 def recorded_at_of(data: bytes) -> datetime:

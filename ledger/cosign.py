@@ -41,9 +41,6 @@ from ledger.notes import (
 )
 
 __all__ = [
-    "ALG_COSIGNATURE_V1",
-    "COSIGNATURE_HEADER",
-    "Cosignature",
     "Cosigner",
     "CosignerKey",
     "WitnessPolicy",
@@ -51,7 +48,6 @@ __all__ = [
     "check_quorum",
     "cosigned_by",
     "cosigned_message",
-    "cosigner_key_id",
     "generate_cosigner_key",
 ]
 

@@ -27,7 +27,6 @@ from typing import Annotated, Any, Final, Literal, TypeAlias
 import msgspec
 
 __all__ = [
-    "LOOP_EVENTS",
     "MAINTENANCE_STATES",
     "OPERATOR_EVENTS",
     "TRUST_EVENTS",

@@ -75,8 +75,6 @@ __all__ = [
     "LMDBMapFullError",
     "LMDBMapGrownError",
     "LMDBProcessRecorder",
-    "LMDBRecorder",
-    "LMDBSubscription",
     "LMDBTrackingRecorder",
     "text_key",
 ]

@@ -21,7 +21,7 @@ from typing import Final
 
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 
-__all__ = ["CREATE_NEEDS", "check_directory", "check_space", "disk_note", "zeroed_page"]
+__all__ = ["check_directory", "check_space", "disk_note", "zeroed_page"]
 
 CREATE_NEEDS: Final = 1 << 20
 """Bytes a new ledger needs free: its lock file (8 kB, written through a map: a full disk

@@ -41,10 +41,8 @@ from ledger.errors import ProofError, UsageError
 from ledger.merkle import HASH_SIZE, MAX_SIZE
 
 __all__ = [
-    "ALG_ED25519",
     "CONTROL",
     "EM_DASH",
-    "MAX_SIGNATURES",
     "STATE_EXTENSION",
     "Checkpoint",
     "Note",

@@ -32,19 +32,14 @@ from ledger.errors import NotFoundError, StorageError
 from ledger.merkle import HASH_SIZE, NodeReader
 
 __all__ = [
-    "MAX_ENTRY_BYTES",
-    "MAX_LEVEL",
-    "TILE_HEIGHT",
     "TILE_WIDTH",
     "EntryTooLargeError",
     "Tile",
     "TileNotFoundError",
     "encode_index",
-    "entry_bundle",
     "parse_entry_bundle",
     "parse_tile_path",
     "read_tile",
-    "tile_hashes",
     "tile_width",
 ]
 

@@ -45,10 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIGRATION_KEY_NAME",
-    "TrustChange",
     "TrustFold",
     "TrustSet",
-    "TrustedKey",
     "check_append",
     "migrate_legacy_policy",
     "rebuild_record",

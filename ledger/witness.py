@@ -45,7 +45,6 @@ from ledger.merkle import EMPTY_ROOT, check_consistency
 from ledger.notes import Note, Verifier, decode_base64, open_note, parse_note
 
 __all__ = [
-    "SIZE_CONTENT_TYPE",
     "Answer",
     "LogCheckpoint",
     "QuorumError",
@@ -53,7 +52,6 @@ __all__ = [
     "WitnessEndpoint",
     "add_checkpoint_body",
     "publish_checkpoint",
-    "request_cosignatures",
 ]
 
 SIZE_CONTENT_TYPE: Final = "text/x.tlog.size"

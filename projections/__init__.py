@@ -7,18 +7,6 @@ One module per projection (`maintenance`, `detachment`, `recovery`, `membership`
 
 from __future__ import annotations
 
-from projections.api import KINDS, Views, status_document
-from projections.base import Outcome, Policy, Verdict
-from projections.state import PROJECTIONS, Folder, digest
+from projections.api import Views
 
-__all__ = [
-    "KINDS",
-    "PROJECTIONS",
-    "Folder",
-    "Outcome",
-    "Policy",
-    "Verdict",
-    "Views",
-    "digest",
-    "status_document",
-]
+__all__ = ["Views"]

@@ -19,12 +19,10 @@ from ledger.events import Event
 
 __all__ = [
     "DEFAULT_POLICY",
-    "EPOCH",
     "ONE_MS",
     "Fold",
     "Outcome",
     "Policy",
-    "RejectReason",
     "Verdict",
     "Verdicts",
     "at_of",
@@ -34,11 +32,6 @@ __all__ = [
 ]
 
 Outcome: TypeAlias = Literal["applied", "idempotent", "rejected"]
-RejectReason: TypeAlias = Literal[
-    "invalid_successor", "needs_force", "stale", "late", "unknown_target", "duplicate"
-]
-
-
 class Verdict(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """What one projection decided about one event (SPEC §3). Rejections are kept, not raised."""
 

@@ -49,7 +49,6 @@ __all__ = [
     "STATE",
     "DetachmentReason",
     "DetachmentState",
-    "ReasonKind",
     "display",
     "fold",
     "view",

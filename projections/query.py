@@ -30,7 +30,6 @@ __all__ = [
     "is_glob",
     "policy_document",
     "projections_of",
-    "state_label",
     "status_report",
 ]
 

@@ -25,7 +25,7 @@ from typing import Any, Final, NamedTuple, Protocol
 import msgspec
 
 from ledger.backend import Precondition, TxnOps
-from ledger.codec import decode_record, record_decoder
+from ledger.codec import decode_chunk, decode_record
 from ledger.errors import LedgerError, StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections import policy
@@ -36,8 +36,6 @@ __all__ = [
     "CHUNK",
     "Carry",
     "DryRunAbortError",
-    "Folded",
-    "StateCodec",
     "ViewReader",
     "ViewStore",
     "ViewTxn",
@@ -45,7 +43,6 @@ __all__ = [
     "catch_up_txn",
     "codec",
     "dry_run_precondition",
-    "fold_on_top",
     "strict_precondition",
     "subject_verdicts",
 ]
@@ -185,21 +182,6 @@ def _decoded(stored: Iterable[tuple[int, bytes]]) -> list[tuple[int, Event]]:
     return [(position, decode_record(data).event) for position, data in stored]
 
 
-def _decoded_batch(batch: list[tuple[int, bytes]]) -> list[Event]:
-    """The events of a batch; `StorageError` names a position that cannot be decoded."""
-    decode = record_decoder.decode
-    try:
-        return [decode(data).event for _, data in batch]
-    except msgspec.DecodeError:
-        for position, data in batch:
-            try:
-                decode(data)
-            except msgspec.DecodeError as e:
-                detail = f"position {position}: stored event cannot be decoded ({e})"
-                raise StorageError(detail) from e
-        raise
-
-
 class Carry:
     """What one catch-up chunk hands the next in the same process: its `Folder` and the stored
     states it loaded, valid while the tracking position is still where that chunk left it."""
@@ -258,7 +240,7 @@ def catch_up_txn(
     records = txn.read_stored(start, stop)
     last = start - 1
     while batch := list(islice(records, _BATCH)):
-        events = _decoded_batch(batch)
+        events = decode_chunk(batch)
         new = {e.subject for e in events} - met
         if new:
             meet(new)

@@ -1,24 +1,14 @@
-"""What an auditor runs: rebuild, as-of queries, the audit report, checkpoints, proofs, verify."""
+"""What an auditor runs: rebuild, as-of queries, the audit report, checkpoints, proofs, verify.
+
+The modules: `rebuild` (the fold), `audit` (the report), `integrity` (verify, checkpoints),
+`prove` (proof files), `derived` (repair of derived records); `audit_record`, `parts`, `sources`
+and `workers` serve them.
+"""
 
 from __future__ import annotations
 
-from replay.audit import AuditReport, run_audit
-from replay.integrity import VerifyResult, make_checkpoint, verify
-from replay.prove import prove_consistency, prove_inclusion, verify_proof_file
-from replay.rebuild import Audit, Rejected, as_of, position_at, rebuild
+from replay.audit import run_audit
+from replay.integrity import verify
+from replay.rebuild import as_of
 
-__all__ = [
-    "Audit",
-    "AuditReport",
-    "Rejected",
-    "VerifyResult",
-    "as_of",
-    "make_checkpoint",
-    "position_at",
-    "prove_consistency",
-    "prove_inclusion",
-    "rebuild",
-    "run_audit",
-    "verify",
-    "verify_proof_file",
-]
+__all__ = ["as_of", "run_audit", "verify"]

@@ -19,11 +19,10 @@ against the views it holds, as they are; a server's against what it serves.)
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -33,9 +32,12 @@ from projections.base import Verdict
 from projections.remote import RemoteViews, views_of
 from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_state
 from replay import workers
-from replay.rebuild import Audit, FolderSource, Part, Rejected, rebuild, trust_fold
+from replay.audit_record import Audit, Rejected
+from replay.parts import Part
+from replay.rebuild import rebuild, trust_fold
+from replay.sources import FolderSource
 
-__all__ = ["AuditReport", "diverged_projections", "run_audit"]
+__all__ = ["AuditReport", "run_audit"]
 
 
 @dataclass(slots=True)
@@ -127,25 +129,10 @@ def run_audit(
     that are behind are brought up to the end by the replay itself (see the module docstring).
     """
     views = views_of(ledger)
-    snapshot: int | None = None
-    stored: dict[str, dict[str, Any]] | None = None
-    if isinstance(views, RemoteViews):
-        tracking = views.catch_up()
-        target = to if to is not None else tracking
-    elif to is None and not ledger.backend.read_only:
-        # The stored states and the position they were folded to, from ONE snapshot.
-        tracking, size, stored = views.stored_states()
-        snapshot = tracking if tracking < size else None
-        target = size if snapshot is not None else tracking
-    else:
-        if not ledger.backend.read_only:  # an archive is audited against the views it holds
-            views.catch_up(progress)
-        tracking, stored = views.tracked_states(with_states=to is None)
-        target = to if to is not None else tracking
+    tracking, snapshot, stored, target = _starting_point(ledger, views, to, progress)
     other = None
     if target >= workers.PARALLEL_FROM:
-        request = {"location": ledger.location, "to": target, "snapshot": snapshot}
-        other = workers.start("audit", request)
+        other = workers.start("audit", _Request(ledger.location, target, snapshot))
     try:
         audit = Audit(on_rejected=on_rejected if other is None else None)
         mine = Part(0, 2) if other is not None else None
@@ -176,6 +163,28 @@ def run_audit(
     same = position == tracking
     compared, diverged, differences = _compare(views, folder, same, tracking, stored)
     return AuditReport(position, audit.counts, audit.rejected, diverged, compared, differences)
+
+
+def _starting_point(
+    ledger: Ledger,
+    views: Views | RemoteViews,
+    to: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int | None, dict[str, dict[str, Any]] | None, int]:
+    """(the views' tracking position, the snapshot position to keep states at or None, the
+    stored states if read, the position to replay to) for `run_audit`."""
+    if isinstance(views, RemoteViews):
+        tracking = views.catch_up()
+        return tracking, None, None, to if to is not None else tracking
+    if to is None and not ledger.backend.read_only:
+        # The stored states and the position they were folded to, from ONE snapshot.
+        tracking, size, states = views.stored_states()
+        snapshot = tracking if tracking < size else None
+        return tracking, snapshot, states, size if snapshot is not None else tracking
+    if not ledger.backend.read_only:  # an archive is audited against the views it holds
+        views.catch_up(progress)
+    tracking, stored = views.tracked_states(with_states=to is None)
+    return tracking, None, stored, to if to is not None else tracking
 
 
 def _compare(
@@ -244,6 +253,15 @@ def _changes(before: Folder, after: Folder) -> list[tuple[str, str, Any]]:
 _Encoded = dict[str, list[tuple[str, bytes]]]
 
 
+class _Request(msgspec.Struct, array_like=True):
+    """What the second process is asked: fold part 1 of 2 of the subjects of the ledger at
+    `location` to `to` (and keep its states as they stood at `snapshot`)."""
+
+    location: str
+    to: int
+    snapshot: int | None
+
+
 class _Half(msgspec.Struct, array_like=True):
     """What the second process sends back: its part's audit and states (encoded), and with a
     snapshot position, its states as they stood there."""
@@ -282,10 +300,9 @@ def _other_half(
     process: subprocess.Popen[bytes],
 ) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
-    assert process.stdout is not None
     try:
-        return msgspec.msgpack.decode(process.stdout.read(), type=_Half)
-    except (msgspec.DecodeError, OSError):
+        return workers.receive(process, _HALF)
+    except (workers.WorkerFailed, OSError):
         return _second_half(ledger, target, snapshot)
 
 
@@ -304,12 +321,14 @@ def _merge(folder: Folder, audit: Audit | None, half: _Half, states: _Encoded) -
             table.setdefault(subject, decode_state(name, data))
 
 
+_REQUEST: Final = msgspec.msgpack.Decoder(_Request)
+_HALF: Final = msgspec.msgpack.Decoder(_Half)
+
+
 def work() -> None:
-    """``python -m replay audit``: the second half of `run_audit`'s replay, as `_Half` msgpack on
-    stdout (nothing on a failure: the parent folds that half itself)."""
-    request = workers.request()
-    with Ledger.open(request["location"], create=False) as ledger:
-        half = _second_half(ledger, request["to"], request.get("snapshot"))
-        data = msgspec.msgpack.encode(half)
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    """``python -m replay audit``: the second half of `run_audit`'s replay, one `_Half` message
+    (none on a failure: the parent folds that half itself)."""
+    request = workers.request(_REQUEST)
+    with Ledger.open(request.location, create=False) as ledger:
+        half = _second_half(ledger, request.to, request.snapshot)
+    workers.send(half)

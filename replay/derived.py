@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.backend import IndexCheck
+from ledger.codec import decode_chunk
 from ledger.ledger import Ledger
 from projections.api import Views
 from projections.state import PROJECTIONS, Folder
 from projections.views import codec
-from replay.rebuild import decode_chunk, read_chunks
+from replay.rebuild import read_chunks
 
-__all__ = ["Repaired", "derived_problem", "repair"]
+__all__ = ["derived_problem", "repair"]
 
 REPAIR_HINT = "run `adminchain repair` to rebuild it from the log"
 

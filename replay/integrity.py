@@ -13,18 +13,18 @@ views have reached, with the digest of those views, signed when a key is given.
 
 from __future__ import annotations
 
-import select
 import subprocess
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
+from typing import Final
 
 import msgspec
 
 from ledger import merkle
 from ledger.backend import IndexCheck
-from ledger.codec import leaf_hashes, record_decoder
+from ledger.codec import decode_chunk, leaf_hashes, record_decoder
 from ledger.cosign import WitnessPolicy
 from ledger.errors import ProofError, StorageError, UsageError
 from ledger.events import Event
@@ -37,7 +37,7 @@ from projections.remote import RemoteViews
 from projections.state import Folder, digest
 from replay import workers
 from replay.derived import derived_problem
-from replay.rebuild import Progress, decode_chunk, read_chunks
+from replay.rebuild import Progress, read_chunks
 
 __all__ = [
     "StoredCheckpoints",
@@ -46,7 +46,6 @@ __all__ = [
     "is_signed",
     "key_name_warning",
     "make_checkpoint",
-    "server_checkpoint",
     "stored_checkpoints",
     "verify",
 ]
@@ -217,14 +216,28 @@ def checkpoint_digests(ledger: Ledger, sizes: Sequence[int]) -> Iterator[tuple[i
             yield expected - 1, folder.digest()
 
 
+class _DigestsRequest(msgspec.Struct, array_like=True):
+    """What the digests worker is asked: the digests of the checkpoints of these `sizes`."""
+
+    location: str
+    sizes: list[int]
+
+
+_REQUEST: Final = msgspec.msgpack.Decoder(_DigestsRequest)
+_DIGEST: Final[msgspec.msgpack.Decoder[tuple[int, bytes] | None]] = msgspec.msgpack.Decoder(
+    tuple[int, bytes] | None
+)
+"""A message of the digests worker: (size, digest) of one checkpoint, or None: all sent."""
+
+
 class _Digests:
     """The checkpoints' digests: folded beside `verify`'s own checks by another process for a
     long log, or in this one when asked (`get`) for a short log or if the other process fails.
 
     The other process is ``python -m replay digests`` (see `work`): a fresh interpreter
-    that imports nothing of the caller's program. It reads the ledger's location and the sizes
-    as JSON on stdin and writes one ``size digest-hex`` line per checkpoint as soon as it is
-    folded, then ``done`` (or ``failed``).
+    that imports nothing of the caller's program. It is asked the ledger's location and the
+    sizes, and sends one (size, digest) message per checkpoint as soon as it is folded, then
+    None (`replay.workers`).
     """
 
     def __init__(self, ledger: Ledger, sizes: list[int]) -> None:
@@ -232,24 +245,21 @@ class _Digests:
         self._found: dict[int, bytes] = {}
         self._process: subprocess.Popen[bytes] | None = None
         if sizes and sizes[-1] >= workers.PARALLEL_FROM:
-            request = {"location": ledger.location, "sizes": sizes}
+            request = _DigestsRequest(ledger.location, sizes)
             self._process = workers.start("digests", request)
 
     def collect(self) -> None:
         """Take the digests already written, without waiting (keeps the pipe from filling up
         when there are many checkpoints)."""
-        while self._process is not None:
-            assert self._process.stdout is not None
-            ready, _, _ = select.select([self._process.stdout], [], [], 0)
-            if not ready or not self._read_line():
-                return
+        while self._process is not None and workers.ready(self._process) and self._receive():
+            pass
 
     def get(self, wanted: Sequence[int]) -> dict[int, bytes]:
         """The digests of (at least) the `wanted` sizes the log holds, waiting for them if the
         other process is still folding."""
         needed = set(wanted)
         while self._process is not None and not needed <= self._found.keys():
-            if not self._read_line():
+            if not self._receive():
                 break
         if needed and not needed <= self._found.keys():
             last = max(needed)
@@ -258,17 +268,19 @@ class _Digests:
             )
         return self._found
 
-    def _read_line(self) -> bool:
-        """Read one line of the other process; False once it is done (or failed: then the
-        digests it wrote are dropped, to be folded here)."""
+    def _receive(self) -> bool:
+        """Take one message of the other process; False once it is done (or failed: then the
+        digests it sent are dropped, to be folded here)."""
         assert self._process is not None
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().split()
-        if len(line) == 2 and line[0].isdigit():
-            self._found[int(line[0])] = bytes.fromhex(line[1].decode())
-            return True
-        if line != [b"done"]:
+        try:
+            message = workers.receive(self._process, _DIGEST)
+        except (workers.WorkerFailed, OSError):
             self._found.clear()
+        else:
+            if message is not None:
+                size, digest = message
+                self._found[size] = digest
+                return True
         self.close()
         return False
 
@@ -280,15 +292,13 @@ class _Digests:
 
 
 def work() -> None:
-    """``python -m replay digests``: `checkpoint_digests` for `_Digests`, on stdin/stdout."""
-    try:
-        request = workers.request()
-        with Ledger.open(request["location"], create=False) as ledger:
-            for size, state in checkpoint_digests(ledger, request["sizes"]):
-                print(size, state.hex(), flush=True)
-        print("done", flush=True)
-    except Exception:  # noqa: BLE001  the parent folds by itself instead
-        print("failed", flush=True)
+    """``python -m replay digests``: `checkpoint_digests` for `_Digests`, one message each, then
+    None (nothing more on a failure: the parent folds by itself instead)."""
+    request = workers.request(_REQUEST)
+    with Ledger.open(request.location, create=False) as ledger:
+        for size, digest in checkpoint_digests(ledger, request.sizes):
+            workers.send((size, digest))
+    workers.send(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from ledger.proofs import (
 from projections.remote import views_of
 from replay.integrity import is_signed, key_name_warning, make_checkpoint
 
-__all__ = ["Proven", "prove_consistency", "prove_inclusion", "verify_proof_file"]
+__all__ = ["prove_consistency", "prove_inclusion", "verify_proof_file"]
 
 
 def _checkpoint_notes(ledger: Ledger) -> dict[int, str]:

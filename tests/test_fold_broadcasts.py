@@ -7,6 +7,12 @@ out with the timeout / failed with the reason, a repeat ``idempotent``, a differ
 ``idempotent`` or ``duplicate``), SPEC §3 verdicts, and the SPEC §5 broadcasts ``status --json``
 object (acks, timeouts, failures, skipped_dead, pending, sent_count, complete,
 all_live_backends_acked).
+
+Seed 002 (running-process broadcasts: no ``#[test]``, its doc comments) is here: a broadcast
+skips dead targets and collects responses ->
+`test_issue_records_operation_and_skips_dead_targets_at_once`,
+`test_each_live_target_gets_one_outcome_in_issue_order` (``sent_count`` = acks + timeouts +
+failures); default and zero ack timeouts, ``all_live_backends_acked`` -> the tests so named.
 """
 
 from __future__ import annotations

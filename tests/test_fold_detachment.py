@@ -6,6 +6,16 @@ keep-alive streak and its policy threshold; a healthy signal ending the streak; 
 signals; the four display strings), the SPEC §2.6 policy fields it reads
 (``keepalive_failure_threshold``, ``recover_window_ms``), SPEC §3 verdicts (``applied`` /
 ``idempotent`` / ``stale``) and the SPEC §5 detachment ``status --json`` object.
+
+The Rust seed 000 (cruster detachment) tests are here (the events carry ``at`` offsets where
+the Rust sleeps): ``initially_not_detached`` -> `test_attached_by_default_view`;
+``detach_sets_state`` -> `test_detach_detaches_with_manual`; ``double_detach_returns_false`` ->
+`test_redetach_updates_reason_keeps_detached_at`; ``reattach_requires_recovery_window`` ->
+`test_healthy_signal_before_window_elapsed_stays_detached`,
+`test_healthy_signal_at_window_reattaches`, `test_recover_window_comes_from_policy`;
+``unhealthy_signal_resets_recovery`` -> `test_unhealthy_signal_resets_healthy_since`;
+``storage_error_reason_display``, ``keepalive_failure_reason_display`` ->
+`test_reason_display_strings`, `test_keepalive_streak_at_threshold_detaches_with_count`.
 """
 
 from __future__ import annotations

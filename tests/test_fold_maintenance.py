@@ -6,6 +6,12 @@ ExitMaintenance / MaintenanceObserved proposals, ``needs_force``, ``non_active``
 ``steady_maintenance``, ``deadline_overdue``), SPEC §3 (verdicts ``applied`` / ``idempotent`` /
 ``rejected`` with ``invalid_successor`` from and to, ``needs_force``) and the SPEC §5 maintenance
 ``status --json`` object.
+
+The Rust seed 001 (net-mesh maintenance) tests are here: ``is_valid_successor_*`` ->
+`test_is_valid_successor_matches_spec_table`, `test_successor_table_observed_transition`,
+`test_exiting_to_drain_failed_rejected_invalid_successor`; ``default_is_active`` and
+``predicates_reflect_state_shape`` -> `test_view_active_default`,
+`test_non_active_and_steady_maintenance`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Covers SPEC §2.4 (diff of each full peer set against the previous one: ``joined``, ``left``,
 sorted ``peers``, the history of deltas, bounded at 100; an identical set is ``idempotent``),
 SPEC §3 verdicts, and the SPEC §5 membership ``status --json`` object.
+
+The Rust seed 003 (liminal-server membership) tests are here: ``delta_is_empty_by_default`` ->
+`test_view_keys_and_last_delta`; ``first_poll_of_empty_table_yields_no_peers`` ->
+`test_empty_first_observation_is_idempotent_no_entry`.
 """
 
 from __future__ import annotations

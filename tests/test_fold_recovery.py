@@ -6,6 +6,9 @@ the window; a new window once ``budget_window_ms`` has elapsed; a crash before t
 counts as elapsed zero; BackendRecovered clears, idempotent when absent), the SPEC §2.6 fields
 it reads with zero durations clamped to 1 ms, SPEC §3 verdicts, and the SPEC §5 recovery
 ``status --json`` object.
+
+Seed 004 (running-process recovery: its doc comments) is here, every case, with
+`test_fold_policy.py`'s `test_defaults_without_settings`.
 """
 
 from __future__ import annotations

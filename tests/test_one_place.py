@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,7 +30,7 @@ from ledger.lmdb_backend import subject_key
 from projections import policy
 from projections.api import KINDS as API_KINDS
 from projections.state import BY_NAME, KINDS, SHARED_KEYS, shared, touched
-from replay.rebuild import Part
+from replay.parts import Part
 
 
 @given(st.lists(st.tuples(st.integers(1, 2**63), st.binary(max_size=64)), max_size=8))
@@ -91,3 +93,20 @@ def test_lmdb_text_keys_keep_their_stored_form() -> None:
     assert subject_key(long) == b"\xff" + hashlib.sha256(long.encode()).digest()
     assert text_key("x" * 400, 400) == b"x" * 400
     assert text_key("x" * 401, 400) == b"\xff" + hashlib.sha256(b"x" * 401).digest()
+
+
+def test_stored_events_are_decoded_in_one_place() -> None:
+    """Replay, verify, repair and the views' catch-up decode the log through one function, which
+    names the first damaged position (SPEC §4.2: stored bytes are what the leaves hash)."""
+    from ledger.codec import decode_chunk, encode_record  # noqa: PLC0415
+    from ledger.errors import StorageError  # noqa: PLC0415
+    from projections import views  # noqa: PLC0415
+    from replay import derived, integrity, rebuild  # noqa: PLC0415
+
+    for module in (views, rebuild, integrity, derived):
+        assert vars(module)["decode_chunk"] is decode_chunk, module.__name__
+    event = KeepAliveFailed(subject="r1")
+    stored = encode_record(event, datetime(2026, 1, 1, tzinfo=UTC))
+    assert decode_chunk([(1, stored)]) == [event]
+    with pytest.raises(StorageError, match=r"^position 2: stored event cannot be decoded"):
+        decode_chunk([(1, stored), (2, b"\xc1"), (3, b"")])

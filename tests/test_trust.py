@@ -43,8 +43,10 @@ from ledger.signing import OperatorKey
 from ledger.trust import check_append, rebuild_record
 from projections.api import Views
 from replay.audit import run_audit
+from replay.audit_record import Audit
 from replay.integrity import verify
-from replay.rebuild import Audit, Part, rebuild
+from replay.parts import Part
+from replay.rebuild import rebuild
 
 T0 = datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
 

@@ -42,7 +42,9 @@ from projections.views import Carry, codec
 from replay import audit as audit_module
 from replay import workers
 from replay.audit import run_audit
-from replay.rebuild import Audit, Part, as_of, rebuild
+from replay.audit_record import Audit
+from replay.parts import Part
+from replay.rebuild import as_of, rebuild
 from tests.conftest import drop_pg_schema, fresh_pg_url
 from tests.eventgen import event_logs, ts
 

@@ -18,7 +18,7 @@ import psycopg_pool
 
 from ledger.errors import StorageError
 
-__all__ = ["ATTEMPTS", "BUSY_WAIT", "MAX_BACKOFF", "Retry", "first_line", "kind", "psycopg_error"]
+__all__ = ["BUSY_WAIT", "MAX_BACKOFF", "Retry", "first_line", "kind"]
 
 MAX_BACKOFF: Final = 5.0
 BUSY_WAIT: Final = 300.0

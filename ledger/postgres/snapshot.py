@@ -21,7 +21,7 @@ from ledger.backend import Index, IndexCheck, ReadOnlySnapshot
 from ledger.errors import StorageError
 
 if TYPE_CHECKING:
-    from ledger.postgres import PostgresBackend
+    from ledger.postgres.backend import PostgresBackend
 
 __all__ = [
     "PAGE",
