@@ -129,81 +129,44 @@ def serve(
       adminchain serve --listen 0.0.0.0:8470 --ledger ./adminchain.lmdb
     """
     require_local(ledger, "serve")
-    # open it once here: a ledger that cannot be opened is one clear error (exit 2), not a
-    # server whose every worker fails to start (closed again before any worker is forked)
+    # open it once here: a ledger that cannot be opened is one clear error, not a server whose
+    # every worker fails to start (closed again before any worker is forked)
     open_ledger(ledger, create=True).close()
-    metrics_dir = None
-    if workers > 1:
-        # prometheus-client's multiprocess mode must be chosen before it is first imported
-        metrics_dir = tempfile.mkdtemp(prefix="adminchain-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        _serve(
-            ledger,
-            listen,
-            tls_cert,
-            tls_key,
-            checkpoint_key,
-            checkpoint_every,
-            witness_urls,
-            quorum,
-            public_audit,
-            max_body,
-            max_events,
-            request_timeout,
-            max_subscriptions,
-            workers,
-            heartbeat,
-        )
-    finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-
-
-def _serve(
-    ledger: str,
-    listen: str,
-    tls_cert: str | None,
-    tls_key: str | None,
-    checkpoint_key: str | None,
-    checkpoint_every: str,
-    witness_urls: tuple[str, ...],
-    quorum: int | None,
-    public_audit: bool,
-    max_body: str,
-    max_events: int,
-    request_timeout: str,
-    max_subscriptions: int,
-    workers: int,
-    heartbeat: float,
-) -> None:
-    from adminchain.server.app import ServerConfig  # noqa: PLC0415
-    from adminchain.server.run import serve as run  # noqa: PLC0415
-
     timeout = parse_duration(request_timeout)
     if timeout is None or timeout.total_seconds() <= 0:
         raise UsageError(f"--request-timeout: {request_timeout!r} is not a duration (e.g. 30s)")
     if max_events < 1 or max_subscriptions < 0:
         raise UsageError("--max-events must be at least 1 and --max-subscriptions at least 0")
+    metrics_dir = None
+    if workers > 1:
+        # prometheus-client's multiprocess mode must be chosen before it is first imported
+        metrics_dir = tempfile.mkdtemp(prefix="adminchain-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from adminchain.server.app import ServerConfig  # noqa: PLC0415
     from adminchain.server.publish import publisher_from  # noqa: PLC0415
+    from adminchain.server.run import serve as run  # noqa: PLC0415
     from adminchain.server.tiles import TILE_ROUTES  # noqa: PLC0415
 
-    publisher = publisher_from(checkpoint_key, checkpoint_every, witness_urls, quorum)
-    config = ServerConfig(
-        ledger=ledger,
-        max_body=_size(max_body),
-        max_events=max_events,
-        request_timeout=timeout.total_seconds(),
-        max_subscriptions=max_subscriptions,
-        heartbeat=heartbeat,
-        public_audit=public_audit,
-        # with witnesses, only the publisher signs: every stored checkpoint is cosigned
-        checkpoint_key=None if witness_urls else checkpoint_key,
-        extra_routes=TILE_ROUTES,
-        background=(publisher.start,) if publisher else (),
-        workers=workers,
-    )
-    run(config, listen, tls_cert=tls_cert, tls_key=tls_key, workers=workers)
+    try:
+        publisher = publisher_from(checkpoint_key, checkpoint_every, witness_urls, quorum)
+        config = ServerConfig(
+            ledger=ledger,
+            max_body=_size(max_body),
+            max_events=max_events,
+            request_timeout=timeout.total_seconds(),
+            max_subscriptions=max_subscriptions,
+            heartbeat=heartbeat,
+            public_audit=public_audit,
+            # with witnesses, only the publisher signs: every stored checkpoint is cosigned
+            checkpoint_key=None if witness_urls else checkpoint_key,
+            extra_routes=TILE_ROUTES,
+            background=(publisher.start,) if publisher else (),
+            workers=workers,
+        )
+        run(config, listen, tls_cert=tls_cert, tls_key=tls_key, workers=workers)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.group()

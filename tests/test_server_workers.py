@@ -13,7 +13,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,12 @@ import pytest
 
 from ledger import Ledger
 from replay import verify
-from tests.conftest import drop_pg_schema, fresh_pg_url
 from tests.serving import Served, make_tokens, start_server
 from tests.test_server import SSE, jsonl
 
 JSONL = {"content-type": "application/jsonl"}
 CLIENTS = 8
 EACH = 25
-
-
-@pytest.fixture(params=["lmdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "lmdb":
-        yield str(tmp_path / "ledger.lmdb")
-        return
-    url = fresh_pg_url()
-    try:
-        yield url
-    finally:
-        drop_pg_schema(url)
 
 
 def _workers_of(server: Served) -> list[int]:
@@ -62,10 +48,11 @@ def _metric(text: str, name: str, labels: str) -> float:
     return float(found.group(1))
 
 
-def test_workers_share_one_ledger(target: str, tmp_path: Path) -> None:
+def test_workers_share_one_ledger(ledger_target: str, tmp_path: Path) -> None:
     """8 clients on fresh connections through 2 workers: positions 1..N, each id once, both
     workers answered, a subscriber sees every event once in order, the counters add up, the
     tree verifies."""
+    target = ledger_target
     tokens = make_tokens(target)
     server = start_server(target, tmp_path / "s", "--workers", "2", tokens=tokens)
     total = CLIENTS * EACH
