@@ -124,6 +124,10 @@ def open_backend(target: str | Path, *, sync: bool = True, create: bool = True) 
     """A backend for `target`: a ``postgresql://`` URL, an ``http(s)://`` server (SPEC-server
     §7.3, token from ``ADMINCHAIN_TOKEN``), or a directory for the embedded LMDB log."""
     text = str(target)
+    if not text.strip():
+        raise UsageError(
+            "the ledger location is empty: give --ledger PATH or URL (or ADMINCHAIN_LEDGER)"
+        )
     if text.startswith(("http://", "https://")):
         from ledger.remote import RemoteBackend  # noqa: PLC0415  loads httpx only if used
 

@@ -105,6 +105,21 @@ def test_reading_a_missing_lmdb_ledger_creates_nothing(tmp_path: Path, args: lis
     assert not target.exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["append", "-"], ["serve", "--listen", "127.0.0.1:0"], ["status"]],
+    ids=" ".join,
+)
+def test_an_empty_ledger_location_is_refused_and_creates_nothing(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """`--ledger ""` (an unset variable in a script) is a usage error, never an LMDB
+    environment made in the working directory."""
+    line = one_error_line(cli(*args, "--ledger", "", cwd=tmp_path), 2)
+    assert "the ledger location is empty" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("args", READERS, ids=" ".join)
 def test_reading_a_mistyped_pg_schema_creates_nothing(tmp_path: Path, args: list[str]) -> None:
