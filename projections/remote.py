@@ -1,7 +1,8 @@
 """The projections of a remote ledger (SPEC-server §7.3): `Views`' queries over a server.
 
 `RemoteViews(RemoteLedger)` answers `status`, `history` and `verdicts` from the server's own
-stored projections (``/v1/status``, ``/v1/history``), read-your-writes with `wait_until`
+stored projections (``/v1/status``, ``/v1/history``), `changes` for the live views (``status
+--watch``, ``history --follow``) from ``/v1/subscribe``, read-your-writes with `wait_until`
 (``min_position`` and ``wait``), and `strict()` makes the next append a ``?strict=true`` one.
 The server folds as it appends, so `catch_up` has nothing to do and returns how far it is.
 An auditor does not take these answers on trust: `replay.audit.run_audit` folds the log itself
@@ -96,6 +97,29 @@ class RemoteViews:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
         rows: list[dict[str, Any]] = self._client.json(f"/v1/history/{quote(subject)}")
         return rows
+
+    def history_after(self, subject: str, after: int) -> list[dict[str, Any]]:
+        """The ``history`` rows of `subject` beyond position `after`."""
+        return [row for row in self.history(subject) if row["position"] > after]
+
+    def changes(
+        self, after: int, *, poll: float = 1.0, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[int]:
+        """As `Views.changes`: the position the server's views have folded, each time it goes
+        beyond `after` (blocks in between on one ``/v1/subscribe`` stream, resumed across
+        server restarts, checking `stop` at least every `poll` seconds). Events appended in a
+        burst are shown once, at the newest position seen."""
+        remote = self.ledger.remote
+        size = after
+        while not stop():
+            if not remote.wait_beyond(size, poll):
+                continue
+            now = remote.newest_seen()
+            if now <= size:  # woken by the log's size (before the stream's start)
+                now = self.ledger.size()
+            if now > size:
+                size = now
+                yield size
 
     def verdicts(self, position: int) -> list[dict[str, Any]]:
         """The verdicts the server's projections gave the event at `position`."""
