@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -23,8 +23,11 @@ from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
+from ledger.remote import STRICT, RemoteLedger, TokenError, direct_access_error, quote
 from projections.api import KINDS, Outcome, Views
+
+if TYPE_CHECKING:
+    from projections.state import Folder
 
 __all__ = ["RemoteViews", "views_of"]
 
@@ -34,6 +37,19 @@ _ANY_SUBJECT: Final = "-"
 
 def _rfc3339(moment: datetime) -> str:
     return msgspec.json.encode(moment).decode().strip('"')
+
+
+class _FolderStates:
+    """A `Folder`'s states as the `StateSource` the documents of `projections.query` read."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.states = folder.states
+
+    def subjects(self, projection: str) -> Iterator[tuple[str, Any]]:
+        return iter(self.states.get(projection, {}).items())
+
+    def state(self, projection: str, subject: str) -> Any | None:
+        return self.states.get(projection, {}).get(subject)
 
 
 class RemoteViews:
@@ -92,6 +108,24 @@ class RemoteViews:
             name: ({subject: document[name][subject]} if subject in document.get(name, {}) else {})
             for name in KINDS
         }
+
+    def policy(self, subject: str | None = None) -> dict[str, Any]:
+        """``status policy`` (`projections.query.policy_document`): the server serves no policy
+        document, so the `SetPolicy` events of the streamed log are folded here (reading the
+        log takes an auditor's or an admin's token)."""
+        from projections import policy  # noqa: PLC0415
+        from projections.query import policy_document  # noqa: PLC0415
+        from projections.state import Folder  # noqa: PLC0415
+
+        folder = Folder()
+        size = self.ledger.size()
+        try:
+            for entry in self.ledger.read(1, size) if size else ():
+                if isinstance(entry.event, policy.HANDLES):
+                    folder.apply(entry.event)
+        except TokenError as e:
+            raise TokenError(f"status policy through a server reads the log: {e}") from e
+        return policy_document(_FolderStates(folder), subject)
 
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
