@@ -198,6 +198,7 @@ def _frame(show: Any, size: int, redraw: bool, as_json: bool) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         click.echo(f"— position {size}, {stamp}Z (watching; Ctrl-C to stop) —")
     show()
+    sys.stdout.flush()  # a pipe (`status --watch | tee`) gets each frame as it is drawn
 
 
 @main.command()
@@ -251,4 +252,5 @@ def _history_rows(subject: str, rows: list[dict[str, Any]], as_json: bool, *, he
             emit_json(row)
     elif header or rows:
         render.history_rows(subject, rows, header=header)
+        sys.stdout.flush()
     return rows[-1]["position"] if rows else 0

@@ -282,7 +282,9 @@ class RemoteBackend:
         if not host:
             raise UsageError(f"{url!r} names no server (give http://HOST:PORT or https://…)")
         self.url = self.location = url.rstrip("/")
-        self.client = _Client(self.url, token if token is not None else read_token())
+        self._token = token if token is not None else read_token()
+        self.client = _Client(self.url, self._token)
+        self._watcher: _Watcher | None = None
         self.tree = _LeafTree()
         self._pinned: int | None = None
         self._info: dict[str, Any] | None = None
@@ -347,16 +349,21 @@ class RemoteBackend:
         return [int(row["position"]) for row in rows][skip:]
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
-        """Wait (up to `timeout` s) for an event beyond `position`, via ``/v1/subscribe``."""
-        deadline = time.monotonic() + timeout
-        try:
-            for _ in _sse_entries(
-                self.client, position + 1, None, max(0.01, deadline - time.monotonic()), deadline
-            ):
-                return True
-        except Quiet:
-            pass
-        return self.size() > position
+        """Wait (up to `timeout` s) for an event beyond `position`, folded by the server.
+
+        The first call opens one ``/v1/subscribe`` stream (`_Watcher`) from `position` on;
+        later calls wait on it, so a live view that waits again and again costs one stream,
+        resumed across server restarts."""
+        watcher = self._watcher
+        if watcher is None:
+            watcher = self._watcher = _Watcher(self.url, self._token, position + 1)
+        elif position + 1 < watcher.start and self.size() > position:
+            return True  # before the stream's start: the log's size answers
+        return watcher.wait_beyond(position, timeout)
+
+    def newest_seen(self) -> int:
+        """The newest position a `wait_beyond` stream has shown (0: none yet)."""
+        return self._watcher.seen if self._watcher is not None else 0
 
     # ---------------------------------------------------------------- settings and checkpoints
 
@@ -400,6 +407,9 @@ class RemoteBackend:
         raise direct_access_error(self.url, "rebuilding the indexes")
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         self.client.close()
 
 
@@ -424,32 +434,92 @@ def _sse_entries(
 ) -> Iterator[LogObject]:
     """The ``entry`` messages of ``/v1/subscribe`` from `start` (or after `last_id`), each as
     its decoded data; `Quiet` when nothing (not even a heartbeat) comes for
-    `read_timeout` s, and the stream ends at `deadline` (monotonic) if given."""
-    headers = {"Accept": "text/event-stream"}
+    `read_timeout` s, and the stream ends at `deadline` (monotonic) if given. The stream is
+    parsed by `httpx_sse` (a heartbeat comes out of it as an empty message)."""
+    from httpx_sse import EventSource, SSEError  # noqa: PLC0415  with httpx: only when remote
+
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
     if last_id is not None:
         headers["Last-Event-ID"] = str(last_id)
     params = {"from": start}
     with client.stream(
         "GET", "/v1/subscribe", params=params, headers=headers, timeout=read_timeout
     ) as response:
-        data: list[str] = []
-        event = "message"
-        for line in response.iter_lines():
-            if deadline is not None and time.monotonic() >= deadline:
+        try:
+            for message in EventSource(response).iter_sse():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                if message.event == "entry":
+                    yield _log_object.decode(message.data)
+        except SSEError as e:
+            raise StorageError(f"the server at {client.url} sent no event stream: {e}") from e
+
+
+class _Watcher:
+    """One ``/v1/subscribe`` stream kept open by a background thread, which notes the newest
+    position it has seen (what `RemoteBackend.wait_beyond` waits on, so that a live view
+    neither polls nor reconnects while the log is quiet). A dropped stream (the server
+    restarting) is resumed with ``Last-Event-ID``; a server gone for `RECONNECT_FOR` seconds,
+    or any other error, is raised in the waiting thread."""
+
+    READ_WAIT: Final = 20.0
+    """Seconds of silence before the stream is taken for dead (the server beats every 15 s)."""
+
+    def __init__(self, url: str, token: str | None, start: int) -> None:
+        import threading  # noqa: PLC0415
+
+        self.start = start
+        self.seen = start - 1
+        self.error: BaseException | None = None
+        self.closed = False
+        self.client = _Client(url, token)
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="adminchain-subscribe", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        last = self.start - 1
+        failing_since: float | None = None
+        while not self.closed:
+            try:
+                for row in _sse_entries(self.client, last + 1, last or None, self.READ_WAIT):
+                    last, failing_since = row.position, None
+                    with self.changed:
+                        self.seen = max(self.seen, last)
+                        self.changed.notify_all()
+                    if self.closed:
+                        return
+                time.sleep(0.05)  # the server ended the stream (it is stopping): reconnect
+            except Quiet:
+                continue
+            except BackendUnavailableError as e:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since >= RECONNECT_FOR:
+                    self._fail(e)
+                    return
+                time.sleep(0.25)
+            except Exception as e:  # noqa: BLE001  handed to the waiting thread, raised there
+                if not self.closed:
+                    self._fail(e)
                 return
-            if not line:  # a blank line ends one message
-                if data and event == "entry":
-                    yield _log_object.decode("\n".join(data))
-                data, event = [], "message"
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
+
+    def _fail(self, error: BaseException) -> None:
+        with self.changed:
+            self.error = error
+            self.changed.notify_all()
+
+    def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Wait (up to `timeout` s) until the stream has shown a position beyond `position`."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.seen > position or self.error is not None, timeout)
+            if self.error is not None:
+                raise self.error
+            return self.seen > position
+
+    def close(self) -> None:
+        self.closed = True
+        self.client.close()
 
 
 class LogObject(msgspec.Struct):

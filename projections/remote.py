@@ -1,7 +1,8 @@
 """The projections of a remote ledger (SPEC-server §7.3): `Views`' queries over a server.
 
 `RemoteViews(RemoteLedger)` answers `status`, `history` and `verdicts` from the server's own
-stored projections (``/v1/status``, ``/v1/history``), read-your-writes with `wait_until`
+stored projections (``/v1/status``, ``/v1/history``), `changes` for the live views (``status
+--watch``, ``history --follow``) from ``/v1/subscribe``, read-your-writes with `wait_until`
 (``min_position`` and ``wait``), and `strict()` makes the next append a ``?strict=true`` one.
 The server folds as it appends, so `catch_up` has nothing to do and returns how far it is.
 An auditor does not take these answers on trust: `replay.audit.run_audit` folds the log itself
@@ -14,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -22,8 +23,11 @@ from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
+from ledger.remote import STRICT, RemoteLedger, TokenError, direct_access_error, quote
 from projections.api import KINDS, Outcome, Views
+
+if TYPE_CHECKING:
+    from projections.state import Folder
 
 __all__ = ["RemoteViews", "views_of"]
 
@@ -33,6 +37,19 @@ _ANY_SUBJECT: Final = "-"
 
 def _rfc3339(moment: datetime) -> str:
     return msgspec.json.encode(moment).decode().strip('"')
+
+
+class _FolderStates:
+    """A `Folder`'s states as the `StateSource` the documents of `projections.query` read."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.states = folder.states
+
+    def subjects(self, projection: str) -> Iterator[tuple[str, Any]]:
+        return iter(self.states.get(projection, {}).items())
+
+    def state(self, projection: str, subject: str) -> Any | None:
+        return self.states.get(projection, {}).get(subject)
 
 
 class RemoteViews:
@@ -92,10 +109,51 @@ class RemoteViews:
             for name in KINDS
         }
 
+    def policy(self, subject: str | None = None) -> dict[str, Any]:
+        """``status policy`` (`projections.query.policy_document`): the server serves no policy
+        document, so the `SetPolicy` events of the streamed log are folded here (reading the
+        log takes an auditor's or an admin's token)."""
+        from projections import policy  # noqa: PLC0415
+        from projections.query import policy_document  # noqa: PLC0415
+        from projections.state import Folder  # noqa: PLC0415
+
+        folder = Folder()
+        size = self.ledger.size()
+        try:
+            for entry in self.ledger.read(1, size) if size else ():
+                if isinstance(entry.event, policy.HANDLES):
+                    folder.apply(entry.event)
+        except TokenError as e:
+            raise TokenError(f"status policy through a server reads the log: {e}") from e
+        return policy_document(_FolderStates(folder), subject)
+
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""
         rows: list[dict[str, Any]] = self._client.json(f"/v1/history/{quote(subject)}")
         return rows
+
+    def history_after(self, subject: str, after: int) -> list[dict[str, Any]]:
+        """The ``history`` rows of `subject` beyond position `after`."""
+        return [row for row in self.history(subject) if row["position"] > after]
+
+    def changes(
+        self, after: int, *, poll: float = 1.0, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[int]:
+        """As `Views.changes`: the position the server's views have folded, each time it goes
+        beyond `after` (blocks in between on one ``/v1/subscribe`` stream, resumed across
+        server restarts, checking `stop` at least every `poll` seconds). Events appended in a
+        burst are shown once, at the newest position seen."""
+        remote = self.ledger.remote
+        size = after
+        while not stop():
+            if not remote.wait_beyond(size, poll):
+                continue
+            now = remote.newest_seen()
+            if now <= size:  # woken by the log's size (before the stream's start)
+                now = self.ledger.size()
+            if now > size:
+                size = now
+                yield size
 
     def verdicts(self, position: int) -> list[dict[str, Any]]:
         """The verdicts the server's projections gave the event at `position`."""

@@ -130,6 +130,22 @@ def test_help_and_status_load_only_what_they_need(run: Run, tmp_path: Path) -> N
     assert not {m for m in status_modules if m.startswith(("rich", "cryptography"))}
 
 
+def test_the_projections_package_loads_its_names_on_first_use() -> None:
+    """``import projections.query`` (completion, the renderers) loads no stored views, ledger or
+    eventsourcing; the package's names still come from ``from projections import …``."""
+    code = (
+        "import sys\nimport projections.query\n"
+        "heavy = {'projections.api', 'ledger.ledger', 'eventsourcing', 'lmdb'}\n"
+        "loaded = heavy & set(sys.modules)\n"
+        "from projections import Views, policy\n"
+        "print(sorted(loaded), Views.__name__, policy.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["[]", "Views", "projections.policy"]
+
+
 # ---------------------------------------------------------------- 2. verdicts and --dry-run
 
 
