@@ -23,11 +23,11 @@ from ledger.backend import Appended, Precondition
 from ledger.errors import NotFoundError
 from ledger.events import Event
 from ledger.ledger import Ledger
-from ledger.remote import STRICT, RemoteLedger, TokenError, direct_access_error, quote
+from ledger.remote import STRICT, RemoteLedger, direct_access_error, quote
 from projections.api import KINDS, Outcome, Views
 
 if TYPE_CHECKING:
-    from projections.state import Folder
+    pass
 
 __all__ = ["RemoteViews", "views_of"]
 
@@ -37,19 +37,6 @@ _ANY_SUBJECT: Final = "-"
 
 def _rfc3339(moment: datetime) -> str:
     return msgspec.json.encode(moment).decode().strip('"')
-
-
-class _FolderStates:
-    """A `Folder`'s states as the `StateSource` the documents of `projections.query` read."""
-
-    def __init__(self, folder: Folder) -> None:
-        self.states = folder.states
-
-    def subjects(self, projection: str) -> Iterator[tuple[str, Any]]:
-        return iter(self.states.get(projection, {}).items())
-
-    def state(self, projection: str, subject: str) -> Any | None:
-        return self.states.get(projection, {}).get(subject)
 
 
 class RemoteViews:
@@ -110,22 +97,10 @@ class RemoteViews:
         }
 
     def policy(self, subject: str | None = None) -> dict[str, Any]:
-        """``status policy`` (`projections.query.policy_document`): the server serves no policy
-        document, so the `SetPolicy` events of the streamed log are folded here (reading the
-        log takes an auditor's or an admin's token)."""
-        from projections import policy  # noqa: PLC0415
-        from projections.query import policy_document  # noqa: PLC0415
-        from projections.state import Folder  # noqa: PLC0415
-
-        folder = Folder()
-        size = self.ledger.size()
-        try:
-            for entry in self.ledger.read(1, size) if size else ():
-                if isinstance(entry.event, policy.HANDLES):
-                    folder.apply(entry.event)
-        except TokenError as e:
-            raise TokenError(f"status policy through a server reads the log: {e}") from e
-        return policy_document(_FolderStates(folder), subject)
+        """``status policy`` (`projections.query.policy_document`), as the server folds it."""
+        path = "/v1/policy" if subject is None else f"/v1/policy/{quote(subject)}"
+        document: dict[str, Any] = self._client.json(path)
+        return document
 
     def history(self, subject: str) -> list[dict[str, Any]]:
         """Each event about `subject` with its verdicts (the ``history`` JSON of SPEC §5)."""

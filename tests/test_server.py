@@ -149,7 +149,8 @@ def test_every_route_answers_as_the_spec_says(served: Served) -> None:
         schema = admin.get("/openapi.json").json()
         assert schema["openapi"].startswith("3.1")
         for path in ("/v1/events", "/v1/status/{kind}/{subject}", "/v1/history/{subject}",
-                     "/v1/log", "/v1/subscribe", "/v1/checkpoint", "/metrics", "/readyz"):
+                     "/v1/policy", "/v1/log", "/v1/subscribe", "/v1/checkpoint", "/metrics",
+                     "/readyz"):
             assert path in schema["paths"], path
         body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]
         assert "application/json" in body
@@ -268,6 +269,7 @@ ROUTES: list[tuple[str, str, frozenset[str]]] = [
     ("GET", "/v1/status/maintenance/node-1",
      frozenset({"reader", "loop", "operator", "auditor"})),
     ("GET", "/v1/history/node-1", frozenset({"reader", "loop", "operator", "auditor"})),
+    ("GET", "/v1/policy/node-1", frozenset({"reader", "loop", "operator", "auditor"})),
     ("GET", "/v1/subscribe", frozenset({"reader", "loop", "operator", "auditor"})),
     ("GET", "/v1/info", frozenset({"reader", "loop", "operator", "auditor"})),
     ("GET", "/v1/log", frozenset({"auditor"})),

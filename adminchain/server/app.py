@@ -589,6 +589,25 @@ async def status(
     return document
 
 
+@get(
+    ["/v1/policy", "/v1/policy/{subject:path}"],
+    guards=[READER],
+    summary="The effective policy per subject and for `*` (SPEC §5 `status policy`)",
+)
+async def policy(
+    request: Request[Any, Any, Any],
+    subject: str | None = None,
+    min_position: int | None = Parameter(default=None, ge=1),
+    wait: int = 0,
+) -> dict[str, Any]:
+    server = server_of(request)
+    await _read_your_writes(server, min_position, wait)
+    document: dict[str, Any] = await server.run(
+        lambda: server.views.policy(subject.lstrip("/") if subject else None)
+    )
+    return document
+
+
 @get("/v1/history/{subject:path}", guards=[READER], summary="Each event about a subject")
 async def history(
     request: Request[Any, Any, Any],
@@ -920,6 +939,7 @@ def create_app(config: ServerConfig) -> Litestar:
         route_handlers=[
             append_events,
             status,
+            policy,
             history,
             log_lines,
             subscribe,
