@@ -109,9 +109,7 @@ def append(
             numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
         spooled = views.ledger.spool(numbered, validated=True)  # Ctrl-C here: nothing stored
         with interrupts_deferred():
-            result = views.ledger.append_spooled(
-                spooled, precondition=precondition, progress=stored
-            )
+            result = views.append_spooled(spooled, precondition=precondition, progress=stored)
             STORED.note(result)
     with render.progress_bar("folding", None, enabled=not as_json) as update:
         done = views.outcomes(result, progress=update)

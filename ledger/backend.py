@@ -124,6 +124,10 @@ class AppendRequest:
     """`source`'s precondition: called under the write lock with each chunk before it is stored."""
     on_chunk: Callable[[BulkChunk | None, list[Appended]], None] | None = None
     """Told each stored chunk of `source` and its results (None first: the transaction starts)."""
+    after_chunk: Callable[[TxnOps | None, list[Appended]], None] | None = None
+    """Runs inside the transaction once each chunk of `source` is written, with its results
+    (before `on_chunk`); told (None, []) first, each time the transaction (re)starts. Derived
+    data kept current in the big append's own commit (the stored views: `Views.append_spooled`)."""
 
     spooled: int = 0
     """How many events `source` holds."""
@@ -205,6 +209,8 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
     """
     assert request.source is not None
     request.result, request.error = [], None
+    if request.after_chunk is not None:
+        request.after_chunk(None, [])
     if request.on_chunk is not None:
         request.on_chunk(None, [])
     for chunk in request.source():
@@ -218,6 +224,8 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
             pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
         appended = pending.add_rows(rows, minted)
         pending.flush()
+        if request.after_chunk is not None:
+            request.after_chunk(pending, appended)
         if request.on_chunk is not None:
             request.on_chunk(chunk, appended)
 

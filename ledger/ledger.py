@@ -319,8 +319,11 @@ class Ledger:
         *,
         precondition: Precondition | None = None,
         progress: Callable[[int, int], None] | None = None,
+        after_chunk: Callable[[TxnOps | None, list[Appended]], None] | None = None,
     ) -> bulk.BulkResult:
-        """The second pass of `append_bulk`: store a spool in ONE write transaction."""
+        """The second pass of `append_bulk`: store a spool in ONE write transaction.
+        `after_chunk(ops, results)` runs in that transaction after each chunk is written (see
+        `AppendRequest.after_chunk`: how the stored views are folded in the same commit)."""
         result = bulk.BulkResult(spool)
         if not spool.count:
             return result
@@ -352,7 +355,7 @@ class Ledger:
 
             request = AppendRequest(
                 [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
-                spooled=spool.count,
+                spooled=spool.count, after_chunk=after_chunk,
             )  # fmt: skip
             self.backend.write([request])
         return result
@@ -370,8 +373,7 @@ class Ledger:
             for line, event in zip(lines, checked, strict=True)
         ]
         rows = [
-            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now))
-            for e in prepared
+            (e.subject, type(e).__name__, cast(str, e.id), encode_record(e, now)) for e in prepared
         ]
         return bulk.Chunk(
             lines, rows, [e.id is None for e in checked], [e.at is None for e in checked]

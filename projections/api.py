@@ -12,6 +12,7 @@ views here, or a replayed `Folder` (as-of queries in `replay`).
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from projections.views import (
 )
 
 if TYPE_CHECKING:
+    from ledger.bulk import BulkResult, Spool
     from ledger.lmdb_backend import LMDBBackend
     from ledger.postgres import PostgresBackend
 
@@ -48,7 +50,6 @@ __all__ = ["KINDS", "InlineFold", "Outcome", "StateSource", "Views", "status_doc
 
 _OUTCOMES: Final = 20_000
 """Appended events whose verdicts `Views.outcomes` gathers at a time (bounds its memory)."""
-
 
 
 class StateSource(Protocol):
@@ -187,6 +188,50 @@ class InlineFold:
         return verdicts
 
 
+class _BulkFold:
+    """`Views.append_spooled`'s `after_chunk` hook: folds each stored chunk of a big append into
+    the views inside the append's own transaction (one commit; the log is read once more, from
+    the transaction's pages, not from a later one), keeping what each event got compactly: a
+    code per appended event (in input order) into a table of the distinct verdict lists, which
+    are few (-1: not kept, e.g. a duplicate: `Views.outcomes` recomputes those)."""
+
+    _LIMIT: Final = 1 << 16
+    """Distinct verdict lists kept at most (beyond: recomputed later, memory stays bounded)."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self._store = store
+        self._carry = Carry()
+        self.codes = array("i")
+        self.table: list[tuple[Verdict, ...]] = []
+        self._index: dict[tuple[Verdict, ...], int] = {}
+
+    def __call__(self, ops: TxnOps | None, appended: list[Appended]) -> None:
+        if ops is None:  # the transaction (re)starts
+            self._carry, self.codes = Carry(), array("i")
+            return
+        found: dict[int, list[Verdict]] = {}
+        fold_in, carry = self._store.fold_in, self._carry
+        while True:
+            tracking, size = fold_in(ops, CHUNK, found, carry)
+            if tracking >= size:
+                break
+        index, table, codes = self._index, self.table, self.codes
+        for result in appended:
+            given = None if result.duplicate else found.get(result.position)
+            if given is None:
+                codes.append(-1)
+                continue
+            key = tuple(given)
+            code = index.get(key)
+            if code is None:
+                if len(table) >= self._LIMIT:
+                    codes.append(-1)
+                    continue
+                code = index[key] = len(table)
+                table.append(key)
+            codes.append(code)
+
+
 def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
     """Verdicts as the ``history`` JSON shows them."""
     return [_verdict_json(v) for v in verdicts]
@@ -197,12 +242,11 @@ class Views:
     every catch-up goes (also those a query makes by itself: the first one after a big append
     can take seconds)."""
 
-    def __init__(
-        self, ledger: Ledger, progress: Callable[[int, int], None] | None = None
-    ) -> None:
+    def __init__(self, ledger: Ledger, progress: Callable[[int, int], None] | None = None) -> None:
         self.ledger = ledger
         self.store = open_store(ledger)
         self.progress = progress
+        self._captured: tuple[Any, _BulkFold] | None = None
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold every event beyond the tracking position; returns the new tracking position.
@@ -401,6 +445,23 @@ class Views:
         results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
         return list(self.outcomes(results, events if states else None))
 
+    def append_spooled(
+        self,
+        spool: Spool,
+        *,
+        precondition: Precondition | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BulkResult:
+        """`Ledger.append_spooled` (a big append, ONE transaction) with the stored views folded
+        in the same transaction, chunk by chunk: the views never lag it, and `outcomes` of the
+        result answers from the verdicts that fold gave, without another pass over the log."""
+        fold = _BulkFold(self.store)
+        result = self.ledger.append_spooled(
+            spool, precondition=precondition, progress=progress, after_chunk=fold
+        )
+        self._captured = (result, fold)
+        return result
+
     def outcomes(
         self,
         results: Iterable[Appended],
@@ -414,16 +475,30 @@ class Views:
         process folded first) are recomputed (`entry_verdicts`). With `events` (the appended
         events, in order), the subject's state then in each projection that judged it."""
         progress = progress if progress is not None else self.progress
+        captured = self._captured
+        fold = captured[1] if captured is not None and captured[0] is results else None
+        shared = [] if fold is None else [verdicts_json(v) for v in fold.table]
         source = iter(results)
         carry = Carry()
         index = 0
         while chunk := list(islice(source, _OUTCOMES)):
-            new = [r.position for r in chunk if not r.duplicate]
             found: dict[int, list[Verdict]] = {}
-            if new:
-                self._fold_to(min(new), max(new), found, carry, progress)
-            missing = [r.position for r in chunk if r.position not in found]
+            known: dict[int, list[dict[str, Any]]] = {}
+            if fold is not None:  # folded in the append's transaction: verdicts kept there
+                codes = fold.codes
+                for offset, result in enumerate(chunk, index):
+                    code = codes[offset]
+                    if code >= 0:
+                        known[result.position] = shared[code]
+            else:
+                new = [r.position for r in chunk if not r.duplicate]
+                if new:
+                    self._fold_to(min(new), max(new), found, carry, progress)
+            missing = [
+                r.position for r in chunk if r.position not in found and r.position not in known
+            ]
             recomputed = dict(zip(missing, self.verdicts_at(missing), strict=True))
+            recomputed.update(known)
             with self.reader() as reader:
                 states = _ReaderSource(reader)
                 done = []

@@ -123,12 +123,16 @@ class LMDBViews:
             yield _LMDBViewTxn(self, txn)
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         view = self.over(ops)
         assert isinstance(view, _LMDBViewTxn)
-        return catch_up_txn(view, limit, verdicts=verdicts)
+        return catch_up_txn(view, limit, verdicts=verdicts, carry=carry)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""

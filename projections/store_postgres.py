@@ -218,14 +218,18 @@ class PostgresViews:
             yield _PgViewTxn(self, curs)
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         own = ops.own()
         if not isinstance(own, PostgresTxnOps):
             raise TypeError(f"PostgreSQL views cannot be written through {type(own).__name__}")
         txn = _PgViewTxn(self, own.cursor, lock="UPDATE")
-        return catch_up_txn(txn, limit, verdicts=verdicts)
+        return catch_up_txn(txn, limit, verdicts=verdicts, carry=carry)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""

@@ -117,11 +117,17 @@ class ViewStore(Protocol):
         """The views as seen inside one of the ledger's write transactions (strict appends)."""
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events into the views inside one of the ledger's write
-        transactions (the server's appends: one commit for the events and their fold); with
-        `verdicts`, each folded position's verdicts are put there (see `catch_up_txn`)."""
+        transactions (the server's appends, a big append's chunks: one commit for the events and
+        their fold); with `verdicts`, each folded position's verdicts are put there, with
+        `carry`, the states of the previous call in the same transaction are taken up (see
+        `catch_up_txn`)."""
 
     def reset(self) -> None:
         """Drop every state and the tracking position (a rebuild follows)."""

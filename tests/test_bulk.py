@@ -307,3 +307,89 @@ def test_a_strict_big_append_folds_the_log_once(monkeypatch: pytest.MonkeyPatch)
         assert result.stored == 46
         assert reads == [(1, 30)]
         assert views.catch_up() == 76
+
+
+def _mixed(n: int, start: int = 0) -> list[Event]:
+    """Failures with, every 40th event, maintenance that is refused half of the time."""
+    events: list[Event] = []
+    for i in range(n):
+        if i % 40 == 7:
+            kind = EnterMaintenance if i % 80 == 7 else ExitMaintenance
+            events.append(kind(subject=f"n{i % 3}", actor="op", at=ts(start + i)))
+        else:
+            events.append(KeepAliveFailed(subject=f"r{i % 7}", at=ts(start + i)))
+    return events
+
+
+def _fold_of(log: Ledger) -> dict[str, dict[str, Any]]:
+    from projections.state import Folder  # noqa: PLC0415
+
+    folder = Folder()
+    for entry in log.read():
+        folder.apply(entry.event)
+    return {name: {s: v for s, v in table.items() if v is not None}
+            for name, table in folder.states.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_big_append_through_the_views_folds_them_in_its_own_commit(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Views.append_spooled` (what `append FILE` runs): the views are folded chunk by chunk in
+    the append's own transaction (events appended before and not folded yet included), so they
+    include the append the moment it commits, without another transaction; the verdicts each
+    event gets are the fold's (equal to those recomputed), a repeat's are its original's."""
+    with fresh_ledger(backend) as log:
+        log.append_batch(failures(30))  # not folded into the views yet
+        views = Views(log)
+        events = _mixed(95, start=40)
+        events[60] = msgspec.structs.replace(events[60], id="again")
+        events[90] = msgspec.structs.replace(events[90], id="again")  # a repeat, chunks later
+        spool = log.spool(numbered(events), chunk=10)
+        writes: list[int] = []
+        if backend == "lmdb":
+            real = LMDBBackend.transaction
+
+            def transaction(self: LMDBBackend, body: Any, **kw: Any) -> Any:
+                writes.append(1)
+                return real(self, body, **kw)
+
+            monkeypatch.setattr(LMDBBackend, "transaction", transaction)
+        result = views.append_spooled(spool, progress=None)
+        outcomes = list(views.outcomes(result))
+        if backend == "lmdb":
+            assert writes == [1], "one transaction: the append and its fold"
+        assert views.tracked_states(with_states=False)[0] == log.size() == 30 + 94
+        stored = views.stored_states()[2]
+        assert {n: t for n, t in stored.items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        assert outcomes[90].duplicate
+        assert outcomes[90].position == outcomes[60].position
+        assert outcomes[90].verdicts == outcomes[60].verdicts
+        positions = [o.position for o in outcomes]
+        assert [o.verdicts for o in outcomes] == views.verdicts_at(positions)
+        assert any(o.rejected for o in outcomes)
+        spool.close()
+
+
+def test_a_big_append_run_again_folds_the_views_once(tmp_path: Path) -> None:
+    """A transaction run again (the LMDB map grew) folds the views again from the start of the
+    append: each event once, the verdicts kept those of the run that committed."""
+    with Ledger(LMDBBackend(tmp_path / "small.lmdb", map_size=1 << 20)) as log:
+        views = Views(log)
+        starts: list[int] = []
+        spool = log.spool(numbered(_mixed(6000)), chunk=1000)
+        result = views.append_spooled(
+            spool, progress=lambda done, total: starts.append(done) if done == 1000 else None
+        )
+        assert len(starts) > 1, "the map grew: the transaction ran more than once"
+        outcomes = list(views.outcomes(result))
+        assert len(outcomes) == 6000
+        assert views.tracked_states(with_states=False)[0] == 6000
+        assert [o.verdicts for o in outcomes] == views.verdicts_at(range(1, 6001))
+        stored = views.stored_states()[2]
+        assert {n: t for n, t in stored.items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        spool.close()
