@@ -367,7 +367,7 @@ def test_a_big_append_through_the_views_folds_them_in_its_own_commit(
         assert outcomes[90].duplicate
         assert outcomes[90].position == outcomes[60].position
         assert outcomes[90].verdicts == outcomes[60].verdicts
-        positions = [o.position for o in outcomes]
+        positions = [o.position or 0 for o in outcomes]
         assert [o.verdicts for o in outcomes] == views.verdicts_at(positions)
         assert any(o.rejected for o in outcomes)
         spool.close()
