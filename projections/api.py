@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ledger.backend import Appended, LogBackend, Precondition, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from ledger.postgres import PostgresBackend
 
 __all__ = ["KINDS", "InlineFold", "Outcome", "StateSource", "Views", "status_document"]
+
+T = TypeVar("T")
 
 _OUTCOMES: Final = 20_000
 """Appended events whose verdicts `Views.outcomes` gathers at a time (bounds its memory)."""
@@ -519,6 +521,28 @@ class Views:
                         Outcome(result.position, result.id, result.duplicate, verdicts, now_states)
                     )
             yield from done
+
+    def refused(
+        self, results: Iterable[Appended], inputs: Iterable[T]
+    ) -> Iterator[tuple[T, Outcome]]:
+        """(input, outcome) of each new event a projection rejected, `inputs` being anything
+        given per event in the same order (for ``append``'s human output). After
+        `append_spooled`, answered from the verdicts kept by its fold: only the refused events
+        get an `Outcome`; otherwise from `outcomes`."""
+        captured = self._captured
+        if captured is None or captured[0] is not results:
+            for given, outcome in zip(inputs, self.outcomes(results), strict=True):
+                if not outcome.duplicate and outcome.rejected:
+                    yield given, outcome
+            return
+        fold = captured[1]
+        table = fold.table
+        bad = {c for c, vs in enumerate(table) if any(v.verdict == "rejected" for v in vs)}
+        codes = fold.codes
+        for index, (given, result) in enumerate(zip(inputs, results, strict=True)):
+            if codes[index] in bad and not result.duplicate:
+                verdicts = verdicts_json(table[codes[index]])
+                yield given, Outcome(result.position, result.id, False, verdicts)
 
     def _fold_to(
         self,

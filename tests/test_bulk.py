@@ -370,6 +370,9 @@ def test_a_big_append_through_the_views_folds_them_in_its_own_commit(
         positions = [o.position or 0 for o in outcomes]
         assert [o.verdicts for o in outcomes] == views.verdicts_at(positions)
         assert any(o.rejected for o in outcomes)
+        expected = [(i, o) for i, o in enumerate(outcomes) if not o.duplicate and o.rejected]
+        assert list(views.refused(result, range(95))) == expected  # from the fold's verdicts
+        assert list(Views(log).refused(result, range(95))) == expected  # recomputed
         spool.close()
 
 
