@@ -9,7 +9,7 @@ older versions kept each position's verdicts, is no longer written: see `project
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
@@ -64,6 +64,11 @@ class _LMDBViewTxn:
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         return self._log.read_stored(start, stop)
 
+    def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
+        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path)."""
+        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
+        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
+
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)
         if data is None:
@@ -109,6 +114,7 @@ class LMDBViews:
 
     def transact(self, fn: Callable[[ViewTxn], T]) -> T:
         """`fn` over the views in one write transaction (run again if the map had to grow)."""
+
         def body(txn: Any) -> T:
             view = _LMDBViewTxn(self, txn)
             result = fn(view)
