@@ -26,7 +26,7 @@ from ledger import merkle
 from ledger.backend import IndexCheck
 from ledger.codec import leaf_hashes, record_decoder
 from ledger.cosign import WitnessPolicy
-from ledger.errors import ProofError, StorageError, UsageError
+from ledger.errors import LedgerError, ProofError, StorageError, UsageError
 from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
@@ -323,16 +323,22 @@ def verify(
         stored = stored_checkpoints(frozen, verifiers, witnesses)
         checkpoints = stored.found
         size = frozen.size()
-        digests = _Digests(frozen, sorted(checkpoints))
+        # the views' position too: their states are checked against the digest folded there
+        views_at = _views_tracking(ledger, size)
+        digests = _Digests(frozen, sorted({*checkpoints, *((views_at,) if views_at else ())}))
         indexes = frozen.backend.index_check()
+        views_digest: bytes | None = None
         try:
             result = _verify(
                 frozen, checkpoints, digests, indexes, progress=progress, every=every, size=size
             )
+            if result.ok and views_at:
+                views_digest = digests.get([views_at]).get(views_at)
         finally:
             digests.close()
         if result.ok:
-            problem = derived_problem(ledger, frozen, indexes)
+            folded = None if views_digest is None else (views_at, views_digest)
+            problem = derived_problem(ledger, frozen, indexes, folded)
             if problem is not None:
                 result = replace(result, ok=False, detail=problem)
     unsigned = stored.unsigned if verifiers else ()
@@ -351,6 +357,18 @@ def verify(
         result.checkpoints_checked,
         unsigned,
     )
+
+
+def _views_tracking(ledger: Ledger, size: int) -> int:
+    """The stored views' tracking position when it is within the log's first `size` events
+    (0: none to check by digest, e.g. a server's views, or views beyond the snapshot)."""
+    if ledger.backend.kind == "remote":
+        return 0
+    try:
+        tracking = Views(ledger).tracked_states(with_states=False)[0]
+    except (LedgerError, UsageError):
+        return 0  # `derived_problem` looks at the views itself, and says what is wrong
+    return tracking if 0 < tracking <= size else 0
 
 
 def _verify(
