@@ -377,6 +377,15 @@ class IndexCheck:
         for i, key in enumerate(self._keys):
             sums[i] += hash((key(event), position))
 
+    def add_run(self, first: int, events: Sequence[Event]) -> None:
+        """`add` for the events at positions first, first + 1, … (one pass per index, the
+        hashing and summing in C)."""
+        self._count += len(events)
+        positions = range(first, first + len(events))
+        sums = self._sums
+        for i, key in enumerate(self._keys):
+            sums[i] += sum(map(hash, zip(map(key, events), positions, strict=True)))
+
     def problem(self, event_at: Callable[[int], Event]) -> str | None:
         """What is wrong with the first index that does not match the log (None: all match)."""
         size = self._count

@@ -19,6 +19,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
+from typing import cast
 
 import msgspec
 
@@ -408,7 +409,6 @@ def _verify(
     good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
     push = frontier.push
-    index = indexes.add
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
@@ -428,8 +428,8 @@ def _verify(
                 if problem is not None:
                     return result(position, problem_detail(event, position, problem))
             push(leaf)
-            index(position, event)
             expected += 1
+        indexes.add_run(part[0][0], cast("list[Event]", events))  # every one checked above
         if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
             root = frontier.root()
             if checkpoints[next_checkpoint].root != root:
