@@ -204,12 +204,14 @@ class _BulkFold:
         self._store = store
         self._carry = Carry()
         self.codes = array("i")
+        self.complete = True
+        """Whether every new event has its code (else `Views.refused` recomputes)."""
         self.table: list[tuple[Verdict, ...]] = []
         self._index: dict[tuple[Verdict, ...], int] = {}
 
     def __call__(self, ops: TxnOps | None, appended: list[Appended]) -> None:
         if ops is None:  # the transaction (re)starts
-            self._carry, self.codes = Carry(), array("i")
+            self._carry, self.codes, self.complete = Carry(), array("i"), True
             return
         found: dict[int, list[Verdict]] = {}
         fold_in, carry = self._store.fold_in, self._carry
@@ -222,12 +224,14 @@ class _BulkFold:
             given = None if result.duplicate else found.get(result.position)
             if given is None:
                 codes.append(-1)
+                self.complete = self.complete and result.duplicate
                 continue
             key = tuple(given)
             code = index.get(key)
             if code is None:
                 if len(table) >= self._LIMIT:
                     codes.append(-1)
+                    self.complete = False
                     continue
                 code = index[key] = len(table)
                 table.append(key)
@@ -530,7 +534,7 @@ class Views:
         `append_spooled`, answered from the verdicts kept by its fold: only the refused events
         get an `Outcome`; otherwise from `outcomes`."""
         captured = self._captured
-        if captured is None or captured[0] is not results:
+        if captured is None or captured[0] is not results or not captured[1].complete:
             for given, outcome in zip(inputs, self.outcomes(results), strict=True):
                 if not outcome.duplicate and outcome.rejected:
                     yield given, outcome
@@ -539,7 +543,11 @@ class Views:
         table = fold.table
         bad = {c for c, vs in enumerate(table) if any(v.verdict == "rejected" for v in vs)}
         codes = fold.codes
-        for index, (given, result) in enumerate(zip(inputs, results, strict=True)):
+        last = max((i for i, code in enumerate(codes) if code in bad), default=-1)
+        # the inputs and results are read (from the spool) only as far as the last refusal
+        for index, (given, result) in enumerate(zip(inputs, results, strict=False)):
+            if index > last:
+                return
             if codes[index] in bad and not result.duplicate:
                 verdicts = verdicts_json(table[codes[index]])
                 yield given, Outcome(result.position, result.id, False, verdicts)

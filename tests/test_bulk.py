@@ -396,3 +396,23 @@ def test_a_big_append_run_again_folds_the_views_once(tmp_path: Path) -> None:
             n: t for n, t in _fold_of(log).items() if t
         }
         spool.close()
+
+
+def test_refusals_are_found_when_the_fold_keeps_too_many_distinct_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its table of distinct verdict lists the append's fold keeps no code: the refused
+    events are still all found (recomputed)."""
+    from projections import api  # noqa: PLC0415
+
+    monkeypatch.setattr(api._BulkFold, "_LIMIT", 1)
+    with fresh_ledger("lmdb") as log:
+        views = Views(log)
+        events = _mixed(200)
+        spool = log.spool(numbered(events), chunk=50)
+        result = views.append_spooled(spool)
+        outcomes = list(views.outcomes(result))
+        expected = [(i, o) for i, o in enumerate(outcomes) if o.rejected]
+        assert expected
+        assert list(views.refused(result, range(200))) == expected
+        spool.close()
