@@ -372,6 +372,34 @@ def _views_tracking(ledger: Ledger, size: int) -> int:
     return tracking if 0 < tracking <= size else 0
 
 
+def _check_part(
+    part: list[tuple[int, bytes]],
+    stored_leaves: list[tuple[int, bytes]],
+    events: Sequence[Event | None],
+    hashes: list[bytes],
+    *,
+    expected: int,
+    trust: TrustFold,
+) -> tuple[int, tuple[int, str] | None]:
+    """Check each position of a part in order (its place, leaf, decoding, signatures): the
+    position after the last that passed, and (the first bad position, why) if one did not."""
+    for (position, stored), (stored_position, stored_leaf), event, leaf in zip(
+        part, stored_leaves, events, hashes, strict=True
+    ):
+        if position != expected:
+            return expected, (expected, f"position {expected} is missing: an event was removed")
+        if stored_leaf != leaf:
+            return expected, (position, _leaf_mismatch(position, stored_position))
+        if event is None:
+            return expected, (position, _undecodable(position, stored))
+        if type(event) in trust.watched:
+            problem = trust.step(event, position)
+            if problem is not None:
+                return expected, (position, problem_detail(event, position, problem))
+        expected += 1
+    return expected, None
+
+
 def _verify(
     ledger: Ledger,
     checkpoints: dict[int, Checkpoint],
@@ -408,28 +436,20 @@ def _verify(
 
     good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
-    push = frontier.push
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
         stored_leaves = list(islice(leaves, len(part)))
         events = _decode_or_none(part)
-        for (position, stored), (stored_position, stored_leaf), event, leaf in zip(
-            part, stored_leaves, events, leaf_hashes(part), strict=True
-        ):
-            if position != expected:
-                return result(expected, f"position {expected} is missing: an event was removed")
-            if stored_leaf != leaf:
-                return result(position, _leaf_mismatch(position, stored_position))
-            if event is None:
-                return result(position, _undecodable(position, stored))
-            if type(event) in trust.watched:
-                problem = trust.step(event, position)
-                if problem is not None:
-                    return result(position, problem_detail(event, position, problem))
-            push(leaf)
-            expected += 1
-        indexes.add_run(part[0][0], cast("list[Event]", events))  # every one checked above
+        hashes = leaf_hashes(part)
+        first = expected
+        expected, failure = _check_part(
+            part, stored_leaves, events, hashes, expected=expected, trust=trust
+        )
+        frontier.push_run(hashes[: expected - first])  # the positions that passed
+        if failure is not None:
+            return result(*failure)
+        indexes.add_run(first, cast("list[Event]", events))  # every one checked above
         if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
             root = frontier.root()
             if checkpoints[next_checkpoint].root != root:
