@@ -209,24 +209,25 @@ class _BulkFold:
         self.table: list[tuple[Verdict, ...]] = []
         self._index: dict[tuple[Verdict, ...], int] = {}
 
-    def __call__(self, ops: TxnOps | None, appended: list[Appended]) -> None:
+    def __call__(self, ops: TxnOps | None, appended: list[Appended], events: list[Event]) -> None:
         if ops is None:  # the transaction (re)starts
             self._carry, self.codes, self.complete = Carry(), array("i"), True
             return
         found: dict[int, list[Verdict]] = {}
         fold_in, carry = self._store.fold_in, self._carry
+        given = [(a.position, e) for a, e in zip(appended, events, strict=True) if not a.duplicate]
         while True:
-            tracking, size = fold_in(ops, CHUNK, found, carry)
+            tracking, size = fold_in(ops, CHUNK, found, carry, given=given)
             if tracking >= size:
                 break
         index, table, codes = self._index, self.table, self.codes
         for result in appended:
-            given = None if result.duplicate else found.get(result.position)
-            if given is None:
+            got = None if result.duplicate else found.get(result.position)
+            if got is None:
                 codes.append(-1)
                 self.complete = self.complete and result.duplicate
                 continue
-            key = tuple(given)
+            key = tuple(got)
             code = index.get(key)
             if code is None:
                 if len(table) >= self._LIMIT:

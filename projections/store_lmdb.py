@@ -8,12 +8,13 @@ older versions kept each position's verdicts, is no longer written: see `project
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
 from ledger.backend import TxnOps
+from ledger.events import Event
 from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
 from projections.base import Verdict
 from projections.views import Carry, ViewTxn, catch_up_txn
@@ -134,11 +135,12 @@ class LMDBViews:
         limit: int,
         verdicts: dict[int, list[Verdict]] | None = None,
         carry: Carry | None = None,
+        given: Sequence[tuple[int, Event]] = (),
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         view = self.over(ops)
         assert isinstance(view, _LMDBViewTxn)
-        return catch_up_txn(view, limit, verdicts=verdicts, carry=carry)
+        return catch_up_txn(view, limit, verdicts=verdicts, carry=carry, given=given)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""

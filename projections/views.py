@@ -122,11 +122,13 @@ class ViewStore(Protocol):
         limit: int,
         verdicts: dict[int, list[Verdict]] | None = None,
         carry: Carry | None = None,
+        given: Sequence[tuple[int, Event]] = (),
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events into the views inside one of the ledger's write
         transactions (the server's appends, a big append's chunks: one commit for the events and
         their fold); with `verdicts`, each folded position's verdicts are put there, with
-        `carry`, the states of the previous call in the same transaction are taken up (see
+        `carry`, the states of the previous call in the same transaction are taken up, with
+        `given`, events already decoded are folded without being read back (see
         `catch_up_txn`)."""
 
     def reset(self) -> None:
@@ -238,6 +240,8 @@ def catch_up_txn(
     progress: Callable[[int], None] | None = None,
     carry: Carry | None = None,
     verdicts: dict[int, list[Verdict]] | None = None,
+    *,
+    given: Sequence[tuple[int, Event]] = (),
 ) -> tuple[int, int]:
     """Fold up to `limit` events after the tracking position into the views, inside `txn`.
 
@@ -248,13 +252,21 @@ def catch_up_txn(
     With `carry` from the previous chunk (the tracking position unchanged since), its states
     are taken up instead of being loaded again. With `verdicts`, each folded position's
     verdicts are put there (the fold gives them anyway: the server's appends answer with them).
-    Returns (new tracking position, log size): the caller repeats while they differ.
+    `given`: (position, event) of events the caller has decoded already (a big append's chunk,
+    just written in this transaction); when they are exactly the next ones, they are folded
+    instead of being read back. Returns (new tracking position, log size): the caller repeats
+    while they differ.
     """
     start = txn.tracking() + 1
     size = txn.size()
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
+    batches: Iterable[tuple[Sequence[tuple[int, object]], list[Event]]]
+    if given and given[0][0] == start and given[-1][0] == start + len(given) - 1 <= stop:
+        batches, stop = [(given, [event for _, event in given])], given[-1][0]
+    else:
+        batches = ((batch, _decoded_batch(batch)) for batch in _batches(txn, start, stop))
     if carry is None or carry.tracking != start - 1:
         carry = carry or Carry()
         carry.folder, carry.loaded, carry.met = Folder(), {}, set()
@@ -276,8 +288,7 @@ def catch_up_txn(
     if policy.ALL not in met:
         meet([policy.ALL])
     last = start - 1
-    for batch in _batches(txn, start, stop):
-        events = _decoded_batch(batch)
+    for batch, events in batches:
         new = {e.subject for e in events} - met
         if new:
             meet(new)

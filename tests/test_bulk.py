@@ -416,3 +416,32 @@ def test_refusals_are_found_when_the_fold_keeps_too_many_distinct_verdicts(
         assert expected
         assert list(views.refused(result, range(200))) == expected
         spool.close()
+
+
+def test_a_big_append_folds_its_chunks_without_reading_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The append's fold takes each chunk's events as the append decoded them; only events
+    the views lagged behind by (appended before, not folded) are read from the log."""
+    from projections import views as views_module  # noqa: PLC0415
+
+    read: list[tuple[int, int]] = []
+    real = views_module._batches
+
+    def batches(txn: Any, start: int, stop: int) -> Any:
+        read.append((start, stop))
+        return real(txn, start, stop)
+
+    monkeypatch.setattr(views_module, "_batches", batches)
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(failures(30))  # not folded into the views yet
+        views = Views(log)
+        spool = log.spool(numbered(_mixed(95, start=40)), chunk=10)
+        result = views.append_spooled(spool)
+        assert read == [(1, 40)]  # the lag and the first chunk, then nothing
+        assert views.tracked_states(with_states=False)[0] == 125
+        assert {n: t for n, t in views.stored_states()[2].items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        assert len(list(views.outcomes(result))) == 95
+        spool.close()
