@@ -324,8 +324,9 @@ def verify(
         stored = stored_checkpoints(frozen, verifiers, witnesses)
         checkpoints = stored.found
         size = frozen.size()
-        # the views' position too: their states are checked against the digest folded there
-        views_at = _views_tracking(ledger, size)
+        # the views' position too, when the checkpoints' digests are folded that far anyway:
+        # their states are then checked against the digest folded there
+        views_at = _views_tracking(ledger, min(size, max(checkpoints, default=0)))
         digests = _Digests(frozen, sorted({*checkpoints, *((views_at,) if views_at else ())}))
         indexes = frozen.backend.index_check()
         views_digest: bytes | None = None
@@ -360,16 +361,16 @@ def verify(
     )
 
 
-def _views_tracking(ledger: Ledger, size: int) -> int:
-    """The stored views' tracking position when it is within the log's first `size` events
-    (0: none to check by digest, e.g. a server's views, or views beyond the snapshot)."""
+def _views_tracking(ledger: Ledger, limit: int) -> int:
+    """The stored views' tracking position when it is at most `limit` (0: none to check by
+    digest, e.g. a server's views, or views beyond the last checkpoint or the snapshot)."""
     if ledger.backend.kind == "remote":
         return 0
     try:
         tracking = Views(ledger).tracked_states(with_states=False)[0]
     except (LedgerError, UsageError):
         return 0  # `derived_problem` looks at the views itself, and says what is wrong
-    return tracking if 0 < tracking <= size else 0
+    return tracking if 0 < tracking <= limit else 0
 
 
 def _check_part(
