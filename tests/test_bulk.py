@@ -445,3 +445,21 @@ def test_a_big_append_folds_its_chunks_without_reading_them_back(
         }
         assert len(list(views.outcomes(result))) == 95
         spool.close()
+
+
+def test_what_a_big_append_stored_is_counted_from_its_result() -> None:
+    """The CLI's count of what it stored (for an interruption's message) takes a big append's
+    count and span from its result, as iterating it would give them."""
+    from adminchain.cli import StoredSoFar  # noqa: PLC0415
+
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(failures(5))
+        events = failures(30, start=10)
+        events[7] = msgspec.structs.replace(events[7], id="x")
+        events[20] = msgspec.structs.replace(events[20], id="x")  # a repeat
+        result = log.append_bulk(numbered(events), chunk=8)
+        fast, slow = StoredSoFar(), StoredSoFar()
+        fast.note(result)
+        slow.note(list(result))
+        assert (fast.count, fast.first, fast.last) == (slow.count, slow.first, slow.last)
+        assert fast.describe() == "29 events (positions 6-34) were stored"
