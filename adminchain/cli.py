@@ -98,6 +98,14 @@ class StoredSoFar:
 
     def note(self, results: Iterable[Any]) -> None:
         """Count the new (non-duplicate) events among append results."""
+        if hasattr(results, "span"):  # a big append's `ledger.bulk.BulkResult`: count and span
+            bulk: Any = results  # (not imported here: start-up)
+            span = bulk.span()
+            if span is not None:
+                self.count += bulk.stored
+                self.first = span[0] if self.first is None else min(self.first, span[0])
+                self.last = span[1] if self.last is None else max(self.last, span[1])
+            return
         for result in results:
             if result.duplicate:
                 continue

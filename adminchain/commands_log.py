@@ -109,17 +109,14 @@ def append(
             numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
         spooled = views.ledger.spool(numbered, validated=True)  # Ctrl-C here: nothing stored
         with interrupts_deferred():
-            result = views.ledger.append_spooled(
-                spooled, precondition=precondition, progress=stored
-            )
+            result = views.append_spooled(spooled, precondition=precondition, progress=stored)
             STORED.note(result)
-    with render.progress_bar("folding", None, enabled=not as_json) as update:
-        done = views.outcomes(result, progress=update)
-        if as_json:
-            render.write_lines(render.outcome_json(o) for o in done)
-        else:
-            render.bulk_summary(result)
-            render.refusals(result.inputs(), done)
+    if as_json:
+        render.write_lines(render.outcome_json(o) for o in views.outcomes(result))
+    else:
+        render.bulk_summary(result)
+        refused = list(views.refused(result, result.inputs()))  # the views are folded already
+        render.refusals([given for given, _ in refused], [outcome for _, outcome in refused])
 
 
 def _in_memory(

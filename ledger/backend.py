@@ -124,6 +124,10 @@ class AppendRequest:
     """`source`'s precondition: called under the write lock with each chunk before it is stored."""
     on_chunk: Callable[[BulkChunk | None, list[Appended]], None] | None = None
     """Told each stored chunk of `source` and its results (None first: the transaction starts)."""
+    after_chunk: Callable[[TxnOps | None, list[Appended]], None] | None = None
+    """Runs inside the transaction once each chunk of `source` is written, with its results
+    (before `on_chunk`); told (None, []) first, each time the transaction (re)starts. Derived
+    data kept current in the big append's own commit (the stored views: `Views.append_spooled`)."""
 
     spooled: int = 0
     """How many events `source` holds."""
@@ -205,6 +209,8 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
     """
     assert request.source is not None
     request.result, request.error = [], None
+    if request.after_chunk is not None:
+        request.after_chunk(None, [])
     if request.on_chunk is not None:
         request.on_chunk(None, [])
     for chunk in request.source():
@@ -218,6 +224,8 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
             pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
         appended = pending.add_rows(rows, minted)
         pending.flush()
+        if request.after_chunk is not None:
+            request.after_chunk(pending, appended)
         if request.on_chunk is not None:
             request.on_chunk(chunk, appended)
 
@@ -368,6 +376,15 @@ class IndexCheck:
         sums = self._sums
         for i, key in enumerate(self._keys):
             sums[i] += hash((key(event), position))
+
+    def add_run(self, first: int, events: Sequence[Event]) -> None:
+        """`add` for the events at positions first, first + 1, … (one pass per index, the
+        hashing and summing in C)."""
+        self._count += len(events)
+        positions = range(first, first + len(events))
+        sums = self._sums
+        for i, key in enumerate(self._keys):
+            sums[i] += sum(map(hash, zip(map(key, events), positions, strict=True)))
 
     def problem(self, event_at: Callable[[int], Event]) -> str | None:
         """What is wrong with the first index that does not match the log (None: all match)."""

@@ -138,10 +138,12 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
 
 
 _BOM: Final = b"\xef\xbb\xbf"
-_KEY: Final = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
-_SUBSECOND: Final = re.compile(rb"\d:\d\d\.\d{7}")
+_KEY_END: Final = b'":'
+_QUOTE_SPACE: Final = re.compile(rb'"[ \t\r\n]+:')
+_SUBSECOND: Final = re.compile(rb"\.\d{7}")
 _SURROGATE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _TOO_PRECISE: Final = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7,}")
+_untyped: Final = msgspec.json.Decoder()
 
 
 def _precheck(data: bytes, line: int | None) -> None:
@@ -153,9 +155,37 @@ def _precheck(data: bytes, line: int | None) -> None:
         raise InvalidEventError(
             "the line starts with a byte order mark (U+FEFF): write UTF-8 without one", line=line
         )
-    keys = _KEY.findall(data)
-    if len(set(keys)) != len(keys) or _SUBSECOND.search(data) or _SURROGATE.search(data):
+    if (
+        _SUBSECOND.search(data)
+        or (b"\\u" in data and _SURROGATE.search(data))
+        or _may_repeat_a_key(data)
+    ):
         _exact_check(data, line)
+
+
+def _may_repeat_a_key(data: bytes) -> bool:
+    """False only when no object of the line gives a key twice (True: look closer).
+
+    Every key occurrence ends with ``":`` unless whitespace comes before its colon (then: True),
+    so the count of ``":`` is at least the number of key occurrences; the decoded objects hold
+    each distinct key once. When the two counts are equal, no key can occur twice."""
+    if _QUOTE_SPACE.search(data):
+        return True
+    try:
+        document = _untyped.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return False  # malformed: msgspec says so, with its own message
+    if data.count(b"{") == 1 and isinstance(document, dict):
+        return data.count(_KEY_END) != len(document)  # one object (the common case)
+    distinct, stack = 0, [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            distinct += len(value)
+            stack.extend(v for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend(v for v in value if isinstance(v, dict | list))
+    return data.count(_KEY_END) != distinct
 
 
 class _Pairs(list[tuple[str, Any]]):

@@ -323,11 +323,21 @@ class Ledger:
         *,
         precondition: Precondition | None = None,
         progress: Callable[[int, int], None] | None = None,
+        after_chunk: Callable[[TxnOps | None, list[Appended], list[Event]], None] | None = None,
     ) -> bulk.BulkResult:
-        """The second pass of `append_bulk`: store a spool in ONE write transaction."""
+        """The second pass of `append_bulk`: store a spool in ONE write transaction.
+        `after_chunk(ops, results, events)` runs in that transaction after each chunk is written,
+        with the chunk's events as stored (see `AppendRequest.after_chunk`: how the stored views
+        are folded in the same commit)."""
         result = bulk.BulkResult(spool)
         if not spool.count:
             return result
+        decoded: list[list[Event]] = [[]]  # the events of the chunk being stored
+
+        def after(ops: TxnOps | None, appended: list[Appended]) -> None:
+            assert after_chunk is not None
+            after_chunk(ops, appended, decoded[0] if ops is not None else [])
+
         with _collector_paused(True):
 
             def check(ops: TxnOps, prepared: BulkChunk) -> None:
@@ -335,7 +345,7 @@ class Ledger:
                 from ledger.trust import check_append  # noqa: PLC0415
 
                 assert isinstance(prepared, bulk.Chunk)
-                events = prepared.events()
+                events = decoded[0] = prepared.events()
                 record: list[Callable[[], None] | None] = []
                 _at_input_line(
                     prepared,
@@ -356,7 +366,7 @@ class Ledger:
 
             request = AppendRequest(
                 [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
-                spooled=spool.count,
+                spooled=spool.count, after_chunk=None if after_chunk is None else after,
             )  # fmt: skip
             self.backend.write([request])
         return result

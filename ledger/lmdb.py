@@ -531,7 +531,9 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         if not cursor.set_range(first.to_bytes(8, "big")):
             return
         unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
-        decided: dict[tuple[bytes, bytes], bool] = {}
+        # a record's lengths, originator id and topic, in one slice: the key of `keep`'s answer
+        named_from = _RECORD.size - 8
+        decided: dict[bytes, bool] = {}
         chunk: list[tuple[int, bytes | None]] = []
         append = chunk.append
         for key, record in cursor.iternext():
@@ -540,11 +542,11 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
                 break
             _, _, oid_len, topic_len = unpack(record)
             if keep is not None:
-                at = head + oid_len
-                named = (record[head:at], record[at : at + topic_len])
+                named = record[named_from : head + oid_len + topic_len]
                 kept = decided.get(named)
                 if kept is None:
-                    kept = decided[named] = keep(*named)
+                    at = head + oid_len
+                    kept = decided[named] = keep(record[head:at], record[at : at + topic_len])
                 if not kept:
                     append((nid, None))
                     if len(chunk) >= size:

@@ -462,6 +462,15 @@ def _index_check(
     """The id index and the subject (sequence) index of `backend`, each scanned by ``run(scan)``
     (inside a transaction `run` provides)."""
     recorder, ids_db = backend.recorder, backend.ids_db
+    prefixes: dict[str, bytes] = {}  # subjects repeat: each one's prefix is made once
+
+    def prefix(subject: str) -> bytes:
+        found = prefixes.get(subject)
+        if found is None:
+            found = prefixes[subject] = recorder.sequence_prefix(subject)
+            if len(prefixes) > 1 << 16:
+                prefixes.clear()
+        return found
 
     def ids(txn: Any) -> Iterator[tuple[bytes, int]]:
         for key, value in txn.cursor(db=ids_db):
@@ -472,7 +481,7 @@ def _index_check(
             Index("id index", lambda e: subject_key(e.id or ""), lambda: run(ids), unique=True),
             Index(
                 "subject index",
-                lambda e: recorder.sequence_prefix(e.subject),
+                lambda e: prefix(e.subject),
                 lambda: run(recorder.index_entries_txn),
             ),
         ]

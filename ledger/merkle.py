@@ -357,6 +357,32 @@ class Frontier:
         stack.append(h)
         self._size += 1
 
+    def push_run(self, leaves: Sequence[bytes]) -> None:
+        """`push` each leaf hash in order, hashing a level at a time (as `plan_append` does):
+        a few list comprehensions instead of a loop step per hash."""
+        if len(leaves) < 16:
+            for leaf in leaves:
+                self.push(leaf)
+            return
+        old = self._size
+        new = old + len(leaves)
+        held = [level for level in range(old.bit_length() - 1, -1, -1) if old >> level & 1]
+        have = dict(zip(held, self._stack, strict=True))  # the old frontier, by level
+        sha, prefix = _sha256, NODE_PREFIX
+        frontier: list[bytes] = []
+        level, start, current = 0, old, list(leaves)
+        while new >> level:
+            if new >> level & 1:  # the new tree has a perfect subtree at this level: its last
+                frontier.append(current[-1] if current else have[level])
+            pairs = [have[level], *current] if start & 1 and current else current
+            current = [
+                sha(prefix + pairs[i] + pairs[i + 1]).digest() for i in range(0, len(pairs) - 1, 2)
+            ]
+            start >>= 1
+            level += 1
+        frontier.reverse()
+        self._stack, self._size = frontier, new
+
     def extend(self, leaves: Iterable[bytes]) -> None:
         """Append leaf hashes in order."""
         for leaf in leaves:

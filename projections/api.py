@@ -14,13 +14,14 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from ledger.backend import Appended, LogBackend, Precondition, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
@@ -44,10 +45,13 @@ from projections.views import (
 )
 
 if TYPE_CHECKING:
+    from ledger.bulk import BulkResult, Spool
     from ledger.lmdb_backend import LMDBBackend
     from ledger.postgres import PostgresBackend
 
 __all__ = ["KINDS", "InlineFold", "Outcome", "StateSource", "Views", "status_document"]
+
+T = TypeVar("T")
 
 _OUTCOMES: Final = 20_000
 """Appended events whose verdicts `Views.outcomes` gathers at a time (bounds its memory)."""
@@ -189,6 +193,55 @@ class InlineFold:
         return verdicts
 
 
+class _BulkFold:
+    """`Views.append_spooled`'s `after_chunk` hook: folds each stored chunk of a big append into
+    the views inside the append's own transaction (one commit; the log is read once more, from
+    the transaction's pages, not from a later one), keeping what each event got compactly: a
+    code per appended event (in input order) into a table of the distinct verdict lists, which
+    are few (-1: not kept, e.g. a duplicate: `Views.outcomes` recomputes those)."""
+
+    _LIMIT: Final = 1 << 16
+    """Distinct verdict lists kept at most (beyond: recomputed later, memory stays bounded)."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self._store = store
+        self._carry = Carry()
+        self.codes = array("i")
+        self.complete = True
+        """Whether every new event has its code (else `Views.refused` recomputes)."""
+        self.table: list[tuple[Verdict, ...]] = []
+        self._index: dict[tuple[Verdict, ...], int] = {}
+
+    def __call__(self, ops: TxnOps | None, appended: list[Appended], events: list[Event]) -> None:
+        if ops is None:  # the transaction (re)starts
+            self._carry, self.codes, self.complete = Carry(), array("i"), True
+            return
+        found: dict[int, list[Verdict]] = {}
+        fold_in, carry = self._store.fold_in, self._carry
+        given = [(a.position, e) for a, e in zip(appended, events, strict=True) if not a.duplicate]
+        while True:
+            tracking, size = fold_in(ops, CHUNK, found, carry, given=given)
+            if tracking >= size:
+                break
+        index, table, codes = self._index, self.table, self.codes
+        for result in appended:
+            got = None if result.duplicate else found.get(result.position)
+            if got is None:
+                codes.append(-1)
+                self.complete = self.complete and result.duplicate
+                continue
+            key = tuple(got)
+            code = index.get(key)
+            if code is None:
+                if len(table) >= self._LIMIT:
+                    codes.append(-1)
+                    self.complete = False
+                    continue
+                code = index[key] = len(table)
+                table.append(key)
+            codes.append(code)
+
+
 def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
     """Verdicts as the ``history`` JSON shows them."""
     return [_verdict_json(v) for v in verdicts]
@@ -243,6 +296,7 @@ class Views:
         self.store = open_store(ledger)
         self.progress = progress
         self._cursors = SubjectCursors()
+        self._captured: tuple[Any, _BulkFold] | None = None
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold every event beyond the tracking position; returns the new tracking position.
@@ -491,6 +545,23 @@ class Views:
         results = self.ledger.append_batch(events, precondition=precondition, validated=validated)
         return list(self.outcomes(results, events if states else None))
 
+    def append_spooled(
+        self,
+        spool: Spool,
+        *,
+        precondition: Precondition | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> BulkResult:
+        """`Ledger.append_spooled` (a big append, ONE transaction) with the stored views folded
+        in the same transaction, chunk by chunk: the views never lag it, and `outcomes` of the
+        result answers from the verdicts that fold gave, without another pass over the log."""
+        fold = _BulkFold(self.store)
+        result = self.ledger.append_spooled(
+            spool, precondition=precondition, progress=progress, after_chunk=fold
+        )
+        self._captured = (result, fold)
+        return result
+
     def outcomes(
         self,
         results: Iterable[Appended],
@@ -504,16 +575,30 @@ class Views:
         process folded first) are recomputed (`entry_verdicts`). With `events` (the appended
         events, in order), the subject's state then in each projection that judged it."""
         progress = progress if progress is not None else self.progress
+        captured = self._captured
+        fold = captured[1] if captured is not None and captured[0] is results else None
+        shared = [] if fold is None else [verdicts_json(v) for v in fold.table]
         source = iter(results)
         carry = Carry()
         index = 0
         while chunk := list(islice(source, _OUTCOMES)):
-            new = [r.position for r in chunk if not r.duplicate]
             found: dict[int, list[Verdict]] = {}
-            if new:
-                self._fold_to(min(new), max(new), found, carry, progress)
-            missing = [r.position for r in chunk if r.position not in found]
+            known: dict[int, list[dict[str, Any]]] = {}
+            if fold is not None:  # folded in the append's transaction: verdicts kept there
+                codes = fold.codes
+                for offset, result in enumerate(chunk, index):
+                    code = codes[offset]
+                    if code >= 0:
+                        known[result.position] = shared[code]
+            else:
+                new = [r.position for r in chunk if not r.duplicate]
+                if new:
+                    self._fold_to(min(new), max(new), found, carry, progress)
+            missing = [
+                r.position for r in chunk if r.position not in found and r.position not in known
+            ]
             recomputed = dict(zip(missing, self.verdicts_at(missing), strict=True))
+            recomputed.update(known)
             with self.reader() as reader:
                 states = _ReaderSource(reader)
                 done = []
@@ -534,6 +619,32 @@ class Views:
                         Outcome(result.position, result.id, result.duplicate, verdicts, now_states)
                     )
             yield from done
+
+    def refused(
+        self, results: Iterable[Appended], inputs: Iterable[T]
+    ) -> Iterator[tuple[T, Outcome]]:
+        """(input, outcome) of each new event a projection rejected, `inputs` being anything
+        given per event in the same order (for ``append``'s human output). After
+        `append_spooled`, answered from the verdicts kept by its fold: only the refused events
+        get an `Outcome`; otherwise from `outcomes`."""
+        captured = self._captured
+        if captured is None or captured[0] is not results or not captured[1].complete:
+            for given, outcome in zip(inputs, self.outcomes(results), strict=True):
+                if not outcome.duplicate and outcome.rejected:
+                    yield given, outcome
+            return
+        fold = captured[1]
+        table = fold.table
+        bad = {c for c, vs in enumerate(table) if any(v.verdict == "rejected" for v in vs)}
+        codes = fold.codes
+        last = max((i for i, code in enumerate(codes) if code in bad), default=-1)
+        # the inputs and results are read (from the spool) only as far as the last refusal
+        for index, (given, result) in enumerate(zip(inputs, results, strict=False)):
+            if index > last:
+                return
+            if codes[index] in bad and not result.duplicate:
+                verdicts = verdicts_json(table[codes[index]])
+                yield given, Outcome(result.position, result.id, False, verdicts)
 
     def _fold_to(
         self,

@@ -8,12 +8,13 @@ older versions kept each position's verdicts, is no longer written: see `project
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 
 from ledger.backend import TxnOps
+from ledger.events import Event
 from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
 from projections.base import Verdict
 from projections.views import Carry, ViewTxn, catch_up_txn
@@ -64,6 +65,11 @@ class _LMDBViewTxn:
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         return self._log.read_stored(start, stop)
 
+    def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
+        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path)."""
+        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
+        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
+
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)
         if data is None:
@@ -109,6 +115,7 @@ class LMDBViews:
 
     def transact(self, fn: Callable[[ViewTxn], T]) -> T:
         """`fn` over the views in one write transaction (run again if the map had to grow)."""
+
         def body(txn: Any) -> T:
             view = _LMDBViewTxn(self, txn)
             result = fn(view)
@@ -123,12 +130,17 @@ class LMDBViews:
             yield _LMDBViewTxn(self, txn)
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
+        given: Sequence[tuple[int, Event]] = (),
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         view = self.over(ops)
         assert isinstance(view, _LMDBViewTxn)
-        return catch_up_txn(view, limit, verdicts=verdicts)
+        return catch_up_txn(view, limit, verdicts=verdicts, carry=carry, given=given)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""

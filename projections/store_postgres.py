@@ -30,6 +30,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from ledger.backend import TxnOps
+from ledger.events import Event
 from ledger.postgres import Cursor, PostgresBackend, PostgresTxnOps
 from projections.base import Verdict
 from projections.state import BY_NAME, SHARED_KEYS
@@ -204,6 +205,7 @@ class PostgresViews:
 
     def transact(self, fn: Callable[[ViewTxn], T]) -> T:
         """`fn` over the views in one transaction, holding the tracking row."""
+
         def body(curs: Cursor) -> T:
             txn = _PgViewTxn(self, curs, lock="UPDATE")
             result = fn(txn)
@@ -218,14 +220,19 @@ class PostgresViews:
             yield _PgViewTxn(self, curs)
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
+        given: Sequence[tuple[int, Event]] = (),
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events inside a ledger write transaction."""
         own = ops.own()
         if not isinstance(own, PostgresTxnOps):
             raise TypeError(f"PostgreSQL views cannot be written through {type(own).__name__}")
         txn = _PgViewTxn(self, own.cursor, lock="UPDATE")
-        return catch_up_txn(txn, limit, verdicts=verdicts)
+        return catch_up_txn(txn, limit, verdicts=verdicts, carry=carry, given=given)
 
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside a ledger write transaction (for strict appends)."""

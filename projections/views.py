@@ -114,11 +114,19 @@ class ViewStore(Protocol):
         """The views as seen inside one of the ledger's write transactions (strict appends)."""
 
     def fold_in(
-        self, ops: TxnOps, limit: int, verdicts: dict[int, list[Verdict]] | None = None
+        self,
+        ops: TxnOps,
+        limit: int,
+        verdicts: dict[int, list[Verdict]] | None = None,
+        carry: Carry | None = None,
+        given: Sequence[tuple[int, Event]] = (),
     ) -> tuple[int, int]:
         """Fold up to `limit` unfolded events into the views inside one of the ledger's write
-        transactions (the server's appends: one commit for the events and their fold); with
-        `verdicts`, each folded position's verdicts are put there (see `catch_up_txn`)."""
+        transactions (the server's appends, a big append's chunks: one commit for the events and
+        their fold); with `verdicts`, each folded position's verdicts are put there, with
+        `carry`, the states of the previous call in the same transaction are taken up, with
+        `given`, events already decoded are folded without being read back (see
+        `catch_up_txn`)."""
 
     def reset(self) -> None:
         """Drop every state and the tracking position (a rebuild follows)."""
@@ -194,12 +202,28 @@ class Carry:
         self.met: set[str] = set()
 
 
+def _batches(txn: ViewTxn, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
+    """The log's stored events start..stop in lists of `_BATCH`: the store's own chunked read
+    where it has one (`read_batches`: one loop, no generator step per event), else `read_stored`
+    cut up."""
+    read_batches = getattr(txn, "read_batches", None)
+    if read_batches is not None:
+        batches: Iterator[list[tuple[int, bytes]]] = read_batches(start, stop, _BATCH)
+        yield from batches
+        return
+    records = txn.read_stored(start, stop)
+    while batch := list(islice(records, _BATCH)):
+        yield batch
+
+
 def catch_up_txn(
     txn: ViewTxn,
     limit: int = CHUNK,
     progress: Callable[[int], None] | None = None,
     carry: Carry | None = None,
     verdicts: dict[int, list[Verdict]] | None = None,
+    *,
+    given: Sequence[tuple[int, Event]] = (),
 ) -> tuple[int, int]:
     """Fold up to `limit` events after the tracking position into the views, inside `txn`.
 
@@ -210,13 +234,21 @@ def catch_up_txn(
     With `carry` from the previous chunk (the tracking position unchanged since), its states
     are taken up instead of being loaded again. With `verdicts`, each folded position's
     verdicts are put there (the fold gives them anyway: the server's appends answer with them).
-    Returns (new tracking position, log size): the caller repeats while they differ.
+    `given`: (position, event) of events the caller has decoded already (a big append's chunk,
+    just written in this transaction); when they are exactly the next ones, they are folded
+    instead of being read back. Returns (new tracking position, log size): the caller repeats
+    while they differ.
     """
     start = txn.tracking() + 1
     size = txn.size()
     stop = min(size, start + limit - 1)
     if start > stop:
         return start - 1, size
+    batches: Iterable[tuple[Sequence[tuple[int, object]], list[Event]]]
+    if given and given[0][0] == start and given[-1][0] == start + len(given) - 1 <= stop:
+        batches, stop = [(given, [event for _, event in given])], given[-1][0]
+    else:
+        batches = ((batch, decode_chunk(batch)) for batch in _batches(txn, start, stop))
     if carry is None or carry.tracking != start - 1:
         carry = carry or Carry()
         carry.folder, carry.loaded, carry.met = Folder(), {}, set()
@@ -237,10 +269,8 @@ def catch_up_txn(
 
     if policy.ALL not in met:
         meet([policy.ALL])
-    records = txn.read_stored(start, stop)
     last = start - 1
-    while batch := list(islice(records, _BATCH)):
-        events = decode_chunk(batch)
+    for batch, events in batches:
         new = {e.subject for e in events} - met
         if new:
             meet(new)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from ledger.backend import IndexCheck
 from ledger.codec import decode_chunk
+from ledger.errors import StorageError
 from ledger.ledger import Ledger
 from projections.api import Views
-from projections.state import PROJECTIONS, Folder
-from projections.views import codec
+from projections.state import PROJECTIONS, Folder, digest
+from projections.views import ViewTxn, codec
 from replay.rebuild import read_chunks
 
 __all__ = ["derived_problem", "repair"]
@@ -24,24 +25,32 @@ __all__ = ["derived_problem", "repair"]
 REPAIR_HINT = "run `adminchain repair` to rebuild it from the log"
 
 
-def derived_problem(ledger: Ledger, frozen: Ledger, indexes: IndexCheck) -> str | None:
+def derived_problem(
+    ledger: Ledger, frozen: Ledger, indexes: IndexCheck, folded: tuple[int, bytes] | None = None
+) -> str | None:
     """What is wrong with the indexes (given every event of `frozen` through `indexes.add`) or
-    the stored views of `ledger`; None when everything derived matches the log."""
+    the stored views of `ledger`; None when everything derived matches the log. `folded`: the
+    projection digest of the log's first N events, (N, digest), if the caller has it."""
     problem = indexes.problem(lambda position: frozen.get(position).event)
     if problem is None and ledger.backend.kind != "remote":  # a server's views: `replay`
-        problem = views_problem(ledger)
+        problem = views_problem(ledger, folded)
     return None if problem is None else f"{problem}: {REPAIR_HINT}"
 
 
-def views_problem(ledger: Ledger) -> str | None:
+def views_problem(ledger: Ledger, folded: tuple[int, bytes] | None = None) -> str | None:
     """Fold the log to the views' tracking position and compare every state with what is
     stored, in one snapshot of the views (verdicts are not stored: `projections.views`). None
-    when they match."""
+    when they match. With `folded`, (N, the projection digest of the log's first N events) and
+    the views at N: the stored states' digest is compared with it instead (`verify` has it
+    folded by its second process); only if they differ is the log folded here, to name what
+    differs."""
     views = Views(ledger)
     with views.reader() as reader:
         tracking, size = reader.tracking(), reader.size()
         if tracking > size:
             return f"the stored views are at position {tracking}, beyond the log's end ({size})"
+        if folded is not None and folded[0] == tracking and _digest_of(reader) == folded[1]:
+            return None
         folder = Folder()
         appliers = folder.appliers
         for chunk in read_chunks(ledger, 1, tracking):
@@ -56,6 +65,18 @@ def views_problem(ledger: Ledger) -> str | None:
             if mine:
                 return f"the stored {name} state of {min(mine)!r} is missing"
     return None
+
+
+def _digest_of(reader: ViewTxn) -> bytes | None:
+    """The projection digest of the stored states (None: one cannot be decoded)."""
+    try:
+        stored = {
+            m.NAME: {s: codec.decode_state(m.NAME, data) for s, data in reader.scan(m.NAME)}
+            for m in PROJECTIONS
+        }
+    except StorageError:
+        return None
+    return digest(stored)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
@@ -26,7 +26,7 @@ from ledger import merkle
 from ledger.backend import IndexCheck
 from ledger.codec import decode_chunk, leaf_hashes, record_decoder
 from ledger.cosign import WitnessPolicy
-from ledger.errors import ProofError, StorageError, UsageError
+from ledger.errors import LedgerError, ProofError, StorageError, UsageError
 from ledger.events import Event
 from ledger.ledger import Ledger
 from ledger.notes import Checkpoint, Signer, Verifier
@@ -333,16 +333,23 @@ def verify(
         stored = stored_checkpoints(frozen, verifiers, witnesses)
         checkpoints = stored.found
         size = frozen.size()
-        digests = _Digests(frozen, sorted(checkpoints))
+        # the views' position too, when the checkpoints' digests are folded that far anyway:
+        # their states are then checked against the digest folded there
+        views_at = _views_tracking(ledger, min(size, max(checkpoints, default=0)))
+        digests = _Digests(frozen, sorted({*checkpoints, *((views_at,) if views_at else ())}))
         indexes = frozen.backend.index_check()
+        views_digest: bytes | None = None
         try:
             result = _verify(
                 frozen, checkpoints, digests, indexes, progress=progress, every=every, size=size
             )
+            if result.ok and views_at:
+                views_digest = digests.get([views_at]).get(views_at)
         finally:
             digests.close()
         if result.ok:
-            problem = derived_problem(ledger, frozen, indexes)
+            folded = None if views_digest is None else (views_at, views_digest)
+            problem = derived_problem(ledger, frozen, indexes, folded)
             if problem is not None:
                 result = replace(result, ok=False, detail=problem)
     unsigned = stored.unsigned if verifiers else ()
@@ -361,6 +368,46 @@ def verify(
         result.checkpoints_checked,
         unsigned,
     )
+
+
+def _views_tracking(ledger: Ledger, limit: int) -> int:
+    """The stored views' tracking position when it is at most `limit` (0: none to check by
+    digest, e.g. a server's views, or views beyond the last checkpoint or the snapshot)."""
+    if ledger.backend.kind == "remote":
+        return 0
+    try:
+        tracking = Views(ledger).tracked_states(with_states=False)[0]
+    except (LedgerError, UsageError):
+        return 0  # `derived_problem` looks at the views itself, and says what is wrong
+    return tracking if 0 < tracking <= limit else 0
+
+
+def _check_part(
+    part: list[tuple[int, bytes]],
+    stored_leaves: list[tuple[int, bytes]],
+    events: Sequence[Event | None],
+    hashes: list[bytes],
+    *,
+    expected: int,
+    trust: TrustFold,
+) -> tuple[int, tuple[int, str] | None]:
+    """Check each position of a part in order (its place, leaf, decoding, signatures): the
+    position after the last that passed, and (the first bad position, why) if one did not."""
+    for (position, stored), (stored_position, stored_leaf), event, leaf in zip(
+        part, stored_leaves, events, hashes, strict=True
+    ):
+        if position != expected:
+            return expected, (expected, f"position {expected} is missing: an event was removed")
+        if stored_leaf != leaf:
+            return expected, (position, _leaf_mismatch(position, stored_position))
+        if event is None:
+            return expected, (position, _undecodable(position, stored))
+        if type(event) in trust.watched:
+            problem = trust.step(event, position)
+            if problem is not None:
+                return expected, (position, problem_detail(event, position, problem))
+        expected += 1
+    return expected, None
 
 
 def _verify(
@@ -399,29 +446,20 @@ def _verify(
 
     good_until = 0  # every position up to here matched a checkpoint's root
     expected = 1
-    push = frontier.push
-    index = indexes.add
     next_checkpoint = sizes[0] if sizes else 0
     for part in _parts(read_chunks(ledger), sizes):
         # the leaves, decoding, signatures and tree of every position in the part, in order
         stored_leaves = list(islice(leaves, len(part)))
         events = _decode_or_none(part)
-        for (position, stored), (stored_position, stored_leaf), event, leaf in zip(
-            part, stored_leaves, events, leaf_hashes(part), strict=True
-        ):
-            if position != expected:
-                return result(expected, f"position {expected} is missing: an event was removed")
-            if stored_leaf != leaf:
-                return result(position, _leaf_mismatch(position, stored_position))
-            if event is None:
-                return result(position, _undecodable(position, stored))
-            if type(event) in trust.watched:
-                problem = trust.step(event, position)
-                if problem is not None:
-                    return result(position, problem_detail(event, position, problem))
-            push(leaf)
-            index(position, event)
-            expected += 1
+        hashes = leaf_hashes(part)
+        first = expected
+        expected, failure = _check_part(
+            part, stored_leaves, events, hashes, expected=expected, trust=trust
+        )
+        frontier.push_run(hashes[: expected - first])  # the positions that passed
+        if failure is not None:
+            return result(*failure)
+        indexes.add_run(first, cast("list[Event]", events))  # every one checked above
         if expected - 1 == next_checkpoint:  # the part ends at a checkpoint
             root = frontier.root()
             if checkpoints[next_checkpoint].root != root:

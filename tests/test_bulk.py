@@ -307,3 +307,159 @@ def test_a_strict_big_append_folds_the_log_once(monkeypatch: pytest.MonkeyPatch)
         assert result.stored == 46
         assert reads == [(1, 30)]
         assert views.catch_up() == 76
+
+
+def _mixed(n: int, start: int = 0) -> list[Event]:
+    """Failures with, every 40th event, maintenance that is refused half of the time."""
+    events: list[Event] = []
+    for i in range(n):
+        if i % 40 == 7:
+            kind = EnterMaintenance if i % 80 == 7 else ExitMaintenance
+            events.append(kind(subject=f"n{i % 3}", actor="op", at=ts(start + i)))
+        else:
+            events.append(KeepAliveFailed(subject=f"r{i % 7}", at=ts(start + i)))
+    return events
+
+
+def _fold_of(log: Ledger) -> dict[str, dict[str, Any]]:
+    from projections.state import Folder  # noqa: PLC0415
+
+    folder = Folder()
+    for entry in log.read():
+        folder.apply(entry.event)
+    return {name: {s: v for s, v in table.items() if v is not None}
+            for name, table in folder.states.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_big_append_through_the_views_folds_them_in_its_own_commit(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Views.append_spooled` (what `append FILE` runs): the views are folded chunk by chunk in
+    the append's own transaction (events appended before and not folded yet included), so they
+    include the append the moment it commits, without another transaction; the verdicts each
+    event gets are the fold's (equal to those recomputed), a repeat's are its original's."""
+    with fresh_ledger(backend) as log:
+        log.append_batch(failures(30))  # not folded into the views yet
+        views = Views(log)
+        events = _mixed(95, start=40)
+        events[60] = msgspec.structs.replace(events[60], id="again")
+        events[90] = msgspec.structs.replace(events[90], id="again")  # a repeat, chunks later
+        spool = log.spool(numbered(events), chunk=10)
+        writes: list[int] = []
+        if backend == "lmdb":
+            real = LMDBBackend.transaction
+
+            def transaction(self: LMDBBackend, body: Any, **kw: Any) -> Any:
+                writes.append(1)
+                return real(self, body, **kw)
+
+            monkeypatch.setattr(LMDBBackend, "transaction", transaction)
+        result = views.append_spooled(spool, progress=None)
+        outcomes = list(views.outcomes(result))
+        if backend == "lmdb":
+            assert writes == [1], "one transaction: the append and its fold"
+        assert views.tracked_states(with_states=False)[0] == log.size() == 30 + 94
+        stored = views.stored_states()[2]
+        assert {n: t for n, t in stored.items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        assert outcomes[90].duplicate
+        assert outcomes[90].position == outcomes[60].position
+        assert outcomes[90].verdicts == outcomes[60].verdicts
+        positions = [o.position or 0 for o in outcomes]
+        assert [o.verdicts for o in outcomes] == views.verdicts_at(positions)
+        assert any(o.rejected for o in outcomes)
+        expected = [(i, o) for i, o in enumerate(outcomes) if not o.duplicate and o.rejected]
+        assert list(views.refused(result, range(95))) == expected  # from the fold's verdicts
+        assert list(Views(log).refused(result, range(95))) == expected  # recomputed
+        spool.close()
+
+
+def test_a_big_append_run_again_folds_the_views_once(tmp_path: Path) -> None:
+    """A transaction run again (the LMDB map grew) folds the views again from the start of the
+    append: each event once, the verdicts kept those of the run that committed."""
+    with Ledger(LMDBBackend(tmp_path / "small.lmdb", map_size=1 << 20)) as log:
+        views = Views(log)
+        starts: list[int] = []
+        spool = log.spool(numbered(_mixed(6000)), chunk=1000)
+        result = views.append_spooled(
+            spool, progress=lambda done, total: starts.append(done) if done == 1000 else None
+        )
+        assert len(starts) > 1, "the map grew: the transaction ran more than once"
+        outcomes = list(views.outcomes(result))
+        assert len(outcomes) == 6000
+        assert views.tracked_states(with_states=False)[0] == 6000
+        assert [o.verdicts for o in outcomes] == views.verdicts_at(range(1, 6001))
+        stored = views.stored_states()[2]
+        assert {n: t for n, t in stored.items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        spool.close()
+
+
+def test_refusals_are_found_when_the_fold_keeps_too_many_distinct_verdicts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its table of distinct verdict lists the append's fold keeps no code: the refused
+    events are still all found (recomputed)."""
+    from projections import api  # noqa: PLC0415
+
+    monkeypatch.setattr(api._BulkFold, "_LIMIT", 1)
+    with fresh_ledger("lmdb") as log:
+        views = Views(log)
+        events = _mixed(200)
+        spool = log.spool(numbered(events), chunk=50)
+        result = views.append_spooled(spool)
+        outcomes = list(views.outcomes(result))
+        expected = [(i, o) for i, o in enumerate(outcomes) if o.rejected]
+        assert expected
+        assert list(views.refused(result, range(200))) == expected
+        spool.close()
+
+
+def test_a_big_append_folds_its_chunks_without_reading_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The append's fold takes each chunk's events as the append decoded them; only events
+    the views lagged behind by (appended before, not folded) are read from the log."""
+    from projections import views as views_module  # noqa: PLC0415
+
+    read: list[tuple[int, int]] = []
+    real = views_module._batches
+
+    def batches(txn: Any, start: int, stop: int) -> Any:
+        read.append((start, stop))
+        return real(txn, start, stop)
+
+    monkeypatch.setattr(views_module, "_batches", batches)
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(failures(30))  # not folded into the views yet
+        views = Views(log)
+        spool = log.spool(numbered(_mixed(95, start=40)), chunk=10)
+        result = views.append_spooled(spool)
+        assert read == [(1, 40)]  # the lag and the first chunk, then nothing
+        assert views.tracked_states(with_states=False)[0] == 125
+        assert {n: t for n, t in views.stored_states()[2].items() if t} == {
+            n: t for n, t in _fold_of(log).items() if t
+        }
+        assert len(list(views.outcomes(result))) == 95
+        spool.close()
+
+
+def test_what_a_big_append_stored_is_counted_from_its_result() -> None:
+    """The CLI's count of what it stored (for an interruption's message) takes a big append's
+    count and span from its result, as iterating it would give them."""
+    from adminchain.cli import StoredSoFar  # noqa: PLC0415
+
+    with fresh_ledger("lmdb") as log:
+        log.append_batch(failures(5))
+        events = failures(30, start=10)
+        events[7] = msgspec.structs.replace(events[7], id="x")
+        events[20] = msgspec.structs.replace(events[20], id="x")  # a repeat
+        result = log.append_bulk(numbered(events), chunk=8)
+        fast, slow = StoredSoFar(), StoredSoFar()
+        fast.note(result)
+        slow.note(list(result))
+        assert (fast.count, fast.first, fast.last) == (slow.count, slow.first, slow.last)
+        assert fast.describe() == "29 events (positions 6-34) were stored"

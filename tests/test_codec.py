@@ -251,3 +251,34 @@ def test_canonical_bytes_ignore_signature_and_sort_keys() -> None:
         canonical == b'{"at":"2026-01-01T00:00:00Z","state":"Maintenance","subject":"n",'
         b'"type":"MaintenanceObserved"}'
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"type":"LeaseExpired","subject" :"a","subject":"b"}', "subject"),
+        (b'{"type":"LeaseExpired","subject":"a",\n"subject"\t: "b"}', "subject"),
+        (b'{"type":"LeaseExpired","subject":"a","subject":"b","actor":"x\\":y"}', "subject"),
+        (b'{"type":"LeaseExpired","actor":"{","subject":"a","subject":"b"}', "subject"),
+        (
+            b'{"type":"IssueBroadcast","subject":"b","actor":"a","operation":{"kind":"quiesce",'
+            b'"reason":"m"},"targets":[{"backend":"x","backend":"x"}]}',
+            "targets[0].backend",
+        ),
+    ],
+    ids=["space-before-colon", "whitespace", "escaped-quote-colon", "brace-in-text", "nested"],
+)
+def test_a_key_given_twice_is_found_whatever_the_spacing(raw: bytes, field: str) -> None:
+    """The cheap scan that clears most lines (`":` counted against the decoded keys) never
+    clears a line that gives a key twice."""
+    with pytest.raises(InvalidEventError) as caught:
+        decode_line(raw, 3)
+    assert caught.value.field == field
+    assert "twice" in str(caught.value)
+
+
+@given(events())
+def test_a_valid_line_with_a_colon_after_a_quote_in_a_text_decodes(event: object) -> None:
+    raw = encode_event_json(event)  # type: ignore[arg-type]
+    tricky = raw[:-1] + b',"actor":"\\": {x"}' if b'"actor"' not in raw else raw
+    assert decode_line(tricky, 1).subject == decode_line(raw, 1).subject

@@ -116,7 +116,11 @@ PHASES = {
     "while True:\n    views.rebuild()\n",
     "checkpoint": "print('ready', flush=True)\n"
     "while True:\n    log.append_batch(batch(500))\n    make_checkpoint(views)\n",
+    # `append FILE`: a big append in chunks, the views folded in its own transaction
+    "big-append": "print('ready', flush=True)\n"
+    "while True:\n    views.append_spooled(log.spool(enumerate(batch(BIG), 1), chunk=1000))\n",
 }
+BIG = 12_000
 
 
 @pytest.mark.parametrize("phase", sorted(PHASES))
@@ -128,7 +132,8 @@ def test_sigkill_in_each_phase_then_views_converge(tmp_path: Path, phase: str) -
     script = PREAMBLE + PHASES[phase]
     for _ in range(3):
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"T = {target!r}\n" + script], stdout=subprocess.PIPE
+            [sys.executable, "-c", f"T = {target!r}\nBIG = {BIG}\n" + script],
+            stdout=subprocess.PIPE,
         )
         if phase != "append":
             assert proc.stdout is not None
@@ -144,3 +149,6 @@ def test_sigkill_in_each_phase_then_views_converge(tmp_path: Path, phase: str) -
         report = run_audit(log)
         assert report.diverged == []
         assert Views(log).tracking() == log.size()
+        if phase == "big-append":  # all of a big append or none of it, its views with it
+            assert log.size() % BIG == 0, log.size()
+            print(f"\nbig appends stored whole: {log.size() // BIG}")

@@ -302,3 +302,21 @@ def test_follow_yields_new_events(log: Ledger) -> None:
     assert seen == [1, 2]
     assert log.wait_for(2, timeout=0.1)
     assert not log.wait_for(3, timeout=0.1)
+
+
+def test_index_check_add_run_sums_as_add_does(log: Ledger) -> None:
+    """`IndexCheck.add_run` (verify's batched form) accounts for events as `add` does: the
+    indexes of the log match either way, and a run with one event changed does not."""
+    log.append_batch([KeepAliveFailed(subject=f"r{i % 3}", id=f"k{i}") for i in range(40)])
+    events = [entry.event for entry in log.read()]
+    one, run = log.backend.index_check(), log.backend.index_check()
+    for position, event in enumerate(events, start=1):
+        one.add(position, event)
+    run.add_run(1, events[:25])
+    run.add_run(26, events[25:])
+    event_at = dict(enumerate(events, start=1)).__getitem__
+    assert one.problem(event_at) is None
+    assert run.problem(event_at) is None
+    changed = log.backend.index_check()
+    changed.add_run(1, [*events[:-1], KeepAliveFailed(subject="r9", id="k99")])
+    assert changed.problem(event_at) is not None

@@ -453,3 +453,17 @@ def test_agrees_with_pymerkle() -> None:
         # through the roots: its proof must verify against ours, and ours too.
         tree.prove_consistency(m, n).verify(root(STORE, m), root(STORE, n))
         check_consistency(m, n, consistency_proof(STORE, m, n), root(STORE, m), root(STORE, n))
+
+
+@pytest.mark.parametrize("runs", [[0], [1, 15, 16], [17, 31, 32, 33], [100, 257, 3, 600], [1000]])
+def test_frontier_push_run_equals_pushing_each(runs: list[int]) -> None:
+    """`Frontier.push_run` (verify's level-at-a-time form) gives the frontier and root that
+    pushing each leaf does, from any size."""
+    one, run = Frontier(), Frontier()
+    for count in runs:
+        leaves = [hashlib.sha256(f"{one.size + i}".encode()).digest() for i in range(count)]
+        for leaf in leaves:
+            one.push(leaf)
+        run.push_run(leaves)
+        assert run.size == one.size
+        assert run.root() == one.root()

@@ -611,3 +611,22 @@ def test_corrupt_stored_event_bytes_are_named_not_raised(victim: tuple[Path, Sig
         log_.get(42)
     proc = cli("log", "--json", "--ledger", str(path))
     assert_clean_failure(proc)
+
+
+def test_verify_checks_the_views_against_the_digest_folded_at_their_position(
+    victim: tuple[Path, Signer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stored views are compared with the projection digest folded at their tracking
+    position (beside the checkpoints' digests), not by folding the log once more; only a
+    mismatch folds it again, to name the state (see the edited-state test above)."""
+    from replay import derived  # noqa: PLC0415
+
+    path, _ = victim
+    with Ledger.open(path, create=False) as log:
+        Views(log).catch_up()
+
+        def no_second_fold(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the log was folded again to check the views")
+
+        monkeypatch.setattr(derived, "read_chunks", no_second_fold)
+        assert verify(log).ok
