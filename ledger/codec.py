@@ -16,6 +16,7 @@ and the Merkle tree, not the decoder, guards what is stored. It still checks the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -273,11 +274,12 @@ def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | 
     if isinstance(checked, str):
         return None if isinstance(given, str) else (path, given)
     if isinstance(checked, msgspec.Struct) and isinstance(given, msgspec.Struct):
-        for info in msgspec.structs.fields(checked):
+        for name, wire_name in _field_names(type(checked)):
+            value = getattr(given, name, None)
+            if type(value) is str:  # the common case, settled without a call
+                continue
             found = _stringified(
-                getattr(given, info.name, None),
-                getattr(checked, info.name),
-                f"{path}.{info.encode_name}" if path else info.encode_name,
+                value, getattr(checked, name), f"{path}.{wire_name}" if path else wire_name
             )
             if found is not None:
                 return found
@@ -287,6 +289,13 @@ def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | 
             if found is not None:
                 return found
     return None
+
+
+@functools.cache
+def _field_names(kind: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    """(attribute, wire name) of each field of a struct type (`msgspec.structs.fields` builds
+    its field descriptions anew on every call)."""
+    return tuple((info.name, info.encode_name) for info in msgspec.structs.fields(kind))
 
 
 def _unencodable_field(event: Event) -> str | None:
