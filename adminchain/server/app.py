@@ -594,14 +594,8 @@ async def status(
     guards=[READER],
     summary="The effective policy per subject and for `*` (SPEC §5 `status policy`)",
 )
-async def policy(
-    request: Request[Any, Any, Any],
-    subject: str | None = None,
-    min_position: int | None = Parameter(default=None, ge=1),
-    wait: int = 0,
-) -> dict[str, Any]:
+async def policy(request: Request[Any, Any, Any], subject: str | None = None) -> dict[str, Any]:
     server = server_of(request)
-    await _read_your_writes(server, min_position, wait)
     document: dict[str, Any] = await server.run(
         lambda: server.views.policy(subject.lstrip("/") if subject else None)
     )
