@@ -375,13 +375,27 @@ class Views:
         """A consistent snapshot of the stored views."""
         yield from self.store.reader()
 
+    @contextmanager
+    def current(self) -> Iterator[ViewTxn]:
+        """A snapshot of the views caught up with the log: the first snapshot itself when they
+        are (a query then opens one read transaction, not two), else one after `catch_up`."""
+        with self.reader() as reader:
+            tracking, size = reader.tracking(), reader.size()
+            if tracking >= size:
+                if self.progress is not None:
+                    self.progress(tracking, size)
+                yield reader
+                return
+        self.catch_up()
+        with self.reader() as reader:
+            yield reader
+
     def status(
         self, kind: str | None = None, subject: str | None = None, now: datetime | None = None
     ) -> dict[str, dict[str, Any]]:
         """The current ``status`` document (SPEC §5), after catching up. A SUBJECT alone with
         history but back in its default state shows that state where its events were folded."""
-        self.catch_up()
-        with self.reader() as reader:
+        with self.current() as reader:
             document = status_document(_ReaderSource(reader), kind, subject, now)
         if subject is not None and kind is None and not any(document.values()):
             from projections.query import with_known_defaults  # noqa: PLC0415
@@ -394,14 +408,12 @@ class Views:
         (`projections.query.policy_document`), after catching up."""
         from projections.query import policy_document  # noqa: PLC0415
 
-        self.catch_up()
-        with self.reader() as reader:
+        with self.current() as reader:
             return policy_document(_ReaderSource(reader), subject)
 
     def state(self, projection: str, subject: str) -> Any | None:
         """One subject's current state struct (None: the default state)."""
-        self.catch_up()
-        with self.reader() as reader:
+        with self.current() as reader:
             return _ReaderSource(reader).state(projection, subject)
 
     def states(self) -> dict[str, dict[str, Any]]:
