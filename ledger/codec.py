@@ -276,7 +276,7 @@ def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | 
     if isinstance(checked, msgspec.Struct) and isinstance(given, msgspec.Struct):
         for name, wire_name in _field_names(type(checked)):
             value = getattr(given, name, None)
-            if type(value) is str:  # the common case, settled without a call
+            if type(value) in _PLAIN:  # the common case, settled without a call
                 continue
             found = _stringified(
                 value, getattr(checked, name), f"{path}.{wire_name}" if path else wire_name
@@ -289,6 +289,10 @@ def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | 
             if found is not None:
                 return found
     return None
+
+
+_PLAIN: Final = frozenset({str, int, float, bool, type(None)})
+"""Types the encoder never turns into a string (so `_stringified` need not look inside)."""
 
 
 @functools.cache
