@@ -14,7 +14,6 @@ in a compact array and reads the ids back from the spool when iterated.
 from __future__ import annotations
 
 import os
-import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -75,6 +74,8 @@ class Spool:
     """Prepared chunks in a temporary file (deleted when closed), read back as often as needed."""
 
     def __init__(self, directory: str | None = None) -> None:
+        import tempfile  # noqa: PLC0415  only big appends spool: `status` starts without it
+
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115  closed by close()
         self.count = 0
         """Events spooled."""
