@@ -23,7 +23,7 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
-from ledger.backend import Appended, LogBackend, Precondition, TxnOps
+from ledger.backend import Appended, AppendRequest, LogBackend, Precondition, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
 from ledger.events import Event
 from ledger.ledger import Entry, Ledger
@@ -182,10 +182,22 @@ class InlineFold:
     def __init__(self, store: ViewStore) -> None:
         self._store = store
         self._verdicts: dict[int, list[Verdict]] = {}
+        self._requests: Sequence[AppendRequest] = ()
+
+    def expect(self, requests: Sequence[AppendRequest]) -> None:
+        """The requests of the next transaction: their new events are folded as given, not
+        read back from the log (when they are exactly the next ones after the views)."""
+        self._requests = requests
 
     def __call__(self, ops: TxnOps) -> None:
         self._verdicts = {}  # a transaction run again starts afresh
-        self._store.fold_in(ops, CHUNK, self._verdicts)
+        given = sorted(
+            (appended.position, event)
+            for request in self._requests
+            for appended, event in zip(request.result or (), request.events, strict=False)
+            if not appended.duplicate
+        )
+        self._store.fold_in(ops, CHUNK, self._verdicts, given=given)
 
     def take(self) -> dict[int, list[Verdict]]:
         """The verdicts of the positions the last transaction folded (then forgotten)."""

@@ -515,6 +515,56 @@ def test_the_inline_fold_hands_back_the_verdicts_of_its_transaction(backend: str
         assert [row["verdicts"] for row in views.history("n1")] == [expected[1], expected[2]]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_inline_fold_takes_the_requests_events_without_reading_them_back(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told the transaction's requests (`InlineFold.expect`, as the server's appender does),
+    the fold takes their new events as given; it reads the log only for what the views lagged
+    behind by, and a repeated id is not folded twice. The verdicts are the same."""
+    from projections import views as views_module  # noqa: PLC0415
+
+    read: list[tuple[int, int]] = []
+    real = views_module._batches
+
+    def batches(txn: Any, start: int, stop: int) -> Any:
+        read.append((start, stop))
+        return real(txn, start, stop)
+
+    monkeypatch.setattr(views_module, "_batches", batches)
+    with fresh_ledger(backend) as log:
+        views = Views(log)
+        fold = views.inline()
+        first = log.prepare(_drained(4), None, after=fold)
+        fold.expect([first])
+        log.write([first])
+        assert read == []  # positions 1-6 folded as given
+        assert views.tracking() == 6
+        given_first = fold.take()
+        third = log.prepare([*_drained(1), first.events[0]], None, after=fold)  # 7-9, a repeat
+        fold.expect([third])
+        log.write([third])
+        assert read == []
+        assert views.tracking() == 9
+        given_third = fold.take()
+        expected = _expected_verdicts(log)
+        for taken, positions in ((given_first, range(1, 7)), (given_third, range(7, 10))):
+            assert {p: [_as_json(v) for v in found] for p, found in taken.items()} == {
+                p: expected[p] for p in positions
+            }
+        log.append_batch(_drained(2))  # 10-13, not folded: the views lag behind
+        again = log.prepare(_drained(2), None, after=fold)  # 14-17
+        fold.expect([again])
+        log.write([again])
+        assert read == [(10, 17)]  # the lag and the rest read back, once
+        taken = fold.take()
+        expected = _expected_verdicts(log)
+        assert {p: [_as_json(v) for v in found] for p, found in taken.items()} == {
+            p: expected[p] for p in range(10, 18)
+        }
+        assert views.tracking() == log.size() == 17
+
+
 def _as_json(verdict: Any) -> dict[str, Any]:
     return {k: v for k, v in msgspec.structs.asdict(verdict).items() if v is not None}
 

@@ -85,6 +85,7 @@ class Appender:
         outcomes: list[Outcome | BaseException] = []
         try:
             self._fold.take()
+            self._fold.expect(requests)
             self._ledger.write(requests)
             folded = self._fold.take()
             written = [r.result for r in requests if r.result]
