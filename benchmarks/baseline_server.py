@@ -71,6 +71,9 @@ def main() -> None:
     os.environ.setdefault("POSTGRES_POOL_SIZE", "20")
     os.environ.setdefault("POSTGRES_MAX_OVERFLOW", "20")
     uuid.uuid4()
+    # make the tables here, once: workers creating them at the same time race in PostgreSQL's
+    # catalogue (a duplicate pg_type row) and one of them fails to start
+    Loops().close()
     uvicorn.run(
         "benchmarks.baseline_server:create",
         factory=True,
