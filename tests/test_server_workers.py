@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -165,6 +167,28 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert any(line.get("event") == "stopped" for line in server.log_lines())
+
+
+def test_sigterm_while_the_workers_start_is_still_a_graceful_stop(tmp_path: Path) -> None:
+    """SIGTERM as soon as the socket is bound, while the workers are still making the app
+    (before uvicorn takes the signals over): every worker stops, the parent exits 0."""
+    target = str(tmp_path / "ledger.lmdb")
+    make_tokens(target)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adminchain", "serve", "--ledger", target,
+             "--listen", "127.0.0.1:0", "--workers", "3"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        _wait(lambda: b'"listening"' in log.read_bytes(), what="the socket")
+        time.sleep(0.005)  # the workers are forked and importing or opening the ledger
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(40) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_a_ledger_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:

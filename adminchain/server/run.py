@@ -128,6 +128,10 @@ def _serve_one(
         raise SystemExit(1)
 
 
+def _stop_before_serving(sig: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 class _Supervisor:
     """The parent of `workers` forked server processes on one socket."""
 
@@ -193,8 +197,12 @@ class _Supervisor:
 
     def _spawn(self, index: int) -> None:
         sys.stderr.flush()
+        # no signal between the fork and the worker's own handlers (it would run the parent's)
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             self.children[pid] = index
             self.started[index] = time.monotonic()
             return
@@ -203,8 +211,11 @@ class _Supervisor:
         code = 0
         try:
             os.setpgid(0, 0)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # told to stop before uvicorn takes the signals over (while the app is being
+            # made): nothing is served yet, so stopping is graceful by definition
+            signal.signal(signal.SIGTERM, _stop_before_serving)
+            signal.signal(signal.SIGINT, _stop_before_serving)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             config = self.config if index == 0 else dataclasses.replace(self.config, background=())
             _serve_one(dataclasses.replace(config, worker=index), self.sock, *self.tls)
         except SystemExit as e:
