@@ -202,6 +202,7 @@ class InlineFold:
     def take(self) -> dict[int, list[Verdict]]:
         """The verdicts of the positions the last transaction folded (then forgotten)."""
         verdicts, self._verdicts = self._verdicts, {}
+        self._requests = ()
         return verdicts
 
 

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -105,3 +106,20 @@ def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[st
 def lmdb_target(tmp_path: Path) -> str:
     """A fresh embedded ledger directory."""
     return str(tmp_path / "ledger.lmdb")
+
+
+@pytest.fixture
+def log_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The (start, stop) spans a fold reads back from the log (`projections.views._batches`),
+    recorded as the test runs: a fold given its events reads none."""
+    from projections import views as views_module  # noqa: PLC0415
+
+    read: list[tuple[int, int]] = []
+    real = views_module._batches
+
+    def batches(txn: Any, start: int, stop: int) -> Any:
+        read.append((start, stop))
+        return real(txn, start, stop)
+
+    monkeypatch.setattr(views_module, "_batches", batches)
+    return read

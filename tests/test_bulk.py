@@ -419,20 +419,11 @@ def test_refusals_are_found_when_the_fold_keeps_too_many_distinct_verdicts(
 
 
 def test_a_big_append_folds_its_chunks_without_reading_them_back(
-    monkeypatch: pytest.MonkeyPatch,
+    log_reads: list[tuple[int, int]],
 ) -> None:
     """The append's fold takes each chunk's events as the append decoded them; only events
     the views lagged behind by (appended before, not folded) are read from the log."""
-    from projections import views as views_module  # noqa: PLC0415
-
-    read: list[tuple[int, int]] = []
-    real = views_module._batches
-
-    def batches(txn: Any, start: int, stop: int) -> Any:
-        read.append((start, stop))
-        return real(txn, start, stop)
-
-    monkeypatch.setattr(views_module, "_batches", batches)
+    read = log_reads
     with fresh_ledger("lmdb") as log:
         log.append_batch(failures(30))  # not folded into the views yet
         views = Views(log)

@@ -517,21 +517,12 @@ def test_the_inline_fold_hands_back_the_verdicts_of_its_transaction(backend: str
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_inline_fold_takes_the_requests_events_without_reading_them_back(
-    backend: str, monkeypatch: pytest.MonkeyPatch
+    backend: str, log_reads: list[tuple[int, int]]
 ) -> None:
     """Told the transaction's requests (`InlineFold.expect`, as the server's appender does),
     the fold takes their new events as given; it reads the log only for what the views lagged
     behind by, and a repeated id is not folded twice. The verdicts are the same."""
-    from projections import views as views_module  # noqa: PLC0415
-
-    read: list[tuple[int, int]] = []
-    real = views_module._batches
-
-    def batches(txn: Any, start: int, stop: int) -> Any:
-        read.append((start, stop))
-        return real(txn, start, stop)
-
-    monkeypatch.setattr(views_module, "_batches", batches)
+    read = log_reads
     with fresh_ledger(backend) as log:
         views = Views(log)
         fold = views.inline()
