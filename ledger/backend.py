@@ -35,8 +35,13 @@ __all__ = [
     "IndexCheck",
     "LogBackend",
     "Precondition",
+    "Stage",
+    "StagedOps",
     "TxnOps",
+    "apply_chunks",
     "apply_requests",
+    "last_recorded_at",
+    "start_source",
     "stored_event",
 ]
 
@@ -131,6 +136,10 @@ class AppendRequest:
 
     spooled: int = 0
     """How many events `source` holds."""
+    stageable: bool = False
+    """Whether `source` may be committed in several transactions kept invisible until the last
+    (a `Stage`; LMDB does so beyond `ledger.bulk.COMMIT` events). Not with a precondition that
+    reads the stored views through the transaction (a strict append): it needs them current."""
 
     @property
     def rows(self) -> int:
@@ -152,7 +161,7 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     `_Pending` for how a precondition still sees the requests before its own.
     """
     pending = _Pending(ops)
-    floor = _last_recorded_at(ops)
+    floor = last_recorded_at(ops)
     for request in requests:
         if request.source is not None:
             _apply_source(pending, request, floor)
@@ -189,7 +198,7 @@ def stored_event(position: int, stored: bytes) -> Event:
         raise StorageError(f"position {position}: stored event cannot be decoded ({e})") from e
 
 
-def _last_recorded_at(ops: TxnOps) -> datetime | None:
+def last_recorded_at(ops: TxnOps) -> datetime | None:
     """The `recorded_at` of the log's last event, as this write transaction sees it."""
     size = ops.size()
     for _, stored in ops.read_stored(size, size) if size else ():
@@ -208,26 +217,107 @@ def _apply_source(pending: _Pending, request: AppendRequest, floor: datetime | N
     Like any request, its events are recorded no earlier than the log's last one (`floor`).
     """
     assert request.source is not None
+    start_source(request)
+    for chunk in request.source():
+        store_chunk(pending, request, chunk, floor)
+
+
+def start_source(request: AppendRequest) -> None:
+    """A big append's write (re)starts: its hooks are told to forget what they kept."""
     request.result, request.error = [], None
     if request.after_chunk is not None:
         request.after_chunk(None, [])
     if request.on_chunk is not None:
         request.on_chunk(None, [])
-    for chunk in request.source():
-        if request.check_chunk is not None:
-            request.check_chunk(pending, chunk)
-        minted = chunk.minted_ids()
-        rows = chunk.rows
-        if floor is not None and request.recorded_at < floor:
-            rows = [(s, t, i, encode_record(decode_record(b).event, floor)) for s, t, i, b in rows]
-        if pending.can_prefetch:
-            pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
-        appended = pending.add_rows(rows, minted)
-        pending.flush()
-        if request.after_chunk is not None:
-            request.after_chunk(pending, appended)
-        if request.on_chunk is not None:
-            request.on_chunk(chunk, appended)
+
+
+def apply_chunks(
+    ops: TxnOps, request: AppendRequest, chunks: Sequence[BulkChunk], floor: datetime | None
+) -> None:
+    """Store some chunks of a big append in one transaction of a staged write (see `Stage`;
+    `ops` is a `StagedOps`), as `_apply_source` stores them all in one."""
+    pending = _Pending(ops)
+    for chunk in chunks:
+        store_chunk(pending, request, chunk, floor)
+
+
+def store_chunk(
+    pending: _Pending, request: AppendRequest, chunk: BulkChunk, floor: datetime | None
+) -> None:
+    """Check and store one chunk of a big append in `pending`'s transaction, then run its hooks
+    (`check_chunk` before, `after_chunk` and `on_chunk` after)."""
+    if request.check_chunk is not None:
+        request.check_chunk(pending, chunk)
+    minted = chunk.minted_ids()
+    rows = chunk.rows
+    if floor is not None and request.recorded_at < floor:
+        rows = [(s, t, i, encode_record(decode_record(b).event, floor)) for s, t, i, b in rows]
+    if pending.can_prefetch:
+        pending.prefetch_ids([row[2] for row in rows if row[2] not in minted])
+    appended = pending.add_rows(rows, minted)
+    pending.flush()
+    if request.after_chunk is not None:
+        request.after_chunk(pending, appended)
+    if request.on_chunk is not None:
+        request.on_chunk(chunk, appended)
+
+
+@dataclass(slots=True)
+class Stage:
+    """What a big append committed in several transactions (staged, see
+    `AppendRequest.stageable`) holds back until its last one, which makes it visible at once:
+    the settings its chunks set (the trust record) and the derived data its hooks keep (the
+    stored views' new states, in `slots`), each written by a finisher in that last transaction.
+    Until then the stored settings and views stay as they were before the append, as readers
+    must see them."""
+
+    meta: dict[str, bytes] = field(default_factory=dict)
+    """Settings set by the append, not yet written."""
+    slots: dict[str, object] = field(default_factory=dict)
+    """What a hook keeps across the append's transactions, by the hook's own name."""
+    finishers: dict[str, Callable[[TxnOps], None]] = field(default_factory=dict)
+    """Run in the last transaction (with the backend's operations), by a hook's name."""
+
+    def finish(self, ops: TxnOps) -> None:
+        """Write what was held back, inside the transaction that makes the append visible."""
+        for finisher in self.finishers.values():
+            finisher(ops)
+        for key, value in self.meta.items():
+            ops.put_meta(key, value)
+
+
+class StagedOps:
+    """A backend's `TxnOps` for one transaction of a staged big append: settings are read and
+    set through its `Stage` (held back until the last transaction); all else goes to `ops`."""
+
+    def __init__(self, ops: TxnOps, stage: Stage) -> None:
+        self._ops = ops
+        self.stage = stage
+
+    def own(self) -> TxnOps:
+        return self._ops.own()
+
+    def size(self) -> int:
+        return self._ops.size()
+
+    def lookup_id(self, event_id: str) -> int | None:
+        return self._ops.lookup_id(event_id)
+
+    def insert(self, rows: Sequence[tuple[str, str, str, bytes]]) -> list[int]:
+        return self._ops.insert(rows)
+
+    def nodes(self) -> merkle.NodeStore:
+        return self._ops.nodes()
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        return self._ops.read_stored(start, stop)
+
+    def get_meta(self, key: str) -> bytes | None:
+        held = self.stage.meta.get(key)
+        return held if held is not None else self._ops.get_meta(key)
+
+    def put_meta(self, key: str, value: bytes) -> None:
+        self.stage.meta[key] = value
 
 
 class _Pending:
@@ -241,6 +331,8 @@ class _Pending:
 
     def __init__(self, ops: TxnOps) -> None:
         self._ops = ops
+        self.stage: Stage | None = getattr(ops, "stage", None)
+        """The staged append this transaction is a part of (see `Stage`), if any."""
         self._size = ops.size()
         self._rows: list[tuple[str, str, str, bytes]] = []
         self._ids: dict[str, int] = {}

@@ -7,8 +7,11 @@ them to a `Spool` (a temporary file), so that a bad line anywhere is found befor
 written, and memory holds one chunk, not the whole input. The second pass runs inside one
 write transaction of the backend (`ledger.backend.apply_requests`): it reads the spool back a
 chunk at a time and inserts each chunk. If the transaction is retried (an LMDB map that had to
-grow), the spool is simply read again. The result (`BulkResult`) keeps each event's position
-in a compact array and reads the ids back from the spool when iterated.
+grow), the spool is simply read again. On LMDB, an input of more than `COMMIT` events is
+stored in several commits that stay invisible until the last one (staged: see
+`ledger.lmdb_backend`), so the memory of the write is bounded too; readers and other writers
+see the append all at once or not at all, as with one transaction. The result (`BulkResult`)
+keeps each event's position in a compact array and reads the ids back from the spool when iterated.
 """
 
 from __future__ import annotations
@@ -26,10 +29,16 @@ from ledger.codec import record_decoder
 from ledger.errors import StorageError
 from ledger.events import Event
 
-__all__ = ["CHUNK", "BulkResult", "Chunk", "Spool"]
+__all__ = ["CHUNK", "COMMIT", "BulkResult", "Chunk", "Spool"]
 
 CHUNK: Final = 10_000
 """Events prepared, spooled and stored together: bounds the memory of a big append."""
+
+COMMIT = 50_000
+"""On LMDB, a big append of more events than this is committed this many at a time behind a
+marker that keeps them invisible until its last commit (`ledger.lmdb_backend`, "Staged
+appends"): a write transaction holds every page it dirties in memory, so one transaction for
+the whole input would take memory in proportion to it (about 5 times the input's JSON)."""
 
 _LENGTH: Final = 8
 

@@ -325,10 +325,13 @@ class Ledger:
         progress: Callable[[int, int], None] | None = None,
         after_chunk: Callable[[TxnOps | None, list[Appended], list[Event]], None] | None = None,
     ) -> bulk.BulkResult:
-        """The second pass of `append_bulk`: store a spool in ONE write transaction.
-        `after_chunk(ops, results, events)` runs in that transaction after each chunk is written,
-        with the chunk's events as stored (see `AppendRequest.after_chunk`: how the stored views
-        are folded in the same commit)."""
+        """The second pass of `append_bulk`: store a spool in ONE write transaction (on LMDB,
+        beyond `bulk.COMMIT` events and without a `precondition`, in several that stay hidden
+        until the last: `AppendRequest.stageable`). `after_chunk(ops, results, events)` runs in
+        that transaction after each chunk is written, with the chunk's events as stored (see
+        `AppendRequest.after_chunk`: how the stored views are folded in the same commit; a
+        staged append's `ops` carry its `ledger.backend.Stage`, where they keep the views' new
+        states until the last transaction)."""
         result = bulk.BulkResult(spool)
         if not spool.count:
             return result
@@ -367,6 +370,7 @@ class Ledger:
             request = AppendRequest(
                 [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
                 spooled=spool.count, after_chunk=None if after_chunk is None else after,
+                stageable=precondition is None,
             )  # fmt: skip
             self.backend.write([request])
         return result

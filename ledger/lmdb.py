@@ -586,16 +586,35 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         cursor = txn.cursor(db=self.datastore.db(self._log_name))
         return int.from_bytes(cursor.key(), "big") if cursor.last() else None
 
-    def wait_beyond(self, position: int, timeout: float) -> bool:
+    def delete_tail_txn(self, txn: lmdb.Transaction[bytes], first: int) -> list[bytes]:
+        """Delete the events from notification id `first` to the end, with their sequence index
+        entries (in the caller's write transaction); returns their states, in id order (what
+        else indexes them is the caller's to remove)."""
+        log = self.datastore.db(self._log_name)
+        idx = self.datastore.db(self._idx_name)
+        states: list[bytes] = []
+        for nid, record in list(self._log_items(txn, first, None)):
+            _, version, topic_at, state_at = _split(record)
+            oid = record[_RECORD.size : topic_at].decode()
+            txn.delete(_text_key(oid) + _version_key(version), db=idx)
+            txn.delete(nid.to_bytes(8, "big"), db=log)
+            states.append(record[state_at:])
+        return states
+
+    def wait_beyond(
+        self, position: int, timeout: float, size: Callable[[], int] | None = None
+    ) -> bool:
         """Block until the log holds a notification id above `position` (appended by any
-        process) or `timeout` seconds pass; True if it does."""
+        process) or `timeout` seconds pass; True if it does. `size`: how the log's size is read
+        (default: its highest notification id)."""
         deadline = time.monotonic() + timeout
         event = threading.Event()
+        size = size or (lambda: self.max_notification_id() or 0)
         self.datastore.listen(event)
         try:
             while True:
                 event.clear()
-                if (self.max_notification_id() or 0) > position:
+                if size() > position:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

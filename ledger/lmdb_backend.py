@@ -15,13 +15,31 @@ sequence index (``stored_events.idx``: subject + version -> position); an older 
 
 LMDB has one writer at a time across processes, so allocating positions inside the write
 transaction gives gap-free positions in commit order. A commit is flushed before it returns.
+
+Staged appends. A write transaction keeps every page it dirties in memory until it commits
+(about 570 bytes an event with the indexes and the tree), so a big append (`ledger.bulk`) of
+more than `bulk.COMMIT` events is committed that many at a time instead, all or nothing still:
+
+- it holds ``append.lock`` (beside ``data.mdb``) exclusively with ``flock`` from start to end;
+- its first commit sets the marker ``pending-append`` in ``ledger.meta`` (the log's size before
+  it; the layout becomes `FORMAT_STAGED`, so an older adminchain refuses the files rather than
+  read the hidden events); every reader's size is the smaller of the log's last position and
+  the marker (`_visible`), so the positions beyond, their index entries and tree nodes are
+  never seen (a tree of a size up to the marker reads no node of theirs);
+- the settings its chunks set and the views' new states wait in memory (`ledger.backend.Stage`,
+  a state per subject, not per event) for its last commit, which writes them and removes the
+  marker: the whole append appears at once;
+- another writer that meets the marker waits for the lock (shared), and then, if the marker is
+  still there, its writer died: it removes the hidden events (`_sweep`) before writing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -29,13 +47,19 @@ from typing import Any, Final, TypeVar
 import lmdb
 from eventsourcing.persistence import PersistenceError
 
-from ledger import lmdb_files, merkle
+from ledger import bulk, lmdb_files, merkle
 from ledger.backend import (
     AppendRequest,
+    BulkChunk,
     Index,
     IndexCheck,
     ReadOnlySnapshot,
+    Stage,
+    StagedOps,
+    apply_chunks,
     apply_requests,
+    last_recorded_at,
+    start_source,
     stored_event,
 )
 from ledger.errors import (
@@ -45,6 +69,7 @@ from ledger.errors import (
     StorageError,
 )
 from ledger.lmdb import ChunkKeep, LMDBApplicationRecorder, LMDBDatastore, text_key
+from ledger.lmdb_datastore import LMDBMapGrownError
 
 __all__ = ["FORMAT", "FORMAT_KEY", "LMDBBackend", "LMDBTxnOps", "subject_key"]
 
@@ -60,6 +85,15 @@ FORMAT: Final = b"adminchain-lmdb/1"
 format): 1 is the layout this module writes. A ledger written before the marker existed is
 layout 1; it gets the marker on its first open for writing."""
 FORMAT_KEY: Final = "format"
+FORMAT_STAGED: Final = b"adminchain-lmdb/1+staged"
+"""The layout while a staged append is under way or was cut short: layout 1 with a
+``pending-append`` marker that hides the log's end (an older adminchain refuses it)."""
+PENDING_KEY: Final = b"pending-append"
+"""In ``ledger.meta`` while a staged append is under way: the log's visible size (8 bytes,
+big-endian), then who writes it (for messages)."""
+LOCK_FILE: Final = "append.lock"
+_SWEEP: Final = 20_000
+"""Hidden events removed per transaction after a staged append was cut short."""
 INITIAL_MAP: Final = 1 << 30
 """The initial LMDB map (address space, not disk: data.mdb grows as pages are used); it doubles
 when full."""
@@ -102,16 +136,21 @@ class _Nodes:
 class LMDBTxnOps:
     """`ledger.backend.TxnOps` over one LMDB write transaction."""
 
-    def __init__(self, backend: LMDBBackend, txn: Any) -> None:
+    def __init__(self, backend: LMDBBackend, txn: Any, *, staging: bool = False) -> None:
         self.raw = txn
         self._backend = backend
+        self._staging = staging
         self._versions: dict[str, int] = {}  # each subject's last version in this transaction
 
     def own(self) -> LMDBTxnOps:
         return self
 
     def size(self) -> int:
-        return self._backend.recorder.max_notification_id_txn(self.raw) or 0
+        """The log's size: its visible size (see "Staged appends"), or, in a transaction of
+        the staged append itself, its last position."""
+        if self._staging:
+            return self._backend.recorder.max_notification_id_txn(self.raw) or 0
+        return self._backend.visible(self.raw)
 
     def lookup_id(self, event_id: str) -> int | None:
         value = self.raw.get(subject_key(event_id), db=self._backend.ids_db)
@@ -275,7 +314,7 @@ class LMDBBackend:
             )
             self.datastore.close()
             raise failure from e
-        if found is not None and bytes(found) != FORMAT:
+        if found is not None and bytes(found) not in (FORMAT, FORMAT_STAGED):
             self.datastore.close()
             raise StorageError(
                 f"the ledger at {path} has storage layout {bytes(found).decode(errors='replace')}, "
@@ -307,7 +346,134 @@ class LMDBBackend:
             yield reads.txn
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
-        self.transaction(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
+        (request, *more) = requests
+        if not more and request.stageable and request.spooled > bulk.COMMIT:
+            self._write_staged(request)
+            return
+        self._log_write(lambda txn: apply_requests(LMDBTxnOps(self, txn), requests))
+
+    # ------------------------------------------------------------ staged appends
+
+    def visible(self, txn: Any) -> int:
+        """The log's size as readers see it in `txn`: its last position, or the marker of a
+        staged append under way (or cut short) when there is one."""
+        last: int = self.recorder.max_notification_id_txn(txn) or 0
+        marker = txn.get(PENDING_KEY, db=self.meta_db)
+        return last if marker is None else min(last, int.from_bytes(marker[:8], "big"))
+
+    def _log_write(self, body: Callable[[Any], T]) -> T:
+        """`body(txn)` in one write transaction that writes the log: never beside a staged
+        append (waits for it to end; removes what one that died left)."""
+
+        def guarded(txn: Any) -> T:
+            if txn.get(PENDING_KEY, db=self.meta_db) is not None:
+                raise _StagedAppendPendingError
+            return body(txn)
+
+        while True:
+            try:
+                return self.transaction(guarded)
+            except _StagedAppendPendingError:
+                with self._append_lock(exclusive=False):
+                    if self._marked():
+                        self._sweep()  # the marker is still there: its writer is gone
+
+    @contextlib.contextmanager
+    def _append_lock(self, *, exclusive: bool) -> Iterator[None]:
+        """``append.lock`` held (exclusive: by a staged append; shared: by a writer waiting for
+        one to end), released on exit; blocks until it is free."""
+        if self.read_only:
+            raise self._read_only()
+        path = Path(self.url) / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StorageError(f"the ledger at {self.url} could not be locked: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _marked(self) -> bool:
+        """Whether the marker of a staged append is there (see "Staged appends")."""
+        with self.recorder.read() as txn:
+            return txn.get(PENDING_KEY, db=self.meta_db) is not None
+
+    def _sweep(self) -> None:
+        """Remove the hidden events of a staged append whose writer died, from the end, a
+        transaction at a time, then the marker (the caller holds ``append.lock``)."""
+        while not self.recorder.write_retrying(self._sweep_step):
+            pass
+
+    def _sweep_step(self, txn: Any) -> bool:
+        marker = txn.get(PENDING_KEY, db=self.meta_db)
+        if marker is None:
+            return True
+        visible = int.from_bytes(marker[:8], "big")
+        last = self.recorder.max_notification_id_txn(txn) or 0
+        first = max(visible + 1, last - _SWEEP + 1)
+        if last > visible:
+            states = self.recorder.delete_tail_txn(txn, first)
+            for position, state in enumerate(states, first):
+                key = subject_key(stored_event(position, state).id or "")
+                found = txn.get(key, db=self.ids_db)
+                if found is not None and int.from_bytes(found, "big") == position:
+                    txn.delete(key, db=self.ids_db)
+            _drop_nodes_beyond(txn, self.merkle_db, first - 1)
+        if first - 1 > visible:
+            return False
+        txn.delete(PENDING_KEY, db=self.meta_db)
+        txn.put(FORMAT_KEY.encode(), FORMAT, db=self.meta_db)
+        return True
+
+    def _write_staged(self, request: AppendRequest) -> None:
+        """A big append in commits of `bulk.COMMIT` events kept hidden by the marker until the
+        last (see "Staged appends"); all or nothing: a failure removes what was committed."""
+        if self.read_only:
+            raise self._read_only()
+        with self._append_lock(exclusive=True), self._translated("be written"):
+            if self._marked():
+                self._sweep()  # a marker now is one a writer that died left
+            while True:
+                try:
+                    self._stage(request)
+                except LMDBMapGrownError:  # the map grew mid-way: start again, from nothing
+                    self._sweep()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        if self._marked():
+                            self._sweep()
+                    raise
+                else:
+                    return
+
+    def _stage(self, request: AppendRequest) -> None:
+        assert request.source is not None
+        stage = Stage()
+        start_source(request)
+        marker = b""
+        floor = None
+        for group in _commits(request.source()):
+            data = sum(len(row[3]) for chunk in group for row in chunk.rows)
+            self.datastore.reserve(16 * data + (64 << 20))
+            with self.datastore.write(notify=False) as txn:  # a map growth raises: see caller
+                ops = LMDBTxnOps(self, txn, staging=True)
+                if not marker:
+                    size = ops.size()
+                    floor = last_recorded_at(ops)
+                    owner = f" {os.getpid()}@{socket.gethostname()}".encode()
+                    marker = size.to_bytes(8, "big") + owner
+                    txn.put(PENDING_KEY, marker, db=self.meta_db)
+                    txn.put(FORMAT_KEY.encode(), FORMAT_STAGED, db=self.meta_db)
+                apply_chunks(StagedOps(ops, stage), request, group, floor)
+
+        def finish(txn: Any) -> None:
+            stage.finish(LMDBTxnOps(self, txn, staging=True))
+            txn.delete(PENDING_KEY, db=self.meta_db)
+            txn.put(FORMAT_KEY.encode(), FORMAT, db=self.meta_db)
+
+        self.recorder.write_retrying(finish)
 
     @contextlib.contextmanager
     def _reads(self, what: str = "be read") -> Iterator[_Reads]:
@@ -389,7 +555,7 @@ class LMDBBackend:
             txn.cursor(db=self.ids_db).putmulti(ids, overwrite=False)
             return count
 
-        return self.transaction(rebuild)
+        return self._log_write(rebuild)
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[_Reads]:
@@ -421,7 +587,7 @@ class LMDBBackend:
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
         with self._translated("be read"):
-            return self.recorder.wait_beyond(position, timeout)
+            return self.recorder.wait_beyond(position, timeout, self.size)
 
     def put_checkpoint(self, size: int, note: str) -> None:
         def put(txn: Any) -> None:
@@ -435,6 +601,37 @@ class LMDBBackend:
 
     def close(self) -> None:
         self.datastore.close()
+
+
+def _commits(chunks: Iterator[BulkChunk]) -> Iterator[list[BulkChunk]]:
+    """A staged append's chunks, in groups of at least `bulk.COMMIT` events (one commit each;
+    the last may hold fewer)."""
+    group: list[BulkChunk] = []
+    count = 0
+    for chunk in chunks:
+        group.append(chunk)
+        count += len(chunk.rows)
+        if count >= bulk.COMMIT:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
+
+
+class _StagedAppendPendingError(Exception):
+    """A write met the marker of a staged append (see "Staged appends")."""
+
+
+def _drop_nodes_beyond(txn: Any, db: Any, size: int) -> None:
+    """Delete every Merkle node that is not a complete subtree of the first `size` leaves: at
+    each level, those from index ``size >> level`` on (what a cut-short staged append left)."""
+    cursor = txn.cursor(db=db)
+    for level in range(64):
+        if not cursor.set_range(_node_key(level, size >> level)):
+            return
+        while cursor.key()[:1] == level.to_bytes(1, "big"):
+            if not cursor.delete():
+                break
 
 
 def _writable(path: Path) -> bool:
@@ -476,13 +673,20 @@ def _index_check(
         for key, value in txn.cursor(db=ids_db):
             yield bytes(key), int.from_bytes(value, "big")
 
+    def visible(scan: Callable[[Any], Iterator[tuple[bytes, int]]]) -> Any:
+        """`scan` without the entries of a staged append's hidden positions."""
+
+        def scan_visible(txn: Any) -> Iterator[tuple[bytes, int]]:
+            size = backend.visible(txn)
+            return (entry for entry in scan(txn) if entry[1] <= size)
+
+        return lambda: run(scan_visible)
+
     return IndexCheck(
         [
-            Index("id index", lambda e: subject_key(e.id or ""), lambda: run(ids), unique=True),
+            Index("id index", lambda e: subject_key(e.id or ""), visible(ids), unique=True),
             Index(
-                "subject index",
-                lambda e: prefix(e.subject),
-                lambda: run(recorder.index_entries_txn),
+                "subject index", lambda e: prefix(e.subject), visible(recorder.index_entries_txn)
             ),
         ]
     )
@@ -510,25 +714,29 @@ class _Reads(ReadOnlySnapshot):
         return self._txn
 
     def size(self) -> int:
-        return self._backend.recorder.max_notification_id_txn(self._txn) or 0
+        return self._backend.visible(self._txn)
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
-        last = self.size() if stop is None else stop
+        last = self.size() if stop is None else min(stop, self.size())
         return self._backend.recorder.iter_stored_txn(self._txn, start, last)
 
     def read_chunks(
         self, start: int, stop: int | None, size: int, keep: ChunkKeep | None = None
     ) -> Iterator[list[tuple[int, bytes | None]]]:
-        last = self.size() if stop is None else stop
+        last = self.size() if stop is None else min(stop, self.size())
         return self._backend.recorder.iter_chunks_txn(self._txn, start, last, size, keep)
 
     def positions_of(self, subject: str, skip: int = 0) -> list[int]:
-        return self._backend.recorder.notification_ids_txn(self._txn, subject, skip)
+        positions = self._backend.recorder.notification_ids_txn(self._txn, subject, skip)
+        if positions and positions[-1] > (size := self.size()):  # a staged append's, hidden
+            return [p for p in positions if p <= size]
+        return positions
 
     def read_nodes(self) -> merkle.NodeStore:
         return _Nodes(self._txn, self._backend.merkle_db)
 
     def read_leaves(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        last = self.size() if stop is None else min(stop, self.size())
         cursor = self._txn.cursor(db=self._backend.merkle_db)
         if not cursor.set_range(_node_key(0, max(start, 1) - 1)):
             return
@@ -536,7 +744,7 @@ class _Reads(ReadOnlySnapshot):
             if key[0] != 0:
                 return
             position = int.from_bytes(key[1:], "big") + 1
-            if stop is not None and position > stop:
+            if position > last:
                 return
             yield position, bytes(value)
 

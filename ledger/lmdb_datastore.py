@@ -82,8 +82,6 @@ def translate(error: lmdb.Error) -> PersistenceError:
     return DatabaseError(f"LMDB: {error}")
 
 
-
-
 class _Gate:
     """Shared holds for transactions, an exclusive hold for remapping.
 
@@ -398,6 +396,21 @@ class LMDBDatastore:
                 ) from cause
             env.set_mapsize(target)
 
+    def reserve(self, nbytes: int) -> None:
+        """Grow the map (doubling, up to its maximum) until `nbytes` more fit beyond the pages
+        in use, so that a write transaction of about that size will not find it full (no
+        transaction of this process may be open)."""
+        with self._gate.exclusive(self.grow_timeout):
+            env = self.env
+            env.set_mapsize(0)  # adopt a bigger map another process set
+            info = env.info()
+            used = (info["last_pgno"] + 1) * env.stat()["psize"]
+            size = target = info["map_size"]
+            while target - used < nbytes and target < self.max_map_size:
+                target = min(self.max_map_size, target * 2)
+            if target > size:
+                env.set_mapsize(target)
+
     def listen(self, event: threading.Event) -> None:
         """Set `event` after each commit in this process (other processes: poll)."""
         with self._listeners_lock:
@@ -417,5 +430,3 @@ class LMDBDatastore:
 
 
 # ---------------------------------------------------------------------------- recorders
-
-

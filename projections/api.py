@@ -23,7 +23,7 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
-from ledger.backend import Appended, AppendRequest, LogBackend, Precondition, TxnOps
+from ledger.backend import Appended, AppendRequest, LogBackend, Precondition, Stage, TxnOps
 from ledger.errors import BackendUnavailableError, UsageError
 from ledger.events import Event
 from ledger.ledger import Entry, Ledger
@@ -34,10 +34,12 @@ from projections.views import (
     CHUNK,
     Carry,
     DryRunAbortError,
+    StagedViews,
     ViewReader,
     ViewStore,
     ViewTxn,
     advance_txn,
+    catch_up_txn,
     codec,
     dry_run_precondition,
     strict_precondition,
@@ -230,12 +232,21 @@ class _BulkFold:
             self._carry, self.codes, self.complete = Carry(), array("i"), True
             return
         found: dict[int, list[Verdict]] = {}
-        fold_in, carry = self._store.fold_in, self._carry
+        carry = self._carry
         given = [(a.position, e) for a, e in zip(appended, events, strict=True) if not a.duplicate]
-        while True:
-            tracking, size = fold_in(ops, CHUNK, found, carry, given=given)
-            if tracking >= size:
-                break
+        stage = getattr(ops, "stage", None)
+        if stage is None:  # one transaction: fold into the stored views in it
+            fold_in = self._store.fold_in
+            while True:
+                tracking, size = fold_in(ops, CHUNK, found, carry, given=given)
+                if tracking >= size:
+                    break
+        else:  # a staged append: the new states wait for its last transaction
+            view = self._staged(stage).over(self._store.over(ops))
+            while True:
+                tracking, size = catch_up_txn(view, CHUNK, verdicts=found, carry=carry, given=given)
+                if tracking >= size:
+                    break
         index, table, codes = self._index, self.table, self.codes
         for result in appended:
             got = None if result.duplicate else found.get(result.position)
@@ -253,6 +264,16 @@ class _BulkFold:
                 code = index[key] = len(table)
                 table.append(key)
             codes.append(code)
+
+    def _staged(self, stage: Stage) -> StagedViews:
+        """The views' states this staged append holds back (made, and their writing in its
+        last transaction registered, on its first chunk)."""
+        staged = stage.slots.get("views")
+        if not isinstance(staged, StagedViews):
+            staged = stage.slots["views"] = StagedViews()
+            store, held = self._store, staged
+            stage.finishers["views"] = lambda ops: held.write(store.over(ops))
+        return staged
 
 
 def verdicts_json(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:

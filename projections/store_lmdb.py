@@ -33,10 +33,10 @@ _encoder = msgspec.msgpack.Encoder()
 class _LMDBViewTxn:
     """`ViewTxn` over one LMDB transaction (read-only use is fine with a read transaction)."""
 
-    def __init__(self, views: LMDBViews, txn: Any) -> None:
+    def __init__(self, views: LMDBViews, txn: Any, log: LMDBTxnOps | None = None) -> None:
         self._views = views
         self._txn = txn
-        self._log = LMDBTxnOps(views.backend, txn)
+        self._log = LMDBTxnOps(views.backend, txn) if log is None else log
         self._tracking: int | None = None  # written by `flush`
 
     def tracking(self) -> int:
@@ -67,6 +67,7 @@ class _LMDBViewTxn:
 
     def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
         """`read_stored` in lists of up to `size`, from one loop (catch-up's read path)."""
+        stop = min(stop, self.size())
         chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
         return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
 
@@ -147,7 +148,7 @@ class LMDBViews:
         own = ops.own()
         if not isinstance(own, LMDBTxnOps):
             raise TypeError(f"LMDB views cannot be read through {type(own).__name__}")
-        return _LMDBViewTxn(self, own.raw)
+        return _LMDBViewTxn(self, own.raw, own)  # its size: a staged append sees its own
 
     def reset(self) -> None:
         """Drop every stored state and the tracking position (and the verdicts older versions

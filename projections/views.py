@@ -36,6 +36,7 @@ __all__ = [
     "CHUNK",
     "Carry",
     "DryRunAbortError",
+    "StagedViews",
     "ViewReader",
     "ViewStore",
     "ViewTxn",
@@ -190,6 +191,73 @@ def _decoded(stored: Iterable[tuple[int, bytes]]) -> list[tuple[int, Event]]:
     return [(position, decode_record(data).event) for position, data in stored]
 
 
+class StagedViews:
+    """The views' new states of a staged big append (`ledger.backend.Stage`): held here, one
+    per (projection, subject) changed, so bounded by subjects, not events, until the append's
+    last transaction writes them (`write`); until then the stored views stay as they were,
+    as readers must see them."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], bytes | None] = {}
+        self.tracking: int | None = None
+
+    def over(self, base: ViewTxn) -> ViewTxn:
+        """The views as the append's next fold sees them: these states over `base`'s (the
+        stored views in one of the append's transactions)."""
+        return _StagedViewTxn(self, base)
+
+    def write(self, txn: ViewTxn) -> None:
+        """Store the held states and tracking position through `txn` (the last transaction)."""
+        for (projection, subject), data in self.states.items():
+            txn.save(projection, subject, data)
+        if self.tracking is not None:
+            txn.set_tracking(self.tracking)
+        txn.flush()
+
+
+class _StagedViewTxn:
+    """`ViewTxn` of `StagedViews.over`: reads the held states first, writes only to them."""
+
+    def __init__(self, staged: StagedViews, base: ViewTxn) -> None:
+        self._staged, self._base = staged, base
+
+    def tracking(self) -> int:
+        held = self._staged.tracking
+        return self._base.tracking() if held is None else held
+
+    def load(self, projection: str, subject: str) -> bytes | None:
+        states = self._staged.states
+        key = (projection, subject)
+        return states[key] if key in states else self._base.load(projection, subject)
+
+    def scan(self, projection: str) -> Iterator[tuple[str, bytes]]:
+        held = {s: d for (p, s), d in self._staged.states.items() if p == projection}
+        for subject, data in self._base.scan(projection):
+            if subject not in held:
+                yield subject, data
+        for subject, state in held.items():
+            if state is not None:
+                yield subject, state
+
+    def size(self) -> int:
+        return self._base.size()
+
+    def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        return self._base.read_stored(start, stop)
+
+    def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
+        return _batches(self._base, start, stop, size)
+
+    def save(self, projection: str, subject: str, data: bytes | None) -> None:
+        self._staged.states[projection, subject] = data
+
+    def set_tracking(self, position: int) -> None:
+        self._staged.tracking = position
+
+    def flush(self) -> None:
+        """Nothing to write: the states wait for `StagedViews.write`."""
+
+
 class Carry:
     """What one catch-up chunk hands the next in the same process: its `Folder` and the stored
     states it loaded, valid while the tracking position is still where that chunk left it."""
@@ -202,17 +270,20 @@ class Carry:
         self.met: set[str] = set()
 
 
-def _batches(txn: ViewTxn, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
-    """The log's stored events start..stop in lists of `_BATCH`: the store's own chunked read
-    where it has one (`read_batches`: one loop, no generator step per event), else `read_stored`
-    cut up."""
+def _batches(
+    txn: ViewTxn, start: int, stop: int, size: int = 0
+) -> Iterator[list[tuple[int, bytes]]]:
+    """The log's stored events start..stop in lists of `size` (default `_BATCH`): the store's
+    own chunked read where it has one (`read_batches`: one loop, no generator step per event),
+    else `read_stored` cut up."""
+    size = size or _BATCH
     read_batches = getattr(txn, "read_batches", None)
     if read_batches is not None:
-        batches: Iterator[list[tuple[int, bytes]]] = read_batches(start, stop, _BATCH)
+        batches: Iterator[list[tuple[int, bytes]]] = read_batches(start, stop, size)
         yield from batches
         return
     records = txn.read_stored(start, stop)
-    while batch := list(islice(records, _BATCH)):
+    while batch := list(islice(records, size)):
         yield batch
 
 
