@@ -102,14 +102,13 @@ def append(
         _in_memory(views, file, signer, strict=strict, dry_run=dry_run, as_json=as_json)
         return
     # A big input streams through a spool: memory holds a chunk (`Ledger.append_bulk`).
-    precondition = views.strict() if strict else None
     with render.append_progress(file, enabled=not as_json) as (source, stored):
         numbered = iter_lines(read_lines(source))
         if signer is not None:
             numbered = ((n, signer.sign_if_operator(e)) for n, e in numbered)
         spooled = views.ledger.spool(numbered, validated=True)  # Ctrl-C here: nothing stored
         with interrupts_deferred():
-            result = views.append_spooled(spooled, precondition=precondition, progress=stored)
+            result = views.append_spooled(spooled, strict=strict, progress=stored)
             STORED.note(result)
     if as_json:
         render.write_lines(render.outcome_json(o) for o in views.outcomes(result))

@@ -324,6 +324,7 @@ class Ledger:
         precondition: Precondition | None = None,
         progress: Callable[[int, int], None] | None = None,
         after_chunk: Callable[[TxnOps | None, list[Appended], list[Event]], None] | None = None,
+        stageable: bool | None = None,
     ) -> bulk.BulkResult:
         """The second pass of `append_bulk`: store a spool in ONE write transaction (on LMDB,
         beyond `bulk.COMMIT` events and without a `precondition`, in several that stay hidden
@@ -331,7 +332,9 @@ class Ledger:
         that transaction after each chunk is written, with the chunk's events as stored (see
         `AppendRequest.after_chunk`: how the stored views are folded in the same commit; a
         staged append's `ops` carry its `ledger.backend.Stage`, where they keep the views' new
-        states until the last transaction)."""
+        states until the last transaction). `stageable` (default: without a `precondition`):
+        whether the append may be staged, i.e. whether `precondition` reads the stored views,
+        if at all, through the `Stage` (`Views.append_spooled` with ``strict``)."""
         result = bulk.BulkResult(spool)
         if not spool.count:
             return result
@@ -370,7 +373,7 @@ class Ledger:
             request = AppendRequest(
                 [], spool.recorded_at, source=spool.read, check_chunk=check, on_chunk=stored,
                 spooled=spool.count, after_chunk=None if after_chunk is None else after,
-                stageable=precondition is None,
+                stageable=precondition is None if stageable is None else stageable,
             )  # fmt: skip
             self.backend.write([request])
         return result

@@ -595,15 +595,27 @@ class Views:
         self,
         spool: Spool,
         *,
+        strict: bool = False,
         precondition: Precondition | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> BulkResult:
-        """`Ledger.append_spooled` (a big append, ONE transaction) with the stored views folded
+        """`Ledger.append_spooled` (a big append, all or nothing) with the stored views folded
         in the same transaction, chunk by chunk: the views never lag it, and `outcomes` of the
-        result answers from the verdicts that fold gave, without another pass over the log."""
+        result answers from the verdicts that fold gave, without another pass over the log.
+        `strict`: refused operator events refuse the append (SPEC §1), checked on the views as
+        this fold leaves them (so a staged append's are seen: it may still be staged, unlike
+        one with another `precondition`)."""
         fold = _BulkFold(self.store)
+        if strict:
+            if precondition is not None:
+                raise ValueError("strict checks are a precondition of their own: give one")
+            precondition = strict_precondition(self._over_staged)
         result = self.ledger.append_spooled(
-            spool, precondition=precondition, progress=progress, after_chunk=fold
+            spool,
+            precondition=precondition,
+            progress=progress,
+            after_chunk=fold,
+            stageable=precondition is None or strict,
         )
         self._captured = (result, fold)
         return result
@@ -788,6 +800,14 @@ class Views:
     def strict(self) -> Precondition:
         """The precondition for a strict append (SPEC §1): see `strict_precondition`."""
         return strict_precondition(self.store.over)
+
+    def _over_staged(self, ops: TxnOps) -> ViewReader:
+        """The views inside an append's transaction, with the states a staged append holds
+        back over them (see `_BulkFold._staged`)."""
+        view = self.store.over(ops)
+        stage = getattr(ops, "stage", None)
+        staged = None if stage is None else stage.slots.get("views")
+        return staged.over(view) if isinstance(staged, StagedViews) else view
 
     def rebuild(self) -> int:
         """Drop the stored views and fold the whole log again."""

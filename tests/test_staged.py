@@ -18,12 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from ledger import backend as backend_module
 from ledger import bulk
-from ledger import lmdb_backend as lmdb_backend_module
-from ledger.errors import InvalidEventError
-from ledger.events import Event, KeepAliveFailed
+from ledger.errors import InvalidEventError, StrictRefusedError
+from ledger.events import (
+    EnterMaintenance,
+    Event,
+    ExitMaintenance,
+    KeepAliveFailed,
+    MaintenanceObserved,
+)
 from ledger.ledger import Ledger
 from ledger.lmdb_backend import FORMAT, FORMAT_KEY, FORMAT_STAGED, PENDING_KEY, LMDBBackend
+from ledger.lmdb_datastore import LMDBDatastore
 from projections.api import Views
 from replay.audit import run_audit
 from replay.integrity import verify
@@ -183,6 +190,50 @@ def _refuse_later(log: Ledger, events: list[tuple[int, Event]], check: object) -
     log.backend.write([request])
 
 
+def test_a_strict_staged_append_checks_each_commit_on_the_states_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`append FILE --strict`, staged: an exit in the fourth commit is accepted only because
+    the first commit put the node in maintenance (states held back, not yet stored: the check
+    must read them); a refused exit in a later commit refuses the whole append, leaving
+    nothing."""
+    with Ledger.open(tmp_path / "strict.lmdb") as log:
+        views = Views(log)
+        counted = commits_of(log, monkeypatch)
+
+        def events(*, drained: bool) -> list[tuple[int, Event]]:
+            out: list[Event] = [EnterMaintenance(subject="n1", actor="op", at=ts(0))]
+            if drained:
+                out.append(MaintenanceObserved(subject="n1", at=ts(1), state="Maintenance"))
+            out += [e for _, e in failures(1000, start=10)]
+            out.append(ExitMaintenance(subject="n1", actor="op", at=ts(2000)))
+            return list(enumerate(out, 1))
+
+        with pytest.raises(StrictRefusedError) as caught:  # not drained: the exit is refused
+            views.append_spooled(log.spool(events(drained=False), chunk=CHUNK), strict=True)
+        assert caught.value.line == 1002
+        assert counted[0] >= 4, "it was staged: three commits before the refused chunk"
+        assert log.size() == 0
+        assert not marked(log)
+        reads: list[tuple[int, int]] = []
+        real = backend_module._Pending.read_stored
+
+        def read_stored(self: object, start: int, stop: int) -> object:
+            reads.append((start, stop))
+            return real(self, start, stop)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(backend_module._Pending, "read_stored", read_stored)
+        result = views.append_spooled(log.spool(events(drained=True), chunk=CHUNK), strict=True)
+        assert result.stored == 1003
+        # each commit's check goes on from the held-back states: it reads none of the append
+        assert [(a, b) for a, b in reads if b >= a] == []
+        state = views.state("maintenance", "n1")
+        assert state is not None
+        assert state.state == "ExitingMaintenance"
+        assert verify(log).ok
+        assert run_audit(log).diverged == []
+
+
 def test_another_writer_waits_for_a_staged_append_then_follows_it(tmp_path: Path) -> None:
     """A single append started while a staged append is between commits is stored after it
     (its position follows the whole append), never in the middle of it."""
@@ -215,7 +266,7 @@ def test_a_map_that_must_grow_mid_commit_starts_the_append_again(
 ) -> None:
     """Without reserving room ahead, a full map aborts a commit in the middle: what was
     committed is removed and the append starts again on the grown map; all of it, once."""
-    monkeypatch.setattr(lmdb_backend_module.LMDBDatastore, "reserve", lambda self, n: None)
+    monkeypatch.setattr(LMDBDatastore, "reserve", lambda self, n: None)
     with Ledger(LMDBBackend(tmp_path / "small.lmdb", map_size=1 << 20)) as log:
         starts = [0]
         result = log.append_bulk(
@@ -232,6 +283,7 @@ def test_a_map_that_must_grow_mid_commit_starts_the_append_again(
 
 KILLED = """
 import os, signal, sys
+from ledger import backend as backend_module
 from ledger import bulk
 bulk.COMMIT = {commit}
 from ledger.ledger import Ledger
