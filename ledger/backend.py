@@ -113,7 +113,7 @@ class AppendRequest:
     done: bool = False
     encoded: list[bytes] = field(default_factory=list)
     minted: frozenset[str] = frozenset()
-    """Ids the ledger generated for this request: fresh random UUIDs, not looked up."""
+    """Ids the ledger generated for this request: fresh UUIDs (`new_ids`), not looked up."""
     verbatim: bool = False
     """Store `encoded` as given (a copy of another log): `recorded_at` is not raised."""
     after: Callable[[TxnOps], None] | None = None

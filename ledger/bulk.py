@@ -34,7 +34,7 @@ __all__ = ["CHUNK", "COMMIT", "BulkResult", "Chunk", "Spool"]
 CHUNK: Final = 10_000
 """Events prepared, spooled and stored together: bounds the memory of a big append."""
 
-COMMIT = 50_000
+COMMIT = 20_000
 """On LMDB, a big append of more events than this is committed this many at a time behind a
 marker that keeps them invisible until its last commit (`ledger.lmdb_backend`, "Staged
 appends"): a write transaction holds every page it dirties in memory, so one transaction for

@@ -320,3 +320,25 @@ def test_index_check_add_run_sums_as_add_does(log: Ledger) -> None:
     changed = log.backend.index_check()
     changed.add_run(1, [*events[:-1], KeepAliveFailed(subject="r9", id="k99")])
     assert changed.problem(event_at) is not None
+
+
+def test_minted_ids_are_time_ordered_uuids_version_7() -> None:
+    """Ids the ledger makes are RFC 9562 version 7 UUIDs: valid, unique, and ordered by the
+    millisecond they were made in (what keeps a big append's id index writes together)."""
+    import time  # noqa: PLC0415
+    import uuid  # noqa: PLC0415
+
+    from ledger.ledger import new_ids  # noqa: PLC0415
+
+    first = new_ids(1000)
+    time.sleep(0.002)
+    second = new_ids(1000)
+    for text in first + second:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text
+    assert len(set(first + second)) == 2000
+    assert max(first) < min(second)
+    stamp = int(first[0].replace("-", "")[:12], 16)
+    assert abs(stamp - time.time() * 1000) < 60_000

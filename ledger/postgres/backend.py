@@ -285,7 +285,7 @@ class PostgresBackend:
 
     def write(self, requests: Sequence[AppendRequest]) -> None:
         """Append the requests in one transaction under the recorder's table lock."""
-        # Ids the ledger minted are fresh random UUIDs: only the others are looked up.
+        # Ids the ledger minted are fresh UUIDs: only the others are looked up.
         event_ids = [
             e.id for r in requests for e in r.events if e.id is not None and e.id not in r.minted
         ]
