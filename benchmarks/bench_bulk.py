@@ -49,7 +49,7 @@ from benchmarks.common import (
 )
 from ledger.codec import encode_event_json
 
-_CLI = """
+CLI_WITH_PEAK = """
 import atexit, sys
 out = sys.argv[1]
 def peak():
@@ -80,7 +80,7 @@ def cli(workdir: Path, *args: str) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, str(peak_file), *args],
+        [sys.executable, "-c", CLI_WITH_PEAK, str(peak_file), *args],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_cli [--quick] [--json] [--dir DIR] [--keep]
                                    [--baseline REV] [--runs N] [--subjects N] [--hyperfine]
-                                   [--source-only]
+                                   [--source-only] [--append-events N]
 
 Both sides run in the same run, alternating: our working tree, and the baseline — the sources
 of git revision REV (default ``main``) extracted with ``git archive`` into the work directory —
@@ -15,6 +15,10 @@ environment, on the same ledgers. Bare ``python -c pass`` runs beside them: the 
 - 10k subjects: `status` (human, to a pipe) and `status --json` on a ledger of 10k nodes with
   long ids (views already caught up), min and median of a few runs; and our plain-text table
   renderer alone, in process.
+- a big append: ``append FILE`` of a JSON Lines file of `--append-events` events (default 550k,
+  about 66 MB; ``--quick`` 100k; 0 skips it) into a fresh ledger, each tree twice, alternating:
+  wall time and peak RSS (the process's VmHWM, file-backed pages of the ledger included), the
+  peak also as a multiple of the input's size (target ≤ 3x).
 
 Both trees are byte-compiled first (``compileall``), as ``pip install`` does: where
 PYTHONDONTWRITEBYTECODE is set (as on the machine these figures come from) nothing else writes
@@ -176,8 +180,17 @@ def main() -> None:
         action="store_true",
         help="do not byte-compile the trees (with PYTHONDONTWRITEBYTECODE, every run compiles)",
     )
+    p.add_argument(
+        "--append-events",
+        type=int,
+        default=None,
+        help="events of the big append (default 550k, --quick 100k; 0: skip it)",
+    )
     args = p.parse_args()
     runs = 5 if args.quick else args.runs
+    appended = args.append_events
+    if appended is None:
+        appended = 100_000 if args.quick else 550_000
     subjects = 1000 if args.quick else args.subjects
     python = sys.executable
     with Workdir(args.dir, "cli", keep=args.keep) as work:
@@ -268,7 +281,48 @@ def main() -> None:
                 )
             )
         report.figures.append(render_alone(big, subjects))
+        if appended:
+            report.comparisons.extend(big_append(work, appended, base_tree))
         report.emit(as_json=args.json)
+
+
+def big_append(work: Workdir, events: int, base_tree: Path) -> list[Comparison]:
+    """``append FILE`` of `events` events into a fresh ledger by each tree (twice, alternating):
+    the best wall time and the least peak RSS of each."""
+    from benchmarks.bench_bulk import CLI_WITH_PEAK, write_events  # noqa: PLC0415
+
+    data = work.sub("big-append.jsonl")
+    log(f"big append: writing {events} events")
+    size = write_events(data, events)
+    results: dict[str, list[tuple[float, int]]] = {"ours": [], "baseline": []}
+    for round_ in range(2):
+        for name, tree in (("ours", REPO), ("baseline", base_tree)):
+            ledger = work.sub(f"append-{name}-{round_}.lmdb")
+            peak = work.sub("peak.kb")
+            env = env_for(tree, ledger)
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-c", CLI_WITH_PEAK, str(peak), "append", str(data)],
+                env=env, cwd=work.path, stdout=subprocess.DEVNULL, check=True,
+            )  # fmt: skip
+            results[name].append((time.perf_counter() - start, int(peak.read_text())))
+            shutil.rmtree(ledger)
+            log(f"big append {name}: {results[name][-1][0]:.1f} s, {results[name][-1][1]} kB")
+    mb = size / 1e6
+    ours_s, base_s = (min(t for t, _ in results[n]) for n in ("ours", "baseline"))
+    ours_kb, base_kb = (min(k for _, k in results[n]) for n in ("ours", "baseline"))
+    ours_x, base_x = ours_kb * 1024 / size, base_kb * 1024 / size
+    return [
+        Comparison(
+            f"append FILE, {events} events ({mb:.0f} MB), wall (best of 2)",
+            ours_s, base_s, "s", None, higher_is_better=False,
+        ),
+        Comparison(
+            f"append FILE, {events} events, peak RSS (least of 2)",
+            ours_kb / 1024, base_kb / 1024, "MB", None, higher_is_better=False,
+            note=f"{ours_x:.2f}x vs {base_x:.2f}x the input; target ≤ 3x",
+        ),
+    ]  # fmt: skip
 
 
 def render_alone(path: Path, subjects: int) -> Figure:
