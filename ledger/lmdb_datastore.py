@@ -399,8 +399,8 @@ class LMDBDatastore:
     def reserve(self, nbytes: int) -> None:
         """Grow the map (doubling, up to its maximum) until `nbytes` more fit beyond the pages
         in use, so that a write transaction of about that size will not find it full (no
-        transaction of this process may be open)."""
-        with self._gate.exclusive(self.grow_timeout):
+        transaction of this process may be open: the write lock keeps other threads' out)."""
+        with self._write_lock, self._gate.exclusive(self.grow_timeout):
             env = self.env
             env.set_mapsize(0)  # adopt a bigger map another process set
             info = env.info()

@@ -178,11 +178,13 @@ def test_a_failure_after_some_commits_leaves_nothing(tmp_path: Path) -> None:
         assert verify(log).ok
 
 
-def _refuse_later(log: Ledger, events: list[tuple[int, Event]], check: object) -> None:
-    """A staged append whose `check_chunk` refuses a chunk of its third commit."""
+def _refuse_later(
+    log: Ledger, events: list[tuple[int, Event]], check: object, chunk: int = CHUNK
+) -> None:
+    """A staged append whose `check_chunk` refuses a chunk of a later commit."""
     from ledger.backend import AppendRequest  # noqa: PLC0415
 
-    spool = log.spool(events, chunk=CHUNK)
+    spool = log.spool(events, chunk=chunk)
     request = AppendRequest(
         [], spool.recorded_at, source=spool.read, check_chunk=check,  # type: ignore[arg-type]
         spooled=spool.count, stageable=True,
@@ -372,3 +374,57 @@ def test_cli_append_of_a_big_file_is_staged_and_whole(tmp_path: Path) -> None:
         assert log.size() == 1200
         assert Views(log).tracking() == 1200
         assert verify(log).ok
+
+
+def test_the_free_pages_a_removal_leaves_are_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a staged append frees pages that were taken at the end of the file and never
+    written: all zeros, but in LMDB's free list, so `verify` and a whole-log read go on. The
+    free list as read from the file accounts for every page that no table uses."""
+    import mmap  # noqa: PLC0415
+
+    from ledger import lmdb_files  # noqa: PLC0415
+
+    monkeypatch.setattr(bulk, "COMMIT", 5000)
+    target = tmp_path / "z.lmdb"
+    with Ledger.open(target) as log:
+        log.append_batch([KeepAliveFailed(subject="r0", id="before", at=ts(0))])
+        calls = [0]
+
+        def check(ops: object, batch: object) -> None:
+            calls[0] += 1
+            if calls[0] == 30:  # the last chunk: five commits of 5000 are in
+                raise InvalidEventError("refused for the test", line=29_001)
+
+        with pytest.raises(InvalidEventError):
+            _refuse_later(log, failures(30_000), check, chunk=1000)
+        assert log.size() == 1
+        backend = log.backend
+        assert isinstance(backend, LMDBBackend)
+        env = backend.datastore.env
+        page_size, pages = env.stat()["psize"], env.info()["last_pgno"] + 1
+        with backend.snapshot() as txn:
+            used = sum(
+                (stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"])
+                for stat in [env.stat()]
+                + [txn.stat(env.open_db(bytes(name), txn=txn)) for name, _ in txn.cursor()]
+            )
+        data = target / "data.mdb"
+        with data.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            free = lmdb_files.free_pages(view, page_size)
+            meta = max(
+                (0, 1), key=lambda n: int.from_bytes(view[n * page_size + 144 :][:8], "little")
+            )
+            at = meta * page_size
+            free_tree = sum(
+                int.from_bytes(view[at + o : at + o + 8], "little") for o in (48, 56, 64)
+            )
+            zero = bytes(page_size)
+            zeroed = [n for n in range(pages) if view[n * page_size : (n + 1) * page_size] == zero]
+        assert len(free) == pages - 2 - used - free_tree, "metas + tables + free list + free"
+        assert zeroed, "the removal left pages of zeros (else this test shows nothing)"
+        assert set(zeroed) <= free
+        assert lmdb_files.zeroed_page(data, pages, page_size) is None
+        assert verify(log).ok
+        assert [e.position for e in log.read()] == [1]
