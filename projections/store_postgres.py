@@ -60,10 +60,13 @@ class _PgViewTxn:
     buffered and written by `flush`, which `catch_up_txn` calls last, before the commit.
     """
 
-    def __init__(self, views: PostgresViews, curs: Cursor, *, lock: str = "") -> None:
+    def __init__(
+        self, views: PostgresViews, curs: Cursor, *, lock: str = "", log: TxnOps | None = None
+    ) -> None:
         self._views = views
         self._curs = curs
         self._lock = lock
+        self._log = log  # inside a ledger write: its operations know the log's size
         self._tracking: int | None = None
         self._states: dict[tuple[str, str], bytes] = {}
         self._loaded: set[str] = set()
@@ -88,10 +91,11 @@ class _PgViewTxn:
         if key in self._states:
             return self._states[key]
         if subject not in self._loaded:
-            self._prefetch([subject])
+            self.prefetch([subject])
         return self._states.get(key)
 
-    def _prefetch(self, subjects: list[str]) -> None:
+    def prefetch(self, subjects: list[str]) -> None:
+        """Load the stored states of `subjects` (those not loaded yet) with one query."""
         wanted = [s for s in dict.fromkeys(subjects) if s not in self._loaded]
         if not wanted:
             return
@@ -118,11 +122,13 @@ class _PgViewTxn:
                 yield str(row[0]), bytes(row[1])
 
     def size(self) -> int:
+        if self._log is not None:
+            return self._log.size()
         return self._views.backend.recorder.last_position_txn(self._curs)
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         for page in self._views.backend.pages_txn(self._curs, start, stop):
-            self._prefetch([*_SHARED_SUBJECTS, *(subject for _, subject, _ in page)])
+            self.prefetch([*_SHARED_SUBJECTS, *(subject for _, subject, _ in page)])
             for position, _subject, data in page:
                 yield position, data
 
@@ -231,7 +237,7 @@ class PostgresViews:
         own = ops.own()
         if not isinstance(own, PostgresTxnOps):
             raise TypeError(f"PostgreSQL views cannot be written through {type(own).__name__}")
-        txn = _PgViewTxn(self, own.cursor, lock="UPDATE")
+        txn = _PgViewTxn(self, own.cursor, lock="UPDATE", log=own)
         return catch_up_txn(txn, limit, verdicts=verdicts, carry=carry, given=given)
 
     def over(self, ops: TxnOps) -> ViewTxn:
@@ -239,7 +245,7 @@ class PostgresViews:
         own = ops.own()
         if not isinstance(own, PostgresTxnOps):
             raise TypeError(f"PostgreSQL views cannot be read through {type(own).__name__}")
-        return _PgViewTxn(self, own.cursor, lock="SHARE")
+        return _PgViewTxn(self, own.cursor, lock="SHARE", log=own)
 
     def reset(self) -> None:
         """Drop every stored state and the tracking position (and the verdicts table of older

@@ -328,7 +328,12 @@ def catch_up_txn(
     states, appliers = folder.states, folder.appliers
     names = [p.NAME for p in PROJECTIONS]
 
+    prefetch = getattr(txn, "prefetch", None)  # a store that loads many subjects at once
+
     def meet(subjects: Iterable[str]) -> None:
+        if prefetch is not None:
+            subjects = list(subjects)
+            prefetch(subjects)
         for subject in subjects:
             met.add(subject)
             for name in names:

@@ -612,3 +612,47 @@ def test_a_part_follows_the_trust_events_whatever_their_subject() -> None:
         report = run_audit(log)
         assert report.rejected == []
         assert report.counts["maintenance"]["applied"] == 12
+
+
+@pytest.mark.postgres
+def test_an_inline_fold_on_postgres_loads_a_batchs_states_with_one_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's appends fold the events they were given: the stored states of all the
+    batch's subjects come in one query (not one per subject), and the log's size from the
+    append's own operations (not a query)."""
+    import psycopg  # noqa: PLC0415
+
+    from ledger.events import KeepAliveFailed  # noqa: PLC0415
+
+    url = fresh_pg_url()
+    try:
+        with Ledger.open(url) as log:
+            views = Views(log)
+            fold = views.inline()
+            log.append_batch([KeepAliveFailed(subject=f"r{i}", at=ts(i)) for i in range(40)])
+            views.catch_up()
+            statements: list[str] = []
+            real = psycopg.Cursor.execute
+
+            def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                statements.append(query.as_string(self.connection) if hasattr(query, "as_string")
+                                  else str(query))  # fmt: skip
+                return real(self, query, *args, **kwargs)
+
+            monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+            requests = [
+                log.prepare([KeepAliveFailed(subject=f"r{i}", at=ts(100 + i))], after=fold)
+                for i in range(32)
+            ]
+            fold.take()
+            fold.expect(requests)
+            log.write(requests)
+            verdicts = fold.take()
+        assert len(verdicts) == 32
+        loads = [s for s in statements if "view_state" in s and s.lstrip().startswith("SELECT")]
+        assert len(loads) <= 2, loads  # the settings for every subject, then the batch's
+        sizes = [s for s in statements if "COALESCE(MAX(notification_id)" in s]
+        assert len(sizes) == 1, sizes  # the append's own, under its lock
+    finally:
+        drop_pg_schema(url)
