@@ -678,6 +678,8 @@ def _index_check(
 
         def scan_visible(txn: Any) -> Iterator[tuple[bytes, int]]:
             size = backend.visible(txn)
+            if size == (recorder.max_notification_id_txn(txn) or 0):  # nothing hidden
+                return scan(txn)
             return (entry for entry in scan(txn) if entry[1] <= size)
 
         return lambda: run(scan_visible)
