@@ -57,6 +57,9 @@ STATEMENTS: Final = {
 }
 ANY_STATEMENTS: Final = {  # {values}: an array parameter, or a newline-joined text (any_text)
     "select_ids": "SELECT id, position FROM {schema}.ids WHERE id = ANY({values})",
-    "select_versions": "SELECT originator_id, MAX(originator_version) FROM {schema}.{events}"
-    " WHERE originator_id = ANY({values}) GROUP BY originator_id",
+    # each subject's last version: one step down the primary key's index a subject (a MAX with
+    # GROUP BY reads every version of every subject named: it grows with the log)
+    "select_versions": "SELECT s, last.v FROM unnest({values}) AS s, LATERAL"
+    " (SELECT originator_version AS v FROM {schema}.{events} WHERE originator_id = s"
+    " ORDER BY originator_version DESC LIMIT 1) AS last",
 }
