@@ -343,11 +343,11 @@ def catch_up_txn(
                 if state is not None:
                     states[name][subject] = state
 
-    if policy.ALL not in met:
-        meet([policy.ALL])
     last = start - 1
     for batch, events in batches:
         new = {e.subject for e in events} - met
+        if policy.ALL not in met:  # the settings for every subject, before any event folds
+            new.add(policy.ALL)
         if new:
             meet(new)
         if verdicts is None:

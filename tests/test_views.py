@@ -651,7 +651,7 @@ def test_an_inline_fold_on_postgres_loads_a_batchs_states_with_one_query(
             verdicts = fold.take()
         assert len(verdicts) == 32
         loads = [s for s in statements if "view_state" in s and s.lstrip().startswith("SELECT")]
-        assert len(loads) <= 2, loads  # the settings for every subject, then the batch's
+        assert len(loads) == 1, loads  # the settings for every subject with the batch's
         sizes = [s for s in statements if "COALESCE(MAX(notification_id)" in s]
         assert len(sizes) == 1, sizes  # the append's own, under its lock
     finally:
