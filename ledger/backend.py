@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +41,7 @@ __all__ = [
     "apply_chunks",
     "apply_requests",
     "last_recorded_at",
+    "positions_of_subjects",
     "start_source",
     "stored_event",
 ]
@@ -188,6 +189,17 @@ def apply_requests(ops: TxnOps, requests: Sequence[AppendRequest]) -> None:
     hooks = {id(r.after): r.after for r in requests if r.after is not None and r.result}
     for hook in hooks.values():
         hook(pending)
+
+
+def positions_of_subjects(backend: LogBackend, wanted: Mapping[str, int]) -> dict[str, list[int]]:
+    """`LogBackend.positions_of` for each subject of `wanted` (with its skip): in one query
+    where the backend can (PostgreSQL: ``positions_of_subjects``), else one call a subject
+    (an LMDB index range scan each, in process)."""
+    many = getattr(backend, "positions_of_subjects", None)
+    if many is not None:
+        found: dict[str, list[int]] = many(wanted)
+        return found
+    return {subject: backend.positions_of(subject, skip) for subject, skip in wanted.items()}
 
 
 def stored_event(position: int, stored: bytes) -> Event:

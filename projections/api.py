@@ -23,7 +23,15 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
-from ledger.backend import Appended, AppendRequest, LogBackend, Precondition, Stage, TxnOps
+from ledger.backend import (
+    Appended,
+    AppendRequest,
+    LogBackend,
+    Precondition,
+    Stage,
+    TxnOps,
+    positions_of_subjects,
+)
 from ledger.errors import BackendUnavailableError, UsageError
 from ledger.events import Event
 from ledger.ledger import Entry, Ledger
@@ -512,26 +520,38 @@ class Views:
             lowest[subject] = min(lowest.get(subject, position), position)
         settings = self.ledger.history(ALL) if last else []
         known = {e.position: e for e in entries}
+        cursors: dict[str, SubjectCursor] = {}
+        for subject in last:
+            cursor = self._cursors.take(subject)
+            cursors[subject] = (
+                cursor if cursor is not None and cursor.last < lowest[subject] else SubjectCursor()
+            )
+        # every subject's newer positions at once (one query on PostgreSQL)
+        newer = positions_of_subjects(
+            self.ledger.backend, {subject: cursor.seen for subject, cursor in cursors.items()}
+        )
         found: dict[int, list[Verdict]] = {}
         for subject, upto in last.items():
-            found.update(self._resumed(subject, lowest[subject], upto, settings, known))
+            found.update(
+                self._resumed(
+                    subject, cursors[subject], newer[subject], upto, settings, known=known
+                )
+            )
         return [found.get(e.position, []) for e in entries]
 
     def _resumed(
         self,
         subject: str,
-        lowest: int,
+        cursor: SubjectCursor,
+        positions: list[int],
         upto: int,
         settings: list[Entry],
+        *,
         known: dict[int, Entry],
     ) -> dict[int, list[Verdict]]:
-        """The verdicts of `subject`'s events up to `upto` from where a cursor left off (if it
-        left off before `lowest`), else from its first event (`known`: entries the caller
-        read already, not read again)."""
-        cursor = self._cursors.take(subject)
-        if cursor is None or cursor.last >= lowest:
-            cursor = SubjectCursor()
-        positions = self.ledger.backend.positions_of(subject, cursor.seen)
+        """The verdicts of `subject`'s events up to `upto` from where `cursor` left off (taken
+        out of the cursors; a fresh one: from its first event), given the subject's
+        `positions` beyond it (`known`: entries the caller read already, not read again)."""
         positions = positions[: bisect.bisect_right(positions, upto)]
         unknown = self.ledger.indexed(subject, [p for p in positions if p not in known])
         own = sorted(

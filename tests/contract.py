@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ledger import merkle
-from ledger.backend import AppendRequest, LogBackend, TxnOps
+from ledger.backend import AppendRequest, LogBackend, TxnOps, positions_of_subjects
 from ledger.codec import decode_record, leaf_hashes
 from ledger.errors import LedgerError, StrictRefusedError
 from ledger.events import (
@@ -150,6 +150,17 @@ class LogBackendContract(ABC):
         assert backend.positions_of("nobody") == []
         assert backend.positions_of("r1", skip=1) == [2, 4]
         assert backend.positions_of("r1", skip=3) == []
+
+    def test_positions_of_many_subjects_at_once_equal_one_by_one(
+        self, backend: LogBackend
+    ) -> None:
+        backend.write([request([*events("a", 2, "r1"), *events("b", 1, "r2"), *events("c", 1)])])
+        wanted = {"r1": 1, "r2": 0, "nobody": 0, "r1\nr2": 0}
+        expected = {"r1": [2, 4], "r2": [3], "nobody": [], "r1\nr2": []}
+        assert positions_of_subjects(backend, wanted) == expected
+        with backend.read_snapshot() as snapshot:
+            assert positions_of_subjects(snapshot, wanted) == expected
+        assert positions_of_subjects(backend, {}) == {}
 
     def test_the_tree_holds_the_leaf_of_every_stored_event(self, backend: LogBackend) -> None:
         for tag in "abc":

@@ -656,3 +656,46 @@ def test_an_inline_fold_on_postgres_loads_a_batchs_states_with_one_query(
         assert len(sizes) == 1, sizes  # the append's own, under its lock
     finally:
         drop_pg_schema(url)
+
+
+@pytest.mark.postgres
+def test_verdicts_of_many_subjects_on_postgres_take_one_query_for_their_positions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follower recomputing the verdicts of a batch of other appenders' events asks for all
+    its subjects' newer positions in one query (not one a subject; the history of the settings
+    for every subject is one more), and gets what the append's own fold gave."""
+    import psycopg  # noqa: PLC0415
+
+    from ledger.events import KeepAliveFailed  # noqa: PLC0415
+
+    url = fresh_pg_url()
+    try:
+        with Ledger.open(url) as log:
+            views = Views(log)
+            fold = views.inline()
+            log.append_batch([KeepAliveFailed(subject=f"r{i}", at=ts(i)) for i in range(30)])
+            requests = [
+                log.prepare([KeepAliveFailed(subject=f"r{i}", at=ts(100 + i))], after=fold)
+                for i in range(30)
+            ]
+            fold.take()
+            fold.expect(requests)
+            log.write(requests)
+            given = fold.take()
+            entries = list(log.read(31))
+            statements: list[str] = []
+            real = psycopg.Cursor.execute
+
+            def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                statements.append(query.as_string(self.connection) if hasattr(query, "as_string")
+                                  else str(query))  # fmt: skip
+                return real(self, query, *args, **kwargs)
+
+            monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+            recomputed = views.verdicts_of(entries)
+        assert recomputed == [given[e.position] for e in entries]
+        positions = [s for s in statements if "originator_version >" in s]
+        assert len(positions) == 2, positions  # the settings for every subject, then the 30
+    finally:
+        drop_pg_schema(url)

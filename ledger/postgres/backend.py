@@ -6,7 +6,7 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
@@ -411,6 +411,11 @@ class PostgresBackend:
 
         return self._read(query, "read a subject's history")
 
+    def positions_of_subjects(self, wanted: Mapping[str, int]) -> dict[str, list[int]]:
+        """`positions_of` for many subjects (each with its own skip) in one query."""
+        return self._read(lambda curs: positions_of_subjects(self, curs, wanted),
+                          "read the subjects' histories")  # fmt: skip
+
     def read_nodes(self) -> merkle.NodeStore:
         return SnapshotNodes(self.read_node, self.read_node_span)
 
@@ -483,6 +488,22 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
+
+
+def positions_of_subjects(
+    backend: PostgresBackend, curs: Cursor, wanted: Mapping[str, int]
+) -> dict[str, list[int]]:
+    """Each subject's positions beyond its first `wanted[subject]` events, ascending (one
+    query: `PostgresBackend.positions_of_subjects`, `PgReads.positions_of_subjects`)."""
+    found: dict[str, list[int]] = {subject: [] for subject in wanted}
+    if not wanted:
+        return found
+    rows = curs.execute(
+        backend.q["select_positions_of_subjects"], (list(wanted), list(wanted.values()))
+    )
+    for subject, position in rows:
+        found[str(subject)].append(int(position))
+    return found
 
 
 def _committed(

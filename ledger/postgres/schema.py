@@ -42,6 +42,10 @@ STATEMENTS: Final = {
     " WHERE level = 0 AND tile BETWEEN (%s - 1) / {tile} AND (%s - 1) / {tile} ORDER BY tile",
     "select_positions": "SELECT notification_id FROM {schema}.{events}"
     " WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version",
+    "select_positions_of_subjects": "SELECT e.originator_id, e.notification_id"
+    " FROM unnest(%s::text[], %s::bigint[]) AS q(s, k) JOIN {schema}.{events} AS e"
+    " ON e.originator_id = q.s AND e.originator_version > q.k"
+    " ORDER BY e.originator_id, e.originator_version",
     "format": "SELECT value FROM {schema}.meta WHERE key = 'format'",
     "get_meta": "SELECT value FROM {schema}.meta WHERE key = %s",
     "meta_items": "SELECT key, value FROM {schema}.meta WHERE starts_with(key, %s) ORDER BY key",

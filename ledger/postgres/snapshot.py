@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
@@ -113,6 +113,12 @@ class PgReads(ReadOnlySnapshot):
     def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         rows = self._curs.execute(self._backend.q["select_positions"], (subject, skip))
         return [int(r[0]) for r in rows]
+
+    def positions_of_subjects(self, wanted: Mapping[str, int]) -> dict[str, list[int]]:
+        """`positions_of` for many subjects in one query."""
+        from ledger.postgres.backend import positions_of_subjects  # noqa: PLC0415
+
+        return positions_of_subjects(self._backend, self._curs, wanted)
 
     def read_nodes(self) -> merkle.NodeStore:
         return SnapshotNodes(self.read_node)
