@@ -69,6 +69,11 @@ PARSE_INLINE: Final = 64 * 1024
 """Bodies smaller than this are decoded on the event loop (cheaper than a thread switch)."""
 WORKERS: Final = 64
 """Threads for blocking ledger work: concurrent appends among them share one commit."""
+GC_THRESHOLDS: Final = (50_000, 10, 10)
+"""The cyclic collector's thresholds while serving (Python's are 700, 10, 10). A request makes
+short-lived objects by the hundred (a batch of 10k events: by the ten thousand) that reference
+counting frees; with the default the collector passes over them every 700 allocations, a
+quarter of a big append's time. Cycles are still collected, 70 times less often."""
 PRINCIPAL: Final = "adminchain.principal"
 """The ASGI scope key holding the authenticated token's record (for guards and access logs)."""
 
@@ -971,6 +976,7 @@ def create_app(config: ServerConfig) -> Litestar:
         # full collections (pauses that every in-flight request waits out) stay short
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
     async def shutdown(app: Litestar) -> None:
         for stop in app.state.get("stoppers", ()):
