@@ -129,7 +129,7 @@ def delivery_latencies(
     """Milliseconds, per probe event and subscriber: from sending the append to receiving it on
     the subscription (``sent``: what a client appending and one subscribing see end to end, the
     append's own latency under the write load included), the append's own latency (``append``:
-    send to 2xx), and from the 2xx to the delivery (``after_ack``: 0 when the delivery came first)."""
+    send to 2xx), and from the 2xx to the delivery (``after_ack``: 0 when it came first)."""
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
     received: list[tuple[str, float]] = []
