@@ -77,6 +77,25 @@ def wrk(url: str, script: Path, *, connections: int, duration: float) -> dict[st
     return result
 
 
+def settle(server: Served, quiet: float = 0.5, limit: float = 120.0) -> float:
+    """Wait until the server has finished the requests wrk left in flight (the log stops
+    growing for `quiet` seconds), so that one measurement does not run into the last one's
+    work: when wrk stops, the requests it sent are still served (a few 10k-event batches on
+    PostgreSQL take seconds). Returns the seconds waited."""
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {server.tokens['reader']}"}
+    with httpx.Client(headers=headers, timeout=30) as client:
+        size, since = -1, time.monotonic()
+        while time.monotonic() - started < limit:
+            now_size = client.get(f"{server.url}/v1/info").json()["size"]
+            if now_size != size:
+                size, since = now_size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+            time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def lua(path: Path, *, method: str, token: str, body_file: Path | None = None) -> Path:
     """A wrk script sending `method` with a bearer token (and a JSON Lines body)."""
     lines = [f'wrk.method = "{method}"', f'wrk.headers["Authorization"] = "Bearer {token}"']
@@ -232,10 +251,12 @@ def measure_ours(
         if "single" in phases:
             log(f"{name}: 64 clients, one event per request, {duration:g} s")
             figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
+            settle(server)
         if "batch" in phases:
             log(f"{name}: batches of {BATCH} events, 4 clients")
             many = lua(work / "batch.lua", method="POST", token=tokens["loop"], body_file=batch)
             figures["batch"] = wrk(writes, many, connections=4, duration=duration)
+            log(f"{name}: {settle(server):.1f} s for the batches still in flight")
         if "reads" in phases:
             read = lua(work / "read.lua", method="GET", token=tokens["reader"])
             log(f"{name}: status reads under the write load")
@@ -246,6 +267,7 @@ def measure_ours(
                     connections=4,
                     duration=duration,
                 )
+            settle(server)
         if "delivery" in phases:
             log(f"{name}: append-to-delivery on a subscription under the write load")
             with background_writes(writes, write, duration + 2):

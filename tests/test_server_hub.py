@@ -32,8 +32,10 @@ def test_the_tail_holds_the_newest_entries_and_answers_only_whole_ranges() -> No
     tail.put([Recent(_entry(7), None)])
     assert tail.get(4, 7) is not None
     assert tail.get(3, 3) is None
+    assert sorted(tail.kept(2, 9)) == [4, 5, 6, 7]  # what is kept of a range, by position
     tail.clear()
     assert tail.get(7, 7) is None
+    assert tail.kept(1, 9) == {}
 
 
 def test_a_bell_wakes_every_other_worker_and_never_blocks() -> None:

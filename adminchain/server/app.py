@@ -688,14 +688,16 @@ def _subscription_entries(
     kept_only: bool = False,
 ) -> list[tuple[int, bytes]] | None:
     """The SSE data of the entries from `first` to `last` that pass the filters, with their
-    verdicts: from the hub's `Tail` when it holds them, else read from the log (and verdicts
-    recomputed only for the entries that pass). With `kept_only`, None instead of reading or
-    recomputing anything (what the event loop may do without waiting)."""
+    verdicts: from the hub's `Tail` when it holds them, else read from the log (verdicts
+    recomputed only for the entries that pass and that the tail does not hold). With
+    `kept_only`, None instead of reading or recomputing anything (what the event loop may do
+    without waiting)."""
     recent = server.hub.tail.get(first, last)
     if recent is None:
         if kept_only:
             return None
-        recent = [Recent(e, None) for e in server.ledger.read(first, last)]
+        kept = server.hub.tail.kept(first, last)
+        recent = [kept.get(e.position) or Recent(e, None) for e in server.ledger.read(first, last)]
     passed = [
         r
         for r in recent

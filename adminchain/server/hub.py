@@ -77,6 +77,12 @@ class Tail:
             found.append(item)
         return found
 
+    def kept(self, first: int, last: int) -> dict[int, Recent]:
+        """Those of the entries from `first` to `last` that are kept, by position (with
+        `--workers`, the siblings' appends are not: those are read from the log)."""
+        table = self._recent
+        return {p: item for p in range(first, last + 1) if (item := table.get(p)) is not None}
+
     def clear(self) -> None:
         """Forget every entry (nobody subscribes any more)."""
         self._recent = {}
