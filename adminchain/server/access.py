@@ -95,9 +95,9 @@ class AccessLog:
             principal = scope.get("adminchain.principal")
             client = scope.get("client")
             route = scope.get("path_template") or "unmatched"
-            self.metrics.child(
+            self.metrics.count(
                 self.metrics.http_requests, route, str(scope.get("method", "")), str(status)
-            ).inc()
+            )
             self.lines.add(
                 {
                     "ts": datetime.now(UTC),

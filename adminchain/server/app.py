@@ -412,13 +412,13 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
         types[type(event).__name__] += 1
         judged.update((v.projection, v.verdict, v.reason or "") for v in found)
     for name, count in types.items():
-        metrics.child(metrics.events_by_type, name).inc(count)
+        metrics.count(metrics.events_by_type, name, amount=count)
     for labels, count in judged.items():
-        metrics.child(metrics.verdicts, *labels).inc(count)
+        metrics.count(metrics.verdicts, *labels, amount=count)
     if fresh:
-        metrics.child(metrics.appended_events, "stored").inc(fresh)
+        metrics.count(metrics.appended_events, "stored", amount=fresh)
     if len(results) > fresh:
-        metrics.child(metrics.appended_events, "duplicate").inc(len(results) - fresh)
+        metrics.count(metrics.appended_events, "duplicate", amount=len(results) - fresh)
     return AppendResponse(
         [
             AppendResult(r.position, r.id, r.duplicate, found)
@@ -520,7 +520,7 @@ async def append_events(
         outcome = "ok"
         return response
     finally:
-        server.metrics.child(server.metrics.append_requests, outcome).inc()
+        server.metrics.count(server.metrics.append_requests, outcome)
         if outcome == "ok":
             server.metrics.append_seconds.observe(time.perf_counter() - started)
 
