@@ -77,6 +77,25 @@ def wrk(url: str, script: Path, *, connections: int, duration: float) -> dict[st
     return result
 
 
+def settle(server: Served, quiet: float = 0.5, limit: float = 120.0) -> float:
+    """Wait until the server has finished the requests wrk left in flight (the log stops
+    growing for `quiet` seconds), so that one measurement does not run into the last one's
+    work: when wrk stops, the requests it sent are still served (a few 10k-event batches on
+    PostgreSQL take seconds). Returns the seconds waited."""
+    started = time.monotonic()
+    headers = {"Authorization": f"Bearer {server.tokens['reader']}"}
+    with httpx.Client(headers=headers, timeout=30) as client:
+        size, since = -1, time.monotonic()
+        while time.monotonic() - started < limit:
+            now_size = client.get(f"{server.url}/v1/info").json()["size"]
+            if now_size != size:
+                size, since = now_size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+            time.sleep(0.1)
+    return time.monotonic() - started
+
+
 def lua(path: Path, *, method: str, token: str, body_file: Path | None = None) -> Path:
     """A wrk script sending `method` with a bearer token (and a JSON Lines body)."""
     lines = [f'wrk.method = "{method}"', f'wrk.headers["Authorization"] = "Bearer {token}"']
@@ -116,13 +135,28 @@ def background_writes(url: str, script: Path, duration: float) -> Iterator[None]
         process.wait()
 
 
-def delivery_latencies(server: Served, duration: float, rate: float = 50.0) -> list[float]:
-    """Milliseconds from sending an append to receiving it on a subscription (probe events)."""
+SUBSCRIBERS = 2
+"""Subscription streams of the delivery probe, each on its own connection (with `--workers`,
+the kernel hands each connection to some worker: several streams and several probe connections
+sample both the same-worker and the cross-worker delivery paths)."""
+PROBE_CONNECTIONS = 4
+
+
+def delivery_latencies(
+    server: Served, duration: float, rate: float = 50.0
+) -> dict[str, list[float]]:
+    """Milliseconds, per probe event and subscriber: from sending the append to receiving it on
+    the subscription (``sent``: what a client appending and one subscribing see end to end, the
+    append's own latency under the write load included), the append's own latency (``append``:
+    send to 2xx), and from the 2xx to the delivery (``after_ack``: 0 when it came first)."""
     sent: dict[str, float] = {}
-    latencies: list[float] = []
+    acked: dict[str, float] = {}
+    received: list[tuple[str, float]] = []
+    lock = threading.Lock()
     done = threading.Event()
     headers = {"Authorization": f"Bearer {server.tokens['admin']}"}
     start = httpx.get(f"{server.url}/v1/info", headers=headers).json()["size"] + 1
+    ready = threading.Barrier(SUBSCRIBERS + 1)
 
     def listen() -> None:
         with (
@@ -131,35 +165,65 @@ def delivery_latencies(server: Served, duration: float, rate: float = 50.0) -> l
                 "GET", f"{server.url}/v1/subscribe", params={"from": start, "type": "LeaseExpired"}
             ) as stream,
         ):
-            for line in stream.iter_lines():
+            lines = stream.iter_lines()
+            next(lines)  # the "subscribed" comment: the stream is open
+            ready.wait()
+            for line in lines:
                 if line.startswith("data:"):
+                    now = time.perf_counter()
                     subject = json.loads(line[5:])["event"]["subject"]
-                    if subject in sent:
-                        latencies.append((time.perf_counter() - sent[subject]) * 1000)
+                    with lock:
+                        received.append((subject, now))
                 if done.is_set():
                     return
 
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    time.sleep(0.3)
-    with httpx.Client(headers=headers, timeout=30) as client:
+    listeners = [threading.Thread(target=listen, daemon=True) for _ in range(SUBSCRIBERS)]
+    for listener in listeners:
+        listener.start()
+    ready.wait(30)
+    clients = [httpx.Client(headers=headers, timeout=30) for _ in range(PROBE_CONNECTIONS)]
+    try:
         until = time.monotonic() + duration
+        turn = 0
         while time.monotonic() < until:
             subject = f"probe-{uuid.uuid4().hex[:12]}"
+            client = clients[turn % len(clients)]
+            turn += 1
             sent[subject] = time.perf_counter()
             client.post(
                 f"{server.url}/v1/events",
                 content=json.dumps({"type": "LeaseExpired", "subject": subject}).encode(),
                 headers={"content-type": "application/jsonl"},
-            )
+            ).raise_for_status()
+            acked[subject] = time.perf_counter()
             time.sleep(1 / rate)
+    finally:
+        for client in clients:
+            client.close()
     time.sleep(1.0)
     done.set()
-    return latencies
+    with lock:
+        got = list(received)
+    figures: dict[str, list[float]] = {"sent": [], "after_ack": []}
+    figures["append"] = [(acked[s] - sent[s]) * 1000 for s in sent if s in acked]
+    for subject, when in got:
+        if subject in sent:
+            figures["sent"].append((when - sent[subject]) * 1000)
+            figures["after_ack"].append(max(0.0, when - acked[subject]) * 1000)
+    figures["missed"] = [float(len(sent) * SUBSCRIBERS - len(figures["sent"]))]
+    return figures
+
+
+PHASES = ("ceiling", "single", "batch", "reads", "delivery")
 
 
 def measure_ours(
-    target: str, work: Path, duration: float, name: str, workers: int
+    target: str,
+    work: Path,
+    duration: float,
+    name: str,
+    workers: int,
+    phases: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
     tokens = make_tokens(target)
     server = start_server(target, work / f"server-{name}", "--workers", str(workers), tokens=tokens)
@@ -176,30 +240,38 @@ def measure_ours(
         )
         write = lua(work / "write.lua", method="POST", token=tokens["loop"], body_file=single)
         writes = f"{server.url}/v1/events"
-        log(f"{name}: the stack's ceiling: GET /healthz, 64 clients")
-        figures["ceiling"] = wrk(
-            f"{server.url}/healthz",
-            lua(work / "health.lua", method="GET", token="none"),
-            connections=CLIENTS,
-            duration=duration,
-        )
-        log(f"{name}: 64 clients, one event per request, {duration:g} s")
-        figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
-        log(f"{name}: batches of {BATCH} events, 4 clients")
-        many = lua(work / "batch.lua", method="POST", token=tokens["loop"], body_file=batch)
-        figures["batch"] = wrk(writes, many, connections=4, duration=duration)
-        read = lua(work / "read.lua", method="GET", token=tokens["reader"])
-        log(f"{name}: status reads under the write load")
-        with background_writes(writes, write, duration + 1):
-            figures["reads"] = wrk(
-                f"{server.url}/v1/status/maintenance/node-1",
-                read,
-                connections=4,
+        if "ceiling" in phases:
+            log(f"{name}: the stack's ceiling: GET /healthz, 64 clients")
+            figures["ceiling"] = wrk(
+                f"{server.url}/healthz",
+                lua(work / "health.lua", method="GET", token="none"),
+                connections=CLIENTS,
                 duration=duration,
             )
-        log(f"{name}: append-to-delivery on a subscription under the write load")
-        with background_writes(writes, write, duration + 2):
-            figures["delivery"] = delivery_latencies(server, duration)
+        if "single" in phases:
+            log(f"{name}: 64 clients, one event per request, {duration:g} s")
+            figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
+            settle(server)
+        if "batch" in phases:
+            log(f"{name}: batches of {BATCH} events, 4 clients")
+            many = lua(work / "batch.lua", method="POST", token=tokens["loop"], body_file=batch)
+            figures["batch"] = wrk(writes, many, connections=4, duration=duration)
+            log(f"{name}: {settle(server):.1f} s for the batches still in flight")
+        if "reads" in phases:
+            read = lua(work / "read.lua", method="GET", token=tokens["reader"])
+            log(f"{name}: status reads under the write load")
+            with background_writes(writes, write, duration + 1):
+                figures["reads"] = wrk(
+                    f"{server.url}/v1/status/maintenance/node-1",
+                    read,
+                    connections=4,
+                    duration=duration,
+                )
+            settle(server)
+        if "delivery" in phases:
+            log(f"{name}: append-to-delivery on a subscription under the write load")
+            with background_writes(writes, write, duration + 2):
+                figures["delivery"] = delivery_latencies(server, duration)
     finally:
         server.stop()
     return figures
@@ -253,6 +325,14 @@ def measure_baseline(work: Path, duration: float, workers: int) -> dict[str, flo
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def _choice(text: str, allowed: tuple[str, ...], option: str) -> tuple[str, ...]:
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        sys.exit(f"{option}: unknown {', '.join(unknown)} (choose from {', '.join(allowed)})")
+    return chosen
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
@@ -262,9 +342,26 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="server processes, ours and the baseline's (default: one per core)",
     )
+    p.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        help=f"comma-separated measurements to run (default all: {','.join(PHASES)})",
+    )
+    p.add_argument(
+        "--backends",
+        default="lmdb,postgres",
+        help="comma-separated: lmdb, postgres (default both)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the baseline (ratios are then not reported)",
+    )
     args = p.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench_server needs wrk: apt-get install wrk")
+    phases = _choice(args.only, PHASES, "--only")
+    backends = _choice(args.backends, ("lmdb", "postgres"), "--backends")
     duration = 3.0 if args.quick else args.duration
     with Workdir(args.dir, "bench-server-", keep=args.keep) as work:
         report = Report(
@@ -278,85 +375,122 @@ def main() -> None:
                 "workers": args.workers,
             },
         )
-        baseline = measure_baseline(work.path, duration, args.workers)
-        ours = {
-            "LMDB": measure_ours(
-                str(work.sub("ledger.lmdb")), work.path, duration, "lmdb", args.workers
+        baseline = None if args.no_baseline else measure_baseline(work.path, duration, args.workers)
+        ours: dict[str, dict[str, Any]] = {}
+        if "lmdb" in backends:
+            ours["LMDB"] = measure_ours(
+                str(work.sub("ledger.lmdb")), work.path, duration, "lmdb", args.workers, phases
             )
-        }
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        pg_target = f"{PG_URL}?schema={schema}"
-        try:
-            ours["PostgreSQL"] = measure_ours(
-                pg_target, work.path, duration, "postgres", args.workers
-            )
-        finally:
-            import psycopg  # noqa: PLC0415
+        if "postgres" in backends:
+            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            pg_target = f"{PG_URL}?schema={schema}"
+            try:
+                ours["PostgreSQL"] = measure_ours(
+                    pg_target, work.path, duration, "postgres", args.workers, phases
+                )
+            finally:
+                import psycopg  # noqa: PLC0415
 
-            with psycopg.connect(PG_URL, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        report.figures.append(
-            Figure(
-                "baseline: errors (non-2xx, timeouts)",
-                baseline["errors"],
-                "",
-                "must be 0 (a baseline that answers errors fast is not a baseline)",
-            )
-        )
-        label = "eventsourcing + PostgreSQL behind Litestar/uvicorn"
-        for backend, figures in ours.items():
-            single, batch = figures["single"], figures["batch"]
-            report.comparisons.append(
-                Comparison(
-                    f"{backend}: 64 clients, 1 event/request, durable",
-                    single["rps"],
-                    baseline["rps"],
-                    "events/s",
-                    5.0,
-                    ours_label=f"p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms",
-                    baseline_label=f"p50 {baseline['p50']:.1f} ms, p99 {baseline['p99']:.1f} ms",
-                    note=label,
+                with psycopg.connect(PG_URL, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        if baseline is not None:
+            report.figures.append(
+                Figure(
+                    "baseline: errors (non-2xx, timeouts)",
+                    baseline["errors"],
+                    "",
+                    "must be 0 (a baseline that answers errors fast is not a baseline)",
                 )
             )
-            report.figures += [
-                Figure(
-                    f"{backend}: the HTTP stack's ceiling (GET /healthz)",
-                    figures["ceiling"]["rps"],
-                    "requests/s",
-                    f"{figures['ceiling']['rps'] / baseline['rps']:.2f}x the baseline: what the "
-                    "HTTP stack alone serves here",
-                ),
-                Figure(
-                    f"{backend}: single-event appends", single["rps"], "events/s", "target ≥ 5,000"
-                ),
-                Figure(f"{backend}: single-event p99", single["p99"], "ms", "target ≤ 25"),
-                Figure(
-                    f"{backend}: batches of 10k",
-                    batch["rps"] * BATCH,
-                    "events/s",
-                    f"target ≥ 100,000; p99 {batch['p99']:.0f} ms per request",
-                ),
-                Figure(
-                    f"{backend}: status read p99 under write load",
-                    figures["reads"]["p99"],
-                    "ms",
-                    f"target ≤ 10; {figures['reads']['rps']:.0f} reads/s",
-                ),
-                Figure(
-                    f"{backend}: append-to-delivery p99 under write load",
-                    percentile(figures["delivery"], 99),
-                    "ms",
-                    f"target ≤ 20; {len(figures['delivery'])} probes, "
-                    f"p50 {percentile(figures['delivery'], 50):.1f} ms",
-                ),
-                Figure(
-                    f"{backend}: errors (non-2xx, timeouts)",
-                    single["errors"] + batch["errors"],
-                    "",
-                    "must be 0",
-                ),
-            ]
+        for backend, figures in ours.items():
+            _report(report, backend, figures, baseline)
         report.emit(as_json=args.json)
+
+
+def _report(
+    report: Report, backend: str, figures: dict[str, Any], baseline: dict[str, float] | None
+) -> None:
+    label = "eventsourcing + PostgreSQL behind Litestar/uvicorn"
+    single = figures.get("single")
+    if single is not None and baseline is not None:
+        report.comparisons.append(
+            Comparison(
+                f"{backend}: 64 clients, 1 event/request, durable",
+                single["rps"],
+                baseline["rps"],
+                "events/s",
+                5.0,
+                ours_label=f"p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms",
+                baseline_label=f"p50 {baseline['p50']:.1f} ms, p99 {baseline['p99']:.1f} ms",
+                note=label,
+            )
+        )
+    if "ceiling" in figures:
+        ceiling = figures["ceiling"]["rps"]
+        versus = "" if baseline is None else f"{ceiling / baseline['rps']:.2f}x the baseline: "
+        report.figures.append(
+            Figure(
+                f"{backend}: the HTTP stack's ceiling (GET /healthz)",
+                ceiling,
+                "requests/s",
+                f"{versus}what the HTTP stack alone serves here",
+            )
+        )
+    if single is not None:
+        report.figures += [
+            Figure(
+                f"{backend}: single-event appends",
+                single["rps"],
+                "events/s",
+                f"target ≥ 5,000; p50 {single['p50']:.1f} ms",
+            ),
+            Figure(f"{backend}: single-event p99", single["p99"], "ms", "target ≤ 25"),
+        ]
+    batch = figures.get("batch")
+    if batch is not None:
+        report.figures.append(
+            Figure(
+                f"{backend}: batches of 10k",
+                batch["rps"] * BATCH,
+                "events/s",
+                f"target ≥ 100,000; p99 {batch['p99']:.0f} ms per request",
+            )
+        )
+    if "reads" in figures:
+        report.figures.append(
+            Figure(
+                f"{backend}: status read p99 under write load",
+                figures["reads"]["p99"],
+                "ms",
+                f"target ≤ 10; {figures['reads']['rps']:.0f} reads/s",
+            )
+        )
+    delivery = figures.get("delivery")
+    if delivery is not None:
+        sent, after, own = delivery["sent"], delivery["after_ack"], delivery["append"]
+        report.figures += [
+            Figure(
+                f"{backend}: append-to-delivery p99 under write load (send to delivery)",
+                percentile(sent, 99),
+                "ms",
+                f"target ≤ 20; {len(sent)} deliveries ({SUBSCRIBERS} subscribers, "
+                f"{int(delivery['missed'][0])} missed), p50 {percentile(sent, 50):.1f} ms",
+            ),
+            Figure(
+                f"{backend}: the probe appends' own latency p99 (send to 2xx)",
+                percentile(own, 99),
+                "ms",
+                f"p50 {percentile(own, 50):.1f} ms: the floor of send-to-delivery",
+            ),
+            Figure(
+                f"{backend}: delivery after the 2xx p99",
+                percentile(after, 99),
+                "ms",
+                f"p50 {percentile(after, 50):.1f} ms (0 when delivered before the 2xx came)",
+            ),
+        ]
+    errors = sum(figures[k]["errors"] for k in ("single", "batch") if k in figures)
+    report.figures.append(Figure(f"{backend}: errors (non-2xx, timeouts)", errors, "", "must be 0"))
 
 
 if __name__ == "__main__":

@@ -442,6 +442,44 @@ def test_a_subscription_catches_up_then_goes_live_and_resumes(served: Served) ->
             assert [e["id"] for e in SSE(filtered).take(1)] == [4]
 
 
+def test_a_live_subscription_shows_what_the_log_shows(served: Served) -> None:
+    """Entries delivered live (from the server's memory of its own appends, with the verdicts
+    its fold gave) are exactly those a later subscription reads back from the log (with the
+    verdicts recomputed), and the verdicts are those the appends answered."""
+    batches: list[list[dict[str, Any]]] = [
+        [
+            {"type": "EnterMaintenance", "subject": "node-1", "reason": "kernel"},
+            {"type": "KeepAliveFailed", "subject": "runner-a", "id": "ka-1"},
+        ],
+        [
+            {"type": "MaintenanceObserved", "subject": "node-1", "state": "DrainFailed",
+             "reason": "pods stuck", "at": "2099-11-25T16:00:00+02:00"},
+            {"type": "ExitMaintenance", "subject": "node-1"},  # rejected: the drain failed
+            {"type": "KeepAliveFailed", "subject": "runner-a", "id": "ka-1"},  # a duplicate
+        ],
+        [{"type": "ExitMaintenance", "subject": "node-1", "force": True}],
+        [{"type": "BackendCrashed", "subject": "broker-1/search/1.4"}],
+    ]
+    answered: dict[int, list[dict[str, Any]]] = {}
+    with served.client("operator") as op:
+        with op.stream("GET", "/v1/subscribe") as stream:
+            live = SSE(stream)
+            for batch in batches:
+                r = append(op, *batch)
+                assert r.status_code == 200, r.text
+                for result in r.json()["results"]:
+                    if not result["duplicate"]:
+                        answered[result["position"]] = result["verdicts"]
+            delivered = live.take(len(answered))
+        assert any(v["verdict"] == "rejected" for found in answered.values() for v in found)
+        with op.stream("GET", "/v1/subscribe") as stream:
+            read_back = SSE(stream).take(len(answered))
+    assert delivered == read_back
+    assert [e["position"] for e in delivered] == sorted(answered)
+    assert {e["position"]: e["verdicts"] for e in delivered} == answered
+    assert delivered[2]["event"]["at"] == "2099-11-25T14:00:00Z"
+
+
 def test_a_subscription_delivers_appends_made_beside_the_server(served: Served) -> None:
     """Another process (the CLI on LMDB, or any writer on PostgreSQL) appends to the ledger."""
     with served.client("reader") as reader, reader.stream("GET", "/v1/subscribe") as stream:

@@ -4,10 +4,16 @@ request metrics, from one middleware.
 Each line names the method, the path (without its query string), the status, the duration and
 the token's *name* (never the token or the Authorization header). The metrics count requests by
 route (the path template, so subjects do not explode the label set), method and status.
+
+The lines of the requests answered in one turn of the event loop are written together, at the
+end of that turn (`_Lines`): one write for many requests. Each write lets the other threads take
+the interpreter lock, and under load the event loop then waits for it again (tens of
+microseconds a time, the cost of a whole cheap request).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +37,29 @@ def log_event(**fields: Any) -> None:
     sys.stderr.flush()
 
 
+class _Lines:
+    """Access log lines waiting for the end of the event loop's turn."""
+
+    def __init__(self) -> None:
+        self.pending: list[bytes] = []
+
+    def add(self, record: dict[str, Any]) -> None:
+        if not self.pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: written at once
+                self.pending.append(_encode.encode(record) + b"\n")
+                self.flush()
+                return
+        self.pending.append(_encode.encode(record) + b"\n")
+
+    def flush(self) -> None:
+        lines, self.pending = self.pending, []
+        if lines:
+            sys.stderr.buffer.write(b"".join(lines))
+            sys.stderr.flush()
+
+
 class AccessLog:
     """ASGI middleware writing one access log line per HTTP request."""
 
@@ -38,6 +67,7 @@ class AccessLog:
         self.app = app
         self.metrics = metrics
         self.worker = {} if worker is None else {"worker": worker}
+        self.lines = _Lines()
 
     @classmethod
     def factory(cls, metrics: Metrics, worker: int | None = None) -> Callable[[ASGIApp], AccessLog]:
@@ -65,17 +95,20 @@ class AccessLog:
             principal = scope.get("adminchain.principal")
             client = scope.get("client")
             route = scope.get("path_template") or "unmatched"
-            self.metrics.child(
+            self.metrics.count(
                 self.metrics.http_requests, route, str(scope.get("method", "")), str(status)
-            ).inc()
-            log_event(
-                event="request",
-                method=scope.get("method"),
-                path=scope["path"],
-                status=status,
-                ms=round(elapsed * 1000, 2),
-                token=getattr(principal, "name", None),
-                role=getattr(principal, "role", None),
-                client=client[0] if client else None,
-                **self.worker,
+            )
+            self.lines.add(
+                {
+                    "ts": datetime.now(UTC),
+                    "event": "request",
+                    "method": scope.get("method"),
+                    "path": scope["path"],
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                    "token": getattr(principal, "name", None),
+                    "role": getattr(principal, "role", None),
+                    "client": client[0] if client else None,
+                    **self.worker,
+                }
             )

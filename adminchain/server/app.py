@@ -36,9 +36,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from adminchain.server.appender import Appender
-from adminchain.server.hub import Hub
+from adminchain.server.hub import Hub, Recent
 from adminchain.server.metrics import Metrics
 from adminchain.server.problems import ProblemError, exception_handlers, from_ledger_error
+from adminchain.server.siblings import Siblings
 from adminchain.server.tokens import TokenBook, TokenRecord, may
 from ledger.backend import Appended
 from ledger.codec import decode_line, event_to_builtins
@@ -47,7 +48,7 @@ from ledger.events import OPERATOR_EVENTS, Event, event_types
 from ledger.ledger import Entry, Ledger
 from ledger.lmdb_backend import LMDBBackend
 from ledger.notes import Signer
-from projections.api import KINDS, Outcome, Views, status_document
+from projections.api import KINDS, Outcome, Views, _verdict_json, status_document
 from projections.base import Verdict
 
 __all__ = ["AppendResponse", "ServerConfig", "create_app"]
@@ -60,14 +61,19 @@ JSONL_TYPES: Final = frozenset(
 )
 MAX_WAIT_MS: Final = 30_000
 SUBSCRIBE_CHUNK: Final = 256
+SUBSCRIBE_INLINE: Final = 64
+"""A live subscription's next entries, when the hub's `Tail` does not hold them all, are read
+on the event loop (LMDB) when there are at most this many; else in a worker thread."""
 LOG_CHUNK: Final = 2048
 PARSE_INLINE: Final = 64 * 1024
 """Bodies smaller than this are decoded on the event loop (cheaper than a thread switch)."""
 WORKERS: Final = 64
 """Threads for blocking ledger work: concurrent appends among them share one commit."""
-SIBLING_POLL: Final = 0.002
-"""Seconds between looks for the other workers' appends on LMDB (`serve --workers`): one
-short read each, so subscribers here see them within a few milliseconds."""
+GC_THRESHOLDS: Final = (50_000, 10, 10)
+"""The cyclic collector's thresholds while serving (Python's are 700, 10, 10). A request makes
+short-lived objects by the hundred (a batch of 10k events: by the ten thousand) that reference
+counting frees; with the default the collector passes over them every 700 allocations, a
+quarter of a big append's time. Cycles are still collected, 70 times less often."""
 PRINCIPAL: Final = "adminchain.principal"
 """The ASGI scope key holding the authenticated token's record (for guards and access logs)."""
 
@@ -91,6 +97,9 @@ class ServerConfig:
     """Server processes over this ledger on this host (`serve --workers`)."""
     worker: int = 0
     """This process's index among them (worker 0 runs the `background` jobs)."""
+    siblings: Siblings | None = None
+    """The bells between the workers (`serve --workers` over LMDB): rung after each commit,
+    heard by the others' event loops, so their subscribers see every append at once."""
 
 
 class AppendResult(msgspec.Struct, omit_defaults=True):
@@ -144,16 +153,15 @@ class Server:
         self.hub = Hub(self.views)
         self.fold = self.views.inline()
         """Appends fold into the views in their own transaction (`Views.inline`)."""
-        self.appender = Appender(self.ledger, self.views, self.hub, self.fold)
+        self.inline_reads = self.ledger.backend.kind == "lmdb"
+        self.siblings = config.siblings if isinstance(self.ledger.backend, LMDBBackend) else None
+        """Over PostgreSQL the other servers' appends come with NOTIFY (the follower)."""
+        self.appender = Appender(self.ledger, self.views, self.hub, self.fold, self.siblings)
         self.tokens = TokenBook(self.ledger)
         self.signer = None if config.checkpoint_key is None else _load_signer(config.checkpoint_key)
         self.subscriptions = 0
         self.last_checkpoint: float | None = None
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="adminchain")
-        self.inline_reads = self.ledger.backend.kind == "lmdb"
-        if config.workers > 1 and isinstance(self.ledger.backend, LMDBBackend):
-            # appends of the other workers are noticed by polling (PostgreSQL has NOTIFY)
-            self.ledger.backend.recorder.subscription_poll_interval = SIBLING_POLL
 
     def close(self) -> None:
         self.appender.stop()
@@ -404,13 +412,13 @@ async def _append(server: Server, events: list[Event], strict: bool) -> AppendRe
         types[type(event).__name__] += 1
         judged.update((v.projection, v.verdict, v.reason or "") for v in found)
     for name, count in types.items():
-        metrics.child(metrics.events_by_type, name).inc(count)
+        metrics.count(metrics.events_by_type, name, amount=count)
     for labels, count in judged.items():
-        metrics.child(metrics.verdicts, *labels).inc(count)
+        metrics.count(metrics.verdicts, *labels, amount=count)
     if fresh:
-        metrics.child(metrics.appended_events, "stored").inc(fresh)
+        metrics.count(metrics.appended_events, "stored", amount=fresh)
     if len(results) > fresh:
-        metrics.child(metrics.appended_events, "duplicate").inc(len(results) - fresh)
+        metrics.count(metrics.appended_events, "duplicate", amount=len(results) - fresh)
     return AppendResponse(
         [
             AppendResult(r.position, r.id, r.duplicate, found)
@@ -512,7 +520,7 @@ async def append_events(
         outcome = "ok"
         return response
     finally:
-        server.metrics.child(server.metrics.append_requests, outcome).inc()
+        server.metrics.count(server.metrics.append_requests, outcome)
         if outcome == "ok":
             server.metrics.append_seconds.observe(time.perf_counter() - started)
 
@@ -671,20 +679,50 @@ _TYPES: Final = frozenset(event_types())
 
 
 def _subscription_entries(
-    server: Server, first: int, last: int, types: frozenset[str] | None, subject: str | None
-) -> list[tuple[int, bytes]]:
+    server: Server,
+    first: int,
+    last: int,
+    types: frozenset[str] | None,
+    subject: str | None,
+    *,
+    kept_only: bool = False,
+) -> list[tuple[int, bytes]] | None:
     """The SSE data of the entries from `first` to `last` that pass the filters, with their
-    verdicts (recomputed only for those)."""
-    entries = [
-        e
-        for e in server.ledger.read(first, last)
-        if (types is None or type(e.event).__name__ in types)
-        and (subject is None or e.event.subject == subject)
+    verdicts: from the hub's `Tail` when it holds them, else read from the log (verdicts
+    recomputed only for the entries that pass and that the tail does not hold). With
+    `kept_only`, None instead of reading or recomputing anything (what the event loop may do
+    without waiting)."""
+    recent = server.hub.tail.get(first, last)
+    if recent is None:
+        if kept_only:
+            return None
+        kept = server.hub.tail.kept(first, last)
+        recent = [kept.get(e.position) or Recent(e, None) for e in server.ledger.read(first, last)]
+    passed = [
+        r
+        for r in recent
+        if (types is None or type(r.entry.event).__name__ in types)
+        and (subject is None or r.entry.event.subject == subject)
     ]
-    verdicts = server.views.entry_verdicts(entries)
+    unknown = [r.entry for r in passed if r.verdicts is None]
+    if unknown and kept_only:
+        return None
+    computed = iter(server.views.entry_verdicts(unknown) if unknown else ())
     return [
-        (e.position, _encode.encode({**log_object(e), "verdicts": found}))
-        for e, found in zip(entries, verdicts, strict=True)
+        (
+            r.entry.position,
+            _encode.encode(
+                {
+                    **log_object(r.entry),
+                    "verdicts": (
+                        next(computed)
+                        if r.verdicts is None
+                        else [_verdict_json(v) for v in r.verdicts]
+                    ),
+                }
+            ),
+        )
+        for r in passed
     ]
 
 
@@ -723,6 +761,7 @@ async def subscribe(
             headers={"Retry-After": "5"},
         )
     server.subscriptions += 1
+    server.hub.tail.wanted = server.subscriptions
     server.metrics.subscriptions.inc()
     hub, heartbeat = server.hub, server.config.heartbeat
 
@@ -733,11 +772,16 @@ async def subscribe(
             while not hub.stopping:
                 if hub.tracking > position:
                     first, last = position + 1, min(hub.tracking, position + SUBSCRIBE_CHUNK)
-                    rows = await server.run(
-                        functools.partial(
-                            _subscription_entries, server, first, last, types, subject
-                        )
+                    entries = functools.partial(
+                        _subscription_entries, server, first, last, types, subject
                     )
+                    rows = entries(kept_only=True)
+                    if rows is None:
+                        if server.inline_reads and last - first < SUBSCRIBE_INLINE:
+                            rows = entries()
+                        else:
+                            rows = await server.run(entries)
+                    assert rows is not None
                     for pos, data in rows:
                         yield ServerSentEventMessage(data=data.decode(), id=pos, event="entry")
                     position = last
@@ -746,6 +790,9 @@ async def subscribe(
                     yield ServerSentEventMessage(comment="heartbeat", data=None)
         finally:
             server.subscriptions -= 1
+            server.hub.tail.wanted = server.subscriptions
+            if not server.subscriptions:
+                server.hub.tail.clear()
             server.metrics.subscriptions.dec()
 
     return ServerSentEvent(messages())
@@ -887,6 +934,17 @@ async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the application
 
 
+def _bell(server: Server, loop: asyncio.AbstractEventLoop) -> None:
+    """A sibling worker appended (`adminchain.server.siblings`): see how far the views are."""
+    assert server.siblings is not None
+    if not server.siblings.drain():
+        loop.remove_reader(server.siblings.listen)
+    try:
+        server.hub.refresh()
+    except Exception as e:  # noqa: BLE001  the follower notices the outage and reports it
+        log.debug("bell: %s", e)
+
+
 def create_app(config: ServerConfig) -> Litestar:
     """The Litestar application serving `config.ledger`."""
     gauges = Metrics(REGISTRY)
@@ -913,11 +971,14 @@ def create_app(config: ServerConfig) -> Litestar:
         loop = asyncio.get_running_loop()
         await anyio.to_thread.run_sync(lambda: server.hub.start(loop))
         server.appender.start(loop)
+        if server.siblings is not None:
+            loop.add_reader(server.siblings.listen, _bell, server, loop)
         app.state.stoppers = [start(server) for start in config.background]
         # what start-up made lives as long as the server: out of the collector's way, so its
         # full collections (pauses that every in-flight request waits out) stay short
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
     async def shutdown(app: Litestar) -> None:
         for stop in app.state.get("stoppers", ()):
@@ -925,6 +986,8 @@ def create_app(config: ServerConfig) -> Litestar:
         gauges.close()
         server: Server | None = app.state.server
         if server is not None:
+            if server.siblings is not None:
+                asyncio.get_running_loop().remove_reader(server.siblings.listen)
             await anyio.to_thread.run_sync(server.close)
 
     from adminchain.server.access import AccessLog  # noqa: PLC0415

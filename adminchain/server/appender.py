@@ -6,6 +6,10 @@ durable transaction (each request still all-or-nothing, with its own outcome), t
 appended position's verdicts from the fold that ran inside that transaction
 (`projections.api.InlineFold`: verdicts are not stored), and wakes the event loop once for the whole
 batch. Many concurrent clients cost few flushes and few thread switches.
+
+Right after the commit it rings the sibling workers' bell (`adminchain.server.siblings`) and,
+while somebody subscribes, hands the new entries with their verdicts to the hub's `Tail`, before
+the hub wakes the subscriptions.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import logging
 import queue
 import threading
 
-from adminchain.server.hub import Hub
+from adminchain.server.hub import Hub, Recent
+from adminchain.server.siblings import Siblings
 from ledger.backend import Appended, AppendRequest
-from ledger.ledger import Ledger
+from ledger.ledger import Entry, Ledger
 from projections.api import InlineFold, Views
 from projections.base import Verdict
 
@@ -34,8 +39,16 @@ _Item = tuple[AppendRequest, "asyncio.Future[Outcome]"]
 class Appender:
     """The server's single appending thread."""
 
-    def __init__(self, ledger: Ledger, views: Views, hub: Hub, fold: InlineFold) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        views: Views,
+        hub: Hub,
+        fold: InlineFold,
+        siblings: Siblings | None = None,
+    ) -> None:
         self._ledger = ledger
+        self._siblings = siblings
         self._views = views
         self._fold = fold
         self._hub = hub
@@ -89,8 +102,8 @@ class Appender:
             self._ledger.write(requests)
             folded = self._fold.take()
             written = [r.result for r in requests if r.result]
-            if written:
-                self._hub.ensure(max(a.position for result in written for a in result))
+            if written and self._siblings is not None:
+                self._siblings.ring()
             positions = [a.position for r in requests for a in (r.result or ())]
             verdicts = iter(self._verdicts(positions, folded))
             for request in requests:
@@ -98,6 +111,10 @@ class Appender:
                     outcomes.append(request.error or RuntimeError("the append was not written"))
                 else:
                     outcomes.append((request.result, [next(verdicts) for _ in request.result]))
+            if written:
+                if self._hub.tail.wanted:
+                    self._hub.tail.put(_recent(requests, outcomes))
+                self._hub.ensure(max(a.position for result in written for a in result))
         except Exception as e:
             log.exception("append batch failed")
             outcomes = [e] * len(batch)
@@ -118,6 +135,22 @@ class Appender:
             entries = [self._ledger.get(p) for p in missing]
             folded = {**folded, **dict(zip(missing, self._views.verdicts_of(entries), strict=True))}
         return [folded[p] for p in positions]
+
+
+def _recent(requests: list[AppendRequest], outcomes: list[Outcome | BaseException]) -> list[Recent]:
+    """The entries a transaction appended (duplicates are not new), with their verdicts."""
+    recent = []
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            continue
+        results, verdicts = outcome
+        for appended, event, stored, found in zip(
+            results, request.events, request.encoded, verdicts, strict=True
+        ):
+            if not appended.duplicate:
+                entry = Entry(appended.position, request.recorded_at, event, stored)
+                recent.append(Recent(entry, found))
+    return recent
 
 
 def _resolve(

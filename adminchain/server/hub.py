@@ -3,8 +3,15 @@
 One thread follows the log (`Views.catch_up`, then `wait_beyond`): appends made through this
 server, through another server over the same PostgreSQL ledger, or by the CLI beside an LMDB
 ledger all get folded. Appends made here also advance the hub directly (`advanced`), so a
-subscriber sees them without waiting for the follower's next turn. Async waiters (subscriptions,
-`min_position` reads) sleep on an asyncio event swapped at every advance: no thread per waiter.
+subscriber sees them without waiting for the follower's next turn; so do the appends of this
+server's sibling workers (`serve --workers`), which ring a bell (`adminchain.server.siblings`)
+that the event loop hears (`refresh`). Async waiters (subscriptions, `min_position` reads) sleep
+on an asyncio event swapped at every advance: no thread per waiter.
+
+The hub also keeps the newest entries appended here with their verdicts (`Tail`): a live
+subscription reads them from memory, on the event loop, rather than reading the log and
+recomputing verdicts in a worker thread (two thread switches, each a wait for the GIL when the
+process is busy).
 """
 
 from __future__ import annotations
@@ -13,15 +20,72 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
 
+from ledger.ledger import Entry
 from projections.api import Views
+from projections.base import Verdict
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Recent", "Tail"]
 
 log = logging.getLogger("adminchain.server")
 
 _POLL = 0.5
 _BACKOFF_MAX = 10.0
+TAIL: Final = 4096
+"""Recent entries the hub keeps for live subscriptions (`Tail`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """An entry appended lately, and its verdicts (None: not known here, to be recomputed)."""
+
+    entry: Entry
+    verdicts: Sequence[Verdict] | None
+
+
+class Tail:
+    """The newest entries appended in this process, with their verdicts, by position.
+
+    Written by the appender thread right after its commit, read on the event loop; at most
+    `size` of them are kept (the oldest go first). Kept only while somebody subscribes."""
+
+    def __init__(self, size: int = TAIL) -> None:
+        self.size = size
+        self.wanted = 0
+        """Open subscriptions: the appender keeps entries only while this is above 0."""
+        self._recent: dict[int, Recent] = {}
+
+    def put(self, recent: Sequence[Recent]) -> None:
+        """Keep `recent` (at most the last `size`), forgetting the oldest beyond `size`."""
+        table = self._recent
+        for item in recent[-self.size :]:
+            table[item.entry.position] = item
+        while len(table) > self.size:
+            del table[next(iter(table))]
+
+    def get(self, first: int, last: int) -> list[Recent] | None:
+        """The entries from `first` to `last`, or None unless every one of them is kept."""
+        table = self._recent
+        found = []
+        for position in range(first, last + 1):
+            item = table.get(position)
+            if item is None:
+                return None
+            found.append(item)
+        return found
+
+    def kept(self, first: int, last: int) -> dict[int, Recent]:
+        """Those of the entries from `first` to `last` that are kept, by position (with
+        `--workers`, the siblings' appends are not: those are read from the log)."""
+        table = self._recent
+        return {p: item for p in range(first, last + 1) if (item := table.get(p)) is not None}
+
+    def clear(self) -> None:
+        """Forget every entry (nobody subscribes any more)."""
+        self._recent = {}
 
 
 class Hub:
@@ -38,6 +102,8 @@ class Hub:
         self._stop = threading.Event()
         self._draining = False
         self._fold_lock = threading.Lock()
+        self._advance_lock = threading.Lock()
+        self.tail = Tail()
         self._thread = threading.Thread(target=self._follow, name="adminchain-hub", daemon=True)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -94,18 +160,31 @@ class Hub:
             tracking = self.views.catch_up()
             self.advanced(tracking, tracking)
 
-    def advanced(self, tracking: int, size: int) -> None:
-        """Record that the views hold `tracking` (of a log of `size`); wake waiters if it moved."""
-        self.size = max(self.size, size)
-        if self.tracking >= self.size:
-            self.behind_since = None
-        elif self.behind_since is None:
-            self.behind_since = time.monotonic()
-        if tracking > self.tracking:
-            self.tracking = tracking
-            if tracking >= self.size:
+    def refresh(self) -> None:
+        """On the event loop: learn how far the stored views are (another process folded its
+        own appends into them, e.g. a sibling worker), and wake the waiters at once if they
+        moved. One short read; folding what nobody folded yet is left to the follower."""
+        with self.views.reader() as reader:
+            tracking, size = reader.tracking(), reader.size()
+        if self.advanced(tracking, size, wake=False):
+            self._wake()
+
+    def advanced(self, tracking: int, size: int, *, wake: bool = True) -> bool:
+        """Record that the views hold `tracking` (of a log of `size`); wake waiters if it moved
+        (soon, on the event loop; with `wake` False the caller, on the loop, wakes them).
+        Whether it moved."""
+        with self._advance_lock:  # appender, follower and event loop: the figures only grow
+            self.size = max(self.size, size)
+            moved = tracking > self.tracking
+            if moved:
+                self.tracking = tracking
+            if self.tracking >= self.size:
                 self.behind_since = None
+            elif self.behind_since is None:
+                self.behind_since = time.monotonic()
+        if moved and wake:
             self._wake_soon()
+        return moved
 
     def lag(self) -> int:
         """Events in the log not yet folded (as last seen)."""
@@ -138,7 +217,8 @@ class Hub:
                 return False
             event = self._event
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task of its own, as wait_for makes
+                    await event.wait()
             except TimeoutError:
                 return self.tracking > position
         return self.tracking > position

@@ -9,9 +9,11 @@ it, each a whole server over the same ledger (as several servers share one Postg
 on LMDB, writers in several processes are serialised by LMDB's own lock and each append folds
 into the shared views in its own transaction). Python runs one thread at a time per process, so
 this is how one host's cores serve more requests. Worker 0 alone runs the background jobs
-(checkpoint publishing). The parent only supervises: it forwards SIGTERM, restarts a worker
-that dies, and exits 0 once every worker has stopped gracefully. uvicorn's own `--workers`
-re-imports the application in spawned processes and gives them no index, which worker 0 needs.
+(checkpoint publishing). Over LMDB, each worker rings the others' bell after its commits
+(`adminchain.server.siblings`), so a subscriber on one sees what another appended at once.
+The parent only supervises: it forwards SIGTERM, restarts a worker that dies, and exits 0 once
+every worker has stopped gracefully. uvicorn's own `--workers` re-imports the application in
+spawned processes and gives them no index, which worker 0 needs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import uvicorn
 
 from adminchain.server.access import log_event
 from adminchain.server.app import ServerConfig, create_app
+from adminchain.server.siblings import bells
 from ledger.errors import UsageError
 
 __all__ = ["parse_listen", "serve"]
@@ -147,6 +150,8 @@ class _Supervisor:
         self.sock = sock
         self.tls = (tls_cert, tls_key)
         self.workers = workers
+        self.bells = bells(workers)
+        """Made once here, so that a restarted worker hears and rings the same pipes."""
         self.children: dict[int, int] = {}  # pid -> worker index
         self.started: dict[int, float] = {}  # worker index -> when it last started
         self.early: dict[int, int] = {}  # worker index -> early deaths in a row
@@ -217,7 +222,8 @@ class _Supervisor:
             signal.signal(signal.SIGINT, _stop_before_serving)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             config = self.config if index == 0 else dataclasses.replace(self.config, background=())
-            _serve_one(dataclasses.replace(config, worker=index), self.sock, *self.tls)
+            config = dataclasses.replace(config, worker=index, siblings=self.bells[index])
+            _serve_one(config, self.sock, *self.tls)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         except BaseException:  # noqa: BLE001  a worker reports its failure and exits non-zero

@@ -1,0 +1,86 @@
+"""The server's hub in-process: its tail of recent entries, the bells between sibling workers,
+and `Hub.refresh` (how a worker learns that a sibling appended, without polling the log)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+from datetime import UTC, datetime
+from pathlib import Path
+
+from adminchain.server.hub import Hub, Recent, Tail
+from adminchain.server.siblings import bells
+from ledger import Ledger
+from ledger.events import KeepAliveFailed
+from ledger.ledger import Entry
+from projections.api import Views
+
+
+def _entry(position: int) -> Entry:
+    event = KeepAliveFailed(subject=f"r-{position}")
+    return Entry(position, datetime.now(UTC), event, b"")
+
+
+def test_the_tail_holds_the_newest_entries_and_answers_only_whole_ranges() -> None:
+    tail = Tail(size=4)
+    tail.put([Recent(_entry(p), None) for p in range(1, 7)])
+    assert tail.get(3, 6) is not None
+    assert [r.entry.position for r in tail.get(3, 6) or []] == [3, 4, 5, 6]
+    assert tail.get(2, 4) is None  # 2 was forgotten
+    assert tail.get(6, 7) is None  # 7 is not there yet
+    tail.put([Recent(_entry(7), None)])
+    assert tail.get(4, 7) is not None
+    assert tail.get(3, 3) is None
+    assert sorted(tail.kept(2, 9)) == [4, 5, 6, 7]  # what is kept of a range, by position
+    tail.clear()
+    assert tail.get(7, 7) is None
+    assert tail.kept(1, 9) == {}
+
+
+def test_a_bell_wakes_every_other_worker_and_never_blocks() -> None:
+    ends = bells(3)
+    try:
+        assert all(e.drain() for e in ends)  # nothing rang yet; every pipe is open
+        ends[0].ring()
+        for other in ends[1:]:
+            readable, _, _ = select.select([other.listen], [], [], 5)
+            assert readable == [other.listen]
+            assert other.drain()
+        readable, _, _ = select.select([ends[0].listen], [], [], 0)
+        assert readable == []  # a worker does not wake itself
+        for _ in range(100_000):  # far more than a pipe holds: ringing never blocks
+            ends[1].ring()
+        assert ends[0].drain()
+    finally:
+        for e in ends:
+            os.close(e.listen)
+        for fd in {fd for e in ends for fd in e.others}:
+            os.close(fd)
+
+
+def test_refresh_sees_what_another_process_appended_and_folded(tmp_path: Path) -> None:
+    """Two handles on one LMDB ledger stand for two workers: what one appends (folded in its
+    own transaction) the other's hub learns with one `refresh`, its follower not running."""
+    target = str(tmp_path / "ledger")
+    with Ledger.open(target, create=True) as ours, Ledger.open(target) as theirs:
+        views = Views(ours)
+        hub = Hub(views)
+        woken = []
+
+        async def run() -> None:
+            waiting = asyncio.ensure_future(hub.wait_beyond(0, 30))
+            await asyncio.sleep(0)
+            their_views = Views(theirs)
+            theirs.append_batch(
+                [KeepAliveFailed(subject="r-1"), KeepAliveFailed(subject="r-2")],
+                after=their_views.inline(),
+            )
+            assert hub.tracking == 0
+            hub.refresh()
+            assert (hub.tracking, hub.size) == (2, 2)
+            woken.append(await asyncio.wait_for(waiting, 5))
+
+        asyncio.run(run())
+        assert woken == [True]
+        assert hub.ready()
