@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -99,15 +100,48 @@ def _collector_paused(pause: bool) -> Iterator[None]:
 _VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
+class _RandomPool:
+    """Random bytes from `os.urandom`, taken a big block at a time: one system call for many
+    ids (a server's event loop makes one id a request, and each `os.urandom` call gives up the
+    interpreter lock and waits to get it back under load). Emptied in a forked child, so that
+    two processes never hand out the same bytes."""
+
+    BLOCK: Final = 64 * 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._block = b""
+        self._at = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._block, self._at = b"", 0
+
+    def take(self, count: int) -> bytes:
+        """`count` fresh random bytes (never handed out before, in any process)."""
+        if count > self.BLOCK // 4:
+            return os.urandom(count)
+        with self._lock:
+            if self._at + count > len(self._block):
+                self._block, self._at = os.urandom(self.BLOCK), 0
+            taken = self._block[self._at : self._at + count]
+            self._at += count
+            return taken
+
+
+_RANDOM: Final = _RandomPool()
+
+
 def new_ids(count: int) -> list[str]:
     """`count` version 7 UUID strings (RFC 9562 §5.7: the Unix time in milliseconds, then 74
-    random bits), from one `os.urandom` call. Time-ordered: the ids one append makes sort
-    next to each other, at the end of the id index, so a big append's commits write a few of
-    its pages, not all of them (with version 4 each id lands on a random page: see
+    random bits from `os.urandom`, through `_RandomPool`). Time-ordered: the ids one append
+    makes sort next to each other, at the end of the id index, so a big append's commits write
+    a few of its pages, not all of them (with version 4 each id lands on a random page: see
     `ledger.lmdb_backend`, "Staged appends")."""
     ms = f"{time.time_ns() // 1_000_000:012x}"
     stamp = f"{ms[:8]}-{ms[8:12]}-7"
-    h = os.urandom(10 * count).hex()
+    h = _RANDOM.take(10 * count).hex()
     v = _VARIANT
     return [
         f"{stamp}{h[o : o + 3]}-{v[h[o + 3]]}{h[o + 4 : o + 7]}-{h[o + 7 : o + 19]}"

@@ -342,3 +342,26 @@ def test_minted_ids_are_time_ordered_uuids_version_7() -> None:
     assert max(first) < min(second)
     stamp = int(first[0].replace("-", "")[:12], 16)
     assert abs(stamp - time.time() * 1000) < 60_000
+
+
+def test_minted_ids_differ_across_a_fork() -> None:
+    """The random bytes behind minted ids are taken a block at a time; a forked child (the
+    server's workers fork after opening the ledger) must not hand out its parent's."""
+    import os  # noqa: PLC0415
+
+    from ledger.ledger import new_ids  # noqa: PLC0415
+
+    new_ids(1)  # the parent's block is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then out
+        os.close(read)
+        os.write(write, "\n".join(new_ids(50)).encode())
+        os._exit(0)
+    os.close(write)
+    parent = new_ids(50)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode().split("\n")
+    os.waitpid(pid, 0)
+    assert len(child) == 50
+    assert not {i[15:] for i in parent} & {i[15:] for i in child}
