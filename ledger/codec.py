@@ -265,7 +265,29 @@ def validate(event: Event, line: int | None = None) -> Event:
         raise InvalidEventError(
             f"expected `str`, got `{type(value).__name__}`", line=line, field=path
         )
-    return normalise(event, line)
+    return normalise(_listed(event), line)
+
+
+def _listed(value: Any) -> Any:
+    """`value` with every tuple made a list, as decoding gives it (a Python-built event may hold
+    a tuple where the catalogue says list: it encodes the same, and must compare the same as
+    the event read back); the very object when there is none."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, tuple):
+        return [_listed(item) for item in value]
+    if isinstance(value, list):
+        items = [_listed(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, msgspec.Struct):
+        changes = {}
+        for name, _ in _field_names(type(value)):
+            given = getattr(value, name)
+            made = _listed(given)
+            if made is not given:
+                changes[name] = made
+        return msgspec.structs.replace(value, **changes) if changes else value
+    return value
 
 
 def _stringified(given: Any, checked: Any, path: str = "") -> tuple[str, Any] | None:

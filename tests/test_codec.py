@@ -282,3 +282,22 @@ def test_a_valid_line_with_a_colon_after_a_quote_in_a_text_decodes(event: object
     raw = encode_event_json(event)  # type: ignore[arg-type]
     tricky = raw[:-1] + b',"actor":"\\": {x"}' if b'"actor"' not in raw else raw
     assert decode_line(tricky, 1).subject == decode_line(raw, 1).subject
+
+
+def test_a_tuple_given_for_a_list_is_validated_into_the_list_decoding_gives() -> None:
+    """A Python-built event may hold a tuple where the catalogue says list (it encodes the
+    same): `validate` returns it as a list, so the event equals itself read back (the case
+    hypothesis found in tests/test_fuzz.py)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from ledger.codec import decode_line, encode_event_json, validate  # noqa: PLC0415
+    from ledger.events import MembershipObserved  # noqa: PLC0415
+
+    given = MembershipObserved(subject="alpha", at=datetime(2024, 1, 1, tzinfo=UTC), peers=("0",))  # type: ignore[arg-type]
+    checked = validate(given, 3)
+    assert isinstance(checked, MembershipObserved)
+    assert checked.peers == ["0"]
+    assert type(checked.peers) is list
+    assert decode_line(encode_event_json(checked)) == checked
+    as_list = MembershipObserved(subject="alpha", at=datetime(2024, 1, 1, tzinfo=UTC), peers=["0"])
+    assert validate(as_list) is as_list  # nothing to change: the very event

@@ -760,12 +760,13 @@ async def subscribe(
             f"this server already serves {server.subscriptions} subscriptions (the limit)",
             headers={"Retry-After": "5"},
         )
-    server.subscriptions += 1
-    server.hub.tail.wanted = server.subscriptions
-    server.metrics.subscriptions.inc()
     hub, heartbeat = server.hub, server.config.heartbeat
 
     async def messages() -> AsyncIterator[ServerSentEventMessage]:
+        # counted once the stream runs: a client gone before it starts never reaches `finally`
+        server.subscriptions += 1
+        server.hub.tail.wanted = server.subscriptions
+        server.metrics.subscriptions.inc()
         position = start - 1
         try:
             yield ServerSentEventMessage(comment="subscribed", data=None)
