@@ -614,6 +614,54 @@ def test_a_part_follows_the_trust_events_whatever_their_subject() -> None:
         assert report.counts["maintenance"]["applied"] == 12
 
 
+def _pg_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL text of every statement executed from now on (psycopg's `Cursor.execute`)."""
+    import psycopg  # noqa: PLC0415
+
+    statements: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query.as_string(self.connection) if hasattr(query, "as_string")
+                          else str(query))  # fmt: skip
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+    return statements
+
+
+@contextmanager
+def _pg_ledger(count: int) -> Iterator[tuple[Ledger, Views, Any]]:
+    """A fresh PostgreSQL ledger holding `count` events (subjects r0, r1, …), its views and
+    the server's inline fold; the schema is dropped afterwards."""
+    from ledger.events import KeepAliveFailed  # noqa: PLC0415
+
+    url = fresh_pg_url()
+    try:
+        with Ledger.open(url) as log:
+            views = Views(log)
+            log.append_batch([KeepAliveFailed(subject=f"r{i}", at=ts(i)) for i in range(count)])
+            yield log, views, views.inline()
+    finally:
+        drop_pg_schema(url)
+
+
+def _server_batch(log: Ledger, fold: Any, count: int) -> dict[int, Any]:
+    """`count` single-event requests (subjects r0, r1, …) written as the server's appender
+    writes them, in one transaction with the inline fold; each position's verdicts."""
+    from ledger.events import KeepAliveFailed  # noqa: PLC0415
+
+    requests = [
+        log.prepare([KeepAliveFailed(subject=f"r{i}", at=ts(100 + i))], after=fold)
+        for i in range(count)
+    ]
+    fold.take()
+    fold.expect(requests)
+    log.write(requests)
+    verdicts: dict[int, Any] = fold.take()
+    return verdicts
+
+
 @pytest.mark.postgres
 def test_an_inline_fold_on_postgres_loads_a_batchs_states_with_one_query(
     monkeypatch: pytest.MonkeyPatch,
@@ -621,41 +669,15 @@ def test_an_inline_fold_on_postgres_loads_a_batchs_states_with_one_query(
     """The server's appends fold the events they were given: the stored states of all the
     batch's subjects come in one query (not one per subject), and the log's size from the
     append's own operations (not a query)."""
-    import psycopg  # noqa: PLC0415
-
-    from ledger.events import KeepAliveFailed  # noqa: PLC0415
-
-    url = fresh_pg_url()
-    try:
-        with Ledger.open(url) as log:
-            views = Views(log)
-            fold = views.inline()
-            log.append_batch([KeepAliveFailed(subject=f"r{i}", at=ts(i)) for i in range(40)])
-            views.catch_up()
-            statements: list[str] = []
-            real = psycopg.Cursor.execute
-
-            def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                statements.append(query.as_string(self.connection) if hasattr(query, "as_string")
-                                  else str(query))  # fmt: skip
-                return real(self, query, *args, **kwargs)
-
-            monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-            requests = [
-                log.prepare([KeepAliveFailed(subject=f"r{i}", at=ts(100 + i))], after=fold)
-                for i in range(32)
-            ]
-            fold.take()
-            fold.expect(requests)
-            log.write(requests)
-            verdicts = fold.take()
-        assert len(verdicts) == 32
-        loads = [s for s in statements if "view_state" in s and s.lstrip().startswith("SELECT")]
-        assert len(loads) == 1, loads  # the settings for every subject with the batch's
-        sizes = [s for s in statements if "COALESCE(MAX(notification_id)" in s]
-        assert len(sizes) == 1, sizes  # the append's own, under its lock
-    finally:
-        drop_pg_schema(url)
+    with _pg_ledger(40) as (log, views, fold):
+        views.catch_up()
+        statements = _pg_statements(monkeypatch)
+        verdicts = _server_batch(log, fold, 32)
+    assert len(verdicts) == 32
+    loads = [s for s in statements if "view_state" in s and s.lstrip().startswith("SELECT")]
+    assert len(loads) == 1, loads  # the settings for every subject with the batch's
+    sizes = [s for s in statements if "COALESCE(MAX(notification_id)" in s]
+    assert len(sizes) == 1, sizes  # the append's own, under its lock
 
 
 @pytest.mark.postgres
@@ -665,37 +687,11 @@ def test_verdicts_of_many_subjects_on_postgres_take_one_query_for_their_position
     """A follower recomputing the verdicts of a batch of other appenders' events asks for all
     its subjects' newer positions in one query (not one a subject; the history of the settings
     for every subject is one more), and gets what the append's own fold gave."""
-    import psycopg  # noqa: PLC0415
-
-    from ledger.events import KeepAliveFailed  # noqa: PLC0415
-
-    url = fresh_pg_url()
-    try:
-        with Ledger.open(url) as log:
-            views = Views(log)
-            fold = views.inline()
-            log.append_batch([KeepAliveFailed(subject=f"r{i}", at=ts(i)) for i in range(30)])
-            requests = [
-                log.prepare([KeepAliveFailed(subject=f"r{i}", at=ts(100 + i))], after=fold)
-                for i in range(30)
-            ]
-            fold.take()
-            fold.expect(requests)
-            log.write(requests)
-            given = fold.take()
-            entries = list(log.read(31))
-            statements: list[str] = []
-            real = psycopg.Cursor.execute
-
-            def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
-                statements.append(query.as_string(self.connection) if hasattr(query, "as_string")
-                                  else str(query))  # fmt: skip
-                return real(self, query, *args, **kwargs)
-
-            monkeypatch.setattr(psycopg.Cursor, "execute", execute)
-            recomputed = views.verdicts_of(entries)
-        assert recomputed == [given[e.position] for e in entries]
-        positions = [s for s in statements if "originator_version >" in s]
-        assert len(positions) == 2, positions  # the settings for every subject, then the 30
-    finally:
-        drop_pg_schema(url)
+    with _pg_ledger(30) as (log, views, fold):
+        given = _server_batch(log, fold, 30)
+        entries = list(log.read(31))
+        statements = _pg_statements(monkeypatch)
+        recomputed = views.verdicts_of(entries)
+    assert recomputed == [given[e.position] for e in entries]
+    positions = [s for s in statements if "originator_version >" in s]
+    assert len(positions) == 2, positions  # the settings for every subject, then the 30
