@@ -395,6 +395,14 @@ class LMDBBackend:
         finally:
             os.close(fd)  # releases the lock
 
+    def hidden(self) -> tuple[int, int] | None:
+        """(the visible size, the last hidden position) while a staged append hides events
+        (under way, or cut short: the next writer removes them), else None."""
+        with self._reads() as reads:
+            last = self.recorder.max_notification_id_txn(reads.txn) or 0
+            visible = reads.size()
+        return (visible, last) if last > visible else None
+
     def _marked(self) -> bool:
         """Whether the marker of a staged append is there (see "Staged appends")."""
         with self.recorder.read() as txn:

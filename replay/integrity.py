@@ -64,6 +64,10 @@ class VerifyResult:
     unsigned_checkpoints: tuple[int, ...] = ()
     """With verifier keys: the sizes of the stored checkpoints that carry no signature (their
     roots are checked like the others', but no key vouches for them)."""
+    hidden: tuple[int, int] | None = None
+    """(first, last) positions a big append on LMDB has committed but not yet shown (under
+    way, or cut short by a crash: the next append removes them); not part of the log, and not
+    verified (`ledger.lmdb_backend`, "Staged appends")."""
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -75,6 +79,8 @@ class VerifyResult:
         }
         if self.unsigned_checkpoints:  # only then: SPEC §5's object otherwise
             data["unsigned_checkpoints"] = list(self.unsigned_checkpoints)
+        if self.hidden is not None:  # likewise
+            data["hidden_positions"] = list(self.hidden)
         return data
 
 

@@ -428,3 +428,36 @@ def test_the_free_pages_a_removal_leaves_are_not_damage(
         assert lmdb_files.zeroed_page(data, pages, page_size) is None
         assert verify(log).ok
         assert [e.position for e in log.read()] == [1]
+
+
+def test_verify_names_the_positions_a_dead_staged_append_hides(tmp_path: Path) -> None:
+    """`adminchain verify` after kill -9 mid-way: exit 0 for the log as it is, and a warning
+    naming the hidden positions (in --json too); after the next append removes them, neither."""
+    import json  # noqa: PLC0415
+
+    target = tmp_path / "v.lmdb"
+    script = KILLED.format(commit=COMMIT, target=str(target), kill_at=7 * CHUNK, chunk=CHUNK)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, check=False)
+    assert proc.returncode == -signal.SIGKILL
+
+    def verify_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "adminchain", "--ledger", str(target), "verify", *args],
+            cwd=REPO, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    human = verify_cli()
+    assert human.returncode == 0, human.stderr
+    assert "verified: 0 events" in human.stdout
+    assert "warning: positions 1-600 hold a big append that is not part of the log" in (
+        human.stderr
+    )
+    as_json = verify_cli("--json")
+    assert as_json.returncode == 0
+    assert json.loads(as_json.stdout)["hidden_positions"] == [1, 600]
+    with Ledger.open(target) as log:
+        log.append_batch([KeepAliveFailed(subject="r0", id="after", at=ts(0))])
+    again = verify_cli("--json")
+    assert again.returncode == 0
+    assert "hidden_positions" not in json.loads(again.stdout)
+    assert again.stderr == ""
