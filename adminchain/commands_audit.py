@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,9 +167,6 @@ def verify(
     log = open_ledger(ledger, create=False)
     with render.progress_bar("verifying", log.size(), enabled=not as_json) as update:
         result = verify_log(log, verifiers=verifiers, witnesses=witnesses, progress=update)
-    hidden = getattr(log.backend, "hidden", lambda: None)()  # a staged append's, on LMDB
-    if hidden is not None:
-        result = dataclasses.replace(result, hidden=(hidden[0] + 1, hidden[1]))
     if as_json:
         emit_json(result.to_json())
     else:

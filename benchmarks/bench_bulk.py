@@ -49,7 +49,7 @@ from benchmarks.common import (
 )
 from ledger.codec import encode_event_json
 
-CLI_WITH_PEAK = """
+_CLI = """
 import atexit, sys
 out = sys.argv[1]
 def peak():
@@ -73,15 +73,20 @@ def write_events(path: Path, count: int) -> int:
     return path.stat().st_size
 
 
-def cli(workdir: Path, *args: str) -> dict[str, Any]:
-    """Run ``adminchain ARGS`` in a fresh process; its wall time, peak RSS and sampled peaks."""
+def cli(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> dict[str, Any]:
+    """Run ``adminchain ARGS`` in a fresh process (by default our tree's, from the repository;
+    `env` and `cwd` pick another, e.g. a baseline tree on PYTHONPATH); its wall time, peak RSS
+    and sampled peaks."""
     peak_file = workdir / "peak.kb"
     peaks = {"anon": 0, "file": 0}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-c", CLI_WITH_PEAK, str(peak_file), *args],
-        cwd=REPO,
+        [sys.executable, "-c", _CLI, str(peak_file), *args],
+        cwd=cwd,
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

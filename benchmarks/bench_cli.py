@@ -289,7 +289,7 @@ def main() -> None:
 def big_append(work: Workdir, events: int, base_tree: Path) -> list[Comparison]:
     """``append FILE`` of `events` events into a fresh ledger by each tree (twice, alternating):
     the best wall time and the least peak RSS of each."""
-    from benchmarks.bench_bulk import CLI_WITH_PEAK, write_events  # noqa: PLC0415
+    from benchmarks.bench_bulk import cli, write_events  # noqa: PLC0415
 
     data = work.sub("big-append.jsonl")
     log(f"big append: writing {events} events")
@@ -298,14 +298,8 @@ def big_append(work: Workdir, events: int, base_tree: Path) -> list[Comparison]:
     for round_ in range(2):
         for name, tree in (("ours", REPO), ("baseline", base_tree)):
             ledger = work.sub(f"append-{name}-{round_}.lmdb")
-            peak = work.sub("peak.kb")
-            env = env_for(tree, ledger)
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-c", CLI_WITH_PEAK, str(peak), "append", str(data)],
-                env=env, cwd=work.path, stdout=subprocess.DEVNULL, check=True,
-            )  # fmt: skip
-            results[name].append((time.perf_counter() - start, int(peak.read_text())))
+            ran = cli(work.path, "append", str(data), env=env_for(tree, ledger), cwd=work.path)
+            results[name].append((ran["seconds"], ran["peak_kb"]))
             shutil.rmtree(ledger)
             log(f"big append {name}: {results[name][-1][0]:.1f} s, {results[name][-1][1]} kB")
     mb = size / 1e6

@@ -395,14 +395,6 @@ class LMDBBackend:
         finally:
             os.close(fd)  # releases the lock
 
-    def hidden(self) -> tuple[int, int] | None:
-        """(the visible size, the last hidden position) while a staged append hides events
-        (under way, or cut short: the next writer removes them), else None."""
-        with self._reads() as reads:
-            last = self.recorder.max_notification_id_txn(reads.txn) or 0
-            visible = reads.size()
-        return (visible, last) if last > visible else None
-
     def _marked(self) -> bool:
         """Whether the marker of a staged append is there (see "Staged appends")."""
         with self.recorder.read() as txn:
@@ -725,6 +717,13 @@ class _Reads(ReadOnlySnapshot):
 
     def size(self) -> int:
         return self._backend.visible(self._txn)
+
+    def hidden(self) -> tuple[int, int] | None:
+        """The first and last positions a staged append hides from this snapshot (under way, or
+        cut short: the next writer removes them), else None."""
+        last = self._backend.recorder.max_notification_id_txn(self._txn) or 0
+        visible = self.size()
+        return (visible + 1, last) if last > visible else None
 
     def read_stored(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         last = self.size() if stop is None else min(stop, self.size())

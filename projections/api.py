@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
@@ -216,6 +217,10 @@ class InlineFold:
         return verdicts
 
 
+_VIEWS_SLOT: Final = "views"
+"""Where a staged append's `ledger.backend.Stage` keeps the views' held-back states."""
+
+
 class _BulkFold:
     """`Views.append_spooled`'s `after_chunk` hook: folds each stored chunk of a big append into
     the views inside the append's own transaction (one commit; the log is read once more, from
@@ -243,18 +248,16 @@ class _BulkFold:
         carry = self._carry
         given = [(a.position, e) for a, e in zip(appended, events, strict=True) if not a.duplicate]
         stage = getattr(ops, "stage", None)
+        fold: Callable[[], tuple[int, int]]
         if stage is None:  # one transaction: fold into the stored views in it
-            fold_in = self._store.fold_in
-            while True:
-                tracking, size = fold_in(ops, CHUNK, found, carry, given=given)
-                if tracking >= size:
-                    break
+            fold = partial(self._store.fold_in, ops, CHUNK, found, carry, given=given)
         else:  # a staged append: the new states wait for its last transaction
             view = self._staged(stage).over(self._store.over(ops))
-            while True:
-                tracking, size = catch_up_txn(view, CHUNK, verdicts=found, carry=carry, given=given)
-                if tracking >= size:
-                    break
+            fold = partial(catch_up_txn, view, CHUNK, verdicts=found, carry=carry, given=given)
+        while True:
+            tracking, size = fold()
+            if tracking >= size:
+                break
         index, table, codes = self._index, self.table, self.codes
         for result in appended:
             got = None if result.duplicate else found.get(result.position)
@@ -276,11 +279,11 @@ class _BulkFold:
     def _staged(self, stage: Stage) -> StagedViews:
         """The views' states this staged append holds back (made, and their writing in its
         last transaction registered, on its first chunk)."""
-        staged = stage.slots.get("views")
+        staged = stage.slots.get(_VIEWS_SLOT)
         if not isinstance(staged, StagedViews):
-            staged = stage.slots["views"] = StagedViews()
+            staged = stage.slots[_VIEWS_SLOT] = StagedViews()
             store, held = self._store, staged
-            stage.finishers["views"] = lambda ops: held.write(store.over(ops))
+            stage.finishers[_VIEWS_SLOT] = lambda ops: held.write(store.over(ops))
         return staged
 
 
@@ -826,7 +829,7 @@ class Views:
         back over them (see `_BulkFold._staged`)."""
         view = self.store.over(ops)
         stage = getattr(ops, "stage", None)
-        staged = None if stage is None else stage.slots.get("views")
+        staged = None if stage is None else stage.slots.get(_VIEWS_SLOT)
         return staged.over(view) if isinstance(staged, StagedViews) else view
 
     def rebuild(self) -> int:

@@ -344,6 +344,7 @@ def verify(
         views_at = _views_tracking(ledger, min(size, max(checkpoints, default=0)))
         digests = _Digests(frozen, sorted({*checkpoints, *((views_at,) if views_at else ())}))
         indexes = frozen.backend.index_check()
+        hidden = getattr(frozen.backend, "hidden", lambda: None)()  # a staged append's (LMDB)
         views_digest: bytes | None = None
         try:
             result = _verify(
@@ -373,6 +374,7 @@ def verify(
         detail,
         result.checkpoints_checked,
         unsigned,
+        hidden,
     )
 
 
