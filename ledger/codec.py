@@ -4,7 +4,9 @@ Wire (SPEC §1): one JSON object per line. `decode_line` validates everything th
 declares and raises `InvalidEventError` naming the line and the field (msgspec's error path,
 e.g. ``$.targets[0].backend``, becomes ``targets[0].backend``). It checks the line with the
 constrained mirror of the catalogue (`ledger.events.WIRE_EVENT`), then decodes the same bytes
-into the public event classes, whose annotations msgspec does not check.
+into the public event classes, whose annotations msgspec does not check. A plain line (printable
+ASCII, no escapes: nearly every line) is checked with a mirror without the control-character
+pattern, which such a line cannot break (`_plain`, `_decode_plain`).
 
 Storage: a msgpack array ``[schema_version, recorded_at, event]``. Times are stored as msgpack
 timestamps, so they read back in UTC. The stored bytes, prefixed with the position, are the
@@ -28,7 +30,7 @@ import msgspec
 
 from ledger import merkle
 from ledger.errors import InvalidEventError, StorageError
-from ledger.events import WIRE_EVENT, Event
+from ledger.events import WIRE_EVENT, WIRE_EVENT_PRINTABLE, Event
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -54,6 +56,7 @@ SCHEMA_VERSION: Final = 1
 MAX_LINE_BYTES: Final = 1 << 20
 
 _wire_checker: Final = msgspec.json.Decoder(WIRE_EVENT)  # the constraints: errors, paths
+_wire_printable_checker: Final = msgspec.json.Decoder(WIRE_EVENT_PRINTABLE)  # `_decode_plain`
 _json_decoder: Final = msgspec.json.Decoder(Event)  # the public classes, once checked
 _json_encoder: Final = msgspec.json.Encoder()
 _canonical_encoder: Final = msgspec.json.Encoder(order="sorted")
@@ -111,16 +114,11 @@ def _located(
 
 
 def decode_line(data: bytes | str, line: int | None = None) -> Event:
-    """Decode and validate one wire event. Raises `InvalidEventError` naming line and field."""
-    if isinstance(data, bytes):
-        if len(data) > MAX_LINE_BYTES:
-            raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            detail = f"not valid UTF-8 (byte {e.start + 1})"
-            raise InvalidEventError(detail, line=line) from e
-    else:
+    """Decode and validate one wire event. Raises `InvalidEventError` naming line and field.
+
+    A plain line (`_plain`: the common case) takes a shorter path to the same result; any line
+    that path refuses takes the full one (`_decode_checked`), which names the error."""
+    if isinstance(data, str):
         if len(data) > MAX_LINE_BYTES:
             raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
         try:
@@ -128,6 +126,23 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
         except UnicodeEncodeError as e:
             detail = f"not valid UTF-8 (character {e.start + 1} is an unpaired surrogate)"
             raise InvalidEventError(detail, line=line) from e
+    if len(data) <= MAX_LINE_BYTES and _plain(data):
+        try:
+            return _decode_plain(data, line)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            pass
+    return _decode_checked(data, line)
+
+
+def _decode_checked(data: bytes, line: int | None) -> Event:
+    """`decode_line`'s full path: every check, in the order that names the first problem."""
+    if len(data) > MAX_LINE_BYTES:
+        raise InvalidEventError(f"line longer than {MAX_LINE_BYTES} bytes", line=line)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        detail = f"not valid UTF-8 (byte {e.start + 1})"
+        raise InvalidEventError(detail, line=line) from e
     _precheck(data, line)
     try:
         _wire_checker.decode(data)
@@ -136,6 +151,41 @@ def decode_line(data: bytes | str, line: int | None = None) -> Event:
         raise _located(e, line) from e
     except RecursionError as e:
         raise InvalidEventError("values nested too deep", line=line) from e
+
+
+_PRINTABLE: Final = bytes(b for b in range(0x20, 0x7F) if b != ord("\\"))
+"""Printable ASCII but the backslash: what a line `_plain` passes is made of."""
+_QUOTE_THEN_SPACE: Final = re.compile(rb'" ')
+
+
+def _plain(data: bytes) -> bool:
+    """True for a line made of printable ASCII without a backslash (so valid UTF-8, with no byte
+    order mark, no escape, no control character, no DEL), without a space after a quote (one
+    may stand before a key's colon) and without a time finer than a microsecond: the common
+    case, which `_decode_plain` checks. Each test is one scan in C."""
+    return (
+        not data.translate(None, _PRINTABLE)
+        and _QUOTE_THEN_SPACE.search(data) is None
+        and _SUBSECOND.search(data) is None
+    )
+
+
+def _decode_plain(data: bytes, line: int | None) -> Event:
+    """`decode_line` of a line that `_plain` passes.
+
+    Its strings cannot hold a control character, so it is checked against
+    `WIRE_EVENT_PRINTABLE`, which lacks the control-character pattern (a regular expression per
+    string: most of a check's cost). No escape can spell a quote, and no whitespace comes before
+    a colon, so every key occurrence is one ``":`` and every ``":`` ends a key: a top-level
+    object with as many keys as the line has ``":`` holds no nested object and repeats no key.
+    msgspec's errors propagate: the caller then takes the full path, which names them."""
+    document = _untyped.decode(data)
+    if (type(document) is not dict or data.count(_KEY_END) != len(document)) and _counts_differ(
+        data
+    ):
+        _exact_check(data, line)
+    _wire_printable_checker.decode(data)
+    return normalise(_json_decoder.decode(data), line)
 
 
 _BOM: Final = b"\xef\xbb\xbf"
@@ -170,8 +220,12 @@ def _may_repeat_a_key(data: bytes) -> bool:
     Every key occurrence ends with ``":`` unless whitespace comes before its colon (then: True),
     so the count of ``":`` is at least the number of key occurrences; the decoded objects hold
     each distinct key once. When the two counts are equal, no key can occur twice."""
-    if _QUOTE_SPACE.search(data):
-        return True
+    return _QUOTE_SPACE.search(data) is not None or _counts_differ(data)
+
+
+def _counts_differ(data: bytes) -> bool:
+    """True unless the count of ``":`` in the line equals the number of distinct keys of its
+    objects (when every key ends with ``":``, equal counts mean that no key occurs twice)."""
     try:
         document = _untyped.decode(data)
     except (msgspec.DecodeError, RecursionError):
@@ -358,8 +412,8 @@ def decode_lines(data: bytes | str) -> list[Event]:
 
 def normalise(event: Event, line: int | None = None) -> Event:
     """Times in UTC, so that the stored form and the canonical bytes are unique."""
-    at = event.at
-    if (at is None or at.tzinfo is UTC) and getattr(event, "deadline", None) is None:
+    at, deadline = event.at, getattr(event, "deadline", None)
+    if (at is None or at.tzinfo is UTC) and (deadline is None or deadline.tzinfo is UTC):
         return event  # the common case, decided without allocating
     changes: dict[str, Any] = {}
     for name in ("at", "deadline"):

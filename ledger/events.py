@@ -31,6 +31,7 @@ __all__ = [
     "OPERATOR_EVENTS",
     "TRUST_EVENTS",
     "WIRE_EVENT",
+    "WIRE_EVENT_PRINTABLE",
     "BackendCrashed",
     "BackendRecovered",
     "BroadcastAcked",
@@ -65,16 +66,20 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class WireOnly:
     """A constraint checked on the wire only: inert on the public classes (msgspec ignores
-    annotations it does not know), turned into ``meta`` on their `WIRE_EVENT` mirror."""
+    annotations it does not know), turned into ``meta`` on their `WIRE_EVENT` mirror.
+    `printable` is the same without the control-character pattern, for `WIRE_EVENT_PRINTABLE`."""
 
     meta: msgspec.Meta
-
-
-def _wire(**constraints: Any) -> WireOnly:
-    return WireOnly(msgspec.Meta(**constraints))
+    printable: msgspec.Meta
 
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _wire(**constraints: Any) -> WireOnly:
+    printable = {k: v for k, v in constraints.items() if (k, v) != ("pattern", _NO_CONTROL)}
+    return WireOnly(msgspec.Meta(**constraints), msgspec.Meta(**printable))
+
 
 Subject: TypeAlias = Annotated[
     str,
@@ -348,23 +353,24 @@ def event_types() -> dict[str, type[Event]]:
 
 # ---------------------------------------------------------------- the wire mirror
 
-_MIRRORS: dict[type[msgspec.Struct], type[msgspec.Struct]] = {}
+_MIRRORS: dict[tuple[type[msgspec.Struct], bool], type[msgspec.Struct]] = {}
 
 
-def _mirror(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+def _mirror(cls: type[msgspec.Struct], printable: bool) -> type[msgspec.Struct]:
     """The wire twin of one struct: same name, tag, fields, order, defaults and options, with
     `WireOnly` constraints applied and `_wire_post_init` as its ``__post_init__``."""
-    if cls in _MIRRORS:
-        return _MIRRORS[cls]
+    if (cls, printable) in _MIRRORS:
+        return _MIRRORS[cls, printable]
     config = cls.__struct_config__
     fields = [
-        (info.name, wire_type(info.type), _field_spec(info)) for info in msgspec.structs.fields(cls)
+        (info.name, wire_type(info.type, printable=printable), _field_spec(info))
+        for info in msgspec.structs.fields(cls)
     ]
     check = getattr(cls, "_wire_post_init", None)
     mirror = msgspec.defstruct(
         cls.__name__,
         fields,
-        module=f"{__name__}.wire",
+        module=f"{__name__}.wire_printable" if printable else f"{__name__}.wire",
         namespace={"__post_init__": check} if check is not None else None,
         tag=config.tag,
         tag_field=config.tag_field,
@@ -379,7 +385,7 @@ def _mirror(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
     if mirror.__struct_fields__ != cls.__struct_fields__:  # pragma: no cover - a guard
         msg = f"the wire mirror of {cls.__name__} reorders its fields"
         raise TypeError(msg)
-    _MIRRORS[cls] = mirror
+    _MIRRORS[cls, printable] = mirror
     return mirror
 
 
@@ -393,9 +399,10 @@ def _field_spec(info: msgspec.structs.FieldInfo) -> Any:
     return msgspec.field(name=name)
 
 
-def wire_type(tp: Any) -> Any:
+def wire_type(tp: Any, *, printable: bool = False) -> Any:
     """`tp` as the wire checks it: `WireOnly` constraints become `msgspec.Meta`, structs their
-    mirrors. A plain `msgspec.Meta` on a public class is refused: storage would check it too."""
+    mirrors. A plain `msgspec.Meta` on a public class is refused: storage would check it too.
+    `printable`: without the control-character pattern (`WireOnly.printable`)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is Annotated:
@@ -404,14 +411,17 @@ def wire_type(tp: Any) -> Any:
         if any(isinstance(extra, msgspec.Meta) for extra in extras):
             msg = f"{tp}: declare constraints as WireOnly, not msgspec.Meta"
             raise TypeError(msg)
-        metas = [extra.meta if isinstance(extra, WireOnly) else extra for extra in extras]
-        return Annotated[(wire_type(inner), *metas)]
+        metas = [
+            (extra.printable if printable else extra.meta) if isinstance(extra, WireOnly) else extra
+            for extra in extras
+        ]
+        return Annotated[(wire_type(inner, printable=printable), *metas)]
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return _mirror(tp)
+        return _mirror(tp, printable)
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(wire_type(arg) for arg in args)]  # noqa: UP007
+        return typing.Union[tuple(wire_type(arg, printable=printable) for arg in args)]  # noqa: UP007
     if origin is list:
-        return list[wire_type(args[0])]  # type: ignore[misc]
+        return list[wire_type(args[0], printable=printable)]  # type: ignore[misc]
     if origin is Literal or not args:
         return tp  # str, int, bool, datetime, None, literals: nothing to add
     msg = f"{tp}: no wire rule for this type (add one to ledger.events.wire_type)"
@@ -420,3 +430,8 @@ def wire_type(tp: Any) -> Any:
 
 WIRE_EVENT: Final[Any] = wire_type(Event)
 """The constrained mirror of `Event`, for validating wire input only (`ledger.codec`)."""
+
+WIRE_EVENT_PRINTABLE: Final[Any] = wire_type(Event, printable=True)
+"""`WIRE_EVENT` without the control-character pattern (a regular expression per string, most of
+the cost of a check): the wire codec uses it for lines that are printable ASCII without a
+backslash, whose strings cannot hold a control character (`ledger.codec.decode_line`)."""

@@ -12,8 +12,11 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.codec import (
+    _decode_checked,
+    _plain,
     canonical_bytes,
     decode_line,
     decode_lines,
@@ -22,7 +25,14 @@ from ledger.codec import (
     encode_record,
 )
 from ledger.errors import InvalidEventError
-from ledger.events import EnterMaintenance, MaintenanceObserved, event_types
+from ledger.events import (
+    WIRE_EVENT,
+    WIRE_EVENT_PRINTABLE,
+    EnterMaintenance,
+    MaintenanceObserved,
+    _wire,
+    event_types,
+)
 from tests.eventgen import events
 
 OK = {"type": "LeaseExpired", "subject": "runner-a"}
@@ -301,3 +311,74 @@ def test_a_tuple_given_for_a_list_is_validated_into_the_list_decoding_gives() ->
     assert decode_line(encode_event_json(checked)) == checked
     as_list = MembershipObserved(subject="alpha", at=datetime(2024, 1, 1, tzinfo=UTC), peers=["0"])
     assert validate(as_list) is as_list  # nothing to change: the very event
+
+
+# ------------------------------------------------- the plain path (`_plain`, `_decode_plain`)
+
+_MUTATIONS = [
+    b"",  # as encoded: valid
+    b',"subject":"again"',  # a key given twice
+    b',"subject" :"again"',  # ... with a space before its colon
+    b',"actor":"a\\u0001b"',  # a control character, escaped
+    b',"actor":"a\x7fb"',  # DEL, raw
+    b',"actor":"a\xc2\x85b"',  # a C1 control character (U+0085) in UTF-8
+    b',"actor":"a\\u0085b"',  # ... escaped
+    b',"actor":"\\ud800"',  # a lone surrogate
+    b',"at":"2024-01-01T00:00:00.1234567Z"',  # finer than a microsecond
+    b',"at":"2024-01-01T00:00:00.123456"',  # no time zone
+    b',"actor":""',  # too short
+    b',"id":"' + b"x" * 129 + b'"',  # too long
+    b',"nope":1',  # an unknown field
+    b',"actor":"\xe9t\xc3\xa9"',  # not UTF-8, then UTF-8
+    b',"actor":"caf\xc3\xa9"',  # valid UTF-8, not ASCII: the full path, accepted
+    b',"signature":{"key":"k","sig":"s","key":"k2"}',  # twice, nested
+    b',"signature":{"key":"k\\u0002","sig":"s"}',  # a control character, nested
+    b"}",  # malformed
+]
+
+
+@given(events(), st.sampled_from(_MUTATIONS), st.booleans())
+def test_the_plain_path_decides_every_line_as_the_full_path_does(
+    event: object, extra: bytes, spaced: bool
+) -> None:
+    """`decode_line` takes a shorter path for plain lines; for any line, valid or not, it
+    returns the same event as the full path (`_decode_checked`) or raises the same error."""
+    raw = encode_event_json(event)[:-1] + extra + b"}"  # type: ignore[arg-type]
+    if spaced:
+        raw = raw.replace(b'":', b'": ').replace(b',"', b', "')
+    outcomes: list[tuple[str, object]] = []
+    for decode in (decode_line, _decode_checked):
+        try:
+            outcomes.append(("event", decode(raw, 4)))
+        except InvalidEventError as e:
+            outcomes.append(("error", (str(e), e.line, e.field)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_plain_lines_take_the_plain_path_and_others_do_not() -> None:
+    """The shorter path is the common one (a mutant that never takes it would pass the test
+    above), and what it cannot judge goes the full way."""
+    line = encode_event_json(
+        EnterMaintenance(
+            subject="node-7", actor="alice", reason="kernel upgrade",
+            at=datetime(2024, 1, 1, 0, 0, 0, 50_000, tzinfo=UTC),
+        )
+    )  # fmt: skip
+    assert _plain(line)
+    for extra in _MUTATIONS[2:9]:
+        assert not _plain(line[:-1] + extra + b"}"), extra
+    assert not _plain(b"\xef\xbb\xbf" + line)  # a byte order mark
+
+
+def test_the_printable_mirror_lacks_only_the_control_character_pattern() -> None:
+    """`WIRE_EVENT_PRINTABLE` (for plain lines) keeps every constraint but the pattern that
+    refuses control characters, which a plain line cannot hold."""
+    raw = b'{"type":"LeaseExpired","subject":"a\\u0001"}'
+    msgspec.json.decode(raw, type=WIRE_EVENT_PRINTABLE)
+    with pytest.raises(msgspec.ValidationError, match="matching regex"):
+        msgspec.json.decode(raw, type=WIRE_EVENT)
+    with pytest.raises(msgspec.ValidationError, match="length"):
+        msgspec.json.decode(b'{"type":"LeaseExpired","subject":""}', type=WIRE_EVENT_PRINTABLE)
+    other = _wire(pattern="^a+$", max_length=3)
+    assert other.printable.pattern == "^a+$"
+    assert other.printable.max_length == 3
