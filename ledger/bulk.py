@@ -60,12 +60,12 @@ class Chunk(msgspec.Struct, array_like=True):
         decode = record_decoder.decode
         return [decode(row[3]).event for row in self.rows]
 
-    def originals(self) -> list[Event]:
-        """The events as the input gave them (what a signature covers): the id and the time
-        the ledger filled in are taken out again."""
+    def originals(self, events: list[Event]) -> list[Event]:
+        """The events as the input gave them (what a signature covers), from `events()`: the id
+        and the time the ledger filled in are taken out again."""
         replace = msgspec.structs.replace
         out: list[Event] = []
-        for event, minted, stamped in zip(self.events(), self.minted, self.stamped, strict=True):
+        for event, minted, stamped in zip(events, self.minted, self.stamped, strict=True):
             filled = {**({"id": None} if minted else {}), **({"at": None} if stamped else {})}
             out.append(replace(event, **filled) if filled else event)
         return out

@@ -393,7 +393,9 @@ class Ledger:
                 record: list[Callable[[], None] | None] = []
                 _at_input_line(
                     prepared,
-                    lambda: record.append(check_append(ops, prepared.originals(), events)),
+                    lambda: record.append(
+                        check_append(ops, lambda: prepared.originals(events), events)
+                    ),
                 )
                 if precondition is not None:
                     _at_input_line(prepared, precondition, ops, events)

@@ -292,19 +292,25 @@ def _new_positions(ops: TxnOps, events: Sequence[Event]) -> list[int | None]:
 
 
 def check_append(
-    ops: TxnOps, given: Sequence[Event], events: Sequence[Event]
+    ops: TxnOps,
+    given: Sequence[Event] | Callable[[], Sequence[Event]],
+    events: Sequence[Event],
 ) -> Callable[[], None] | None:
     """Refuse a batch with an operator event that breaks the trust rule (`SignatureError`
     naming its line, exit 2, nothing stored); runs under the write lock. `given` are the events
-    as the caller gave them (judged: a signed event must carry its own `id` and `at`), `events`
-    the same as they will be stored (ids and times filled in).
+    as the caller gave them (judged: a signed event must carry its own `id` and `at`), or what
+    makes them (called only when an event of a watched type is there: a big append's chunks
+    make them again from the stored form); `events` the same as they will be stored (ids and
+    times filled in).
 
     Returns what stores the updated trust record, to be called once every other check of the
     batch has passed (None when the batch changes no trust)."""
     fold = _fold_of(ops.get_meta(TRUST_HISTORY_KEY))
     watched = fold.watched
-    if not any(type(event) in watched for event in given):
+    if not any(type(event) in watched for event in events):  # the types `given` has
         return None
+    if callable(given):
+        given = given()
     changes = any(isinstance(event, TrustKey | RevokeKey) for event in given)
     positions = _new_positions(ops, events) if changes else []
     if changes:
