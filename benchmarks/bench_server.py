@@ -142,20 +142,61 @@ sample both the same-worker and the cross-worker delivery paths)."""
 PROBE_CONNECTIONS = 4
 
 
+def build_probe(work: Path) -> Path | None:
+    """The Go delivery probe (`benchmarks/go/deliveryprobe`, the standard library only), built;
+    None without Go (the Python probe is used then, and the report says so)."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    binary = work / "deliveryprobe"
+    env = {**os.environ, "GO111MODULE": "off", "GOCACHE": str(work / "gocache")}
+    subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=Path(__file__).parent / "go" / "deliveryprobe",
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    return binary
+
+
 def delivery_latencies(
-    server: Served, duration: float, rate: float = 50.0
+    server: Served, duration: float, probe: Path | None, rate: float = 50.0
 ) -> dict[str, list[float]]:
     """Milliseconds, per probe event and subscriber: from sending the append to receiving it on
     the subscription (``sent``: what a client appending and one subscribing see end to end, the
     append's own latency under the write load included), the append's own latency (``append``:
-    send to 2xx), and from the 2xx to the delivery (``after_ack``: 0 when it came first)."""
+    send to 2xx), and from the 2xx to the delivery (``after_ack``: 0 when it came first).
+
+    With `probe` (the Go probe: `build_probe`), the probe costs the cores next to nothing, as
+    wrk does; without it, the same measurement runs here in Python (three threads and a GIL
+    beside the server: its own waits add to the figures)."""
+    headers = {"Authorization": f"Bearer {server.tokens['admin']}"}
+    start = httpx.get(f"{server.url}/v1/info", headers=headers).json()["size"] + 1
+    if probe is not None:
+        args = [server.url, server.tokens["admin"], start, duration, rate, SUBSCRIBERS]
+        done = subprocess.run(
+            [str(probe), *map(str, args), str(PROBE_CONNECTIONS)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration + 60,
+        )
+        figures: dict[str, list[float]] = json.loads(done.stdout)
+        return figures
+    return _python_probe(server, duration, rate, start)
+
+
+def _python_probe(
+    server: Served, duration: float, rate: float, start: int
+) -> dict[str, list[float]]:
+    """`delivery_latencies` in this process, as the Go probe measures it."""
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
     received: list[tuple[str, float]] = []
     lock = threading.Lock()
     done = threading.Event()
     headers = {"Authorization": f"Bearer {server.tokens['admin']}"}
-    start = httpx.get(f"{server.url}/v1/info", headers=headers).json()["size"] + 1
     ready = threading.Barrier(SUBSCRIBERS + 1)
 
     def listen() -> None:
@@ -224,6 +265,7 @@ def measure_ours(
     name: str,
     workers: int,
     phases: tuple[str, ...] = PHASES,
+    probe: Path | None = None,
 ) -> dict[str, Any]:
     tokens = make_tokens(target)
     server = start_server(target, work / f"server-{name}", "--workers", str(workers), tokens=tokens)
@@ -271,7 +313,7 @@ def measure_ours(
         if "delivery" in phases:
             log(f"{name}: append-to-delivery on a subscription under the write load")
             with background_writes(writes, write, duration + 2):
-                figures["delivery"] = delivery_latencies(server, duration)
+                figures["delivery"] = delivery_latencies(server, duration, probe)
     finally:
         server.stop()
     return figures
@@ -375,18 +417,21 @@ def main() -> None:
                 "workers": args.workers,
             },
         )
+        probe = build_probe(work.path) if "delivery" in phases else None
+        report.params["delivery probe"] = "Go" if probe is not None else "Python (no Go here)"
         baseline = None if args.no_baseline else measure_baseline(work.path, duration, args.workers)
         ours: dict[str, dict[str, Any]] = {}
         if "lmdb" in backends:
             ours["LMDB"] = measure_ours(
-                str(work.sub("ledger.lmdb")), work.path, duration, "lmdb", args.workers, phases
+                str(work.sub("ledger.lmdb")), work.path, duration, "lmdb", args.workers, phases,
+                probe,
             )
         if "postgres" in backends:
             schema = f"bench_{uuid.uuid4().hex[:10]}"
             pg_target = f"{PG_URL}?schema={schema}"
             try:
                 ours["PostgreSQL"] = measure_ours(
-                    pg_target, work.path, duration, "postgres", args.workers, phases
+                    pg_target, work.path, duration, "postgres", args.workers, phases, probe
                 )
             finally:
                 import psycopg  # noqa: PLC0415
