@@ -12,6 +12,8 @@ the others still commit).
 
 from __future__ import annotations
 
+import itertools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -445,16 +447,19 @@ class _Pending:
 @dataclass(frozen=True, slots=True)
 class Index:
     """An index a backend keeps beside the log: the key it stores for an event, and a scan of
-    its (key, position) entries. Derived from the log, so `IndexCheck` can check it."""
+    its (key, position) entries, in lists of some thousands (the check hashes and sums each
+    list in C). Derived from the log, so `IndexCheck` can check it."""
 
     name: str
     key: Callable[[Event], bytes]
-    scan: Callable[[], Iterable[tuple[bytes, int]]]
+    scan: Callable[[], Iterable[list[tuple[bytes, int]]]]
     unique: bool = False
     """One entry per key (the id index): an event whose key another holds is a repeat."""
 
 
 _MODULUS: Final = 1 << 64
+_position: Final = operator.itemgetter(1)
+"""The position of an index entry (key, position)."""
 
 
 class IndexCheck:
@@ -495,11 +500,14 @@ class IndexCheck:
         size = self._count
         for index, expected in zip(self._indexes, self._sums, strict=True):
             count, total = 0, 0
-            for key, position in index.scan():
-                if not 1 <= position <= size:
+            for chunk in index.scan():  # hashed and summed in C
+                if not chunk:
+                    continue
+                count += len(chunk)
+                total += sum(map(hash, chunk))
+                if min(map(_position, chunk)) < 1 or max(map(_position, chunk)) > size:
+                    position = next(p for _, p in chunk if not 1 <= p <= size)
                     return f"the {index.name} names position {position}, beyond the log ({size})"
-                count += 1
-                total += hash((key, position))
             if count != size or total % _MODULUS != expected % _MODULUS:
                 return self._locate(index, event_at, size)
         return None
@@ -508,7 +516,7 @@ class IndexCheck:
     def _locate(index: Index, event_at: Callable[[int], Event], size: int) -> str:
         seen = bytearray(size + 1)
         holder: dict[bytes, int] = {}
-        for key, position in index.scan():
+        for key, position in itertools.chain.from_iterable(index.scan()):
             if seen[position]:
                 return f"the {index.name} has two entries for position {position}"
             seen[position] = 1

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
@@ -654,7 +655,8 @@ def _remove_made(path: Path, made: list[Path]) -> None:
 
 
 def _index_check(
-    backend: LMDBBackend, run: Callable[[Callable[[Any], Iterator[tuple[bytes, int]]]], Any]
+    backend: LMDBBackend,
+    run: Callable[[Callable[[Any], Iterator[list[tuple[bytes, int]]]]], Any],
 ) -> IndexCheck:
     """The id index and the subject (sequence) index of `backend`, each scanned by ``run(scan)``
     (inside a transaction `run` provides)."""
@@ -669,18 +671,19 @@ def _index_check(
                 prefixes.clear()
         return found
 
-    def ids(txn: Any) -> Iterator[tuple[bytes, int]]:
-        for key, value in txn.cursor(db=ids_db):
-            yield bytes(key), int.from_bytes(value, "big")
+    def ids(txn: Any) -> Iterator[list[tuple[bytes, int]]]:
+        cursor = txn.cursor(db=ids_db).iternext()
+        while chunk := list(itertools.islice(cursor, 1 << 12)):
+            yield [(key, int.from_bytes(value, "big")) for key, value in chunk]
 
-    def visible(scan: Callable[[Any], Iterator[tuple[bytes, int]]]) -> Any:
+    def visible(scan: Callable[[Any], Iterator[list[tuple[bytes, int]]]]) -> Any:
         """`scan` without the entries of a staged append's hidden positions."""
 
-        def scan_visible(txn: Any) -> Iterator[tuple[bytes, int]]:
+        def scan_visible(txn: Any) -> Iterator[list[tuple[bytes, int]]]:
             size = backend.visible(txn)
             if size == (recorder.max_notification_id_txn(txn) or 0):  # nothing hidden
                 return scan(txn)
-            return (entry for entry in scan(txn) if entry[1] <= size)
+            return ([entry for entry in chunk if entry[1] <= size] for chunk in scan(txn))
 
         return lambda: run(scan_visible)
 

@@ -334,6 +334,14 @@ class Damage:
         with self.lmdb() as (txn, db):
             assert txn.delete(event_id.encode(), db=db(b"ledger.ids"))
 
+    def point_id(self, event_id: str, position: int) -> None:
+        """Make the id index say that `event_id` is at `position`."""
+        if self.pg:
+            self.sql("UPDATE ids SET position = %s WHERE id = %s", position, event_id)
+            return
+        with self.lmdb() as (txn, db):
+            assert txn.put(event_id.encode(), position.to_bytes(8, "big"), db=db(b"ledger.ids"))
+
     def drop_subject_entry(self, position: int) -> None:
         with self.lmdb() as (txn, db):
             idx = db(b"stored_events.idx")
@@ -402,6 +410,13 @@ def test_a_lost_id_index_entry_is_named_and_repaired(ledger_target: str) -> None
         "id": "e-3",
         "duplicate": True,
     }
+
+
+def test_an_id_index_entry_beyond_the_log_is_named_and_repaired(ledger_target: str) -> None:
+    small_ledger(ledger_target)
+    Damage(ledger_target).point_id("e-3", 99)
+    verify_names(ledger_target, "id index names position 99, beyond the log (5)")
+    repaired(ledger_target)
 
 
 def test_an_id_stored_twice_behind_a_lost_entry_is_named(ledger_target: str) -> None:

@@ -369,7 +369,7 @@ class PostgresBackend:
         return leaves_of_tiles(rows, start, stop)
 
     def index_check(self) -> IndexCheck:
-        def scan() -> Iterator[tuple[bytes, int]]:
+        def scan() -> Iterator[list[tuple[bytes, int]]]:
             with self.snapshot(what="read the id index") as curs:
                 yield from scan_ids(self, curs)
 
