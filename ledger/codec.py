@@ -392,7 +392,7 @@ def _unencodable_field(event: Event) -> str | None:
 def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Event]]:
     """Decode JSON Lines lazily, yielding (line number, event); blank lines are skipped."""
     for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+        if not raw or raw.isspace():  # blank (isspace: no copy of the line, as strip makes)
             continue
         yield number, decode_line(raw, number)
 
