@@ -194,11 +194,16 @@ class InlineFold:
         self._store = store
         self._verdicts: dict[int, list[Verdict]] = {}
         self._requests: Sequence[AppendRequest] = ()
+        self.tracking = 0
+        """The views' tracking position the last transaction's fold left (0: none ran): once
+        that transaction committed, the stored views hold it, and nothing need be read to
+        learn it (the server's hub takes it from here)."""
 
     def expect(self, requests: Sequence[AppendRequest]) -> None:
         """The requests of the next transaction: their new events are folded as given, not
         read back from the log (when they are exactly the next ones after the views)."""
         self._requests = requests
+        self.tracking = 0
 
     def __call__(self, ops: TxnOps) -> None:
         self._verdicts = {}  # a transaction run again starts afresh
@@ -208,7 +213,7 @@ class InlineFold:
             for appended, event in zip(request.result or (), request.events, strict=False)
             if not appended.duplicate
         )
-        self._store.fold_in(ops, CHUNK, self._verdicts, given=given)
+        self.tracking = self._store.fold_in(ops, CHUNK, self._verdicts, given=given)[0]
 
     def take(self) -> dict[int, list[Verdict]]:
         """The verdicts of the positions the last transaction folded (then forgotten)."""

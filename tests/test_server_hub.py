@@ -84,3 +84,42 @@ def test_refresh_sees_what_another_process_appended_and_folded(tmp_path: Path) -
         asyncio.run(run())
         assert woken == [True]
         assert hub.ready()
+
+
+def test_the_appender_tells_the_hub_what_its_fold_left_without_a_read(tmp_path: Path) -> None:
+    """The appender's write folds the views in its own transaction; once it commits, the hub
+    learns the views' position from that fold (`InlineFold.tracking`), not from a catch-up that
+    opens a read (on PostgreSQL: another connection and half a dozen round trips per write)."""
+    from adminchain.server.appender import Appender  # noqa: PLC0415
+
+    with Ledger.open(str(tmp_path / "ledger"), create=True) as ledger:
+        views = Views(ledger)
+        hub = Hub(views)
+        catch_ups = []
+        real_catch_up = views.catch_up
+
+        def counted(*args: object, **kwargs: object) -> int:
+            catch_ups.append(1)
+            return real_catch_up(*args, **kwargs)  # type: ignore[arg-type]
+
+        views.catch_up = counted  # type: ignore[method-assign]
+        fold = views.inline()
+        appender = Appender(ledger, views, hub, fold)
+
+        async def run() -> list[int]:
+            appender.start(asyncio.get_running_loop())
+            positions = []
+            for n in range(3):
+                request = ledger.prepare([KeepAliveFailed(subject=f"r-{n}")], after=fold)
+                results, verdicts = await appender.append(request)
+                assert [v.verdict for v in verdicts[0]] == ["applied"]
+                positions.append(results[0].position)
+                assert hub.tracking == results[0].position == fold.tracking
+            return positions
+
+        try:
+            assert asyncio.run(run()) == [1, 2, 3]
+        finally:
+            appender.stop()
+        assert catch_ups == []
+        assert (hub.tracking, hub.size) == (3, 3)

@@ -114,7 +114,10 @@ class Appender:
             if written:
                 if self._hub.tail.wanted:
                     self._hub.tail.put(_recent(requests, outcomes))
-                self._hub.ensure(max(a.position for result in written for a in result))
+                last = max(a.position for result in written for a in result)
+                if self._fold.tracking:  # what the committed fold left: no read to learn it
+                    self._hub.advanced(self._fold.tracking, max(last, self._fold.tracking))
+                self._hub.ensure(last)
         except Exception as e:
             log.exception("append batch failed")
             outcomes = [e] * len(batch)
