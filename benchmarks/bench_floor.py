@@ -13,7 +13,8 @@ Python reaches it (one call into C per event, no glue of ours around it):
   subject index entry and its leaf in LMDB (`putmulti`, keys in order where they can be; one
   durable commit); fold it into the projections' states;
 - verify: read the stored record (an LMDB cursor); hash its leaf and one tree node; decode it;
-  fold it (for the checkpoint's projection digest).
+  fold it (for the checkpoint's projection digest); check its two index entries (hashed and
+  summed, as implied by the event and as stored).
 
 Their sum per event, plus the CLI's start-up (``adminchain --help``), is a floor: the time a
 command would take with all of its own code gone. "Both cores" divides the per-event sum by two,
@@ -82,6 +83,20 @@ def inner_nodes(leaves: Sequence[bytes]) -> list[bytes]:
     return out
 
 
+def index_sums(events: Sequence[Any]) -> int:
+    """The index check's own work (`ledger.backend.IndexCheck`): the id and the subject entry
+    each event implies, hashed and summed, and as many stored entries hashed and summed."""
+    positions = range(1, len(events) + 1)
+    ids = [e.id.encode() for e in events]
+    subjects = [e.subject.encode() for e in events]
+    total = 0
+    for keys in (ids, subjects):
+        implied = sum(map(hash, zip(keys, positions, strict=True)))
+        stored = sum(map(hash, list(zip(keys, positions, strict=True))))
+        total += implied - stored
+    return total
+
+
 def store(path: str, records: list[bytes], ids: list[str], subjects: list[str],
           leaves: list[bytes]) -> None:  # fmt: skip
     """The four tables an append writes, one `putmulti` each, in one durable commit."""
@@ -99,12 +114,13 @@ def store(path: str, records: list[bytes], ids: list[str], subjects: list[str],
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=None, help="events measured (default 200k)")
+    p.add_argument("--events", type=int, default=None, help="events measured (default 500k)")
     args = p.parse_args()
-    count = args.events or (50_000 if args.quick else 200_000)
+    count = args.events or (100_000 if args.quick else 500_000)
+    saves = min(count, 200_000)  # as bench_bulk: the appends timed, 100 a save
     with Workdir(args.dir, "bench-floor-", keep=args.keep) as work:
         report = Report("adminchain bench_floor", work.disk, str(work.path))
-        report.params = {"events": count}
+        report.params = {"events": count, "baseline_saves_at_100": saves}
         now = datetime.now(UTC)
         events = make_events(count, 1000)
         ids = new_ids(count)
@@ -172,15 +188,18 @@ def main() -> None:
                 count, lambda: [record_decoder.decode(r) for r in records]
             ),
             "fold it": parts_append["fold it"],
+            "check its 2 index entries": per_event(count, lambda: index_sums(stored_events)),
         }
         log("the CLI's start-up")
         startup = min(_wall([sys.executable, "-m", "adminchain", "--help"]) for _ in range(3))
         log("baseline: SQLite application, 100 events per save; read and map")
         app = sqlite_app(work.sub("baseline.sqlite"))
-        save_seconds, _ = sqlite_fill(app, count, per_save=100)
+        save_seconds, _ = sqlite_fill(app, saves, per_save=100)
+        if count > saves:  # filled up to `count` (not timed), as bench_bulk does
+            sqlite_fill(app, count - saves, per_save=1000)
         read_count, read_seconds = sqlite_read_map(app)
 
-    baseline_append = rate(count, save_seconds)
+    baseline_append = rate(saves, save_seconds)
     for name, parts in (("append", parts_append), ("verify", parts_verify)):
         for part, micros in parts.items():
             report.figures.append(Figure(f"{name}: {part}", micros, "µs/event"))
