@@ -15,6 +15,7 @@ import msgspec
 
 from ledger.backend import TxnOps
 from ledger.events import Event
+from ledger.lmdb import ChunkKeep
 from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
 from projections.base import Verdict
 from projections.views import Carry, ViewTxn, catch_up_txn
@@ -65,11 +66,14 @@ class _LMDBViewTxn:
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         return self._log.read_stored(start, stop)
 
-    def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
-        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path)."""
+    def read_batches(
+        self, start: int, stop: int, size: int, keep: ChunkKeep | None = None
+    ) -> Iterator[list[tuple[int, bytes]]]:
+        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path); with
+        `keep`, None for the bytes of each event it refuses (`projections.views.fold_part`)."""
         stop = min(stop, self.size())
-        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
-        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
+        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size, keep)
+        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # None only where `keep` says
 
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)

@@ -44,6 +44,7 @@ __all__ = [
     "catch_up_txn",
     "codec",
     "dry_run_precondition",
+    "fold_part",
     "strict_precondition",
     "subject_verdicts",
 ]
@@ -271,15 +272,24 @@ class Carry:
 
 
 def _batches(
-    txn: ViewTxn, start: int, stop: int, size: int = 0
+    txn: ViewTxn,
+    start: int,
+    stop: int,
+    size: int = 0,
+    keep: Callable[[bytes, bytes], bool] | None = None,
 ) -> Iterator[list[tuple[int, bytes]]]:
     """The log's stored events start..stop in lists of `size` (default `_BATCH`): the store's
     own chunked read where it has one (`read_batches`: one loop, no generator step per event),
-    else `read_stored` cut up."""
+    else `read_stored` cut up. With `keep` (see `fold_part`), a store that can tell from a
+    record's header gives None for the bytes of each event `keep` refuses."""
     size = size or _BATCH
     read_batches = getattr(txn, "read_batches", None)
     if read_batches is not None:
-        batches: Iterator[list[tuple[int, bytes]]] = read_batches(start, stop, size)
+        batches: Iterator[list[tuple[int, bytes]]] = (
+            read_batches(start, stop, size)
+            if keep is None
+            else read_batches(start, stop, size, keep)
+        )
         yield from batches
         return
     records = txn.read_stored(start, stop)
@@ -369,6 +379,64 @@ def catch_up_txn(
     txn.flush()
     carry.tracking = last
     return last, size
+
+
+def fold_part(
+    reader: ViewTxn,
+    stop: int,
+    may_keep: Callable[[bytes, bytes], bool],
+    keep: Callable[[Event], bool | None],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, list[tuple[str, str, Any]]]:
+    """Fold one part of the subjects' events from the views' tracking position to `stop` on top
+    of the stored views `reader` shows (a read snapshot), in memory; nothing is written.
+
+    The same fold as `catch_up_txn` (a subject's stored states are loaded when it is first met,
+    the settings for every subject up front), over only the events this part keeps: `may_keep`
+    (subject and type, UTF-8) refuses, before any decoding, those surely another part's, and
+    `keep(event)` decides on the rest (False: another part's, not folded). Several processes
+    each fold their part of one snapshot this way, then one write transaction stores what they
+    changed with the new tracking position (`advance_txn`; `replay.catchup`). Returns (the last
+    position folded, (projection, subject, new state or None) of each loaded state that
+    changed): the caller keeps those of its own subjects.
+    """
+    start = reader.tracking() + 1
+    stop = min(stop, reader.size())
+    folder = Folder()
+    states, appliers = folder.states, folder.appliers
+    loaded: dict[tuple[str, str], Any] = {}
+    met: set[str] = set()
+    names = [p.NAME for p in PROJECTIONS]
+
+    def meet(subjects: Iterable[str]) -> None:
+        for subject in subjects:
+            met.add(subject)
+            for name in names:
+                raw = reader.load(name, subject)
+                state = None if raw is None else codec.decode_state(name, raw)
+                loaded[name, subject] = state
+                if state is not None:
+                    states[name][subject] = state
+
+    meet([policy.ALL])  # the settings for every subject, before any event folds
+    last = start - 1
+    for batch in _batches(reader, start, stop, 0, may_keep):
+        kept = [(position, data) for position, data in batch if data is not None]
+        mine = [event for event in decode_chunk(kept) if keep(event) is not False]
+        new = {event.subject for event in mine} - met
+        if new:
+            meet(new)
+        for event in mine:
+            appliers[type(event)](event)
+        done, last = last, batch[-1][0]
+        if progress is not None and last // 10_000 != done // 10_000:
+            progress(last)
+    changes = []
+    for (name, subject), before in loaded.items():
+        after = states[name].get(subject)
+        if after is not before:
+            changes.append((name, subject, after))
+    return last, changes
 
 
 def advance_txn(

@@ -18,7 +18,6 @@ against the views it holds, as they are; a server's against what it serves.)
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
@@ -297,7 +296,7 @@ def _other_half(
     ledger: Ledger,
     target: int,
     snapshot: int | None,
-    process: subprocess.Popen[bytes],
+    process: workers.Worker,
 ) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
     try:

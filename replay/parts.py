@@ -37,6 +37,13 @@ class Part:
             return True
         return zlib.crc32(subject) % self.count == self.number
 
+    def owns(self, subject: str) -> bool:
+        """Whether `subject`'s states are this part's (each subject's are one part's)."""
+        part = self._parts.get(subject)
+        if part is None:
+            part = self._parts[subject] = zlib.crc32(subject.encode()) % self.count
+        return part == self.number
+
     def keep(self, event: Event) -> bool | None:
         """True: this part's event; False: another part's; None: fold it, but do not count it
         (a setting for every subject, counted by part 0)."""
