@@ -571,6 +571,55 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         if chunk:
             yield chunk
 
+    def iter_kept_txn(
+        self, txn: lmdb.Transaction[bytes], start: int, stop: int, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """The states of the records start..stop that `keep` takes (told each one's originator
+        id and topic, as by `iter_chunks_txn`), in lists from chunks of `size` records, each
+        with its chunk's last position: all that a process folding its part of the subjects
+        needs, so that the others' records cost it only their header. Positions are counted
+        (`_counted_chunks`); at a missing one it stops, the last position given before it (the
+        caller names it: damage)."""
+        first = max(start, 1)
+        if first >= 1 << 64 or stop < first:
+            return
+        db = self.datastore.db(self._log_name)
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(first.to_bytes(8, "big")):
+            return
+        values = cursor.iternext(keys=False)
+        unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
+        named_from = head - 8
+        decided: dict[bytes, bool] = {}
+        position = first
+        if from_bytes(cursor.key(), "big") != position:
+            return
+        while position <= stop:
+            wanted = min(size, stop - position + 1)
+            records = list(islice(values, wanted))
+            last = position + len(records) - 1
+            if len(records) < wanted or from_bytes(cursor.key(), "big") != last:
+                missing = _first_missing(txn.cursor(db=db), position, last)
+                records = records[: missing - position]
+                last = missing - 1
+            kept: list[bytes] = []
+            append = kept.append
+            for record in records:
+                _, _, oid_len, topic_len = unpack(record)
+                end = head + oid_len + topic_len
+                named = record[named_from:end]
+                take = decided.get(named)
+                if take is None:
+                    at = head + oid_len
+                    take = decided[named] = keep(record[head:at], record[at:end])
+                if take:
+                    append(record[end:])
+            if records:
+                yield last, kept
+            if len(records) < wanted:
+                return
+            position = last + 1
+
     def _log_items(
         self, txn: lmdb.Transaction[bytes], first: int, stop: int | None
     ) -> Iterator[tuple[int, bytes]]:
@@ -891,4 +940,16 @@ def _counted_chunks(
                 append((p, record[end:] if kept else None))
         yield chunk
         position = last + 1
+    return position
+
+
+def _first_missing(cursor: lmdb.Cursor[bytes], start: int, stop: int) -> int:
+    """The first position from `start` to `stop` the log (`cursor`'s table) does not hold, or
+    `stop` + 1 if it holds them all."""
+    position = start
+    if cursor.set_range(start.to_bytes(8, "big")):
+        for key in cursor.iternext(values=False):
+            if position > stop or int.from_bytes(key, "big") != position:
+                break
+            position += 1
     return position

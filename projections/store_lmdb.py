@@ -66,14 +66,19 @@ class _LMDBViewTxn:
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         return self._log.read_stored(start, stop)
 
-    def read_batches(
-        self, start: int, stop: int, size: int, keep: ChunkKeep | None = None
-    ) -> Iterator[list[tuple[int, bytes]]]:
-        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path); with
-        `keep`, None for the bytes of each event it refuses (`projections.views.fold_part`)."""
+    def read_batches(self, start: int, stop: int, size: int) -> Iterator[list[tuple[int, bytes]]]:
+        """`read_stored` in lists of up to `size`, from one loop (catch-up's read path)."""
         stop = min(stop, self.size())
-        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size, keep)
-        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # None only where `keep` says
+        chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
+        return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
+
+    def read_kept(
+        self, start: int, stop: int, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[bytes]]]:
+        """The stored events start..stop that `keep` takes by subject and type, from their
+        records' headers (`projections.views.fold_part`'s read path)."""
+        stop = min(stop, self.size())
+        return self._views.backend.recorder.iter_kept_txn(self._txn, start, stop, size, keep)
 
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)

@@ -25,7 +25,7 @@ from typing import Any, Final, NamedTuple, Protocol
 import msgspec
 
 from ledger.backend import Precondition, TxnOps
-from ledger.codec import decode_chunk, decode_record
+from ledger.codec import decode_chunk, decode_record, record_decoder
 from ledger.errors import LedgerError, StorageError, StrictRefusedError
 from ledger.events import OPERATOR_EVENTS, Event
 from projections import policy
@@ -272,29 +272,47 @@ class Carry:
 
 
 def _batches(
-    txn: ViewTxn,
-    start: int,
-    stop: int,
-    size: int = 0,
-    keep: Callable[[bytes, bytes], bool] | None = None,
+    txn: ViewTxn, start: int, stop: int, size: int = 0
 ) -> Iterator[list[tuple[int, bytes]]]:
     """The log's stored events start..stop in lists of `size` (default `_BATCH`): the store's
     own chunked read where it has one (`read_batches`: one loop, no generator step per event),
-    else `read_stored` cut up. With `keep` (see `fold_part`), a store that can tell from a
-    record's header gives None for the bytes of each event `keep` refuses."""
+    else `read_stored` cut up."""
     size = size or _BATCH
     read_batches = getattr(txn, "read_batches", None)
     if read_batches is not None:
-        batches: Iterator[list[tuple[int, bytes]]] = (
-            read_batches(start, stop, size)
-            if keep is None
-            else read_batches(start, stop, size, keep)
-        )
+        batches: Iterator[list[tuple[int, bytes]]] = read_batches(start, stop, size)
         yield from batches
         return
     records = txn.read_stored(start, stop)
     while batch := list(islice(records, size)):
         yield batch
+
+
+def _kept(
+    txn: ViewTxn, start: int, stop: int, keep: Callable[[bytes, bytes], bool]
+) -> Iterator[tuple[int, list[Event]]]:
+    """(last position, events `keep` takes by subject and type) of the log's events start..stop
+    in chunks: from the store's own read where it has one (`read_kept`: the others are never
+    decoded), else every event decoded, then chosen. `StorageError` names a missing position
+    or one that cannot be decoded."""
+    read_kept = getattr(txn, "read_kept", None)
+    if read_kept is None:
+        for batch in _batches(txn, start, stop):
+            events = decode_chunk(batch)
+            chosen = [e for e in events if keep(e.subject.encode(), type(e).__name__.encode())]
+            yield batch[-1][0], chosen
+        return
+    decode = record_decoder.decode
+    last = start - 1
+    chunks: Iterator[tuple[int, list[bytes]]] = read_kept(start, stop, _BATCH, keep)
+    for last, kept in chunks:
+        try:
+            yield last, [decode(data).event for data in kept]
+        except msgspec.DecodeError as e:
+            raise StorageError(f"an event from {start} to {last} cannot be decoded ({e})") from e
+        start = last + 1
+    if last < stop:
+        raise StorageError(f"position {last + 1} is missing from the log")
 
 
 def catch_up_txn(
@@ -384,17 +402,16 @@ def catch_up_txn(
 def fold_part(
     reader: ViewTxn,
     stop: int,
-    may_keep: Callable[[bytes, bytes], bool],
-    keep: Callable[[Event], bool | None],
+    keep: Callable[[bytes, bytes], bool],
     progress: Callable[[int], None] | None = None,
 ) -> tuple[int, list[tuple[str, str, Any]]]:
     """Fold one part of the subjects' events from the views' tracking position to `stop` on top
     of the stored views `reader` shows (a read snapshot), in memory; nothing is written.
 
     The same fold as `catch_up_txn` (a subject's stored states are loaded when it is first met,
-    the settings for every subject up front), over only the events this part keeps: `may_keep`
-    (subject and type, UTF-8) refuses, before any decoding, those surely another part's, and
-    `keep(event)` decides on the rest (False: another part's, not folded). Several processes
+    the settings for every subject up front), over the events `keep` takes, told each one's
+    subject and type (UTF-8): the store leaves the others undecoded where it can tell from a
+    record's header (LMDB: `read_kept`), and they are dropped here otherwise. Several processes
     each fold their part of one snapshot this way, then one write transaction stores what they
     changed with the new tracking position (`advance_txn`; `replay.catchup`). Returns (the last
     position folded, (projection, subject, new state or None) of each loaded state that
@@ -420,15 +437,13 @@ def fold_part(
 
     meet([policy.ALL])  # the settings for every subject, before any event folds
     last = start - 1
-    for batch in _batches(reader, start, stop, 0, may_keep):
-        kept = [(position, data) for position, data in batch if data is not None]
-        mine = [event for event in decode_chunk(kept) if keep(event) is not False]
-        new = {event.subject for event in mine} - met
+    for position, events in _kept(reader, start, stop, keep):
+        new = {event.subject for event in events} - met
         if new:
             meet(new)
-        for event in mine:
+        for event in events:
             appliers[type(event)](event)
-        done, last = last, batch[-1][0]
+        done, last = last, position
         if progress is not None and last // 10_000 != done // 10_000:
             progress(last)
     changes = []

@@ -98,7 +98,7 @@ def _fold(
     with views.reader() as reader:
         if reader.tracking() != tracking:
             return None
-        last, changes = fold_part(reader, stop, part.may_keep, part.keep, progress)
+        last, changes = fold_part(reader, stop, part.folds, progress)
     owns = part.owns
     return last, [c for c in changes if owns(c[1]) or (c[0], c[1]) in SHARED_KEYS]
 

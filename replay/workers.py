@@ -165,7 +165,7 @@ def standing_by(location: str) -> Iterator[None]:
             big = sum(f.stat().st_size for f in Path(location).iterdir()) >= STANDBY_FROM
         except OSError:  # not a directory (a URL), or unreadable: no standby
             big = False
-        forked = _fork() if big else None
+        forked = _fork(location) if big else None
     _standby = forked
     try:
         yield
@@ -175,10 +175,12 @@ def standing_by(location: str) -> Iterator[None]:
             stop(forked)
 
 
-def _fork() -> _Forked | None:
-    """Fork a standby worker: it waits for a job's name and request on a pipe (`start`), runs
-    the job (`replay.__main__.run`), its answer going to another pipe; it ends at
-    once if the pipe ends first. None if it cannot fork."""
+def _fork(location: str) -> _Forked | None:
+    """Fork a standby worker: it opens the ledger at `location` (`replay.__main__.prepare`:
+    meanwhile, the caller opens it too), waits for a job's name and request on a pipe (`start`),
+    runs the job (`replay.__main__.run`: its own opening of the ledger then finds it open), its
+    answer going to another pipe; it ends at once if the pipe ends first. None if it cannot
+    fork."""
     global _input, _output
     try:
         jobs, job_in = os.pipe()
@@ -192,13 +194,14 @@ def _fork() -> _Forked | None:
             os.close(job_in)
             os.close(answer_out)
             _input, _output = open(jobs, "rb"), open(answers, "wb")  # noqa: SIM115  _exit ends them
+            from replay.__main__ import prepare, run  # noqa: PLC0415  it imports this module
+
+            _opened = prepare(location)  # held until the job opens it too
             try:
                 job = read_frame(_input, _JOB)
             except WorkerFailed:
                 code = 0  # no job came: not needed
             else:
-                from replay.__main__ import run  # noqa: PLC0415  it imports this module
-
                 run(job)
                 _output.flush()
                 code = 0
