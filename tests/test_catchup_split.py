@@ -386,3 +386,56 @@ def test_a_standby_takes_a_job_while_this_process_holds_the_ledger_open(
         assert answer is not None
         assert answer.last == log.size()
         assert answer.changes
+
+
+@pytest.mark.usefixtures("forced")
+def test_a_replay_and_a_verify_with_a_standby_report_what_they_report_alone(
+    tmp_path: Path,
+) -> None:
+    """`replay` and `verify` hand their second process's job to the standby as the catch-up
+    does: the same report as without one (views behind, then caught up)."""
+    from replay.audit import run_audit  # noqa: PLC0415
+    from replay.integrity import make_checkpoint, verify  # noqa: PLC0415
+
+    path = tmp_path / "r.lmdb"
+    events = interleaved()
+    build(path, events[:9], events[9:])
+    copy = tmp_path / "copy.lmdb"
+    shutil.copytree(path, copy)
+    with Ledger.open(copy, create=False) as log:
+        alone = run_audit(log).to_json()
+    with workers.standing_by(str(path)), Ledger.open(path, create=False) as log:
+        assert workers._standby is not None
+        assert run_audit(log).to_json() == alone
+        assert workers._standby is None, "the replay took it"
+    assert stored(path) == stored(copy)
+    with Ledger.open(path, create=False) as log:
+        make_checkpoint(Views(log))
+        alone_verified = verify(log)
+    with workers.standing_by(str(path)), Ledger.open(path, create=False) as log:
+        verified = verify(log)
+        assert workers._standby is None, "the verify took it"
+    assert verified.ok
+    assert (verified.size, verified.root, verified.detail) == (
+        alone_verified.size,
+        alone_verified.root,
+        alone_verified.detail,
+    )
+
+
+@pytest.mark.usefixtures("forced")
+def test_the_catch_up_command_splits_a_long_catch_up(
+    tmp_path: Path, parts_folded: list[int]
+) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from adminchain.cli import main  # noqa: PLC0415
+
+    events = interleaved()
+    a, b = twins(tmp_path, events[:3], events[3:])
+    single(a)
+    result = CliRunner().invoke(main, ["--ledger", str(b), "catch-up", "--json"])
+    assert result.exit_code == 0, result.output
+    assert f'"tracking":{len(events)}' in result.output.replace(" ", "")
+    assert parts_folded == [0]
+    assert stored(b) == stored(a)
