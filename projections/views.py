@@ -455,17 +455,24 @@ def fold_part(
 
 
 def advance_txn(
-    txn: ViewTxn, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+    txn: ViewTxn,
+    expected: int,
+    position: int,
+    changes: Iterable[tuple[str, str, Any]],
+    encoded: Iterable[tuple[str, str, bytes | None]] = (),
 ) -> bool:
     """Move the views from `expected` to `position` with the states a caller folded itself
     (replay folds the whole log anyway: see `replay.audit`): (projection, subject, state or
-    None) for each state that changed. Does nothing and returns False unless the tracking
-    position is still `expected` (another catch-up moved it meanwhile)."""
+    None) for each state that changed; `encoded`, more of them already encoded (`codec`: as
+    another process sends them, `replay.catchup`). Does nothing and returns False unless the
+    tracking position is still `expected` (another catch-up moved it meanwhile)."""
     if txn.tracking() != expected:
         return False
     encode, save = codec.encode, txn.save
     for projection, subject, state in changes:
         save(projection, subject, None if state is None else encode(state))
+    for projection, subject, data in encoded:
+        save(projection, subject, data)
     txn.set_tracking(position)
     return True
 

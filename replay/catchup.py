@@ -25,7 +25,7 @@ import msgspec
 
 from ledger.ledger import Ledger
 from projections.api import Views
-from projections.state import SHARED_KEYS, decode_state, encode_state
+from projections.state import SHARED_KEYS, encode_state
 from projections.views import fold_part
 from replay import workers
 from replay.parts import Part
@@ -56,11 +56,10 @@ def catch_up(views: Views, progress: Callable[[int, int], None] | None = None) -
     finally:
         workers.stop(other)
     if mine is not None and theirs is not None and mine[0] == theirs.last:
-        changes = {(name, subject): state for name, subject, state in mine[1]}
-        for name, subject, data in theirs.changes:  # the shared settings: the same in both
-            if (name, subject) not in changes:
-                changes[name, subject] = None if data is None else decode_state(name, data)
-        views.advance(tracking, mine[0], [(n, s, state) for (n, s), state in changes.items()])
+        changes = mine[1]
+        ours = {(name, subject) for name, subject, _ in changes}
+        encoded = [c for c in theirs.changes if (c[0], c[1]) not in ours]  # the shared: in both
+        views.advance(tracking, mine[0], changes, encoded)
     return views.catch_up(progress)  # what was appended meanwhile (or everything, on a miss)
 
 
