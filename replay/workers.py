@@ -58,10 +58,11 @@ PARALLEL_FROM = 100_000
 """From this many events, replay and verify share the work with a second process (on two cores
 the two halves overlap); below it, starting a process costs more than it saves."""
 
-STANDBY_FROM = 8 << 20
+STANDBY_FROM = 24 << 20
 """`standing_by` forks a worker for a ledger directory of at least this many bytes: every
-stored event takes well over 80 bytes (its record, indexes and Merkle leaf), so a smaller one
-holds fewer than `PARALLEL_FROM` events and would never use it."""
+stored event takes some 250 bytes or more (its record, id and subject index entries, Merkle
+leaf and nodes; about 600 for the benchmark's), so a smaller one holds fewer than
+`PARALLEL_FROM` events and would not use it."""
 
 T = TypeVar("T")
 
