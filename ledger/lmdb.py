@@ -573,13 +573,13 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
 
     def iter_kept_txn(
         self, txn: lmdb.Transaction[bytes], start: int, stop: int, size: int, keep: ChunkKeep
-    ) -> Iterator[tuple[int, list[bytes]]]:
-        """The states of the records start..stop that `keep` takes (told each one's originator
-        id and topic, as by `iter_chunks_txn`), in lists from chunks of `size` records, each
-        with its chunk's last position: all that a process folding its part of the subjects
-        needs, so that the others' records cost it only their header. Positions are counted
-        (`_counted_chunks`); at a missing one it stops, the last position given before it (the
-        caller names it: damage)."""
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        """(position, state) of the records start..stop that `keep` takes (told each one's
+        originator id and topic, as by `iter_chunks_txn`), in lists from chunks of `size`
+        records, each with its chunk's last position: all that a process folding its part of
+        the subjects needs, so that the others' records cost it only their header. Positions
+        are counted (`_counted_chunks`); at a missing one it stops, the last position given
+        before it (the caller names it: damage)."""
         first = max(start, 1)
         if first >= 1 << 64 or stop < first:
             return
@@ -602,9 +602,9 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
                 missing = _first_missing(txn.cursor(db=db), position, last)
                 records = records[: missing - position]
                 last = missing - 1
-            kept: list[bytes] = []
+            kept: list[tuple[int, bytes]] = []
             append = kept.append
-            for record in records:
+            for p, record in enumerate(records, position):
                 _, _, oid_len, topic_len = unpack(record)
                 end = head + oid_len + topic_len
                 named = record[named_from:end]
@@ -613,7 +613,7 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
                     at = head + oid_len
                     take = decided[named] = keep(record[head:at], record[at:end])
                 if take:
-                    append(record[end:])
+                    append((p, record[end:]))
             if records:
                 yield last, kept
             if len(records) < wanted:

@@ -74,7 +74,7 @@ class _LMDBViewTxn:
 
     def read_kept(
         self, start: int, stop: int, size: int, keep: ChunkKeep
-    ) -> Iterator[tuple[int, list[bytes]]]:
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
         """The stored events start..stop that `keep` takes by subject and type, from their
         records' headers (`projections.views.fold_part`'s read path)."""
         stop = min(stop, self.size())

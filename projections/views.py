@@ -304,10 +304,10 @@ def _kept(
         return
     decode = record_decoder.decode
     last = start - 1
-    chunks: Iterator[tuple[int, list[bytes]]] = read_kept(start, stop, _BATCH, keep)
+    chunks: Iterator[tuple[int, list[tuple[int, bytes]]]] = read_kept(start, stop, _BATCH, keep)
     for last, kept in chunks:
         try:
-            yield last, [decode(data).event for data in kept]
+            yield last, [decode(data).event for _, data in kept]
         except msgspec.DecodeError as e:
             raise StorageError(f"an event from {start} to {last} cannot be decoded ({e})") from e
         start = last + 1

@@ -313,7 +313,8 @@ def test_fold_part_chooses_the_same_events_without_the_stores_reader(tmp_path: P
 @pytest.mark.parametrize("missing", [1, 77, 128, 129, 199])
 def test_a_missing_position_is_named_by_every_reader(tmp_path: Path, missing: int) -> None:
     """Positions are counted, not read from each key: a gap in the log is still seen, and
-    named, by the part's reader (`iter_kept_txn`) and by replay's (`iter_chunks_txn`)."""
+    named, by the parts' reader (`iter_kept_txn`: a catch-up's or a replay's part) and by the
+    whole log's (`iter_chunks_txn`)."""
     path = tmp_path / "gap.lmdb"
     with Ledger.open(path) as log:
         log.append_batch([KeepAliveFailed(subject=RUNNERS[i % 8]) for i in range(200)])
@@ -328,6 +329,9 @@ def test_a_missing_position_is_named_by_every_reader(tmp_path: Path, missing: in
     with Ledger.open(path, create=False) as log:
         with pytest.raises(StorageError, match=f"position {missing} is missing"):
             rebuild(log)
+        for number in range(2):  # a replay's part reads the events it keeps only
+            with pytest.raises(StorageError, match=f"position {missing} is missing"):
+                rebuild(log, part=Part(number, 2))
         with (
             Views(log).reader() as reader,
             pytest.raises(StorageError, match=f"position {missing} is missing"),
