@@ -56,6 +56,10 @@ CHUNK: Final = 100_000
 _BATCH: Final = 128
 """Events read, decoded and folded together (as replay does: see `replay.rebuild`)."""
 
+_PART_BATCH: Final = 1024
+"""Records `fold_part` reads together: a part keeps only some of them (a few percent faster
+than `_BATCH`; memory stays small)."""
+
 
 class ViewReader(Protocol):
     """Read access to the stored views (a consistent snapshot)."""
@@ -304,7 +308,9 @@ def _kept(
         return
     decode = record_decoder.decode
     last = start - 1
-    chunks: Iterator[tuple[int, list[tuple[int, bytes]]]] = read_kept(start, stop, _BATCH, keep)
+    chunks: Iterator[tuple[int, list[tuple[int, bytes]]]] = read_kept(
+        start, stop, _PART_BATCH, keep
+    )
     for last, kept in chunks:
         try:
             yield last, [decode(data).event for _, data in kept]

@@ -33,7 +33,7 @@ from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_
 from replay import workers
 from replay.audit_record import Audit, Rejected
 from replay.parts import Part
-from replay.rebuild import rebuild, trust_fold
+from replay.rebuild import paused_gc, rebuild, trust_fold
 from replay.sources import FolderSource
 
 __all__ = ["AuditReport", "run_audit"]
@@ -210,6 +210,7 @@ def _compare(
     return compared, diverged, differences
 
 
+@paused_gc()
 def _fold(
     ledger: Ledger,
     target: int,

@@ -29,6 +29,7 @@ from projections.state import SHARED_KEYS, encode_state
 from projections.views import fold_part
 from replay import workers
 from replay.parts import Part
+from replay.rebuild import paused_gc
 
 __all__ = ["catch_up"]
 
@@ -94,7 +95,7 @@ def _fold(
     """`part` of the subjects folded from `tracking` to `stop` on the stored views: (the last
     position, the changed states of its own subjects and of the shared settings); None if the
     views are no longer at `tracking`."""
-    with views.reader() as reader:
+    with views.reader() as reader, paused_gc():
         if reader.tracking() != tracking:
             return None
         last, changes = fold_part(reader, stop, part.folds, progress)

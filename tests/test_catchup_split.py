@@ -8,6 +8,7 @@ that count positions (`iter_chunks_txn`, `iter_kept_txn`) still name a missing o
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -443,3 +444,19 @@ def test_the_catch_up_command_splits_a_long_catch_up(
     assert f'"tracking":{len(events)}' in result.output.replace(" ", "")
     assert parts_folded == [0]
     assert stored(b) == stored(a)
+
+
+def test_a_long_fold_pauses_the_garbage_collector_and_restores_it() -> None:
+    from replay.rebuild import paused_gc  # noqa: PLC0415
+
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "left as it was"
+    finally:
+        gc.enable()
