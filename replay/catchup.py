@@ -19,7 +19,7 @@ second process costs more than it saves; on PostgreSQL the ordinary chunked catc
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -52,15 +52,14 @@ def catch_up(views: Views, progress: Callable[[int, int], None] | None = None) -
         return views.catch_up(progress)
     try:
         within = None if progress is None else (lambda position: progress(position, size))
-        mine = _fold(views, Part(0, 2), tracking, size, within)
+        mine = _fold(views, Part(0, 2), tracking, size, within)  # encoded while it works
         theirs = _other_part(views, tracking, size, other)
     finally:
         workers.stop(other)
-    if mine is not None and theirs is not None and mine[0] == theirs.last:
-        changes = mine[1]
-        ours = {(name, subject) for name, subject, _ in changes}
+    if mine is not None and theirs is not None and mine.last == theirs.last:
+        ours = {(name, subject) for name, subject, _ in mine.changes}
         encoded = [c for c in theirs.changes if (c[0], c[1]) not in ours]  # the shared: in both
-        views.advance(tracking, mine[0], changes, encoded)
+        views.advance(tracking, mine.last, (), mine.changes + encoded)
     return views.catch_up(progress)  # what was appended meanwhile (or everything, on a miss)
 
 
@@ -91,27 +90,28 @@ def _fold(
     tracking: int,
     stop: int,
     progress: Callable[[int], None] | None = None,
-) -> tuple[int, list[tuple[str, str, Any]]] | None:
-    """`part` of the subjects folded from `tracking` to `stop` on the stored views: (the last
-    position, the changed states of its own subjects and of the shared settings); None if the
-    views are no longer at `tracking`."""
+) -> _Part | None:
+    """`part` of the subjects folded from `tracking` to `stop` on the stored views: the last
+    position, the changed states (encoded) of its own subjects and of the shared settings; None
+    if the views are no longer at `tracking`."""
     with views.reader() as reader, paused_gc():
         if reader.tracking() != tracking:
             return None
         last, changes = fold_part(reader, stop, part.folds, progress)
     owns = part.owns
-    return last, [c for c in changes if owns(c[1]) or (c[0], c[1]) in SHARED_KEYS]
+    return _Part(
+        last,
+        [
+            (name, subject, None if state is None else encode_state(state))
+            for name, subject, state in changes
+            if owns(subject) or (name, subject) in SHARED_KEYS
+        ],
+    )
 
 
 def _second_part(views: Views, tracking: int, stop: int) -> _Part | None:
     """Part 1 of 2 folded, as the worker sends it (None: the views moved)."""
-    folded = _fold(views, Part(1, 2), tracking, stop)
-    if folded is None:
-        return None
-    last, changes = folded
-    return _Part(
-        last, [(n, s, None if state is None else encode_state(state)) for n, s, state in changes]
-    )
+    return _fold(views, Part(1, 2), tracking, stop)
 
 
 def _other_part(views: Views, tracking: int, stop: int, process: workers.Worker) -> _Part | None:
