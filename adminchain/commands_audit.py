@@ -121,15 +121,17 @@ def replay(to: str | None, ledger: str, as_json: bool) -> None:
       adminchain replay --to 1200 --json
       adminchain replay --to 2026-11-25T09:00:00Z
     """
+    from replay import workers  # noqa: PLC0415
     from replay.audit import run_audit  # noqa: PLC0415
     from replay.rebuild import position_at  # noqa: PLC0415
 
-    log = open_ledger(ledger, create=False)
-    position, when = parse_as_of(to, "--to")
-    if when is not None:
-        position = position_at(log, when)
-    with render.progress_bar("replaying", log.size(), enabled=not as_json) as update:
-        report = run_audit(log, position, progress=update)
+    with workers.standing_by(ledger):  # the second process of a long replay, ready at once
+        log = open_ledger(ledger, create=False)
+        position, when = parse_as_of(to, "--to")
+        if when is not None:
+            position = position_at(log, when)
+        with render.progress_bar("replaying", log.size(), enabled=not as_json) as update:
+            report = run_audit(log, position, progress=update)
     if as_json:
         emit_json(report.to_json())
     else:
@@ -160,13 +162,15 @@ def verify(
       adminchain verify --pub auditor.pub
       adminchain verify --pub auditor.pub --witness-key w1.pub --witness-key w2.pub --quorum 1
     """
+    from replay import workers  # noqa: PLC0415
     from replay.integrity import verify as verify_log  # noqa: PLC0415
 
     verifiers = verifiers_from(pub_paths)
     witnesses = witness_policy(witness_keys, quorum)
-    log = open_ledger(ledger, create=False)
-    with render.progress_bar("verifying", log.size(), enabled=not as_json) as update:
-        result = verify_log(log, verifiers=verifiers, witnesses=witnesses, progress=update)
+    with workers.standing_by(ledger):  # the digests' process of a long verify, ready at once
+        log = open_ledger(ledger, create=False)
+        with render.progress_bar("verifying", log.size(), enabled=not as_json) as update:
+            result = verify_log(log, verifiers=verifiers, witnesses=witnesses, progress=update)
     if as_json:
         emit_json(result.to_json())
     else:

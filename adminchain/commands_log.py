@@ -257,17 +257,22 @@ def catch_up(follow: bool, poll: float, ledger: str, as_json: bool) -> None:
     """
     import signal  # noqa: PLC0415
 
+    from replay import workers  # noqa: PLC0415
+    from replay.catchup import catch_up as split_catch_up  # noqa: PLC0415
+
     require_local(ledger, "catch-up (a server keeps its own views current)")
-    views = open_views(ledger)
     stopping = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    with render.progress_bar("catching up", views.ledger.size(), enabled=not as_json) as update:
-        tracking = views.catch_up(update)
+    with workers.standing_by(ledger):  # the second process of a long catch-up, ready at once
+        views = open_views(ledger)
+        signal.signal(signal.SIGTERM, stop)
+        size = views.ledger.size()
+        with render.progress_bar("catching up", size, enabled=not as_json) as update:
+            tracking = split_catch_up(views, update)
     if follow:
         long_running(views.ledger)
         with until_interrupted():  # Ctrl-C ends a runner normally

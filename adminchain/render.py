@@ -11,36 +11,64 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import IO, Any, BinaryIO, Final, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 import click
 import msgspec
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from ledger.codec import event_to_builtins
 
-console = Console(highlight=False)
-if not console.is_terminal:  # piped: never crop a column or wrap a line to 80
-    console = Console(highlight=False, width=160)
-errors = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+
+class _LazyConsole:
+    """A Rich `Console` made on first use: importing Rich takes about 45 ms, which a command
+    that prints nothing through it (``--json``, a catch-up, a replay) need not pay."""
+
+    def __init__(self, make: Callable[[], Console]) -> None:
+        self._make = make
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = self._make()
+        return getattr(self._console, name)
+
+
+def _stdout_console() -> Console:
+    from rich.console import Console  # noqa: PLC0415  see `_LazyConsole`
+
+    made = Console(highlight=False)
+    if not made.is_terminal:  # piped: never crop a column or wrap a line to 80
+        made = Console(highlight=False, width=160)
+    return made
+
+
+def _stderr_console() -> Console:
+    from rich.console import Console  # noqa: PLC0415  see `_LazyConsole`
+
+    return Console(stderr=True, highlight=False)
+
+
+console: Console = cast("Console", _LazyConsole(_stdout_console))
+errors: Console = cast("Console", _LazyConsole(_stderr_console))
 _json = msgspec.json.Encoder()
+
+
+def escape(markup: str) -> str:
+    """`rich.markup.escape` (Rich imported on first use)."""
+    from rich.markup import escape as rich_escape  # noqa: PLC0415  see `_LazyConsole`
+
+    return rich_escape(markup)
+
 
 VERDICT_STYLES: Final = {"applied": "green", "idempotent": "dim", "rejected": "bold red"}
 
 
 def _interactive() -> bool:
-    return errors.is_terminal and not os.environ.get("CI")
+    return not os.environ.get("CI") and errors.is_terminal
 
 
 @contextmanager
@@ -51,6 +79,15 @@ def progress_bar(
     if not enabled or not _interactive():
         yield lambda done, total: None
         return
+    from rich.progress import (  # noqa: PLC0415  see `_LazyConsole`
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -74,6 +111,14 @@ def append_progress(
 ) -> Iterator[tuple[IO[bytes], Callable[[int, int], None]]]:
     """A big append's progress on stderr (a large regular file, on a terminal): the input read,
     then the events stored. Yields the stream to read and `stored(done, total)`."""
+    from rich.progress import (  # noqa: PLC0415  see `_LazyConsole`
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     try:
         size = os.fstat(stream.fileno()).st_size
     except (OSError, ValueError, AttributeError):
@@ -115,6 +160,14 @@ class _CatchUpBar:
         if self._bar is None:
             if total - done < self._least or not _interactive():
                 return
+            from rich.progress import (  # noqa: PLC0415  see `_LazyConsole`
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeRemainingColumn(), console=errors, transient=True,
@@ -190,6 +243,8 @@ def append_line(outcome: Any, line: int) -> None:
 def line_error(error: Any, as_json: bool) -> None:
     """One bad line of ``append --stream``: its own result (JSON on stdout with --json, else a
     message on stderr), and the stream goes on."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     if as_json:
         data = {"line": error.line, "error": str(error), "field": getattr(error, "field", None)}
         write_lines([_json.encode(data) + b"\n"])
@@ -245,6 +300,8 @@ def state_phrase(projection: str, view: dict[str, Any]) -> str:
 def operator_result(event: Any, outcome: Any, *, strict: bool, dry_run: bool = False) -> None:
     """What an operator shortcut did (or, `dry_run`, would do): where it was recorded, what the
     projections made of it, the resulting state and, for a rejection, the fix."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     subject = escape(event.subject)
     what = f"{type(event).__name__} {subject}"
     if outcome.duplicate:
@@ -385,6 +442,8 @@ def _fields(event: Any) -> str:
 
 def log_table(entries: Iterable[Any]) -> None:
     """The log as a table."""
+    from rich.table import Table  # noqa: PLC0415  see `_LazyConsole`
+
     table = Table("pos", "recorded", "type", "subject", "actor", "fields", box=None, pad_edge=False)
     count = 0
     for entry in entries:
@@ -417,6 +476,8 @@ def history_timeline(subject: str, rows: list[dict[str, Any]]) -> None:
 
 def history_rows(subject: str, rows: list[dict[str, Any]], *, header: bool) -> None:
     """Rows of the timeline (for ``history --follow``, a few at a time)."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     if header:
         console.print(Text(f"history of {subject}", style="bold underline"))
     for row in rows:
@@ -443,6 +504,9 @@ def history_rows(subject: str, rows: list[dict[str, Any]], *, header: bool) -> N
 
 def replay_report(report: Any) -> None:
     """The audit: a summary table per projection, then every refused event."""
+    from rich.table import Table  # noqa: PLC0415  see `_LazyConsole`
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     table = Table("projection", "applied", "idempotent", "rejected", "stored view", box=None)
     for name, counts in report.counts.items():
         if not report.compared:
@@ -477,6 +541,8 @@ def replay_report(report: Any) -> None:
 
 def verify_result(result: Any) -> None:
     """The verdict of `verify`, plainly."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     if result.ok:
         console.print(Text(f"✓ verified: {result.detail}", style="bold green"))
     else:
@@ -488,6 +554,8 @@ def verify_result(result: Any) -> None:
 
 def checkpoint_note(checkpoint: Any, note: str, *, signed: bool) -> None:
     """A new checkpoint and its note."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     label = "signed checkpoint" if signed else "checkpoint (unsigned: give --key to sign)"
     console.print(
         Text(f"{label} at size {checkpoint.size}", style="bold green" if signed else "yellow")
@@ -497,6 +565,8 @@ def checkpoint_note(checkpoint: Any, note: str, *, signed: bool) -> None:
 
 def proof_verified(proven: Any, *, signed: bool) -> None:
     """What a verified proof file establishes."""
+    from rich.text import Text  # noqa: PLC0415  see `_LazyConsole`
+
     data = proven.to_json()
     signers = ", ".join(data["signed_by"]) or "nobody (no --pub given: signatures not checked)"
     if data["kind"] == "inclusion":

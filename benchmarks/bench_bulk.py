@@ -23,6 +23,7 @@ read-and-map that replay and verify are compared with).
 
 from __future__ import annotations
 
+import compileall
 import resource
 import shutil
 import subprocess
@@ -125,6 +126,14 @@ def cli(
     }
 
 
+def byte_compile(root: Path = REPO) -> None:
+    """Byte-compile our packages under `root` (``__pycache__``), as installing them does: each
+    timed command then starts as an installed one does, not compiling its modules first (about
+    0.1 s of every command where ``PYTHONDONTWRITEBYTECODE`` keeps Python from caching them)."""
+    for package in ("adminchain", "ledger", "projections", "replay"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
 def drop_views(path: Path) -> None:
     """Drop the stored views of the ledger at `path` (not timed)."""
     from ledger.ledger import Ledger  # noqa: PLC0415
@@ -151,6 +160,7 @@ def main() -> None:
     count = args.events or (100_000 if args.quick else 500_000)
     saves = args.baseline_saves or (50_000 if args.quick else 200_000)
     report: Report
+    byte_compile()
     with Workdir(args.dir, "bench-bulk-", keep=args.keep) as work:
         report = Report("adminchain bench_bulk (CLI)", work.disk, str(work.path))
         report.params = {"events": count, "subjects": 1000, "baseline_saves_at_100": saves}

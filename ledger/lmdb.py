@@ -33,7 +33,8 @@ import itertools
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from itertools import count, islice
 from typing import Any, ClassVar, Final, TypeVar, cast
 from uuid import UUID
 
@@ -525,16 +526,24 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         size: int,
         keep: ChunkKeep | None = None,
     ) -> Iterator[list[tuple[int, bytes | None]]]:
-        """`iter_stored_txn` in lists of up to `size` (one loop, no generator per record: the
-        read path of replay and catch-up). With `keep`, the state of each record whose
-        originator id and topic (UTF-8 bytes, read from the record's header) `keep` refuses is
-        None: it is never copied out or decoded (a process folding a part of the subjects)."""
+        """`iter_stored_txn` in lists of up to `size` (no generator step per record: the read
+        path of replay and catch-up). With `keep`, the state of each record whose originator id
+        and topic (UTF-8 bytes, read from the record's header) `keep` refuses is None: it is
+        never copied out or decoded (a process folding a part of the subjects).
+
+        Positions are counted, not decoded from each key (`_counted_chunks`); a chunk whose
+        last key is not its counted position (a gap in the log: damage) is read again key by
+        key from its start, so a missing position is seen as missing."""
         first = max(start, 1)
         if first >= 1 << 64 or stop < first:
             return
         cursor = txn.cursor(db=self.datastore.db(self._log_name))
         if not cursor.set_range(first.to_bytes(8, "big")):
             return
+        if int.from_bytes(cursor.key(), "big") == first:
+            first = yield from _counted_chunks(cursor, first, stop, size, keep)
+            if first > stop or not cursor.set_range(first.to_bytes(8, "big")):
+                return
         unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
         # a record's lengths, originator id and topic, in one slice: the key of `keep`'s answer
         named_from = _RECORD.size - 8
@@ -566,6 +575,55 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
                 append = chunk.append
         if chunk:
             yield chunk
+
+    def iter_kept_txn(
+        self, txn: lmdb.Transaction[bytes], start: int, stop: int, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        """(position, state) of the records start..stop that `keep` takes (told each one's
+        originator id and topic, as by `iter_chunks_txn`), in lists from chunks of `size`
+        records, each with its chunk's last position: all that a process folding its part of
+        the subjects needs, so that the others' records cost it only their header. Positions
+        are counted (`_counted_chunks`); at a missing one it stops, the last position given
+        before it (the caller names it: damage)."""
+        first = max(start, 1)
+        if first >= 1 << 64 or stop < first:
+            return
+        db = self.datastore.db(self._log_name)
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(first.to_bytes(8, "big")):
+            return
+        values = cursor.iternext(keys=False)
+        unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
+        named_from = head - 8
+        decided: dict[bytes, bool] = {}
+        position = first
+        if from_bytes(cursor.key(), "big") != position:
+            return
+        while position <= stop:
+            wanted = min(size, stop - position + 1)
+            records = list(islice(values, wanted))
+            last = position + len(records) - 1
+            if len(records) < wanted or from_bytes(cursor.key(), "big") != last:
+                missing = _first_missing(txn.cursor(db=db), position, last)
+                records = records[: missing - position]
+                last = missing - 1
+            kept: list[tuple[int, bytes]] = []
+            append = kept.append
+            for p, record in enumerate(records, position):
+                _, _, oid_len, topic_len = unpack(record)
+                end = head + oid_len + topic_len
+                named = record[named_from:end]
+                take = decided.get(named)
+                if take is None:
+                    at = head + oid_len
+                    take = decided[named] = keep(record[head:at], record[at:end])
+                if take:
+                    append((p, record[end:]))
+            if records:
+                yield last, kept
+            if len(records) < wanted:
+                return
+            position = last + 1
 
     def _log_items(
         self, txn: lmdb.Transaction[bytes], first: int, stop: int | None
@@ -846,3 +904,57 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
         if not self._closed:
             self._closed = True
             self.datastore.close()
+
+
+def _counted_chunks(
+    cursor: lmdb.Cursor[bytes], first: int, stop: int, size: int, keep: ChunkKeep | None
+) -> Generator[list[tuple[int, bytes | None]], None, int]:
+    """`LMDBApplicationRecorder.iter_chunks_txn`'s chunks from the cursor's record (at position
+    `first`) on, positions counted: the values alone are read, and each chunk's last key is
+    checked against its count before it is given. Returns the position to read on from by key
+    (`stop` + 1 once done; a chunk's first position where its keys do not count up, or the
+    log ends before `stop`)."""
+    values = cursor.iternext(keys=False)
+    unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
+    named_from = head - 8
+    decided: dict[bytes, bool] = {}
+    position = first
+    while position <= stop:
+        wanted = min(size, stop - position + 1)
+        records = list(islice(values, wanted))
+        last = position + len(records) - 1
+        if len(records) < wanted or from_bytes(cursor.key(), "big") != last:
+            return position
+        chunk: list[tuple[int, bytes | None]]
+        if keep is None:
+            chunk = [
+                (p, r[head + a + b :])
+                for p, r, (_, _, a, b) in zip(count(position), records, map(unpack, records))
+            ]
+        else:
+            chunk = []
+            append = chunk.append
+            for p, record in enumerate(records, position):
+                _, _, oid_len, topic_len = unpack(record)
+                end = head + oid_len + topic_len
+                named = record[named_from:end]
+                kept = decided.get(named)
+                if kept is None:
+                    at = head + oid_len
+                    kept = decided[named] = keep(record[head:at], record[at:end])
+                append((p, record[end:] if kept else None))
+        yield chunk
+        position = last + 1
+    return position
+
+
+def _first_missing(cursor: lmdb.Cursor[bytes], start: int, stop: int) -> int:
+    """The first position from `start` to `stop` the log (`cursor`'s table) does not hold, or
+    `stop` + 1 if it holds them all."""
+    position = start
+    if cursor.set_range(start.to_bytes(8, "big")):
+        for key in cursor.iternext(values=False):
+            if position > stop or int.from_bytes(key, "big") != position:
+                break
+            position += 1
+    return position

@@ -506,6 +506,17 @@ class LMDBBackend:
         with self._reads() as reads:
             yield from reads.read_chunks(start, stop, size, keep)
 
+    def read_kept(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        """The events `keep` takes by subject and type, (position, stored bytes), in lists from
+        chunks of `size` positions, each with its last position, through one snapshot (see
+        `LMDBApplicationRecorder.iter_kept_txn`: it stops before a missing position)."""
+        if start <= 1:  # reading the whole log: make sure LMDB will not abort on the way
+            self.check_pages()
+        with self._reads() as reads:
+            yield from reads.read_kept(start, stop, size, keep)
+
     def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         with self._reads() as reads:
             return reads.positions_of(subject, skip)
@@ -737,6 +748,12 @@ class _Reads(ReadOnlySnapshot):
     ) -> Iterator[list[tuple[int, bytes | None]]]:
         last = self.size() if stop is None else min(stop, self.size())
         return self._backend.recorder.iter_chunks_txn(self._txn, start, last, size, keep)
+
+    def read_kept(
+        self, start: int, stop: int | None, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        last = self.size() if stop is None else min(stop, self.size())
+        return self._backend.recorder.iter_kept_txn(self._txn, start, last, size, keep)
 
     def positions_of(self, subject: str, skip: int = 0) -> list[int]:
         positions = self._backend.recorder.notification_ids_txn(self._txn, subject, skip)

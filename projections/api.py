@@ -372,12 +372,17 @@ class Views:
                 return tracking
 
     def advance(
-        self, expected: int, position: int, changes: Iterable[tuple[str, str, Any]]
+        self,
+        expected: int,
+        position: int,
+        changes: Iterable[tuple[str, str, Any]],
+        encoded: Iterable[tuple[str, str, bytes | None]] = (),
     ) -> bool:
         """Move the views from `expected` to `position` with states the caller folded itself
-        (see `projections.views.advance_txn`); False if another catch-up moved them first."""
+        (see `projections.views.advance_txn`, also for `encoded`); False if another catch-up
+        moved them first."""
         result: bool = self.store.transact(
-            lambda txn: advance_txn(txn, expected, position, changes)
+            lambda txn: advance_txn(txn, expected, position, changes, encoded)
         )
         return result
 

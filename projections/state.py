@@ -38,6 +38,7 @@ __all__ = [
     "encode_state",
     "policy_for",
     "shared",
+    "shares",
     "touched",
 ]
 
@@ -134,9 +135,13 @@ def touched(event: Event) -> list[tuple[str, str]]:
 def shared(event: Event) -> bool:
     """Whether folding `event` writes a state the folds of other subjects read (`SHARED_KEYS`:
     a ``SetPolicy`` for ``*``). Such an event must be folded wherever any subject is."""
-    routes = _ROUTES.get(type(event), ())
-    subject = event.subject
-    return any((route.projection, subject) in SHARED_KEYS for route in routes)
+    return shares(type(event), event.subject)
+
+
+def shares(kind: type[Event], subject: str) -> bool:
+    """`shared` of an event of type `kind` about `subject`: it depends on nothing else, so a
+    reader can tell from a stored record's header (`replay.parts.Part.folds`)."""
+    return any((route.projection, subject) in SHARED_KEYS for route in _ROUTES.get(kind, ()))
 
 
 def policy_for(get: Getter, subject: str) -> Policy:

@@ -15,6 +15,7 @@ import msgspec
 
 from ledger.backend import TxnOps
 from ledger.events import Event
+from ledger.lmdb import ChunkKeep
 from ledger.lmdb_backend import LMDBBackend, LMDBTxnOps, subject_key
 from projections.base import Verdict
 from projections.views import Carry, ViewTxn, catch_up_txn
@@ -70,6 +71,14 @@ class _LMDBViewTxn:
         stop = min(stop, self.size())
         chunks = self._views.backend.recorder.iter_chunks_txn(self._txn, start, stop, size)
         return cast("Iterator[list[tuple[int, bytes]]]", chunks)  # no `keep`: no None
+
+    def read_kept(
+        self, start: int, stop: int, size: int, keep: ChunkKeep
+    ) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        """The stored events start..stop that `keep` takes by subject and type, from their
+        records' headers (`projections.views.fold_part`'s read path)."""
+        stop = min(stop, self.size())
+        return self._views.backend.recorder.iter_kept_txn(self._txn, start, stop, size, keep)
 
     def save(self, projection: str, subject: str, data: bytes | None) -> None:
         key = _key(projection, subject)

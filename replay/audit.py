@@ -18,7 +18,6 @@ against the views it holds, as they are; a server's against what it serves.)
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from projections.state import PROJECTIONS, Folder, decode_state, digest, encode_
 from replay import workers
 from replay.audit_record import Audit, Rejected
 from replay.parts import Part
-from replay.rebuild import rebuild, trust_fold
+from replay.rebuild import paused_gc, rebuild, trust_fold
 from replay.sources import FolderSource
 
 __all__ = ["AuditReport", "run_audit"]
@@ -211,6 +210,7 @@ def _compare(
     return compared, diverged, differences
 
 
+@paused_gc()
 def _fold(
     ledger: Ledger,
     target: int,
@@ -297,7 +297,7 @@ def _other_half(
     ledger: Ledger,
     target: int,
     snapshot: int | None,
-    process: subprocess.Popen[bytes],
+    process: workers.Worker,
 ) -> _Half:
     """The second process's half, or (if it failed) the same half folded here."""
     try:

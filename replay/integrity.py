@@ -13,7 +13,6 @@ views have reached, with the digest of those views, signed when a key is given.
 
 from __future__ import annotations
 
-import subprocess
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -249,7 +248,7 @@ class _Digests:
     def __init__(self, ledger: Ledger, sizes: list[int]) -> None:
         self._ledger, self._sizes = ledger, sizes
         self._found: dict[int, bytes] = {}
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: workers.Worker | None = None
         if sizes and sizes[-1] >= workers.PARALLEL_FROM:
             request = _DigestsRequest(ledger.location, sizes)
             self._process = workers.start("digests", request)

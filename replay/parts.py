@@ -6,8 +6,8 @@ import zlib
 from typing import Final
 
 from ledger.errors import UsageError
-from ledger.events import TRUST_EVENTS, Event
-from projections.state import shared
+from ledger.events import TRUST_EVENTS, Event, event_types
+from projections.state import SHARED_KEYS, shared, shares
 
 __all__ = ["Part"]
 
@@ -37,6 +37,23 @@ class Part:
             return True
         return zlib.crc32(subject) % self.count == self.number
 
+    def folds(self, subject: bytes, kind: bytes) -> bool:
+        """Whether this part's fold of the projections alone (no trust followed: a catch-up of
+        the stored views, `replay.catchup`) takes an event of this subject and type (UTF-8,
+        from a record's header): its own subjects' events, and those every part folds (a
+        setting for every subject, `projections.state.shares`). Exact, so no event needs
+        `keep` after it."""
+        if zlib.crc32(subject) % self.count == self.number:
+            return True
+        return (kind, subject) in _SHARED_KINDS
+
+    def owns(self, subject: str) -> bool:
+        """Whether `subject`'s states are this part's (each subject's are one part's)."""
+        part = self._parts.get(subject)
+        if part is None:
+            part = self._parts[subject] = zlib.crc32(subject.encode()) % self.count
+        return part == self.number
+
     def keep(self, event: Event) -> bool | None:
         """True: this part's event; False: another part's; None: fold it, but do not count it
         (a setting for every subject, counted by part 0)."""
@@ -50,3 +67,11 @@ class Part:
 
 
 _TRUST_TYPES: Final = frozenset(t.__name__.encode() for t in TRUST_EVENTS)
+_SHARED_KINDS: Final = frozenset(
+    (name.encode(), subject.encode())
+    for _, subject in SHARED_KEYS
+    for name, kind in event_types().items()
+    if shares(kind, subject)
+)
+"""(type, subject), UTF-8, of the events every part folds (`projections.state.shares`: only
+subjects whose states are shared can be)."""

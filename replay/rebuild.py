@@ -13,7 +13,9 @@ stage in turn), and memory stays flat.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Final, cast
 
@@ -33,6 +35,7 @@ __all__ = [
     "FolderSource",  # re-exported: adminchain/server/app.py imports it from here
     "Progress",
     "as_of",
+    "paused_gc",
     "position_at",
     "read_chunks",
     "rebuild",
@@ -52,6 +55,20 @@ def read_chunks(
     """The log's (position, stored bytes) from `start` to `stop` (default: the end), in lists of
     up to `CHUNK`, read through one snapshot."""
     return cast("Iterator[list[tuple[int, bytes]]]", ledger.read_chunks(start, stop, CHUNK))
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for a long fold (its passes over the young events and
+    states cost some 5%; a fold makes no cycles: reference counting frees what it drops), back
+    on after it if it was on. Also a decorator."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _drop(rejected: Rejected) -> None:
@@ -89,8 +106,8 @@ def rebuild(
     tally, tally_get, reject = audit.tally, audit.tally.get, audit.reject
     keep = part.keep if part is not None else None
     may_keep = part.may_keep if part is not None else None
-    for chunk in ledger.read_chunks(last + 1, to, CHUNK, may_keep):
-        for position, event in _events_of(chunk, last):
+    for done, events in _read(ledger, last, to, may_keep):
+        for position, event in events:
             if keep is not None and not (counted := keep(event)):
                 _follow(event, position, counted, appliers, trust)
                 continue
@@ -104,12 +121,33 @@ def rebuild(
                     tally[verdict] = tally_get(verdict, 0) + 1
             if why is not None:
                 reject(position, event, Verdict("signatures", "rejected", why))
-        if progress is not None and (last + len(chunk)) // every != last // every:
-            progress(last + len(chunk), to)
-        last += len(chunk)
+        if progress is not None and done // every != last // every:
+            progress(done, to)
+        last = done
     if progress is not None:
         progress(last, to)
     return folder, last
+
+
+def _read(
+    ledger: Ledger, last: int, to: int, may_keep: Callable[[bytes, bytes], bool] | None
+) -> Iterator[tuple[int, Iterable[tuple[int, Event]]]]:
+    """(a chunk's last position, its (position, event)) from position `last` + 1 to `to`. With
+    `may_keep` (a part), through the backend's own read of the events it may keep where it has
+    one (LMDB's `read_kept`: the others' events are not even listed), else chunk by chunk
+    (`_events_of`). `StorageError` names a missing position."""
+    read_kept = None if may_keep is None else getattr(ledger.backend, "read_kept", None)
+    if read_kept is None or may_keep is None:
+        for chunk in ledger.read_chunks(last + 1, to, CHUNK, may_keep):
+            yield last + len(chunk), _events_of(chunk, last)
+            last += len(chunk)
+        return
+    chunks: Iterator[tuple[int, list[tuple[int, bytes]]]] = read_kept(last + 1, to, CHUNK, may_keep)
+    for done, kept in chunks:
+        yield done, zip([p for p, _ in kept], decode_chunk(kept), strict=True)
+        last = done
+    if last < to:
+        raise StorageError(f"position {last + 1} is missing from the log")
 
 
 def _events_of(chunk: list[tuple[int, bytes | None]], last: int) -> Iterable[tuple[int, Event]]:
