@@ -593,8 +593,7 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         if not cursor.set_range(first.to_bytes(8, "big")):
             return
         values = cursor.iternext(keys=False)
-        unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
-        named_from = head - 8
+        from_bytes = int.from_bytes
         decided: dict[bytes, bool] = {}
         position = first
         if from_bytes(cursor.key(), "big") != position:
@@ -607,18 +606,7 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
                 missing = _first_missing(txn.cursor(db=db), position, last)
                 records = records[: missing - position]
                 last = missing - 1
-            kept: list[tuple[int, bytes]] = []
-            append = kept.append
-            for p, record in enumerate(records, position):
-                _, _, oid_len, topic_len = unpack(record)
-                end = head + oid_len + topic_len
-                named = record[named_from:end]
-                take = decided.get(named)
-                if take is None:
-                    at = head + oid_len
-                    take = decided[named] = keep(record[head:at], record[at:end])
-                if take:
-                    append((p, record[end:]))
+            kept = cast("list[tuple[int, bytes]]", _decided(records, position, keep, decided, True))
             if records:
                 yield last, kept
             if len(records) < wanted:
@@ -906,6 +894,31 @@ class LMDBFactory(InfrastructureFactory[LMDBTrackingRecorder]):
             self.datastore.close()
 
 
+def _decided(
+    records: list[bytes], position: int, keep: ChunkKeep, decided: dict[bytes, bool], drop: bool
+) -> list[tuple[int, bytes | None]]:
+    """(position, state) of `records` (at `position` on) that `keep` takes, told each one's
+    originator id and topic from its header; the others dropped, or with `drop` False given as
+    (position, None). `decided` keeps `keep`'s answers by header (ids and topics repeat)."""
+    unpack, head = _RECORD.unpack_from, _RECORD.size
+    named_from = head - 8  # a record's lengths, originator id and topic: the key of an answer
+    chunk: list[tuple[int, bytes | None]] = []
+    append = chunk.append
+    for p, record in enumerate(records, position):
+        _, _, oid_len, topic_len = unpack(record)
+        end = head + oid_len + topic_len
+        named = record[named_from:end]
+        take = decided.get(named)
+        if take is None:
+            at = head + oid_len
+            take = decided[named] = keep(record[head:at], record[at:end])
+        if take:
+            append((p, record[end:]))
+        elif not drop:
+            append((p, None))
+    return chunk
+
+
 def _counted_chunks(
     cursor: lmdb.Cursor[bytes], first: int, stop: int, size: int, keep: ChunkKeep | None
 ) -> Generator[list[tuple[int, bytes | None]], None, int]:
@@ -916,7 +929,6 @@ def _counted_chunks(
     log ends before `stop`)."""
     values = cursor.iternext(keys=False)
     unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
-    named_from = head - 8
     decided: dict[bytes, bool] = {}
     position = first
     while position <= stop:
@@ -932,17 +944,7 @@ def _counted_chunks(
                 for p, r, (_, _, a, b) in zip(count(position), records, map(unpack, records))
             ]
         else:
-            chunk = []
-            append = chunk.append
-            for p, record in enumerate(records, position):
-                _, _, oid_len, topic_len = unpack(record)
-                end = head + oid_len + topic_len
-                named = record[named_from:end]
-                kept = decided.get(named)
-                if kept is None:
-                    at = head + oid_len
-                    kept = decided[named] = keep(record[head:at], record[at:end])
-                append((p, record[end:] if kept else None))
+            chunk = _decided(records, position, keep, decided, False)
         yield chunk
         position = last + 1
     return position
