@@ -360,22 +360,9 @@ def catch_up_txn(
     carry.tracking = -1  # invalid until this chunk is folded (a failure may leave it half-way)
     folder, loaded, met = carry.folder, carry.loaded, carry.met
     states, appliers = folder.states, folder.appliers
-    names = [p.NAME for p in PROJECTIONS]
-
-    prefetch = getattr(txn, "prefetch", None)  # a store that loads many subjects at once
 
     def meet(subjects: Iterable[str]) -> None:
-        if prefetch is not None:
-            subjects = list(subjects)
-            prefetch(subjects)
-        for subject in subjects:
-            met.add(subject)
-            for name in names:
-                raw = txn.load(name, subject)
-                state = None if raw is None else codec.decode_state(name, raw)
-                loaded[name, subject] = state
-                if state is not None:
-                    states[name][subject] = state
+        _meet(txn, subjects, states, loaded, met)
 
     last = start - 1
     for batch, events in batches:
@@ -405,6 +392,33 @@ def catch_up_txn(
     return last, size
 
 
+def _meet(
+    source: ViewTxn,
+    subjects: Iterable[str],
+    states: dict[str, dict[str, Any]],
+    loaded: dict[tuple[str, str], Any],
+    met: set[str],
+) -> None:
+    """Load every projection's stored state of `subjects` (met for the first time) into a
+    folder's `states`, noting each in `loaded` (None: none stored) and the subjects in `met`. A
+    store that loads many subjects at once (`prefetch`: PostgreSQL) is asked for all first."""
+    prefetch = getattr(source, "prefetch", None)
+    if prefetch is not None:
+        subjects = list(subjects)
+        prefetch(subjects)
+    for subject in subjects:
+        met.add(subject)
+        for name in _NAMES:
+            raw = source.load(name, subject)
+            state = None if raw is None else codec.decode_state(name, raw)
+            loaded[name, subject] = state
+            if state is not None:
+                states[name][subject] = state
+
+
+_NAMES: Final = tuple(p.NAME for p in PROJECTIONS)
+
+
 def fold_part(
     reader: ViewTxn,
     stop: int,
@@ -429,17 +443,9 @@ def fold_part(
     states, appliers = folder.states, folder.appliers
     loaded: dict[tuple[str, str], Any] = {}
     met: set[str] = set()
-    names = [p.NAME for p in PROJECTIONS]
 
     def meet(subjects: Iterable[str]) -> None:
-        for subject in subjects:
-            met.add(subject)
-            for name in names:
-                raw = reader.load(name, subject)
-                state = None if raw is None else codec.decode_state(name, raw)
-                loaded[name, subject] = state
-                if state is not None:
-                    states[name][subject] = state
+        _meet(reader, subjects, states, loaded, met)
 
     meet([policy.ALL])  # the settings for every subject, before any event folds
     last = start - 1
