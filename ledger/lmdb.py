@@ -28,8 +28,10 @@ stored views) writes its own tables in the same transactions through `LMDBDatast
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
+import operator
 import struct
 import threading
 import time
@@ -592,20 +594,15 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         cursor = txn.cursor(db=db)
         if not cursor.set_range(first.to_bytes(8, "big")):
             return
-        values = cursor.iternext(keys=False)
-        from_bytes = int.from_bytes
+        items = cursor.iternext()
         decided: dict[bytes, bool] = {}
         position = first
-        if from_bytes(cursor.key(), "big") != position:
+        if int.from_bytes(cursor.key(), "big") != position:
             return
         while position <= stop:
             wanted = min(size, stop - position + 1)
-            records = list(islice(values, wanted))
-            last = position + len(records) - 1
-            if len(records) < wanted or from_bytes(cursor.key(), "big") != last:
-                missing = _first_missing(txn.cursor(db=db), position, last)
-                records = records[: missing - position]
-                last = missing - 1
+            records = _values_if_counted(list(islice(items, wanted)), position)
+            last = position + len(records) - 1  # short: the log ends, or a position is missing
             kept = cast("list[tuple[int, bytes]]", _decided(records, position, keep, decided, True))
             if records:
                 yield last, kept
@@ -927,15 +924,15 @@ def _counted_chunks(
     checked against its count before it is given. Returns the position to read on from by key
     (`stop` + 1 once done; a chunk's first position where its keys do not count up, or the
     log ends before `stop`)."""
-    values = cursor.iternext(keys=False)
-    unpack, head, from_bytes = _RECORD.unpack_from, _RECORD.size, int.from_bytes
+    items = cursor.iternext()
+    unpack, head = _RECORD.unpack_from, _RECORD.size
     decided: dict[bytes, bool] = {}
     position = first
     while position <= stop:
         wanted = min(size, stop - position + 1)
-        records = list(islice(values, wanted))
+        records = _values_if_counted(list(islice(items, wanted)), position)
         last = position + len(records) - 1
-        if len(records) < wanted or from_bytes(cursor.key(), "big") != last:
+        if len(records) < wanted:
             return position
         chunk: list[tuple[int, bytes | None]]
         if keep is None:
@@ -948,6 +945,33 @@ def _counted_chunks(
         yield chunk
         position = last + 1
     return position
+
+
+def _values_if_counted(items: list[tuple[bytes, bytes]], first: int) -> list[bytes]:
+    """The values of (key, value) `items` read in order from position `first` on, if every key
+    is its counted position (compared as one string, in C); else the values of the items
+    before the first key that is not (a missing position, or a damaged key: its value may be
+    right, but the log cannot be read by position there)."""
+    keys = b"".join(map(_KEY_OF, items))
+    expected = _positions(len(items)).pack(*range(first, first + len(items)))
+    if keys != expected:
+        good = 0
+        for key, _ in items:
+            if key != expected[good * 8 : good * 8 + 8]:
+                break
+            good += 1
+        items = items[:good]
+    return list(map(_VALUE_OF, items))
+
+
+_KEY_OF: Final = operator.itemgetter(0)
+_VALUE_OF: Final = operator.itemgetter(1)
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(count: int) -> struct.Struct:
+    """`count` positions as the log's keys (8 bytes, big-endian), packed end to end."""
+    return struct.Struct(f">{count}Q")
 
 
 def _first_missing(cursor: lmdb.Cursor[bytes], start: int, stop: int) -> int:

@@ -583,7 +583,8 @@ class Outage:
         self._lock = threading.Lock()
         self._up = threading.Event()
         self._up.set()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
 
     def _accept(self) -> None:
         while True:
@@ -626,8 +627,14 @@ class Outage:
         self._up.set()
 
     def close(self) -> None:
+        """Cut everything and end the accepting thread (closing a socket does not wake an
+        `accept` blocked on it; shutting it down does): no thread outlives the test (a
+        process with threads stands no worker by, `replay.workers.standing_by`)."""
         self.down()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._accepting.join(timeout=10)
 
     def url(self, url: str) -> str:
         return url.replace("127.0.0.1:5432", f"127.0.0.1:{self.port}")

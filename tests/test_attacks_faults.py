@@ -153,6 +153,25 @@ def damaged_copy(sound: Path, where: Path, change: bytes, at: int) -> Path:
     return target
 
 
+def test_a_damaged_key_in_the_log_is_named_by_verify(sound: Path, tmp_path: Path) -> None:
+    """One event's key in the log table changed in place (its record intact, the page's order
+    broken): the readers that count positions instead of decoding every key (replay's, the
+    catch-up's, verify's) compare every key with its count, so verify names the position
+    instead of passing a log that `log` cannot read by position past it."""
+    data = (sound / "data.mdb").read_bytes()
+    node = b"\x08\x00" + (135).to_bytes(8, "big")  # a leaf node's key size, then the key
+    assert data.count(node) == 1, "the log table's key of position 135"
+    at = data.index(node) + 4  # a high byte of the key: position 135 + 2**40
+    target = damaged_copy(sound, tmp_path, bytes([data[at] ^ 1]), at)
+    verified = cli("verify", "--json", "--ledger", str(target))
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["first_bad_position"] == 135
+    for args in (["replay"], ["catch-up"]):
+        result = cli(*args, "--ledger", str(target))
+        if result.returncode != 0:
+            one_error_line(result, 1)
+
+
 def test_zeroed_pages_are_named_not_an_abort(sound: Path, tmp_path: Path) -> None:
     """Every fifth page here; every page in the soak (`tests/test_soak.py`)."""
     zeroed_pages_are_named(sound, tmp_path, step=5)
