@@ -619,7 +619,10 @@ def test_more_subscriptions_than_the_cap_get_503(lmdb_target: str, tmp_path: Pat
     try:
         with server.client("reader") as reader, reader.stream("GET", "/v1/subscribe") as first:
             assert first.status_code == 200
-            second = reader.get("/v1/subscribe")
+            # the stream counts once it runs: its first line ("subscribed") comes after that
+            lines = first.iter_lines()  # kept: an iterator dropped closes the stream
+            assert next(lines) == ": subscribed"
+            second = reader.get("/v1/subscribe", timeout=30)
             assert second.status_code == 503
             assert second.headers["retry-after"]
             assert second.headers["content-type"] == "application/problem+json"
