@@ -533,9 +533,9 @@ class LMDBApplicationRecorder(LMDBAggregateRecorder, ApplicationRecorder):
         and topic (UTF-8 bytes, read from the record's header) `keep` refuses is None: it is
         never copied out or decoded (a process folding a part of the subjects).
 
-        Positions are counted, not decoded from each key (`_counted_chunks`); a chunk whose
-        last key is not its counted position (a gap in the log: damage) is read again key by
-        key from its start, so a missing position is seen as missing."""
+        Positions are counted, not decoded from each key (`_counted_chunks`); a chunk with a key
+        that is not its counted position (a gap in the log, or a damaged key) is read again key
+        by key from its start, so a missing position is seen as missing."""
         first = max(start, 1)
         if first >= 1 << 64 or stop < first:
             return
@@ -920,8 +920,8 @@ def _counted_chunks(
     cursor: lmdb.Cursor[bytes], first: int, stop: int, size: int, keep: ChunkKeep | None
 ) -> Generator[list[tuple[int, bytes | None]], None, int]:
     """`LMDBApplicationRecorder.iter_chunks_txn`'s chunks from the cursor's record (at position
-    `first`) on, positions counted: the values alone are read, and each chunk's last key is
-    checked against its count before it is given. Returns the position to read on from by key
+    `first`) on, positions counted: every key of a chunk is compared with its count at once
+    (`_values_if_counted`) before the chunk is given. Returns the position to read on from by key
     (`stop` + 1 once done; a chunk's first position where its keys do not count up, or the
     log ends before `stop`)."""
     items = cursor.iternext()
@@ -972,15 +972,3 @@ _VALUE_OF: Final = operator.itemgetter(1)
 def _positions(count: int) -> struct.Struct:
     """`count` positions as the log's keys (8 bytes, big-endian), packed end to end."""
     return struct.Struct(f">{count}Q")
-
-
-def _first_missing(cursor: lmdb.Cursor[bytes], start: int, stop: int) -> int:
-    """The first position from `start` to `stop` the log (`cursor`'s table) does not hold, or
-    `stop` + 1 if it holds them all."""
-    position = start
-    if cursor.set_range(start.to_bytes(8, "big")):
-        for key in cursor.iternext(values=False):
-            if position > stop or int.from_bytes(key, "big") != position:
-                break
-            position += 1
-    return position
