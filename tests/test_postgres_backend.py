@@ -288,6 +288,46 @@ def test_wait_beyond_is_woken_by_another_process(log: Ledger, url: str) -> None:
     assert [e.event.subject for e in log.follow(0, stop=0.1)] == ["late"]
 
 
+def test_a_notify_announces_the_size_so_waiters_need_no_read(
+    log: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every append's NOTIFY carries the log's new size: once the listener heard it, waiters
+    answer without a query of their own (with several servers over one ledger, every commit
+    wakes every waiter). A NOTIFY without a size (eventsourcing's own insert path) makes them
+    read the size again."""
+    backend = log.backend
+    assert isinstance(backend, pg.PostgresBackend)
+    assert not backend.wait_beyond(0, 0.3)  # starts the LISTEN connection
+    reads: list[int] = []
+    real_size = backend.size
+
+    def counted() -> int:
+        reads.append(1)
+        return real_size()
+
+    monkeypatch.setattr(backend, "size", counted)
+    log.append_batch([LeaseExpired(subject="a"), LeaseExpired(subject="b")])
+    deadline = time.monotonic() + 20
+    while backend._listener.known < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend._listener.known == 2
+    reads.clear()
+    assert backend.wait_beyond(1, 5)
+    assert not backend.wait_beyond(2, 0.3)
+    assert reads == [1]  # the call that found nothing read once, to be sure, then slept
+    reads.clear()
+    assert backend.wait_beyond(0, 5)
+    assert reads == []
+    with psycopg.connect(**backend.target.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, '')", (backend.recorder.channel_name,))
+    blind = backend._listener.generation
+    while backend._listener.generation == blind and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reads.clear()
+    assert not backend.wait_beyond(2, 0.2)
+    assert reads == [1]
+
+
 def test_eventsourcing_subscriptions_hear_the_ledgers_appends(log: Ledger) -> None:
     """The recorder's own LISTEN/NOTIFY subscription works on the ledger's channel."""
     backend = log.backend

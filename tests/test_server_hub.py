@@ -1,5 +1,6 @@
-"""The server's hub in-process: its tail of recent entries, the bells between sibling workers,
-and `Hub.refresh` (how a worker learns that a sibling appended, without polling the log)."""
+"""The server's hub in-process: its tail of recent entries, the bells between sibling workers
+(how a worker learns that a sibling appended and folded, without reading the store), and the
+appender's news to the hub."""
 
 from __future__ import annotations
 
@@ -38,20 +39,24 @@ def test_the_tail_holds_the_newest_entries_and_answers_only_whole_ranges() -> No
     assert tail.kept(1, 9) == {}
 
 
-def test_a_bell_wakes_every_other_worker_and_never_blocks() -> None:
+def test_a_bell_wakes_every_other_worker_with_the_largest_figures_and_never_blocks() -> None:
     ends = bells(3)
     try:
-        assert all(e.drain() for e in ends)  # nothing rang yet; every pipe is open
-        ends[0].ring()
-        for other in ends[1:]:
+        assert all(e.drain() == (True, 0, 0) for e in ends)  # nothing rang; every pipe is open
+        ends[0].ring(5, 7)
+        ends[2].ring(9, 9)
+        ends[0].ring(6, 8)  # rings can arrive out of order: the largest figures count
+        for other, heard in ((ends[1], (True, 9, 9)), (ends[2], (True, 6, 8))):
             readable, _, _ = select.select([other.listen], [], [], 5)
             assert readable == [other.listen]
-            assert other.drain()
-        readable, _, _ = select.select([ends[0].listen], [], [], 0)
-        assert readable == []  # a worker does not wake itself
-        for _ in range(100_000):  # far more than a pipe holds: ringing never blocks
-            ends[1].ring()
-        assert ends[0].drain()
+            assert other.drain() == heard
+        assert ends[0].drain() == (True, 9, 9)  # a worker does not hear itself
+        for n in range(100_000):  # far more than a pipe holds: ringing never blocks
+            ends[1].ring(n, n)
+        listening, tracking, size = ends[0].drain()
+        assert listening
+        assert 0 < tracking == size < 100_000
+        assert ends[0].drain() == (True, 0, 0)
     finally:
         for e in ends:
             os.close(e.listen)
@@ -59,30 +64,59 @@ def test_a_bell_wakes_every_other_worker_and_never_blocks() -> None:
             os.close(fd)
 
 
-def test_refresh_sees_what_another_process_appended_and_folded(tmp_path: Path) -> None:
+def test_a_bell_whose_ringers_are_gone_says_so() -> None:
+    ends = bells(2)
+    os.close(ends[0].others[0])
+    try:
+        assert ends[1].drain() == (False, 0, 0)
+    finally:
+        os.close(ends[0].listen)
+        os.close(ends[1].listen)
+        os.close(ends[1].others[0])
+
+
+def test_a_sibling_appender_rings_what_its_fold_left_and_the_hub_wakes_on_it(
+    tmp_path: Path,
+) -> None:
     """Two handles on one LMDB ledger stand for two workers: what one appends (folded in its
-    own transaction) the other's hub learns with one `refresh`, its follower not running."""
+    own transaction) it rings; the other's hub, hearing the bell, wakes its waiters with no read
+    of the store and its follower not running."""
+    from adminchain.server.appender import Appender  # noqa: PLC0415
+
     target = str(tmp_path / "ledger")
+    ends = bells(2)
     with Ledger.open(target, create=True) as ours, Ledger.open(target) as theirs:
-        views = Views(ours)
-        hub = Hub(views)
-        woken = []
+        hub = Hub(Views(ours))
+        their_views = Views(theirs)
+        their_fold = their_views.inline()
+        appender = Appender(theirs, their_views, Hub(their_views), their_fold, siblings=ends[1])
 
-        async def run() -> None:
-            waiting = asyncio.ensure_future(hub.wait_beyond(0, 30))
+        async def run() -> bool:
+            appender.start(asyncio.get_running_loop())
+            waiting = asyncio.ensure_future(hub.wait_beyond(1, 30))
             await asyncio.sleep(0)
-            their_views = Views(theirs)
-            theirs.append_batch(
-                [KeepAliveFailed(subject="r-1"), KeepAliveFailed(subject="r-2")],
-                after=their_views.inline(),
+            request = theirs.prepare(
+                [KeepAliveFailed(subject="r-1"), KeepAliveFailed(subject="r-2")], after=their_fold
             )
+            await appender.append(request)
             assert hub.tracking == 0
-            hub.refresh()
+            assert not waiting.done()
+            readable, _, _ = select.select([ends[0].listen], [], [], 5)
+            assert readable == [ends[0].listen]
+            listening, tracking, size = ends[0].drain()
+            assert (listening, tracking, size) == (True, 2, 2)
+            hub.heard(tracking, size)
             assert (hub.tracking, hub.size) == (2, 2)
-            woken.append(await asyncio.wait_for(waiting, 5))
+            return await asyncio.wait_for(waiting, 5)
 
-        asyncio.run(run())
-        assert woken == [True]
+        try:
+            assert asyncio.run(run()) is True
+        finally:
+            appender.stop()
+            for e in ends:
+                os.close(e.listen)
+                for fd in e.others:
+                    os.close(fd)
         assert hub.ready()
 
 

@@ -936,14 +936,12 @@ async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def _bell(server: Server, loop: asyncio.AbstractEventLoop) -> None:
-    """A sibling worker appended (`adminchain.server.siblings`): see how far the views are."""
+    """A sibling worker appended (`adminchain.server.siblings`): it rang how far the views are."""
     assert server.siblings is not None
-    if not server.siblings.drain():
+    listening, tracking, size = server.siblings.drain()
+    if not listening:
         loop.remove_reader(server.siblings.listen)
-    try:
-        server.hub.refresh()
-    except Exception as e:  # noqa: BLE001  the follower notices the outage and reports it
-        log.debug("bell: %s", e)
+    server.hub.heard(tracking, size)
 
 
 def create_app(config: ServerConfig) -> Litestar:

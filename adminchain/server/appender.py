@@ -102,8 +102,6 @@ class Appender:
             self._ledger.write(requests)
             folded = self._fold.take()
             written = [r.result for r in requests if r.result]
-            if written and self._siblings is not None:
-                self._siblings.ring()
             positions = [a.position for r in requests for a in (r.result or ())]
             verdicts = iter(self._verdicts(positions, folded))
             for request in requests:
@@ -116,7 +114,10 @@ class Appender:
                     self._hub.tail.put(_recent(requests, outcomes))
                 last = max(a.position for result in written for a in result)
                 if self._fold.tracking:  # what the committed fold left: no read to learn it
-                    self._hub.advanced(self._fold.tracking, max(last, self._fold.tracking))
+                    size = max(last, self._fold.tracking)
+                    if self._siblings is not None:
+                        self._siblings.ring(self._fold.tracking, size)
+                    self._hub.advanced(self._fold.tracking, size)
                 self._hub.ensure(last)
         except Exception as e:
             log.exception("append batch failed")

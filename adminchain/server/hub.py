@@ -5,7 +5,7 @@ server, through another server over the same PostgreSQL ledger, or by the CLI be
 ledger all get folded. Appends made here also advance the hub directly (`advanced`), so a
 subscriber sees them without waiting for the follower's next turn; so do the appends of this
 server's sibling workers (`serve --workers`), which ring a bell (`adminchain.server.siblings`)
-that the event loop hears (`refresh`). Async waiters (subscriptions, `min_position` reads) sleep
+that the event loop hears (`heard`). Async waiters (subscriptions, `min_position` reads) sleep
 on an asyncio event swapped at every advance: no thread per waiter.
 
 The hub also keeps the newest entries appended here with their verdicts (`Tail`): a live
@@ -135,7 +135,9 @@ class Hub:
                 tracking = self.fold()
                 self.healthy = True
                 backoff = 0.5
-                self.views.ledger.backend.wait_beyond(tracking, _POLL)
+                # Beyond what the hub knows, not only what this thread folded: the appender's
+                # own folds and the siblings' (`heard`) need no turn here.
+                self.views.ledger.backend.wait_beyond(max(tracking, self.tracking), _POLL)
             except Exception as e:  # noqa: BLE001  the follower must outlive a storage outage
                 self.healthy = False
                 log.warning("projection follower: %s; retrying in %.1f s", e, backoff)
@@ -160,12 +162,9 @@ class Hub:
             tracking = self.views.catch_up()
             self.advanced(tracking, tracking)
 
-    def refresh(self) -> None:
-        """On the event loop: learn how far the stored views are (another process folded its
-        own appends into them, e.g. a sibling worker), and wake the waiters at once if they
-        moved. One short read; folding what nobody folded yet is left to the follower."""
-        with self.views.reader() as reader:
-            tracking, size = reader.tracking(), reader.size()
+    def heard(self, tracking: int, size: int) -> None:
+        """On the event loop: a sibling worker rang that the views hold `tracking` of a log of
+        `size` (`adminchain.server.siblings`); wake the waiters at once if that is news."""
         if self.advanced(tracking, size, wake=False):
             self._wake()
 

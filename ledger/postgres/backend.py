@@ -316,7 +316,7 @@ class PostgresBackend:
             finally:
                 ops.close()
             if ops.appended:
-                self.recorder.notify(curs)
+                self.recorder.notify(curs, ops.size())
             decided = [(r.result, r.error) for r in requests]  # COMMIT comes next
 
         self.transaction(body, what="append")
@@ -460,14 +460,20 @@ class PostgresBackend:
         self.transaction(lambda c: c.execute(statement, (key, value)), what="store a setting")
 
     def wait_beyond(self, position: int, timeout: float) -> bool:
-        """Block until the log is longer than `position`: woken by NOTIFY, polling as a fallback."""
+        """Block until the log is longer than `position`: woken by NOTIFY (whose payload says how
+        long the log is, `Listener`), polling as a fallback."""
         deadline = time.monotonic() + timeout
         listener = self._listener
         listener.start()
+        read = -1  # the generation at which this call last read the size
         while True:
             generation = listener.generation
-            if self.size() > position:
+            if listener.known > position:
                 return True
+            if not listener.alive or listener.blind > read:
+                read = generation
+                if self.size() > position:
+                    return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

@@ -38,6 +38,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         schema, table = Identifier(datastore.schema), Identifier(events_table_name)
         # LISTEN/NOTIFY channels are per database, not per schema: name the schema too.
         self.channel_name = f"{events_table_name}@{datastore.schema}"[: self.MAX_IDENTIFIER_LEN]
+        self.notify_statement = SQL("SELECT pg_notify(%s, %s)")
         self.last_position_statement = SQL(
             "SELECT COALESCE(MAX(notification_id), 0) FROM {0}.{1}"
         ).format(schema, table)
@@ -57,9 +58,10 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         """Take the table lock that serialises appenders (held until the transaction ends)."""
         self._lock_table(curs)
 
-    def notify(self, curs: psycopg.Cursor[Any]) -> None:
-        """Queue a NOTIFY on the recorder's channel (delivered when the transaction commits)."""
-        self._notify_channel(curs)
+    def notify(self, curs: psycopg.Cursor[Any], size: int) -> None:
+        """Queue a NOTIFY on the recorder's channel announcing the log's new `size` (delivered
+        when the transaction commits; `ledger.postgres.listener`)."""
+        curs.execute(self.notify_statement, (self.channel_name, str(size)))
 
     def last_position_txn(self, curs: psycopg.Cursor[Any]) -> int:
         """The highest notification id visible to this transaction (0 when empty)."""
