@@ -225,3 +225,66 @@ def test_workers_that_keep_dying_end_the_server(tmp_path: Path) -> None:
 def test_workers_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="--workers"):
         start_server(str(tmp_path / "l.lmdb"), tmp_path / "s", "--workers", "0")
+
+
+def _request_burst(url: str, count: int) -> None:
+    """`count` connections opened at once (as a load generator opens them), then one GET
+    /healthz on each."""
+    import socket  # noqa: PLC0415
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    conns = [socket.create_connection((host, int(port)), timeout=30) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        for conn in conns:
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _listening_sockets(port: int) -> int:
+    """How many IPv4 TCP sockets listen on `port` (the kernel's table: /proc/net/tcp)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    fields = [row.split() for row in rows]
+    return sum(1 for f in fields if f[1].endswith(f":{port:04X}") and f[3] == "0A")
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(tmp_path: Path) -> None:
+    """Each worker accepts on its own socket (SO_REUSEPORT), so a burst of connections is spread
+    over them by the kernel; on one shared socket, the worker that woke first took most of a
+    burst (64 load-generator clients came out as 6 and 58)."""
+    target = str(tmp_path / "ledger.lmdb")
+    server = start_server(target, tmp_path / "s", "--workers", "2", tokens=make_tokens(target))
+    try:
+        port = int(server.url.rsplit(":", 1)[1])
+        assert _listening_sockets(port) == 2  # one per worker (one shared socket: 1)
+        _request_burst(server.url, 48)
+        _wait(
+            lambda: sum(line.get("path") == "/healthz" for line in server.log_lines()) == 48,
+            what="the access log",
+        )
+        served = [line["worker"] for line in server.log_lines() if line.get("path") == "/healthz"]
+        # a binomial(48, 1/2) count falls below 10 about once in 10^5 runs
+        assert min(served.count(0), served.count(1)) >= 10, served
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+
+
+def test_a_port_in_use_is_refused_even_by_a_server_with_workers(tmp_path: Path) -> None:
+    """Several sockets share the workers' port (SO_REUSEPORT); a second server on that port
+    must not join them: it fails as on any port in use."""
+    target = str(tmp_path / "ledger.lmdb")
+    first = start_server(target, tmp_path / "a", "--workers", "2", tokens=make_tokens(target))
+    try:
+        listen = first.url.removeprefix("http://")
+        done = subprocess.run(
+            [sys.executable, "-m", "adminchain", "serve", "--ledger", str(tmp_path / "b.lmdb"),
+             "--listen", listen, "--workers", "2"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert f"--listen {listen}: cannot listen there" in done.stderr
+    finally:
+        assert first.stop(signal.SIGTERM) == 0

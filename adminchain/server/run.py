@@ -4,13 +4,18 @@ shutdown.
 SIGTERM or SIGINT: stop accepting, end the subscriptions (their clients resume with
 `Last-Event-ID`), let in-flight requests finish, close the ledger, exit 0.
 
-With ``--workers N`` (N > 1) the socket is bound once and N forked worker processes accept on
-it, each a whole server over the same ledger (as several servers share one PostgreSQL ledger;
-on LMDB, writers in several processes are serialised by LMDB's own lock and each append folds
-into the shared views in its own transaction). Python runs one thread at a time per process, so
-this is how one host's cores serve more requests. Worker 0 alone runs the background jobs
-(checkpoint publishing). Over LMDB, each worker rings the others' bell after its commits
-(`adminchain.server.siblings`), so a subscriber on one sees what another appended at once.
+With ``--workers N`` (N > 1) the parent binds N listening sockets to the address, with
+SO_REUSEPORT, and forks N worker processes, each accepting on its own socket and each a whole
+server over the same ledger (as several servers share one PostgreSQL ledger; on LMDB, writers
+in several processes are serialised by LMDB's own lock and each append folds into the shared
+views in its own transaction). Python runs one thread at a time per process, so this is how one
+host's cores serve more requests. The kernel spreads new connections over the sockets by a hash
+of their addresses, about evenly; on one shared socket, whichever worker woke first accepted
+every connection waiting, and 64 clients came out as 6 and 58, one worker saturated and its
+sibling idle. A restarted worker takes its socket over, with the connections that queued
+meanwhile. Worker 0 alone runs the background jobs (checkpoint publishing). Each worker rings
+the others' bell after its commits (`adminchain.server.siblings`), so a subscriber on one sees
+what another appended at once.
 The parent only supervises: it forwards SIGTERM, restarts a worker that dies, and exits 0 once
 every worker has stopped gracefully. uvicorn's own `--workers` re-imports the application in
 spawned processes and gives them no index, which worker 0 needs.
@@ -81,15 +86,17 @@ def serve(
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock = _bound(family, host, port, shared=False)
+        bound_port = sock.getsockname()[1]
+        sockets = [sock]
+        if workers > 1:  # one socket per worker, on one port (the module's docstring)
+            sock.close()
+            sockets = [_bound(family, host, bound_port, shared=True) for _ in range(workers)]
+        for each in sockets:
+            each.listen(2048)
     except OSError as e:
         raise UsageError(f"--listen {listen}: cannot listen there ({e.strerror})") from e
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    bound_port = sock.getsockname()[1]
     scheme = "https" if tls_cert else "http"
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     log_event(
@@ -99,13 +106,32 @@ def serve(
         workers=workers,
     )
     if workers == 1:
-        _serve_one(config, sock, tls_cert, tls_key)
+        _serve_one(config, sockets[0], tls_cert, tls_key)
     else:
-        code = _Supervisor(config, sock, tls_cert, tls_key, workers).run()
+        code = _Supervisor(config, sockets, tls_cert, tls_key, workers).run()
         if code:
             log_event(event="stopped", status=code)
             raise SystemExit(code)
     log_event(event="stopped")
+
+
+def _bound(family: int, host: str, port: int, *, shared: bool) -> socket.socket:
+    """A socket bound to (host, port); `shared`: one of several on that port (SO_REUSEPORT).
+
+    The first socket is never shared: bound alone, it finds a port in use by anybody (another
+    server of the same user included, which SO_REUSEPORT would silently join) and picks the
+    port for ``:0``; with ``--workers`` it gives way to the workers' sockets on that port."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _serve_one(
@@ -136,18 +162,19 @@ def _stop_before_serving(sig: int, frame: FrameType | None) -> None:
 
 
 class _Supervisor:
-    """The parent of `workers` forked server processes on one socket."""
+    """The parent of `workers` forked server processes, each on its own socket (one port)."""
 
     def __init__(
         self,
         config: ServerConfig,
-        sock: socket.socket,
+        sockets: list[socket.socket],
         tls_cert: str | None,
         tls_key: str | None,
         workers: int,
     ) -> None:
         self.config = config
-        self.sock = sock
+        self.sockets = sockets
+        """Kept open here: a restarted worker accepts what queued on its socket meanwhile."""
         self.tls = (tls_cert, tls_key)
         self.workers = workers
         self.bells = bells(workers)
@@ -223,7 +250,10 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
             config = self.config if index == 0 else dataclasses.replace(self.config, background=())
             config = dataclasses.replace(config, worker=index, siblings=self.bells[index])
-            _serve_one(config, self.sock, *self.tls)
+            for other, sock in enumerate(self.sockets):
+                if other != index:
+                    sock.close()
+            _serve_one(config, self.sockets[index], *self.tls)
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         except BaseException:  # noqa: BLE001  a worker reports its failure and exits non-zero
