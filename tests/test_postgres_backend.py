@@ -573,3 +573,60 @@ def test_processes_creating_one_schema_at_once(url: str) -> None:
         assert p.exitcode == 0
     with Ledger.open(url) as log:
         assert [e.position for e in log.read()] == [1, 2, 3, 4]
+
+
+def test_small_appends_run_pipelined_and_store_what_copy_stores(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small appends (the server's) run in pipeline mode, their rows INSERTed as arrays and
+    their tiles upserted; big ones COPY. Both store the same rows, ids and tree: a log built
+    from small appends matches one built by a single big append, tile for tile."""
+    import msgspec  # noqa: PLC0415
+
+    events = [  # explicit ids and one clock: both logs hold the same bytes
+        msgspec.structs.replace(e, id=f"id-{n}") for n, e in enumerate(mixed_events(600))
+    ]
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return T0
+
+    monkeypatch.setattr("ledger.ledger.datetime", Frozen)
+    pipelined: list[bool] = []
+    real = pg.PostgresBackend.transaction
+
+    def spy(self: pg.PostgresBackend, body: object, **kwargs: object) -> object:
+        if kwargs.get("what") == "append":
+            pipelined.append(bool(kwargs.get("pipelined")))
+        return real(self, body, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pg.PostgresBackend, "transaction", spy)
+    other = fresh_pg_url()
+    try:
+        with Ledger.open(url) as small, Ledger.open(other) as big:
+            for start in range(0, 600, 7):  # partial tiles rewritten again and again
+                small.append_batch(events[start : start + 7])
+            monkeypatch.setattr("ledger.postgres.backend._BACKGROUND_ROWS", 100)
+            big.append_batch(events)
+            assert pipelined == [True] * len(range(0, 600, 7)) + [False]
+            assert small.size() == big.size() == 600
+            assert small.root() == big.root() == naive_root(small)
+            assert [e.stored for e in small.read()] == [e.stored for e in big.read()]
+        tiles = sql.SQL("SELECT level, tile, hashes FROM {}.merkle_tiles ORDER BY level, tile")
+        ids = sql.SQL("SELECT id, position FROM {}.ids ORDER BY id")
+        found = []
+        for target in (url, other):
+            with raw(target) as conn:
+                schema = sql.Identifier(pg.parse_url(target).schema)
+                found.append(
+                    (
+                        conn.execute(tiles.format(schema)).fetchall(),
+                        conn.execute(ids.format(schema)).fetchall(),
+                    )
+                )
+        assert found[0] == found[1]
+        assert len(found[0][1]) == 600
+        assert found[0][0]
+    finally:
+        drop_pg_schema(other)

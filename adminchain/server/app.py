@@ -46,7 +46,6 @@ from ledger.codec import decode_line, event_to_builtins
 from ledger.errors import InvalidEventError, LedgerError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, event_types
 from ledger.ledger import Entry, Ledger
-from ledger.lmdb_backend import LMDBBackend
 from ledger.notes import Signer
 from projections.api import KINDS, Outcome, Views, _verdict_json, status_document
 from projections.base import Verdict
@@ -154,8 +153,9 @@ class Server:
         self.fold = self.views.inline()
         """Appends fold into the views in their own transaction (`Views.inline`)."""
         self.inline_reads = self.ledger.backend.kind == "lmdb"
-        self.siblings = config.siblings if isinstance(self.ledger.backend, LMDBBackend) else None
-        """Over PostgreSQL the other servers' appends come with NOTIFY (the follower)."""
+        self.siblings = config.siblings
+        """The sibling workers' bells (`serve --workers`); other servers' appends over one
+        PostgreSQL ledger, and the CLI's, reach the follower instead (NOTIFY, polling)."""
         self.appender = Appender(self.ledger, self.views, self.hub, self.fold, self.siblings)
         self.tokens = TokenBook(self.ledger)
         self.signer = None if config.checkpoint_key is None else _load_signer(config.checkpoint_key)

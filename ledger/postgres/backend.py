@@ -219,16 +219,25 @@ class PostgresBackend:
             raise self._error(e, what) from e
         retry.done()
 
-    def transaction(self, body: Callable[[Cursor], T], *, what: str = "write") -> T:
+    def transaction(
+        self, body: Callable[[Cursor], T], *, what: str = "write", pipelined: bool = False
+    ) -> T:
         """Run `body` in one READ COMMITTED transaction, re-run whole on transient failures.
 
-        psycopg and eventsourcing errors come out as `StorageError` (or
-        `BackendUnavailableError` when the server cannot be reached) naming host:port.
+        `pipelined`: in psycopg's pipeline mode, where a statement whose result is not read
+        costs no round trip of its own (BEGIN goes with the first query, the writes with the
+        COMMIT); `body` must then use no COPY. psycopg and eventsourcing errors come out as
+        `StorageError` (or `BackendUnavailableError` when the server cannot be reached) naming
+        host:port.
         """
         retry = Retry(self, what)
         while True:
             try:
-                with self.datastore.get_connection() as conn, conn.transaction():
+                with (
+                    self.datastore.get_connection() as conn,
+                    conn.pipeline() if pipelined else contextlib.nullcontext(),
+                    conn.transaction(),
+                ):
                     result = body(conn.cursor(row_factory=tuple_row))
             except (psycopg.Error, PersistenceError) as e:
                 retry.after(e)
@@ -238,11 +247,31 @@ class PostgresBackend:
 
     @contextlib.contextmanager
     def snapshot(self, *, what: str = "read") -> Iterator[Cursor]:
-        """A REPEATABLE READ, READ ONLY transaction: one consistent view of every table."""
-        with self.connection(what) as conn, conn.transaction():
-            curs = conn.cursor(row_factory=tuple_row)
-            curs.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield curs
+        """A REPEATABLE READ, READ ONLY transaction: one consistent view of every table.
+
+        One round trip opens it: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``, which
+        also finds a pooled connection that the server dropped (retried as `connection` does;
+        a status read was three round trips before its first query)."""
+        retry = Retry(self, what)
+        while True:
+            stack = contextlib.ExitStack()
+            try:
+                conn = stack.enter_context(self.datastore.get_connection())
+                stack.callback(_plain_transactions, conn)  # before it goes back to the pool
+                conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+                stack.enter_context(conn.transaction())
+            except (psycopg.Error, PersistenceError) as e:
+                with contextlib.suppress(psycopg.Error, PersistenceError):
+                    stack.close()
+                retry.after(e)
+                continue
+            break
+        try:
+            with stack:
+                yield conn.cursor(row_factory=tuple_row)
+        except (psycopg.Error, PersistenceError) as e:
+            raise self._error(e, what) from e
+        retry.done()
 
     def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
@@ -295,6 +324,10 @@ class PostgresBackend:
         # Big batches COPY in a worker thread. A precondition's queries are safe: whatever
         # gives it the connection or reads through it waits for the COPYs first.
         background = rows >= _BACKGROUND_ROWS
+        # Small ones (the server's, a request or a few a transaction) run in pipeline mode:
+        # under load each round trip waits for the server process to get a core, and the
+        # appenders' lock is held throughout, so round trips are what every appender queues on.
+        pipelined = not background
         # What the last attempt that reached COMMIT decided for each request. If the answer to
         # COMMIT is lost (the connection cut right after it), the retry finds out whether that
         # attempt committed (its new ids are stored at its positions) and, if so, answers as it
@@ -303,8 +336,8 @@ class PostgresBackend:
 
         def body(curs: Cursor) -> None:
             nonlocal decided
-            self.recorder.lock(curs)
-            ops = PostgresTxnOps(self, curs, background=background)
+            size = self.recorder.lock(curs, pipelined=pipelined)
+            ops = PostgresTxnOps(self, curs, size, background=background, pipelined=pipelined)
             try:
                 if decided is not None and _committed(ops, decided):
                     for request, (result, error) in zip(requests, decided, strict=True):
@@ -319,7 +352,7 @@ class PostgresBackend:
                 self.recorder.notify(curs, ops.size())
             decided = [(r.result, r.error) for r in requests]  # COMMIT comes next
 
-        self.transaction(body, what="append")
+        self.transaction(body, what="append", pipelined=pipelined)
 
     def size(self) -> int:
         return self._read(self.recorder.last_position_txn, "read the log size")
@@ -380,10 +413,10 @@ class PostgresBackend:
         is the events table's own primary key: PostgreSQL keeps it with the rows.)"""
 
         def body(curs: Cursor) -> int:
-            self.recorder.lock(curs)
+            size = self.recorder.lock(curs)
             curs.execute(self.q["truncate_ids"])
             rows = []
-            for page in self.pages_txn(curs, 1, self.recorder.last_position_txn(curs)):
+            for page in self.pages_txn(curs, 1, size):
                 for position, _subject, stored in page:
                     event_id = stored_event(position, bytes(stored)).id or ""
                     rows.append((event_id, position))
@@ -494,6 +527,12 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
+
+
+def _plain_transactions(conn: psycopg.Connection[Any]) -> None:
+    """Back to the server's default transactions (READ COMMITTED, read-write)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.isolation_level, conn.read_only = None, None
 
 
 def positions_of_subjects(

@@ -38,10 +38,13 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         schema, table = Identifier(datastore.schema), Identifier(events_table_name)
         # LISTEN/NOTIFY channels are per database, not per schema: name the schema too.
         self.channel_name = f"{events_table_name}@{datastore.schema}"[: self.MAX_IDENTIFIER_LEN]
-        self.notify_statement = SQL("SELECT pg_notify(%s, %s)")
         self.last_position_statement = SQL(
             "SELECT COALESCE(MAX(notification_id), 0) FROM {0}.{1}"
         ).format(schema, table)
+        self.notify_statement = SQL("SELECT pg_notify(%s, %s)")
+        self.lock_and_size_statement = SQL("; ").join(
+            [*self.lock_table_statements, self.last_position_statement]
+        )
         self.copy_events_statement = SQL(
             "COPY {0}.{1} (originator_id, originator_version, topic, state, notification_id)"
             " FROM STDIN (FORMAT BINARY)"
@@ -54,9 +57,23 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             " WITH ORDINALITY AS u(o, v, t, s, n) RETURNING notification_id"
         ).format(schema, table)
 
-    def lock(self, curs: psycopg.Cursor[Any]) -> None:
-        """Take the table lock that serialises appenders (held until the transaction ends)."""
-        self._lock_table(curs)
+    def lock(self, curs: psycopg.Cursor[Any], *, pipelined: bool = False) -> int:
+        """Take the table lock that serialises appenders (held until the transaction ends);
+        the log's size under it. One round trip: the lock statements and the size's query go
+        as one simple query, or in pipeline mode one after the other unanswered (three round
+        trips as separate statements, each a wait under the lock that every appender queues
+        behind)."""
+        if pipelined:  # pipeline mode takes one statement a query
+            for statement in self.lock_table_statements:
+                curs.execute(statement, prepare=True)
+            curs.execute(self.last_position_statement, prepare=True)
+        else:
+            curs.execute(self.lock_and_size_statement, prepare=False)
+            while curs.nextset():
+                continue
+        row = curs.fetchone()
+        assert row is not None
+        return int(row[0] if isinstance(row, tuple) else row["coalesce"])
 
     def notify(self, curs: psycopg.Cursor[Any], size: int) -> None:
         """Queue a NOTIFY on the recorder's channel announcing the log's new `size` (delivered

@@ -27,6 +27,14 @@ DDL: Final = (
 STATEMENTS: Final = {
     "copy_ids": "COPY {schema}.ids (id, position) FROM STDIN (FORMAT BINARY)",
     "copy_tiles": "COPY {schema}.merkle_tiles (level, tile, hashes) FROM STDIN (FORMAT BINARY)",
+    "insert_events": "INSERT INTO {schema}.{events}"
+    " (originator_id, originator_version, topic, state, notification_id)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::bytea[], %s::bigint[])",
+    "insert_ids": "INSERT INTO {schema}.ids (id, position)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[])",
+    "upsert_tiles": "INSERT INTO {schema}.merkle_tiles (level, tile, hashes)"
+    " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+    " ON CONFLICT (level, tile) DO UPDATE SET hashes = EXCLUDED.hashes",
     "select_tile": "SELECT hashes FROM {schema}.merkle_tiles WHERE level = %s AND tile = %s",
     "select_tiles": "SELECT level, tile, hashes FROM {schema}.merkle_tiles"
     " WHERE (level, tile) IN (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))",

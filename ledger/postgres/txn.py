@@ -34,10 +34,15 @@ class _Copier:
     In the background the server ingests the events and ids while this thread hashes the
     Merkle leaves (the work is server-bound: the socket blocks while the server catches up).
     Every other statement on the connection must `drain` first; `close` always waits.
+
+    `pipelined`: the transaction runs in pipeline mode (a small append: `PostgresBackend.write`),
+    which has no COPY; the rows go as INSERTs of arrays instead, queued with every other write
+    and sent with the COMMIT, in one round trip.
     """
 
-    def __init__(self, curs: Cursor, *, background: bool) -> None:
+    def __init__(self, curs: Cursor, *, background: bool, pipelined: bool = False) -> None:
         self._curs = curs
+        self.pipelined = pipelined
         self._pool = ThreadPoolExecutor(1, "adminchain-copy") if background else None
         self._pending: list[Future[None]] = []
 
@@ -117,6 +122,19 @@ class _TxnNodes:
     def flush(self) -> None:
         if not self._changed:
             return
+        if self._copier.pipelined:  # one upsert, queued (pipeline mode has no COPY)
+            changed = sorted(self._changed)
+            self._curs.execute(
+                self._backend.q["upsert_tiles"],
+                (
+                    [level for level, _ in changed],
+                    [tile for _, tile in changed],
+                    [bytes(self._tiles[key]) for key in changed],
+                ),
+            )
+            self._stored |= self._changed
+            self._changed = set()
+            return
         replaced = sorted(self._changed & self._stored)
         if replaced:
             self._copier.drain()
@@ -139,11 +157,19 @@ class PostgresTxnOps:
     worker thread (`_Copier`), so a 100k-event batch costs a handful of round trips.
     """
 
-    def __init__(self, backend: PostgresBackend, curs: Cursor, *, background: bool = False):
+    def __init__(
+        self,
+        backend: PostgresBackend,
+        curs: Cursor,
+        size: int,
+        *,
+        background: bool = False,
+        pipelined: bool = False,
+    ):
         self.cursor: Cursor = curs
         self._backend = backend
-        self._copier = _Copier(curs, background=background)
-        self._size = backend.recorder.last_position_txn(curs)
+        self._copier = _Copier(curs, background=background, pipelined=pipelined)
+        self._size = size  # under the appenders' lock (`PostgresLedgerRecorder.lock`)
         self._known: dict[str, int | None] = {}
         self._versions: dict[str, int] = {}
         self._nodes = _TxnNodes(backend, curs, self._copier, self._size)
@@ -191,6 +217,22 @@ class PostgresTxnOps:
             numbered.append((position, version, row))
         ids = [row[2] for row in rows]
         self._known.update(zip(ids, range(first, first + len(rows)), strict=True))
+        if self._copier.pipelined:
+            positions = list(range(first, first + len(rows)))
+            self.cursor.execute(
+                self._backend.q["insert_events"],
+                (
+                    [row[0] for row in rows],
+                    [version for _, version, _ in numbered],
+                    [row[1] for row in rows],
+                    [row[3] for row in rows],
+                    positions,
+                ),
+            )
+            self.cursor.execute(self._backend.q["insert_ids"], (ids, positions))
+            self._size += len(rows)
+            self.appended += len(rows)
+            return positions
         in_key_order = sorted(range(len(ids)), key=ids.__getitem__)  # B-tree filled in order
         # Rows are packed as the COPY streams (in the worker, for big batches), so the server
         # starts ingesting at once rather than after the whole batch is packed.
