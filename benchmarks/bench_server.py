@@ -135,6 +135,85 @@ def background_writes(url: str, script: Path, duration: float) -> Iterator[None]
         process.wait()
 
 
+def _ticks(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes(named: str) -> list[int]:
+    """The pids of every process whose command is `named`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == named:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """Where the cores went while a block ran (Linux /proc): the server's processes (the
+    parent and its workers), PostgreSQL's (every backend process, the bench's and the
+    baseline's none then), wrk and the rest, and idle. With `per(n)`: each, per request.
+
+    This is the floor argument of a 2-core machine in figures: requests/s can be at most
+    (cores x 1 s) / (CPU per request, all processes), and what is idle was not the limit."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.seconds = 0.0
+
+    def _sample(self) -> tuple[float, float, float, float, float]:
+        server = [self.server_pid, *_children(self.server_pid)]
+        times = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+        return (
+            time.monotonic(),
+            sum(_ticks(pid) for pid in server),
+            sum(_ticks(pid) for pid in _processes("postgres")),
+            sum(times) / tick,
+            (times[3] + times[4]) / tick,  # idle and iowait
+        )
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._sample()
+        self.seconds = end[0] - self._start[0]
+        self.server, self.postgres, total, idle = (
+            end[i] - self._start[i] for i in range(1, 5)
+        )
+        self.idle_share = idle / total if total else 0.0
+        self.other = max(0.0, total - idle - self.server - self.postgres)
+
+    def per(self, requests: float) -> dict[str, float]:
+        """Microseconds of CPU per request: server, postgres, other (wrk, kernel threads),
+        and the machine's idle share."""
+        scale = 1e6 / max(requests, 1.0)
+        return {
+            "server_us": self.server * scale,
+            "postgres_us": self.postgres * scale,
+            "other_us": self.other * scale,
+            "idle": self.idle_share,
+        }
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
 SUBSCRIBERS = 2
 """Subscription streams of the delivery probe, each on its own connection (with `--workers`,
 the kernel hands each connection to some worker: several streams and several probe connections
@@ -292,7 +371,9 @@ def measure_ours(
             )
         if "single" in phases:
             log(f"{name}: 64 clients, one event per request, {duration:g} s")
-            figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
+            with CpuMeter(server.process.pid) as cpu:
+                figures["single"] = wrk(writes, write, connections=CLIENTS, duration=duration)
+            figures["single_cpu"] = cpu.per(figures["single"]["rps"] * cpu.seconds)
             settle(server)
         if "batch" in phases:
             log(f"{name}: batches of {BATCH} events, 4 clients")
@@ -491,6 +572,26 @@ def _report(
             ),
             Figure(f"{backend}: single-event p99", single["p99"], "ms", "target ≤ 25"),
         ]
+        cpu = figures.get("single_cpu")
+        if cpu is not None:
+            spent = cpu["server_us"] + cpu["postgres_us"] + cpu["other_us"]
+            cores = os.cpu_count() or 1
+            report.figures += [
+                Figure(
+                    f"{backend}: CPU per single-event append",
+                    spent,
+                    "µs",
+                    f"server {cpu['server_us']:.0f} + PostgreSQL {cpu['postgres_us']:.0f} + "
+                    f"wrk and the rest {cpu['other_us']:.0f}; machine idle "
+                    f"{cpu['idle']:.0%}",
+                ),
+                Figure(
+                    f"{backend}: the most {cores} cores allow at that CPU per append",
+                    cores * 1e6 / spent if spent else 0.0,
+                    "events/s",
+                    "every core busy: the ceiling this code has on this machine",
+                ),
+            ]
     batch = figures.get("batch")
     if batch is not None:
         report.figures.append(

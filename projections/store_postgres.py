@@ -68,6 +68,7 @@ class _PgViewTxn:
         self._lock = lock
         self._log = log  # inside a ledger write: its operations know the log's size
         self._tracking: int | None = None
+        self._size: int | None = None  # a snapshot's, read once (it cannot change)
         self._states: dict[tuple[str, str], bytes] = {}
         self._loaded: set[str] = set()
         self._saves: dict[tuple[str, str], bytes | None] = {}
@@ -77,6 +78,11 @@ class _PgViewTxn:
         if self._new_tracking is not None:
             return self._new_tracking
         if self._tracking is None:
+            if not self._lock and self._log is None:  # a snapshot: its size comes along
+                row = self._curs.execute(self._views.select_tracking_and_size, (_TRACKING_NAME,))
+                tracking, size = row.fetchone() or (None, 0)
+                self._tracking, self._size = int(tracking or 0), int(size)
+                return self._tracking
             statement = self._views.select_tracking
             if self._lock:
                 statement += self._views.backend.sql(f" FOR {self._lock}")
@@ -124,7 +130,9 @@ class _PgViewTxn:
     def size(self) -> int:
         if self._log is not None:
             return self._log.size()
-        return self._views.backend.recorder.last_position_txn(self._curs)
+        if self._size is None:
+            self._size = self._views.backend.recorder.last_position_txn(self._curs)
+        return self._size
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         for page in self._views.backend.pages_txn(self._curs, start, stop):
@@ -170,6 +178,10 @@ class PostgresViews:
             backend.ensure_tables("view_tracking", [backend.sql(s) for s in _DDL], conn)
         sql = backend.sql
         self.select_tracking = sql("SELECT position FROM {schema}.view_tracking WHERE name = %s")
+        self.select_tracking_and_size = sql(
+            "SELECT (SELECT position FROM {schema}.view_tracking WHERE name = %s),"
+            " (SELECT COALESCE(MAX(notification_id), 0) FROM {schema}.{events})"
+        )
         self.update_tracking = sql(
             "UPDATE {schema}.view_tracking SET position = %s WHERE name = %s"
         )
