@@ -79,8 +79,8 @@ class _PgViewTxn:
             return self._new_tracking
         if self._tracking is None:
             if not self._lock and self._log is None:  # a snapshot: its size comes along
-                row = self._curs.execute(self._views.select_tracking_and_size, (_TRACKING_NAME,))
-                tracking, size = row.fetchone() or (None, 0)
+                both = self._curs.execute(self._views.select_tracking_and_size, (_TRACKING_NAME,))
+                tracking, size = both.fetchone() or (None, 0)
                 self._tracking, self._size = int(tracking or 0), int(size)
                 return self._tracking
             statement = self._views.select_tracking
