@@ -130,15 +130,23 @@ class Hub:
 
     def _follow(self) -> None:
         backoff = 0.5
+        fold, tracking = True, 0
         while not self._stop.is_set():
             try:
-                tracking = self.fold()
-                self.healthy = True
-                backoff = 0.5
+                if fold:
+                    tracking = self.fold()
+                    self.healthy = True
+                    backoff = 0.5
                 # Beyond what the hub knows, not only what this thread folded: the appender's
-                # own folds and the siblings' (`heard`) need no turn here.
-                self.views.ledger.backend.wait_beyond(max(tracking, self.tracking), _POLL)
+                # own folds and the siblings' (`heard`) need no turn here. And only if the
+                # hub has not moved meanwhile: a sibling's commit wakes this thread (NOTIFY)
+                # as its bell wakes the event loop, and the bell has said it all; if the log
+                # grew beyond that too, the next wait returns at once.
+                waited = max(tracking, self.tracking)
+                grew = self.views.ledger.backend.wait_beyond(waited, _POLL)
+                fold = grew and self.tracking <= waited
             except Exception as e:  # noqa: BLE001  the follower must outlive a storage outage
+                fold = True
                 self.healthy = False
                 log.warning("projection follower: %s; retrying in %.1f s", e, backoff)
                 self._stop.wait(backoff)
