@@ -399,6 +399,10 @@ class Views:
         with self.reader() as reader:
             return reader.tracking()
 
+    def positions(self) -> tuple[int, int]:
+        """(the last position folded into the stored views, the log's size), in one read."""
+        return self.store.positions()
+
     def wait_until(self, position: int, timeout: float = 5.0) -> None:
         """Read-your-writes: return once the views include `position` (catching up as needed)."""
         deadline = time.monotonic() + timeout

@@ -139,6 +139,11 @@ class LMDBViews:
         with self.backend.snapshot(what="read the views") as txn:
             yield _LMDBViewTxn(self, txn)
 
+    def positions(self) -> tuple[int, int]:
+        with self.backend.snapshot(what="read the views") as txn:
+            view = _LMDBViewTxn(self, txn)
+            return view.tracking(), view.size()
+
     def fold_in(
         self,
         ops: TxnOps,

@@ -237,6 +237,16 @@ class PostgresViews:
         with self.backend.snapshot(what="read the views") as curs:
             yield _PgViewTxn(self, curs)
 
+    def positions(self) -> tuple[int, int]:
+        """One statement, outside any transaction: one round trip (a snapshot is three)."""
+
+        def query(curs: Cursor) -> tuple[int, int]:
+            row = curs.execute(self.select_tracking_and_size, (_TRACKING_NAME,)).fetchone()
+            tracking, size = row or (None, 0)
+            return int(tracking or 0), int(size)
+
+        return self.backend.read_once(query, "read the views' position")
+
     def fold_in(
         self,
         ops: TxnOps,

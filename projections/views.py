@@ -116,6 +116,10 @@ class ViewStore(Protocol):
     def reader(self) -> Iterator[ViewTxn]:
         """A consistent read snapshot of the views (used as a generator-based context)."""
 
+    def positions(self) -> tuple[int, int]:
+        """(tracking position, log size) as one consistent read, the cheapest the backend
+        has (a follower asks after every commit it hears of)."""
+
     def over(self, ops: TxnOps) -> ViewTxn:
         """The views as seen inside one of the ledger's write transactions (strict appends)."""
 

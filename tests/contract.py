@@ -290,6 +290,18 @@ class ViewStoreContract(ABC):
             assert list(reader.scan("maintenance")) == []
             assert reader.size() == len(HISTORY)
 
+    def test_positions_are_the_tracking_and_the_size_in_one_read(
+        self, ledger: Ledger, store: ViewStore
+    ) -> None:
+        n = len(HISTORY)
+        assert store.positions() == (0, n)
+        store.catch_up_chunk(3)
+        assert store.positions() == (3, n)
+        ledger.append_batch(events("y", 2))
+        assert store.positions() == (3, n + 2)
+        store.catch_up_chunk(100)
+        assert store.positions() == (n + 2, n + 2)
+
     def test_chunks_fold_with_their_tracking_to_what_a_replay_gives(self, store: ViewStore) -> None:
         n = len(HISTORY)
         found: dict[int, list[Verdict]] = {}  # verdicts are not stored: a fold hands them back

@@ -273,7 +273,7 @@ class PostgresBackend:
             raise self._error(e, what) from e
         retry.done()
 
-    def _read(self, body: Callable[[Cursor], T], what: str = "read") -> T:
+    def read_once(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
         retry = Retry(self, what)
         while True:
@@ -355,7 +355,7 @@ class PostgresBackend:
         self.transaction(body, what="append", pipelined=pipelined)
 
     def size(self) -> int:
-        return self._read(self.recorder.last_position_txn, "read the log size")
+        return self.read_once(self.recorder.last_position_txn, "read the log size")
 
     def pages_txn(
         self, curs: psycopg.Cursor[Any], start: int, stop: int
@@ -378,7 +378,7 @@ class PostgresBackend:
         ranges = [(low, min(last, low + PAGE - 1)) for low in range(max(start, 1), last + 1, PAGE)]
 
         def page(bounds: tuple[int, int]) -> list[tuple[Any, ...]]:
-            return self._read(lambda curs: curs.execute(statement, bounds).fetchall(), what)
+            return self.read_once(lambda curs: curs.execute(statement, bounds).fetchall(), what)
 
         if len(ranges) <= 1:
             for bounds in ranges:
@@ -442,11 +442,11 @@ class PostgresBackend:
             rows = curs.execute(self.q["select_positions"], (subject, skip))
             return [int(r[0]) for r in rows]
 
-        return self._read(query, "read a subject's history")
+        return self.read_once(query, "read a subject's history")
 
     def positions_of_subjects(self, wanted: Mapping[str, int]) -> dict[str, list[int]]:
         """`positions_of` for many subjects (each with its own skip) in one query."""
-        return self._read(lambda curs: positions_of_subjects(self, curs, wanted),
+        return self.read_once(lambda curs: positions_of_subjects(self, curs, wanted),
                           "read the subjects' histories")  # fmt: skip
 
     def read_nodes(self) -> merkle.NodeStore:
@@ -455,7 +455,7 @@ class PostgresBackend:
     def read_node(self, level: int, index: int) -> bytes:
         """One committed Merkle node; `KeyError` if it is not stored."""
         statement, key = self.q["select_tile"], (level, index // TILE)
-        row = self._read(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
+        row = self.read_once(lambda c: c.execute(statement, key).fetchone(), "read the Merkle tree")
         return node_of_tile(None if row is None else row[0], level, index)
 
     def read_node_span(self, level: int, start: int, count: int) -> bytes:
@@ -463,7 +463,7 @@ class PostgresBackend:
         query (a tlog tile: `ledger.tiles`); `KeyError` naming the first one missing."""
         first, last = start // TILE, (start + count - 1) // TILE
         statement = self.q["select_span"]
-        rows = self._read(
+        rows = self.read_once(
             lambda c: c.execute(statement, (level, first, last)).fetchall(), "read the Merkle tree"
         )
         data = bytearray()
@@ -478,12 +478,14 @@ class PostgresBackend:
 
     def get_meta(self, key: str) -> bytes | None:
         statement = self.q["get_meta"]
-        row = self._read(lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings")
+        row = self.read_once(
+            lambda curs: curs.execute(statement, (key,)).fetchone(), "read settings"
+        )
         return None if row is None else bytes(row[0])
 
     def meta_items(self, prefix: str) -> list[tuple[str, bytes]]:
         statement = self.q["meta_items"]
-        rows = self._read(lambda c: c.execute(statement, (prefix,)).fetchall(), "read settings")
+        rows = self.read_once(lambda c: c.execute(statement, (prefix,)).fetchall(), "read settings")
         return [(str(key), bytes(value)) for key, value in rows]
 
     def put_meta(self, key: str, value: bytes, *, replace: bool = True) -> None:
@@ -518,7 +520,7 @@ class PostgresBackend:
 
     def checkpoints(self) -> list[tuple[int, str]]:
         statement = self.q["checkpoints"]
-        rows = self._read(lambda curs: curs.execute(statement).fetchall(), "read checkpoints")
+        rows = self.read_once(lambda curs: curs.execute(statement).fetchall(), "read checkpoints")
         return [(int(size), str(note)) for size, note in rows]
 
     def close(self) -> None:
