@@ -30,6 +30,7 @@ from ledger.errors import LedgerError, StorageError
 from ledger.events import Event
 
 __all__ = [
+    "TRUST_HISTORY_KEY",
     "AppendRequest",
     "Appended",
     "GroupCommitter",
@@ -47,6 +48,11 @@ __all__ = [
     "start_source",
     "stored_event",
 ]
+
+TRUST_HISTORY_KEY: Final = "trust_history"
+"""The ledger setting holding the trust changes applied so far, derived from the log's `TrustKey`
+and `RevokeKey` events in the transaction that appends them (`ledger.trust`). Every append
+reads it: a backend that reads ahead asks for it with the rest (`ledger.postgres`)."""
 
 
 @dataclass(frozen=True, slots=True)

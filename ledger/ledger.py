@@ -31,6 +31,7 @@ import msgspec
 
 from ledger import bulk, merkle
 from ledger.backend import (
+    TRUST_HISTORY_KEY,
     Appended,
     AppendRequest,
     BulkChunk,
@@ -58,9 +59,6 @@ if TYPE_CHECKING:
 TRUST_KEY = "trusted_operator_keys"
 """The ledger setting where earlier versions kept the trust policy (`ledger.signing.TrustPolicy`);
 moved into the log on first open (`ledger.trust.migrate_legacy_policy`)."""
-TRUST_HISTORY_KEY = "trust_history"
-"""The ledger setting holding the trust changes applied so far, derived from the log's `TrustKey`
-and `RevokeKey` events in the transaction that appends them (`ledger.trust`)."""
 
 __all__ = ["DEFAULT_LEDGER", "Entry", "Ledger", "open_backend"]
 

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
+from ledger.backend import TRUST_HISTORY_KEY
 from ledger.errors import SignatureError, StorageError, UsageError
 from ledger.events import OPERATOR_EVENTS, Event, RevokeKey, TrustKey
-from ledger.ledger import TRUST_HISTORY_KEY, TRUST_KEY
+from ledger.ledger import TRUST_KEY
 from ledger.notes import Signer, Verifier
 from ledger.signing import DETAIL, OperatorKey, Problem, TrustPolicy, signature_problem
 

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.backend import AppendRequest, TxnOps
+from ledger.backend import TRUST_HISTORY_KEY, AppendRequest, TxnOps
 from ledger.codec import decode_line
 from ledger.errors import InvalidEventError, SignatureError, StorageError
 from ledger.events import (
@@ -37,7 +37,7 @@ from ledger.events import (
     RevokeKey,
     TrustKey,
 )
-from ledger.ledger import TRUST_HISTORY_KEY, Ledger
+from ledger.ledger import Ledger
 from ledger.notes import Signer
 from ledger.signing import OperatorKey
 from ledger.trust import check_append, rebuild_record

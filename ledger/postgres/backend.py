@@ -18,7 +18,14 @@ from psycopg.sql import SQL, Composable, Composed, Identifier
 from psycopg.sql import Literal as SqlLiteral
 
 from ledger import merkle
-from ledger.backend import Appended, AppendRequest, IndexCheck, apply_requests, stored_event
+from ledger.backend import (
+    TRUST_HISTORY_KEY,
+    Appended,
+    AppendRequest,
+    IndexCheck,
+    apply_requests,
+    stored_event,
+)
 from ledger.errors import BackendUnavailableError, LedgerNotFoundError, StorageError
 from ledger.postgres.errors import BUSY_WAIT, MAX_BACKOFF, Retry, first_line, kind
 from ledger.postgres.listener import POLL, Listener
@@ -343,6 +350,8 @@ class PostgresBackend:
                     for request, (result, error) in zip(requests, decided, strict=True):
                         request.result, request.error = result, error
                     return
+                if pipelined:  # every read before the writes, in one round trip
+                    ops.ask([e.subject for r in requests for e in r.events], (TRUST_HISTORY_KEY,))
                 ops.prefetch_ids(event_ids)
                 apply_requests(ops, requests)
                 ops.flush()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
+from psycopg.rows import tuple_row
 from psycopg.sql import Composed
 
 from ledger import merkle
@@ -72,11 +73,16 @@ class _TxnNodes:
     up front, so appending needs no query while COPYs are running.
     """
 
-    def __init__(self, backend: PostgresBackend, curs: Cursor, copier: _Copier, size: int):
+    def __init__(
+        self, backend: PostgresBackend, curs: Cursor, copier: _Copier, size: int, *, ask: bool
+    ):
+        """`ask`: the right edge's query is sent now and read by `take`, after whatever else
+        the caller sends meanwhile (in pipeline mode, all of it in one round trip)."""
         self._backend, self._curs, self._copier = backend, curs, copier
         self._tiles: dict[tuple[int, int], bytearray] = {}
         self._stored: set[tuple[int, int]] = set()  # tiles that have a row already
         self._changed: set[tuple[int, int]] = set()
+        self._asked: Cursor | None = None
         partial = [
             (level, (size >> level) // TILE)
             for level in range(size.bit_length())
@@ -84,9 +90,17 @@ class _TxnNodes:
         ]
         if partial:
             levels, tiles = zip(*partial, strict=True)
-            for level, tile, data in curs.execute(
+            self._asked = curs.connection.cursor(row_factory=tuple_row).execute(
                 backend.q["select_tiles"], (list(levels), list(tiles))
-            ).fetchall():
+            )
+        if not ask:
+            self.take()
+
+    def take(self) -> None:
+        """Read the right edge asked for when this was made."""
+        asked, self._asked = self._asked, None
+        if asked is not None:
+            for level, tile, data in asked.fetchall():
                 key = (int(level), int(tile))
                 self._tiles[key] = bytearray(data)
                 self._stored.add(key)
@@ -172,8 +186,42 @@ class PostgresTxnOps:
         self._size = size  # under the appenders' lock (`PostgresLedgerRecorder.lock`)
         self._known: dict[str, int | None] = {}
         self._versions: dict[str, int] = {}
-        self._nodes = _TxnNodes(backend, curs, self._copier, self._size)
+        self._nodes = _TxnNodes(backend, curs, self._copier, self._size, ask=pipelined)
+        self._last: list[tuple[int, bytes]] | None = None  # the log's last event, if asked for
+        self._meta: dict[str, bytes | None] = {}
         self.appended = 0
+
+    def ask(self, subjects: Sequence[str], meta: Sequence[str]) -> None:
+        """Read everything an append reads before it writes at once: the tree's right edge,
+        the log's last event (its time bounds the batch's), the settings `meta` and the last
+        version of each of `subjects`. In pipeline mode the queries go out together and come
+        back in one round trip (four, one after the other)."""
+        conn, size = self.cursor.connection, self._size
+        last = None
+        if size:
+            last = conn.cursor(row_factory=tuple_row, binary=True).execute(
+                self._backend.q["select_stored"], (size, size)
+            )
+        settings = {
+            key: conn.cursor(row_factory=tuple_row).execute(self._backend.q["get_meta"], (key,))
+            for key in meta
+        }
+        wanted = [s for s in dict.fromkeys(subjects) if s not in self._versions]
+        versions = None
+        if wanted:
+            versions = conn.cursor(row_factory=tuple_row).execute(
+                *self._backend.any_text("select_versions", wanted)
+            )
+        self._nodes.take()
+        if last is not None:
+            self._last = [(int(p), bytes(data)) for p, data in last.fetchall()]
+        for key, found in settings.items():
+            row = found.fetchone()
+            self._meta[key] = None if row is None else bytes(row[0])
+        self._versions.update(dict.fromkeys(wanted, 0))
+        if versions is not None:
+            for subject, version in versions:
+                self._versions[subject] = int(version)
 
     def own(self) -> PostgresTxnOps:
         """These operations, once the COPYs running in the background are done (`cursor` is
@@ -248,12 +296,18 @@ class PostgresTxnOps:
         return self._nodes
 
     def read_stored(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        last = self._last
+        if last is not None and start == stop and [p for p, _ in last] == [start]:
+            yield from last  # asked for up front (`ask`)
+            return
         self._copier.drain()
         for page in self._backend.pages_txn(self.cursor, start, stop):
             for position, _subject, data in page:
                 yield position, data
 
     def get_meta(self, key: str) -> bytes | None:
+        if key in self._meta:  # asked for up front (`ask`); `put_meta` keeps it current
+            return self._meta[key]
         self._copier.drain()
         row = self.cursor.execute(self._backend.q["get_meta"], (key,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -261,6 +315,7 @@ class PostgresTxnOps:
     def put_meta(self, key: str, value: bytes) -> None:
         self._copier.drain()
         self.cursor.execute(self._backend.q["put_meta"], (key, value))
+        self._meta[key] = value
 
     def flush(self) -> None:
         """Write the buffered Merkle rows and wait for every COPY (before commit)."""
