@@ -29,10 +29,16 @@ tiles it extends, rewritten: a few rows for a big batch, one or two for a single
 on the same commit. A follower would need its own
 tracking, could lag, and verification would race it.
 
-Events, ids and nodes are written with binary COPY; reads page through the notification-id
-index. Transient failures (serialisation, deadlock, lost connection) re-run the whole
-transaction: every event has an id, so a retry after an ambiguous commit stores nothing twice.
-`wait_beyond` wakes on the recorder's NOTIFY through a LISTEN connection, polling while it is down.
+Big appends write events, ids and nodes with binary COPY. Small ones (the server's: a request
+or a few a transaction) run in psycopg's pipeline mode, where a statement whose result is not
+read costs no round trip: the lock and the size go out with BEGIN, everything the append reads
+before writing is asked for at once, and the writes (INSERTs of arrays; pipeline mode has no
+COPY) go out with COMMIT, four round trips in all. Under load every round trip waits for the
+server's process to get a core, with the appenders' lock held. Reads page through the
+notification-id index. Transient failures (serialisation, deadlock, lost connection) re-run the
+whole transaction: every event has an id, so a retry after an ambiguous commit stores nothing
+twice. `wait_beyond` wakes on the recorder's NOTIFY through a LISTEN connection (the payload is
+the log's new size, so waiters need not ask), polling while it is down.
 
 The package, by concern: `target` (the URL), `schema` (tables, layout version, statements),
 `packing` (binary COPY rows), `recorder` (the events table), `txn` (inside a write: ids, events,
