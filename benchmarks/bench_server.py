@@ -8,7 +8,8 @@ reported: they must be 0). The ceiling of that stack on this machine is measured
 `/healthz` (no token, no ledger work).
 
 Measured (each `--duration` seconds):
-- 64 concurrent clients, one event per request, durable: requests/s, p50 and p99 latency;
+- 64 concurrent clients, one event per request, durable: requests/s, p50 and p99 latency, and
+  the CPU one append costs across every process (`CpuMeter`) with the rate that allows;
 - batch requests of 10k events (4 clients): events/s;
 - status reads under that write load (4 readers): p99;
 - append-to-delivery on a subscription under that write load: p99.
