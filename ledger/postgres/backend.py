@@ -207,12 +207,23 @@ class PostgresBackend:
     def connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection (autocommit), its errors translated; getting one is retried as
         a read is (see `_Retry`)."""
+        with self._opened(what, lambda conn, _: conn.execute("SELECT 1")) as conn:
+            yield conn  # `SELECT 1`: a pooled connection the server dropped fails there
+
+    @contextlib.contextmanager
+    def _opened(
+        self, what: str, start: Callable[[psycopg.Connection[Any], contextlib.ExitStack], object]
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection once `start(conn, stack)` has run on it, the two retried
+        together (a dropped connection fails at its first statement, and nothing was done
+        yet); `start` may put what must end with the connection on `stack`. Errors after
+        that are translated, not retried: the caller's work may have had effects."""
         retry = Retry(self, what)
         while True:
             stack = contextlib.ExitStack()
             try:
                 conn = stack.enter_context(self.datastore.get_connection())
-                conn.execute("SELECT 1")  # a pooled connection the server dropped fails here
+                start(conn, stack)
             except (psycopg.Error, PersistenceError) as e:
                 with contextlib.suppress(psycopg.Error, PersistenceError):
                     stack.close()
@@ -259,26 +270,8 @@ class PostgresBackend:
         One round trip opens it: ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``, which
         also finds a pooled connection that the server dropped (retried as `connection` does;
         a status read was three round trips before its first query)."""
-        retry = Retry(self, what)
-        while True:
-            stack = contextlib.ExitStack()
-            try:
-                conn = stack.enter_context(self.datastore.get_connection())
-                stack.callback(_plain_transactions, conn)  # before it goes back to the pool
-                conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
-                stack.enter_context(conn.transaction())
-            except (psycopg.Error, PersistenceError) as e:
-                with contextlib.suppress(psycopg.Error, PersistenceError):
-                    stack.close()
-                retry.after(e)
-                continue
-            break
-        try:
-            with stack:
-                yield conn.cursor(row_factory=tuple_row)
-        except (psycopg.Error, PersistenceError) as e:
-            raise self._error(e, what) from e
-        retry.done()
+        with self._opened(what, _snapshot_begun) as conn:
+            yield conn.cursor(row_factory=tuple_row)
 
     def read_once(self, body: Callable[[Cursor], T], what: str = "read") -> T:
         """A short autocommit read, retried on dropped connections (the pool replaces them)."""
@@ -538,6 +531,13 @@ class PostgresBackend:
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
+
+
+def _snapshot_begun(conn: psycopg.Connection[Any], stack: contextlib.ExitStack) -> None:
+    """BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY (one statement), ended with `stack`."""
+    stack.callback(_plain_transactions, conn)  # runs before it goes back to the pool
+    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+    stack.enter_context(conn.transaction())
 
 
 def _plain_transactions(conn: psycopg.Connection[Any]) -> None:
