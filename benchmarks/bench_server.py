@@ -379,7 +379,9 @@ def measure_ours(
         if "batch" in phases:
             log(f"{name}: batches of {BATCH} events, 4 clients")
             many = lua(work / "batch.lua", method="POST", token=tokens["loop"], body_file=batch)
-            figures["batch"] = wrk(writes, many, connections=4, duration=duration)
+            with CpuMeter(server.process.pid) as cpu:
+                figures["batch"] = wrk(writes, many, connections=4, duration=duration)
+            figures["batch_cpu"] = cpu.per(figures["batch"]["rps"] * BATCH * cpu.seconds)
             log(f"{name}: {settle(server):.1f} s for the batches still in flight")
         if "reads" in phases:
             read = lua(work / "read.lua", method="GET", token=tokens["reader"])
@@ -534,6 +536,28 @@ def main() -> None:
         report.emit(as_json=args.json)
 
 
+def _cpu_figures(backend: str, what: str, cpu: dict[str, float]) -> list[Figure]:
+    """The CPU one unit of work cost across every process (`CpuMeter`), and the rate that
+    allows with every core busy."""
+    spent = cpu["server_us"] + cpu["postgres_us"] + cpu["other_us"]
+    cores = os.cpu_count() or 1
+    return [
+        Figure(
+            f"{backend}: CPU per {what}",
+            spent,
+            "µs",
+            f"server {cpu['server_us']:.1f} + PostgreSQL {cpu['postgres_us']:.1f} + "
+            f"wrk and the rest {cpu['other_us']:.1f}; machine idle {cpu['idle']:.0%}",
+        ),
+        Figure(
+            f"{backend}: the most {cores} cores allow at that CPU per {what.split(maxsplit=1)[0]}",
+            cores * 1e6 / spent if spent else 0.0,
+            "events/s",
+            "every core busy: the ceiling this code has on this machine",
+        ),
+    ]
+
+
 def _report(
     report: Report, backend: str, figures: dict[str, Any], baseline: dict[str, float] | None
 ) -> None:
@@ -573,26 +597,8 @@ def _report(
             ),
             Figure(f"{backend}: single-event p99", single["p99"], "ms", "target ≤ 25"),
         ]
-        cpu = figures.get("single_cpu")
-        if cpu is not None:
-            spent = cpu["server_us"] + cpu["postgres_us"] + cpu["other_us"]
-            cores = os.cpu_count() or 1
-            report.figures += [
-                Figure(
-                    f"{backend}: CPU per single-event append",
-                    spent,
-                    "µs",
-                    f"server {cpu['server_us']:.0f} + PostgreSQL {cpu['postgres_us']:.0f} + "
-                    f"wrk and the rest {cpu['other_us']:.0f}; machine idle "
-                    f"{cpu['idle']:.0%}",
-                ),
-                Figure(
-                    f"{backend}: the most {cores} cores allow at that CPU per append",
-                    cores * 1e6 / spent if spent else 0.0,
-                    "events/s",
-                    "every core busy: the ceiling this code has on this machine",
-                ),
-            ]
+        if "single_cpu" in figures:
+            report.figures += _cpu_figures(backend, "single-event append", figures["single_cpu"])
     batch = figures.get("batch")
     if batch is not None:
         report.figures.append(
@@ -603,6 +609,8 @@ def _report(
                 f"target ≥ 100,000; p99 {batch['p99']:.0f} ms per request",
             )
         )
+        if "batch_cpu" in figures:
+            report.figures += _cpu_figures(backend, "event in 10k batches", figures["batch_cpu"])
     if "reads" in figures:
         report.figures.append(
             Figure(
