@@ -380,8 +380,9 @@ class RemoteBackend:
         raise direct_access_error(self.url, "reading the ledger's settings")
 
     def put_checkpoint(self, size: int, note: str) -> None:
-        raise direct_access_error(self.url, "storing a checkpoint (the server signs its own: serve "
-                      "--checkpoint-key)")
+        raise direct_access_error(
+            self.url, "storing a checkpoint (the server signs its own: serve --checkpoint-key)"
+        )
 
     def checkpoints(self) -> list[tuple[int, str]]:
         """Every checkpoint note the server stores (``/v1/checkpoints``), by ascending size."""
@@ -600,8 +601,13 @@ class RemoteLedger(Ledger):
             verdicts = list(row.get("verdicts", []))
             self.verdicts_seen[int(row["position"])] = verdicts
             results.append(
-                RemoteAppended(int(row["position"]), str(row["id"]), bool(row["duplicate"]),
-                               verdicts, dict(row.get("states") or {}))
+                RemoteAppended(
+                    int(row["position"]),
+                    str(row["id"]),
+                    bool(row["duplicate"]),
+                    verdicts,
+                    dict(row.get("states") or {}),
+                )
             )
         return results
 

@@ -346,9 +346,7 @@ def publish_checkpoint(
         value = ledger.backend.get_meta(key)
         if value is not None:
             last[name] = int(value)
-    lines, refused = request_cosignatures(
-        note, size, witnesses, ledger.consistency_proof, last
-    )
+    lines, refused = request_cosignatures(note, size, witnesses, ledger.consistency_proof, last)
     for name, key in keys.items():
         if name in last:
             ledger.backend.put_meta(key, str(last[name]).encode())

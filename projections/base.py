@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 Outcome: TypeAlias = Literal["applied", "idempotent", "rejected"]
+
+
 class Verdict(msgspec.Struct, frozen=True, omit_defaults=True, cache_hash=True):
     """What one projection decided about one event (SPEC §3). Rejections are kept, not raised."""
 

@@ -53,6 +53,12 @@ _DDL: Final = (
 _cursor_names = itertools.count()
 
 
+def _tracking_of(found: Cursor) -> int:
+    """The tracking position a ``select_tracking`` query found (0: no row yet)."""
+    row = found.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 class _PgViewTxn:
     """`ViewTxn` over one PostgreSQL transaction.
 
@@ -79,15 +85,9 @@ class _PgViewTxn:
             return self._new_tracking
         if self._tracking is None:
             if not self._lock and self._log is None:  # a snapshot: its size comes along
-                both = self._curs.execute(self._views.select_tracking_and_size, (_TRACKING_NAME,))
-                tracking, size = both.fetchone() or (None, 0)
-                self._tracking, self._size = int(tracking or 0), int(size)
-                return self._tracking
-            statement = self._views.select_tracking
-            if self._lock:
-                statement += self._views.backend.sql(f" FOR {self._lock}")
-            row = self._curs.execute(statement, (_TRACKING_NAME,)).fetchone()
-            self._tracking = 0 if row is None else int(row[0])
+                self._tracking, self._size = self._views.tracking_and_size(self._curs)
+            else:
+                self._tracking = _tracking_of(self._ask_tracking(self._curs))
         return self._tracking
 
     def load(self, projection: str, subject: str) -> bytes | None:
@@ -108,14 +108,17 @@ class _PgViewTxn:
         """The tracking position and the stored states of `subjects`, asked together: in
         pipeline mode (a small append's transaction) one round trip, not two."""
         conn = self._curs.connection
+        tracking = self._ask_tracking(conn.cursor(row_factory=tuple_row))
+        states = self._ask_states(conn.cursor(row_factory=tuple_row), subjects)
+        self._tracking = _tracking_of(tracking)
+        self._take_states(states)
+
+    def _ask_tracking(self, curs: Cursor) -> Cursor:
         statement = self._views.select_tracking
         if self._lock:
             statement += self._views.backend.sql(f" FOR {self._lock}")
-        tracking = conn.cursor(row_factory=tuple_row).execute(statement, (_TRACKING_NAME,))
-        states = self._ask_states(conn.cursor(row_factory=tuple_row), subjects)
-        row = tracking.fetchone()
-        self._tracking = 0 if row is None else int(row[0])
-        self._take_states(states)
+        return curs.execute(statement, (_TRACKING_NAME,))
+
 
     def _ask_states(self, curs: Cursor, subjects: list[str]) -> Cursor | None:
         wanted = [s for s in dict.fromkeys(subjects) if s not in self._loaded]
@@ -256,13 +259,13 @@ class PostgresViews:
 
     def positions(self) -> tuple[int, int]:
         """One statement, outside any transaction: one round trip (a snapshot is three)."""
+        return self.backend.read_once(self.tracking_and_size, "read the views' position")
 
-        def query(curs: Cursor) -> tuple[int, int]:
-            row = curs.execute(self.select_tracking_and_size, (_TRACKING_NAME,)).fetchone()
-            tracking, size = row or (None, 0)
-            return int(tracking or 0), int(size)
-
-        return self.backend.read_once(query, "read the views' position")
+    def tracking_and_size(self, curs: Cursor) -> tuple[int, int]:
+        """The tracking position and the log's size, read together on `curs`."""
+        row = curs.execute(self.select_tracking_and_size, (_TRACKING_NAME,)).fetchone()
+        tracking, size = row or (None, 0)
+        return int(tracking or 0), int(size)
 
     def fold_in(
         self,

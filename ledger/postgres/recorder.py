@@ -66,14 +66,11 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         if pipelined:  # pipeline mode takes one statement a query
             for statement in self.lock_table_statements:
                 curs.execute(statement, prepare=True)
-            curs.execute(self.last_position_statement, prepare=True)
-        else:
-            curs.execute(self.lock_and_size_statement, prepare=False)
-            while curs.nextset():
-                continue
-        row = curs.fetchone()
-        assert row is not None
-        return int(row[0] if isinstance(row, tuple) else row["coalesce"])
+            return self.last_position_txn(curs)
+        curs.execute(self.lock_and_size_statement, prepare=False)
+        while curs.nextset():
+            continue
+        return _position(curs.fetchone())
 
     def notify(self, curs: psycopg.Cursor[Any], size: int) -> None:
         """Queue a NOTIFY on the recorder's channel announcing the log's new `size` (delivered
@@ -82,9 +79,7 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
 
     def last_position_txn(self, curs: psycopg.Cursor[Any]) -> int:
         """The highest notification id visible to this transaction (0 when empty)."""
-        row = curs.execute(self.last_position_statement).fetchone()
-        assert row is not None
-        return int(row[0] if isinstance(row, tuple) else row["coalesce"])
+        return _position(curs.execute(self.last_position_statement).fetchone())
 
     def _insert_stored_events(
         self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
@@ -98,3 +93,9 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
             [e.state for e in stored_events],
         ]
         curs.execute(self.insert_allocating_statement, columns)
+
+
+def _position(row: Any) -> int:
+    """The position a ``COALESCE(MAX(notification_id), 0)`` row holds (a tuple or a dict row)."""
+    assert row is not None
+    return int(row[0] if isinstance(row, tuple) else row["coalesce"])
